@@ -1,0 +1,1 @@
+"""What runs inside profiled processes. Standard library only; never imports torch itself."""

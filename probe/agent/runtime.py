@@ -1,0 +1,421 @@
+"""The in-process agent: hooks, one background thread, buffered records.
+
+Started by the bootstrap ``sitecustomize`` in every Python process of a profiled tree (and by
+``probe attach``). Rules it keeps:
+
+- one background thread at most, started with ``_thread`` so that ``threading.enumerate()`` in the
+  target does not change;
+- never imports torch or asyncio: it hooks them when the target imports them;
+- never raises into the target: every failure becomes an ``agent_error`` event;
+- records are flushed every ``flush_ms`` (default 200 ms) and at exit, so a SIGKILL loses at most
+  that much;
+- after ``os.fork()`` the child gets its own file and a new thread (threads do not survive fork).
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+
+from probe.agent.imports import PostImportFinder
+from probe.collectors.gc import GcCollector
+from probe.collectors.stacks import StackSampler
+from probe.session import format as fmt
+from probe.session.redact import redact_argv, redact_text
+from probe.session.writer import RecordBuffer
+
+TYPE_CHECKING = False  # typing stays unimported at run time: this loads in every profiled process
+if TYPE_CHECKING:
+    from types import ModuleType, TracebackType
+    from typing import Any
+
+    from probe.collectors.asyncio import LoopLagMonitor
+    from probe.collectors.torch import TorchHooks
+
+# Modules whose import makes the agent load the collector that hooks them (lazily, so that a
+# process that never imports torch or asyncio never pays for their collectors).
+TORCH_MODULES = (
+    "torch",
+    "torch.optim.optimizer",
+    "torch.utils.data.dataloader",
+    "torch.utils.data._utils.fetch",
+)
+ASYNCIO_MODULES = ("asyncio",)
+DEFAULT_LAG_MS = 20.0
+ENV_CONFIG = "PROBE_AGENT"
+DEFAULT_STACK_HZ = 100
+# DataLoader workers sample their stacks more slowly: their timing comes from the fetch hook, and
+# every wake-up of an agent thread in a helper process preempts the training process's threads.
+DEFAULT_HELPER_STACK_HZ = 10
+DEFAULT_FLUSH_MS = 200
+POLL_NS = 500_000_000
+MAX_ERRORS = 50
+
+_now = time.monotonic_ns
+
+
+class _Span:
+    __slots__ = ("_agent", "_name", "_start")
+
+    def __init__(self, agent: Agent, name: int) -> None:
+        self._agent = agent
+        self._name = name
+        self._start = 0
+
+    def __enter__(self) -> _Span:
+        self._start = _now()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        now = _now()
+        self._agent.buffer.add(
+            fmt.SPAN, self._start, now - self._start, threading.get_native_id(), self._name
+        )
+
+
+class Agent:
+    def __init__(self, config: dict[str, Any], origin: str = "start") -> None:
+        self.directory = str(config["dir"])
+        hz = float(config.get("stack_hz", DEFAULT_STACK_HZ))
+        self.stack_interval_ns = int(1e9 / hz) if hz > 0 else 0
+        helper_hz = min(hz, float(config.get("helper_stack_hz", DEFAULT_HELPER_STACK_HZ)))
+        self.helper_interval_ns = int(1e9 / helper_hz) if helper_hz > 0 else 0
+        self.flush_ns = int(float(config.get("flush_ms", DEFAULT_FLUSH_MS)) * 1e6)
+        self.lag_interval = float(config.get("lag_ms", DEFAULT_LAG_MS)) / 1000
+        self.session = str(config.get("session", ""))
+        self.origin = origin
+        self.pid = os.getpid()
+        self.active = False
+        self.errors = 0
+        self.buffer = RecordBuffer(self.directory, f"agent-{self.pid}", self._header())
+        self.finder = PostImportFinder(self._error)
+        self.gc = GcCollector(self.buffer)
+        self.stacks = StackSampler(self.buffer)
+        self.torch: TorchHooks | None = None
+        self.loops: LoopLagMonitor | None = None
+        self._stop = threading.Event()
+        self._thread_done = threading.Event()
+        self._thread_ident = 0
+        self._steps = 0
+        self.hook_ns = 0
+        self._exit_recorded = False
+        self._fork_registered = False
+        self._atexit_registered = False
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.active:
+            return
+        self.active = True
+        self._record_process()
+        self.gc.install()
+        for name in TORCH_MODULES:
+            self.finder.watch(name, self._on_torch_module)
+        for name in ASYNCIO_MODULES:
+            self.finder.watch(name, self._on_asyncio_module)
+        self.finder.install()
+        if not self._fork_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_child)
+            self._fork_registered = True
+        if not self._atexit_registered:
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                try:
+                    register(self._on_threading_exit)
+                except RuntimeError:
+                    pass
+            atexit.register(self._on_exit)
+            self._atexit_registered = True
+        probe_module = sys.modules.get("probe")
+        if probe_module is not None:
+            setattr(probe_module, "_agent", self)  # noqa: B010 - the public API's hook
+        self._start_thread()
+
+    def _on_torch_module(self, module: ModuleType) -> None:
+        if self.torch is None:
+            from probe.collectors.torch import TorchHooks
+
+            self.torch = TorchHooks(self.buffer, self._error, self._became_worker)
+        self.torch.on_module(module.__name__, module)
+
+    def _became_worker(self) -> None:
+        """This process turned out to be a DataLoader worker: sample at the helper rate."""
+        self.stack_interval_ns = self.helper_interval_ns
+
+    def _on_asyncio_module(self, module: ModuleType) -> None:
+        if self.loops is None:
+            from probe.collectors.asyncio import LoopLagMonitor
+
+            self.loops = LoopLagMonitor(self.buffer, self._error, self.lag_interval)
+        self.loops.on_module(module.__name__, module)
+
+    def stop(self, *, detach: bool = False) -> None:
+        """Stop collecting: remove hooks, stop the thread, write what is buffered, close the file.
+
+        With ``detach`` (``probe attach`` leaving a running job), everything installed is removed;
+        at exit it does not matter, and removing hooks then would only cost time.
+        """
+        if not self.active:
+            return
+        self.active = False
+        probe_module = sys.modules.get("probe")
+        if probe_module is not None and getattr(probe_module, "_agent", None) is self:
+            setattr(probe_module, "_agent", None)  # noqa: B010
+        self.gc.uninstall()
+        if detach:
+            self.finder.uninstall()
+            if self.torch is not None:
+                self.torch.uninstall()
+            if self.loops is not None:
+                self.loops.uninstall()
+        self._stop.set()
+        if self._thread_ident and self._thread_ident != _thread.get_ident():
+            self._thread_done.wait(1.0)
+        self._write_cost(_now())
+        try:
+            self.buffer.close()
+        except OSError:
+            pass
+
+    def _start_thread(self) -> None:
+        self._stop = threading.Event()
+        self._thread_done = threading.Event()
+        _thread.start_new_thread(self._run, ())
+
+    def _after_fork_child(self) -> None:
+        if not self.active:
+            return
+        try:
+            self.pid = os.getpid()
+            self.origin = "fork"
+            self.errors = 0
+            self._steps = 0
+            self._exit_recorded = False
+            self.buffer.reset_after_fork(f"agent-{self.pid}", self._header())
+            self.gc.reset_after_fork(self.buffer)
+            self.stacks.reset(self.buffer)
+            if self.torch is not None:
+                self.torch.reset_after_fork(self.buffer)
+            if self.loops is not None:
+                self.loops.reset_after_fork(self.buffer)
+            self._record_process()
+            self._start_thread()
+        except Exception as exc:
+            self._error("restart after fork", exc)
+
+    def _on_threading_exit(self) -> None:
+        # Runs when the main thread finishes, also in multiprocessing children that end in
+        # os._exit() and never run atexit: this is their last chance to write.
+        if not self.active:
+            return
+        self._record_exit()
+        try:
+            self.gc.close_summary(_now())
+            self.buffer.flush()
+        except Exception as exc:
+            self._error("flush at exit", exc)
+
+    def _on_exit(self) -> None:
+        if not self.active:
+            return
+        self._record_exit()
+        self.stop()
+
+    # -- the background thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._thread_ident = _thread.get_ident()
+        stop = self._stop
+        done = self._thread_done
+        self.buffer.event({"type": "agent_thread", "t": _now(), "tid": threading.get_native_id()})
+        now = _now()
+        next_sample = now
+        next_flush = now + self.flush_ns
+        next_poll = now
+        far = 1 << 62
+        try:
+            while not stop.is_set():
+                now = _now()
+                interval = self.stack_interval_ns  # may change while running
+                try:
+                    if interval and now >= next_sample:
+                        self.stacks.sample(now, self._thread_ident)
+                        next_sample += interval
+                        if next_sample <= now:
+                            next_sample = now + interval
+                    if now >= next_poll:
+                        next_poll = now + POLL_NS
+                        if self.torch is not None:
+                            self.torch.poll(now)
+                        self.stacks.refresh_threads()
+                        self._write_cost(now)
+                    if now >= next_flush:
+                        next_flush = now + self.flush_ns
+                        self.buffer.flush()
+                except Exception as exc:
+                    self._error("agent thread", exc)
+                    if self.errors >= MAX_ERRORS:
+                        return
+                wake = min(next_sample if interval else far, next_flush, next_poll)
+                delay = (wake - _now()) / 1e9
+                if delay > 0:
+                    stop.wait(delay)
+        finally:
+            done.set()
+
+    # -- records --------------------------------------------------------------------------------
+
+    def _header(self) -> dict[str, Any]:
+        return {
+            "writer": "agent",
+            "pid": self.pid,
+            "ppid": os.getppid(),
+            "origin": self.origin,
+            "session": self.session,
+            "host": os.uname().nodename,
+            "python": sys.version.split()[0],
+            "clock": {"monotonic_ns": time.monotonic_ns(), "unix_ns": time.time_ns()},
+        }
+
+    def _record_process(self) -> None:
+        argv = list(getattr(sys, "orig_argv", None) or _proc_cmdline() or sys.argv)
+        main = threading.main_thread()
+        self.buffer.event(
+            {
+                "type": "process",
+                "t": _now(),
+                "pid": self.pid,
+                "ppid": os.getppid(),
+                "origin": self.origin,
+                "argv": redact_argv(argv),
+                "executable": sys.executable,
+                "python": sys.version.split()[0],
+                "implementation": sys.implementation.name,
+                "main_tid": main.native_id if self.origin != "fork" else threading.get_native_id(),
+                "stack_hz": 1e9 / self.stack_interval_ns if self.stack_interval_ns else 0,
+                "gc_thresholds": list(_gc_threshold()),
+            }
+        )
+
+    def _record_exit(self) -> None:
+        if self._exit_recorded:
+            return
+        self._exit_recorded = True
+        exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+        self.buffer.event(
+            {
+                "type": "exit",
+                "t": _now(),
+                "exception": type(exc).__name__ if exc is not None else None,
+                "message": redact_text(str(exc))[:300] if exc is not None else None,
+            }
+        )
+
+    def _write_cost(self, now: int) -> None:
+        hooks = self.hook_ns + self.gc.hook_ns
+        if self.torch is not None:
+            hooks += self.torch.hook_ns
+        if self.loops is not None:
+            hooks += self.loops.hook_ns
+        thread_cpu = 0
+        if self._thread_ident == _thread.get_ident():
+            thread_cpu = time.thread_time_ns()
+            self._thread_cpu = thread_cpu
+        else:
+            thread_cpu = getattr(self, "_thread_cpu", 0)
+        self.buffer.add(
+            fmt.COST,
+            now,
+            thread_cpu,
+            hooks,
+            self.stacks.samples,
+            self.buffer.records_written,
+            self.buffer.bytes_written,
+        )
+
+    def _error(self, where: str, exc: BaseException) -> None:
+        self.errors += 1
+        if self.errors <= MAX_ERRORS:
+            try:
+                self.buffer.event(
+                    {
+                        "type": "agent_error",
+                        "t": _now(),
+                        "where": where,
+                        "error": f"{type(exc).__name__}: {exc}"[:500],
+                    }
+                )
+            except Exception:
+                pass
+
+    # -- public API (probe.step / probe.span) ---------------------------------------------------
+
+    def step(self) -> None:
+        now = _now()
+        self._steps += 1
+        self.buffer.add(
+            fmt.STEP, now, threading.get_native_id(), fmt.STEP_SOURCE_EXPLICIT, 0, 0, self._steps
+        )
+
+    def span(self, name: str) -> _Span:
+        return _Span(self, self.buffer.intern(name))
+
+
+def _proc_cmdline() -> list[str]:
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _gc_threshold() -> tuple[int, ...]:
+    import gc
+
+    return tuple(gc.get_threshold())
+
+
+_agent: Agent | None = None
+
+
+def config_from_env() -> dict[str, Any] | None:
+    raw = os.environ.get(ENV_CONFIG)
+    if not raw:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or not os.path.isdir(str(config.get("dir", ""))):
+        return None
+    return config
+
+
+def start_from_env() -> Agent | None:
+    """Start the agent if this process was launched by ``probe doctor`` (PROBE_AGENT is set)."""
+    global _agent
+    if _agent is not None:
+        return _agent
+    config = config_from_env()
+    if config is None:
+        return None
+    agent = Agent(config)
+    agent.start()
+    _agent = agent
+    return agent
+
+
+def current() -> Agent | None:
+    return _agent

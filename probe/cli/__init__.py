@@ -1,0 +1,77 @@
+"""probe's command line: one module per command; errors become messages and exit codes only here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from probe import __version__
+from probe.cli.attach import attach
+from probe.cli.doctor import doctor
+from probe.cli.report import report
+from probe.errors import ProbeError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(
+    __version__, "-V", "--version", prog_name="probe", message="%(prog)s %(version)s"
+)
+def cli() -> None:
+    """A doctor for ML model runtimes.
+
+    Run a training or inference command under probe and get one HTML report and a terminal
+    verdict that say, with evidence, what holds the run back, and what to do about it.
+
+    \b
+      probe doctor -- python train.py --epochs 3
+      probe report .probe/<name>
+      probe attach 12345 --duration 60
+    """
+
+
+cli.add_command(doctor)
+cli.add_command(report)
+cli.add_command(attach)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="probe", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:  # UsageError exits 2, the others 1
+        exc.show()
+        return int(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("probe: interrupted", err=True)
+        return 130
+    except ProbeError as exc:
+        click.echo(f"probe: error: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"probe: {exc.hint}", err=True)
+        return exc.exit_code
+    except BrokenPipeError:
+        return 141
+    except Exception as exc:
+        if os.environ.get("PROBE_DEBUG"):
+            traceback.print_exc()
+        click.echo(
+            f"probe: internal error: {type(exc).__name__}: {exc}\n"
+            "probe: this is a bug in probe; run again with PROBE_DEBUG=1 for the traceback.",
+            err=True,
+        )
+        return 70
+    return int(result) if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""probe doctor -- CMD: run a command under probe, then analyse and report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from probe.cli.common import conclude, echo
+from probe.cli.options import recording_options
+from probe.launcher import Launcher, resolve_command
+from probe.recorder import Recording, Settings, default_name
+
+
+@click.command(
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": False},
+    short_help="Run a command under probe and diagnose it.",
+)
+@recording_options
+@click.option(
+    "--no-inject",
+    is_flag=True,
+    help="Do not load the agent into Python processes (outside sampling only).",
+)
+@click.argument(
+    "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]..."
+)
+def doctor(
+    command: tuple[str, ...],
+    dest: Path,
+    name: str | None,
+    force: bool,
+    sample_interval: float,
+    stack_rate: float,
+    collect_only: bool,
+    open_report: bool,
+    json_path: Path | None,
+    no_inject: bool,
+) -> int:
+    """Run CMD exactly as it would run without probe, record its whole process tree, and say
+    what holds it back.
+
+    The command keeps its argv, working directory, terminal, environment and signals; probe
+    exits with the command's exit status (128+N if signal N ended it). Ctrl-C ends the command
+    and still produces the report.
+
+    \b
+      probe doctor -- python train.py --epochs 3
+      probe doctor --collect-only -- torchrun --nproc_per_node 2 train.py
+    """
+    argv = list(command)
+    environ = dict(os.environ)
+    resolve_command(argv, environ)  # a missing command fails before anything is created
+    settings = Settings(
+        sample_interval_ms=sample_interval, stack_hz=stack_rate, inject=not no_inject
+    )
+    recording = Recording.create(
+        dest=dest,
+        name=name or default_name(),
+        force=force,
+        kind="doctor",
+        argv=argv,
+        settings=settings,
+        environ=environ,
+    )
+    launcher = Launcher(argv, recording.agent_env(environ))
+    try:
+        pid = launcher.start()
+    except Exception:
+        recording.finish(status="failed-to-start", exit_code=None, signal=None)
+        raise
+    recording.start_sampler(pid)
+    try:
+        result = launcher.wait()
+    finally:
+        launcher.restore()
+        recording.stop_sampler()
+    status = "interrupted" if result.interrupted else "finished"
+    recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
+    if result.interrupted:
+        echo(f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})")
+    conclude(
+        recording.directory,
+        collect_only=collect_only,
+        json_path=json_path,
+        open_report=open_report,
+    )
+    return result.status
+
+
+def _describe(signal: int | None, code: int | None) -> str:
+    if signal is not None:
+        import signal as _signal
+
+        try:
+            return f"ended by {_signal.Signals(signal).name}"
+        except ValueError:
+            return f"ended by signal {signal}"
+    return f"exit status {code}"

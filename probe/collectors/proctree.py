@@ -1,0 +1,356 @@
+"""The outside sampler: every process of the target's tree, read from /proc on probe's own thread.
+
+Each interval it re-discovers the tree (DataLoader workers and ranks come and go), then reads per
+process ``stat`` (state, user/system ticks), ``status`` (RSS, anonymous RSS, context switches),
+``io`` and, per thread, ``schedstat`` (CPU and run-queue wait in nanoseconds, precise at any
+interval, unlike the 10 ms ticks of ``stat``) and ``comm`` (the thread's name). It also reads the
+host's CPU per core, iowait, runnable and blocked thread counts, available memory and the cgroup's
+memory usage, and its own cost. Nothing here touches the target's interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from probe.collectors.gpu import GpuSampler
+from probe.collectors.system import Cgroup
+from probe.session import format as fmt
+from probe.session.redact import redact_argv
+from probe.session.writer import RecordBuffer
+
+TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+NAME_REFRESH = 20  # re-read thread names every this many samples
+CMDLINE_RECHECK = 3  # re-read a process's command line at this sample (it may have exec'd)
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _field(blob: bytes, key: bytes) -> int:
+    i = blob.find(key)
+    if i < 0:
+        return -1
+    j = blob.find(b"\n", i)
+    parts = blob[i + len(key) : j if j >= 0 else None].split()
+    return int(parts[0]) if parts else -1
+
+
+@dataclass
+class _Thread:
+    cpu: int = 0
+    wait: int = 0
+    name: int = 0
+
+
+@dataclass
+class _Proc:
+    pid: int
+    ppid: int
+    start_ticks: int
+    seen: int = 0
+    dead_cpu: int = 0
+    dead_wait: int = 0
+    threads: dict[int, _Thread] = field(default_factory=dict)
+    cmdline: list[str] = field(default_factory=list)
+    last_state: int = 0
+    exit_code: int | None = None
+
+
+def _parse_stat(blob: bytes) -> list[bytes] | None:
+    close = blob.rfind(b")")
+    if close < 0:
+        return None
+    return blob[close + 2 :].split()
+
+
+class ProcessTreeSampler:
+    """Samples the tree rooted at ``root_pid`` into ``buffer``; ``sample()`` does one pass."""
+
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        root_pid: int,
+        *,
+        cgroup: Cgroup | None = None,
+        gpu: GpuSampler | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.buffer = buffer
+        self.root_pid = root_pid
+        self.cgroup = cgroup or Cgroup()
+        self.gpu = gpu
+        self.clock = clock
+        self.procs: dict[int, _Proc] = {}
+        self._foreign: set[int] = set()
+        self._self_pid = os.getpid()
+        self.samples = 0
+        self.sampler_cpu_ns = 0
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    def _discover(self, now: int) -> None:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return
+        procs = self.procs
+        candidates: dict[int, tuple[int, int]] = {}
+        for entry in entries:
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            if pid in procs or pid in self._foreign or pid == self._self_pid:
+                continue
+            blob = _read(f"/proc/{pid}/stat")
+            fields = _parse_stat(blob) if blob else None
+            if not fields:
+                continue
+            candidates[pid] = (int(fields[1]), int(fields[19]))
+        if not candidates:
+            return
+        changed = True
+        while changed:
+            changed = False
+            for pid, (ppid, start) in list(candidates.items()):
+                if pid == self.root_pid or ppid in procs:
+                    self._adopt(pid, ppid, start, now)
+                    del candidates[pid]
+                    changed = True
+        self._foreign.update(candidates)
+
+    def _adopt(self, pid: int, ppid: int, start: int, now: int) -> None:
+        proc = _Proc(pid=pid, ppid=ppid, start_ticks=start)
+        proc.cmdline = self._cmdline(pid)
+        self.procs[pid] = proc
+        self.buffer.event(
+            {
+                "type": "proc_start",
+                "t": now,
+                "pid": pid,
+                "ppid": ppid,
+                "argv": proc.cmdline,
+                "comm": (_read(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip(),
+            }
+        )
+
+    def _cmdline(self, pid: int) -> list[str]:
+        raw = _read(f"/proc/{pid}/cmdline") or b""
+        return redact_argv(p.decode(errors="replace") for p in raw.split(b"\0") if p)
+
+    # -- one pass -------------------------------------------------------------------------------
+
+    def sample(self) -> None:
+        cpu_start = time.thread_time_ns()
+        now = self.clock()
+        self._discover(now)
+        for pid in list(self.procs):
+            if not self._sample_proc(self.procs[pid], now):
+                self._exited(self.procs.pop(pid), now)
+        self._sample_system(now)
+        if self.gpu is not None:
+            self.gpu.sample(self.buffer, now)
+        self.samples += 1
+        self.sampler_cpu_ns += time.thread_time_ns() - cpu_start
+
+    def _sample_proc(self, proc: _Proc, now: int) -> bool:
+        pid = proc.pid
+        base = f"/proc/{pid}"
+        blob = _read(base + "/stat")
+        fields = _parse_stat(blob) if blob else None
+        if not fields or int(fields[19]) != proc.start_ticks:
+            return False
+        state = fields[0][0]
+        proc.last_state = state
+        if state == ord("Z"):
+            if len(fields) > 49:
+                proc.exit_code = int(fields[49])
+            return False
+        status = _read(base + "/status") or b""
+        io = _read(base + "/io")
+        try:
+            tids = os.listdir(base + "/task")
+        except OSError:
+            return False
+        proc.seen += 1
+        if proc.seen == CMDLINE_RECHECK:
+            cmdline = self._cmdline(pid)
+            if cmdline and cmdline != proc.cmdline:
+                proc.cmdline = cmdline
+                self.buffer.event({"type": "proc_exec", "t": now, "pid": pid, "argv": cmdline})
+        refresh_names = proc.seen % NAME_REFRESH == 1
+        add = self.buffer.add_packed
+        pack = fmt.THREAD.struct.pack
+        live: dict[int, _Thread] = {}
+        cpu_sum = proc.dead_cpu
+        wait_sum = proc.dead_wait
+        for entry in tids:
+            tid = int(entry)
+            sched = _read(f"{base}/task/{entry}/schedstat")
+            if not sched:
+                continue
+            parts = sched.split()
+            cpu, wait = int(parts[0]), int(parts[1])
+            thread = proc.threads.get(tid)
+            if thread is None or refresh_names:
+                comm = _read(f"{base}/task/{entry}/comm") or b"?"
+                name = self.buffer.intern(comm.decode(errors="replace").strip())
+                thread = thread or _Thread()
+                thread.name = name
+            thread.cpu, thread.wait = cpu, wait
+            live[tid] = thread
+            cpu_sum += cpu
+            wait_sum += wait
+            add(fmt.THREAD, pack(now, pid, tid, cpu, wait, 0, thread.name))
+        for tid, gone in proc.threads.items():
+            if tid not in live:
+                proc.dead_cpu += gone.cpu
+                proc.dead_wait += gone.wait
+                cpu_sum += gone.cpu
+                wait_sum += gone.wait
+        proc.threads = live
+        if io:
+            rchar, wchar = _field(io, b"rchar:"), _field(io, b"wchar:")
+            read_bytes, write_bytes = _field(io, b"read_bytes:"), _field(io, b"write_bytes:")
+        else:
+            rchar = wchar = read_bytes = write_bytes = -1
+        rss_kb = _field(status, b"VmRSS:")
+        anon_kb = _field(status, b"RssAnon:")
+        self.buffer.add(
+            fmt.PROC,
+            now,
+            pid,
+            int(fields[1]),
+            state,
+            cpu_sum,
+            int(fields[11]) * TICK_NS,
+            int(fields[12]) * TICK_NS,
+            wait_sum,
+            rss_kb * 1024 if rss_kb >= 0 else -1,
+            anon_kb * 1024 if anon_kb >= 0 else -1,
+            int(fields[17]),
+            _field(status, b"\nvoluntary_ctxt_switches:"),
+            _field(status, b"nonvoluntary_ctxt_switches:"),
+            read_bytes,
+            write_bytes,
+            rchar,
+            wchar,
+        )
+        return True
+
+    def _exited(self, proc: _Proc, now: int) -> None:
+        event: dict[str, object] = {"type": "proc_exit", "t": now, "pid": proc.pid}
+        if proc.exit_code is not None:
+            code = proc.exit_code
+            if os.WIFSIGNALED(code):
+                event["signal"] = os.WTERMSIG(code)
+            elif os.WIFEXITED(code):
+                event["exit_code"] = os.WEXITSTATUS(code)
+        self.buffer.event(event)
+
+    def _sample_system(self, now: int) -> None:
+        stat = _read("/proc/stat") or b""
+        meminfo = _read("/proc/meminfo") or b""
+        user = system = idle = iowait = steal = 0
+        running = blocked = -1
+        pack = fmt.CORE.struct.pack
+        for line in stat.split(b"\n"):
+            if line.startswith(b"cpu"):
+                parts = line.split()
+                v = [int(x) for x in parts[1:9]] + [0] * max(0, 9 - len(parts))
+                busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                if parts[0] == b"cpu":
+                    user, system = v[0] + v[1], v[2] + v[5] + v[6]
+                    idle, iowait, steal = v[3], v[4], v[7]
+                else:
+                    core = int(parts[0][3:])
+                    self.buffer.add_packed(
+                        fmt.CORE, pack(now, core, busy * TICK_NS, (v[3] + v[4]) * TICK_NS)
+                    )
+            elif line.startswith(b"procs_running"):
+                running = int(line.split()[1])
+            elif line.startswith(b"procs_blocked"):
+                blocked = int(line.split()[1])
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.buffer.add(
+            fmt.SYSTEM,
+            now,
+            user * TICK_NS,
+            system * TICK_NS,
+            idle * TICK_NS,
+            iowait * TICK_NS,
+            steal * TICK_NS,
+            running,
+            blocked,
+            _field(meminfo, b"MemTotal:") * 1024,
+            _field(meminfo, b"MemAvailable:") * 1024,
+            self.cgroup.memory_usage(),
+            int((usage.ru_utime + usage.ru_stime) * 1e9),
+            self.sampler_cpu_ns,
+        )
+
+    def finish(self, now: int | None = None) -> None:
+        """Report the processes still alive as seen at the end (no exit event for them)."""
+        now = now if now is not None else self.clock()
+        alive = sorted(self.procs)
+        if alive:
+            self.buffer.event({"type": "tree_end", "t": now, "alive": alive})
+
+
+class SamplerThread:
+    """Runs a ``ProcessTreeSampler`` every ``interval_s`` on its own thread and flushes records."""
+
+    def __init__(
+        self, sampler: ProcessTreeSampler, interval_s: float, flush_s: float = 0.25
+    ) -> None:
+        self.sampler = sampler
+        self.interval_s = interval_s
+        self.flush_s = flush_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="probe-sampler", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_flush = time.monotonic() + self.flush_s
+        try:
+            while True:
+                started = time.monotonic()
+                self.sampler.sample()
+                if started >= next_flush:
+                    self.sampler.buffer.flush()
+                    next_flush = started + self.flush_s
+                delay = self.interval_s - (time.monotonic() - started)
+                if self._stop.wait(max(delay, 0.0)):
+                    break
+        except BaseException as exc:  # reported by stop(); the run itself must go on
+            self.error = exc
+
+    def stop(self) -> None:
+        """Take one last sample, flush, and stop."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.error is None:
+            try:
+                self.sampler.sample()
+                self.sampler.finish()
+            except Exception as exc:
+                self.error = exc
+        self.sampler.buffer.flush()

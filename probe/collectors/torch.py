@@ -1,0 +1,357 @@
+"""torch hooks, installed when the target imports torch (in-process; never imports torch itself).
+
+- Steps: global optimizer step pre/post hooks; a step ends when ``optimizer.step()`` returns.
+- DataLoader waits: ``_BaseDataLoaderIter.__next__`` timed in the process that iterates; each
+  iterator's loader is described once (workers, batch size, pin_memory, ...), with worker pids.
+- Batch production: the dataset fetchers timed (wall and CPU) where they run: in each DataLoader
+  worker, or in the main process when ``num_workers=0``.
+- Facts: version, intra/inter-op threads, distributed rank and world size, CUDA memory when the
+  program itself initialised CUDA (probe never initialises CUDA: that would break fork).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from probe.session import format as fmt
+from probe.session.writer import RecordBuffer
+
+# The torch modules whose import installs a hook, and the method that installs it.
+WATCHED = {
+    "torch": "_on_torch",
+    "torch.optim.optimizer": "_hook_optimizer",
+    "torch.utils.data.dataloader": "_hook_dataloader",
+    "torch.utils.data._utils.fetch": "_hook_fetch",
+}
+
+_now = time.monotonic_ns
+_cpu = time.thread_time_ns
+_tid = threading.get_native_id
+
+
+class TorchHooks:
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        on_error: Callable[[str, BaseException], None],
+        on_worker: Callable[[], None] | None = None,
+    ) -> None:
+        self._buffer = buffer
+        self._on_error = on_error
+        self._on_worker = on_worker
+        self._restore: list[Callable[[], None]] = []
+        self._opt_ids: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._opt_start: dict[int, int] = {}
+        self._loader_ids: dict[tuple[int, int, Any], int] = {}
+        self._iter_loader: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._worker_id: int | None = None
+        self._dist_seen: tuple[int, int] | None = None
+        self._facts_seen: tuple[Any, ...] | None = None
+        self._step_index = 0
+        self.hook_ns = 0
+
+    # -- installation ---------------------------------------------------------------------------
+
+    def on_module(self, name: str, module: ModuleType) -> None:
+        """Called once each module of ``WATCHED`` has been imported by the target."""
+        getattr(self, WATCHED[name])(module)
+
+    def uninstall(self) -> None:
+        for undo in reversed(self._restore):
+            try:
+                undo()
+            except Exception as exc:
+                self._on_error("torch hook removal", exc)
+        self._restore.clear()
+
+    def reset_after_fork(self, buffer: RecordBuffer) -> None:
+        self._buffer = buffer
+        self._opt_ids = weakref.WeakKeyDictionary()
+        self._opt_start.clear()
+        self._loader_ids.clear()
+        self._iter_loader = weakref.WeakKeyDictionary()
+        self._worker_id = None
+        self._dist_seen = None
+        self._facts_seen = None
+        self._step_index = 0
+
+    def _on_torch(self, torch: ModuleType) -> None:
+        self.record_facts(torch)
+
+    def _hook_optimizer(self, module: ModuleType) -> None:
+        pre = module.register_optimizer_step_pre_hook(self._pre_step)
+        post = module.register_optimizer_step_post_hook(self._post_step)
+        self._restore.append(pre.remove)
+        self._restore.append(post.remove)
+
+    def _hook_dataloader(self, module: ModuleType) -> None:
+        cls = module._BaseDataLoaderIter
+        original = cls.__dict__["__next__"]
+        hooks = self
+
+        def __next__(it: Any) -> Any:
+            start = _now()
+            exhausted = 0
+            try:
+                return original(it)
+            except StopIteration:
+                exhausted = fmt.WAIT_EXHAUSTED
+                raise
+            finally:
+                hooks._after_next(it, start, exhausted)
+
+        __next__.__wrapped__ = original  # type: ignore[attr-defined]
+        __next__.__qualname__ = original.__qualname__
+        cls.__next__ = __next__
+        self._restore.append(lambda: setattr(cls, "__next__", original))
+
+    def _hook_fetch(self, module: ModuleType) -> None:
+        for name in ("_MapDatasetFetcher", "_IterableDatasetFetcher"):
+            cls = getattr(module, name, None)
+            if cls is None or "fetch" not in cls.__dict__:
+                continue
+            self._wrap_fetch(cls)
+
+    def _wrap_fetch(self, cls: type) -> None:
+        original = cls.__dict__["fetch"]
+        hooks = self
+
+        def fetch(fetcher: Any, index: Any) -> Any:
+            start = _now()
+            cpu = _cpu()
+            try:
+                return original(fetcher, index)
+            finally:
+                hooks._after_fetch(start, cpu, index)
+
+        fetch.__wrapped__ = original  # type: ignore[attr-defined]
+        fetch.__qualname__ = original.__qualname__
+        setattr(cls, "fetch", fetch)  # noqa: B010
+        self._restore.append(lambda: setattr(cls, "fetch", original))
+
+    # -- hooks (run on the target's threads: keep them short) -----------------------------------
+
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._opt_start[_tid()] = _now()
+
+    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        now = _now()
+        tid = _tid()
+        start = self._opt_start.pop(tid, now)
+        opt = self._opt_ids.get(optimizer)
+        if opt is None:
+            opt = self._new_optimizer(optimizer)
+        self._step_index += 1
+        self._buffer.add(
+            fmt.STEP, now, tid, fmt.STEP_SOURCE_OPTIMIZER, opt, now - start, self._step_index
+        )
+        self.hook_ns += _now() - now
+
+    def _new_optimizer(self, optimizer: Any) -> int:
+        opt = len(self._opt_ids) + 1
+        try:
+            self._opt_ids[optimizer] = opt
+        except TypeError:
+            pass
+        groups = getattr(optimizer, "param_groups", [])
+        self._buffer.event(
+            {
+                "type": "optimizer",
+                "t": _now(),
+                "opt": opt,
+                "class": type(optimizer).__name__,
+                "param_groups": len(groups),
+                "params": sum(len(g.get("params", ())) for g in groups),
+            }
+        )
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            self.record_facts(torch)
+        return opt
+
+    def _after_next(self, it: Any, start: int, exhausted: int) -> None:
+        now = _now()
+        loader = self._iter_loader.get(it)
+        if loader is None:
+            loader = self._new_iterator(it)
+        self._buffer.add(fmt.WAIT, start, now - start, _tid(), loader, exhausted)
+        self.hook_ns += _now() - now
+
+    def _new_iterator(self, it: Any) -> int:
+        sampler = getattr(it, "_index_sampler", None)
+        batch_size = getattr(sampler, "batch_size", None)
+        key = (id(getattr(it, "_dataset", None)), getattr(it, "_num_workers", 0), batch_size)
+        loader = self._loader_ids.get(key)
+        if loader is None:
+            loader = len(self._loader_ids) + 1
+            self._loader_ids[key] = loader
+            self._buffer.event(self._describe_loader(it, loader, sampler, batch_size))
+        try:
+            self._iter_loader[it] = loader
+        except TypeError:
+            pass
+        workers = getattr(it, "_workers", None) or []
+        self._buffer.event(
+            {
+                "type": "loader_iter",
+                "t": _now(),
+                "loader": loader,
+                "workers": [w.pid for w in workers if getattr(w, "pid", None)],
+            }
+        )
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            self.record_facts(torch)
+        return loader
+
+    def _describe_loader(
+        self, it: Any, loader: int, sampler: Any, batch_size: Any
+    ) -> dict[str, Any]:
+        dataset = getattr(it, "_dataset", None)
+        start_method = None
+        workers = getattr(it, "_workers", None) or []
+        if workers:
+            start_method = getattr(workers[0], "_start_method", None)
+            if start_method is None:
+                import multiprocessing
+
+                start_method = multiprocessing.get_start_method(allow_none=True) or "default"
+        inner = getattr(sampler, "sampler", sampler)
+        return {
+            "type": "loader",
+            "t": _now(),
+            "loader": loader,
+            "dataset": type(dataset).__qualname__ if dataset is not None else None,
+            "dataset_module": type(dataset).__module__ if dataset is not None else None,
+            "iterable": int(getattr(it, "_dataset_kind", 0)) == 1,
+            "num_workers": getattr(it, "_num_workers", None),
+            "batch_size": batch_size if isinstance(batch_size, int) else None,
+            "pin_memory": bool(getattr(it, "_pin_memory", False)),
+            "prefetch_factor": getattr(it, "_prefetch_factor", None),
+            "persistent_workers": bool(getattr(it, "_persistent_workers", False)),
+            "timeout": getattr(it, "_timeout", None),
+            "start_method": start_method,
+            "sampler": type(inner).__name__ if inner is not None else None,
+            "collate_fn": getattr(getattr(it, "_collate_fn", None), "__name__", None),
+            "drop_last": getattr(it, "_drop_last", None),
+        }
+
+    def _after_fetch(self, start: int, cpu_start: int, index: Any) -> None:
+        now = _now()
+        cpu = _cpu() - cpu_start
+        worker = self._worker_id
+        if worker is None:
+            worker = self._find_worker_id()
+        try:
+            items = len(index)
+        except TypeError:
+            items = 1
+        self._buffer.add(fmt.FETCH, start, now - start, cpu, worker, items)
+        self.hook_ns += _now() - now
+
+    def _find_worker_id(self) -> int:
+        module = sys.modules.get("torch.utils.data._utils.worker")
+        info = getattr(module, "_worker_info", None)
+        worker = int(getattr(info, "id", -1)) if info is not None else -1
+        self._worker_id = worker
+        if worker >= 0:
+            if self._on_worker is not None:
+                self._on_worker()
+            self._buffer.event(
+                {
+                    "type": "worker",
+                    "t": _now(),
+                    "worker": worker,
+                    "num_workers": getattr(info, "num_workers", None),
+                    "dataset": type(getattr(info, "dataset", None)).__qualname__,
+                }
+            )
+        return worker
+
+    # -- facts (polled from the agent thread, and at the first step) ----------------------------
+
+    def record_facts(self, torch: ModuleType) -> None:
+        if not _ready(torch):
+            return
+        try:
+            facts = (
+                getattr(torch, "__version__", None),
+                torch.get_num_threads(),
+                torch.get_num_interop_threads(),
+            )
+        except Exception as exc:
+            self._on_error("torch facts", exc)
+            return
+        if facts != self._facts_seen:
+            self._facts_seen = facts
+            version = facts[0]
+            self._buffer.event(
+                {
+                    "type": "torch",
+                    "t": _now(),
+                    "version": str(version) if version is not None else None,
+                    "threads": facts[1],
+                    "interop_threads": facts[2],
+                    "cuda_build": getattr(getattr(torch, "version", None), "cuda", None),
+                }
+            )
+
+    def poll(self, now: int) -> None:
+        """Distributed facts and CUDA memory; cheap, from the agent thread."""
+        torch = sys.modules.get("torch")
+        if torch is None or not _ready(torch):
+            return
+        self._poll_distributed()
+        self._poll_cuda(torch, now)
+
+    def _poll_distributed(self) -> None:
+        dist = sys.modules.get("torch.distributed")
+        if dist is None or not _ready(dist):
+            return
+        try:
+            if not (dist.is_available() and dist.is_initialized()):
+                return
+            seen = (int(dist.get_rank()), int(dist.get_world_size()))
+            if seen != self._dist_seen:
+                self._dist_seen = seen
+                self._buffer.event(
+                    {
+                        "type": "distributed",
+                        "t": _now(),
+                        "rank": seen[0],
+                        "world_size": seen[1],
+                        "backend": str(dist.get_backend()),
+                    }
+                )
+        except Exception as exc:
+            self._on_error("torch.distributed facts", exc)
+
+    def _poll_cuda(self, torch: ModuleType, now: int) -> None:
+        cuda = sys.modules.get("torch.cuda")
+        if cuda is None or not _ready(cuda):
+            return
+        try:
+            if not cuda.is_initialized():
+                return
+            for device in range(cuda.device_count()):
+                self._buffer.add(
+                    fmt.CUDA,
+                    now,
+                    device,
+                    int(cuda.memory_allocated(device)),
+                    int(cuda.memory_reserved(device)),
+                    int(cuda.max_memory_allocated(device)),
+                )
+        except Exception as exc:
+            self._on_error("torch.cuda memory", exc)
+
+
+def _ready(module: ModuleType) -> bool:
+    spec = getattr(module, "__spec__", None)
+    return not getattr(spec, "_initializing", False)

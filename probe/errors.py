@@ -1,0 +1,58 @@
+"""Errors raised by probe's library code.
+
+Library code raises these and never exits or prints; ``probe.cli`` is the one place that turns
+them into a message on stderr and an exit status.
+"""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """An error with a message meant for the user, and the exit status it should end with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class SessionError(ProbeError):
+    """A session directory cannot be read."""
+
+
+class SessionNotFound(SessionError):
+    """No such directory."""
+
+
+class NotASession(SessionError):
+    """The directory exists but holds no probe session."""
+
+
+class SessionVersionError(SessionError):
+    """The session was written in a format this probe does not read."""
+
+
+class DestinationError(ProbeError):
+    """The session directory cannot be created where asked."""
+
+
+class CommandNotFound(ProbeError):
+    """The command to run does not exist (exit status 127, as a shell would)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutable(ProbeError):
+    """The command exists but cannot be executed (exit status 126, as a shell would)."""
+
+    exit_code = 126
+
+
+class AttachError(ProbeError):
+    """A running process cannot be attached to."""
+
+
+class AnalysisError(ProbeError):
+    """The session cannot be analysed."""

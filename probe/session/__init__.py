@@ -1,0 +1,1 @@
+"""The on-disk session: format, writer, reader and meta. The only code that knows the format."""

@@ -1,0 +1,352 @@
+"""The one reader of session directories: meta.json and record files into numpy columns.
+
+Analysis, the report, the CLI and the tests read sessions only through ``Session``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from probe.errors import NotASession, SessionError, SessionNotFound, SessionVersionError
+from probe.session import format as fmt
+from probe.session.meta import read_meta
+
+_NUMPY_CODES = {
+    "q": "<i8",
+    "Q": "<u8",
+    "i": "<i4",
+    "I": "<u4",
+    "h": "<i2",
+    "H": "<u2",
+    "b": "i1",
+    "B": "u1",
+    "f": "<f4",
+    "d": "<f8",
+}
+
+# Fields holding per-file ids that become global ids by adding the file's offset.
+_NODE_FIELDS = {"stack": ("stack",), "node": ("id", "parent")}
+_FRAME_FIELDS = {"node": ("frame",), "frame": ("id",)}
+
+
+def numpy_dtype(kind: fmt.Kind) -> np.dtype[Any]:
+    """The packed structured dtype that matches ``kind.struct`` byte for byte."""
+    return np.dtype([(name, _NUMPY_CODES[code]) for name, code in kind.fields])
+
+
+_DTYPES = {code: numpy_dtype(kind) for code, kind in fmt.KINDS.items()}
+
+
+@dataclass
+class RecordFileData:
+    """Everything one record file holds, before ids are made global."""
+
+    path: Path
+    header: dict[str, Any]
+    chunks: dict[int, list[bytes]] = field(default_factory=dict)
+    strings: dict[int, str] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return int(self.header.get("pid", -1))
+
+    @property
+    def writer(self) -> str:
+        return str(self.header.get("writer", "?"))
+
+
+def read_record_file(path: Path) -> RecordFileData:
+    """Parse one record file. A torn or corrupt tail is skipped with a warning."""
+    data = path.read_bytes()
+    head_size = fmt.FILE_HEADER.size
+    if len(data) < head_size:
+        raise NotASession(f"{path} is not a probe record file (too short)")
+    magic, major, minor, head_len = fmt.FILE_HEADER.unpack_from(data, 0)
+    if magic != fmt.FILE_MAGIC:
+        raise NotASession(f"{path} is not a probe record file")
+    if major > fmt.FORMAT_MAJOR:
+        raise SessionVersionError(
+            f"{path.name} was written in record format {major}.{minor}; this probe reads format "
+            f"{fmt.FORMAT_MAJOR}.x.",
+            hint="Upgrade probe (pip install -U probe-doctor) to read this session.",
+        )
+    try:
+        header = json.loads(data[head_size : head_size + head_len])
+    except ValueError as exc:
+        raise NotASession(f"{path} has an unreadable header") from exc
+    out = RecordFileData(path=path, header=header)
+    pos = head_size + head_len
+    size = len(data)
+    chunk_size = fmt.CHUNK_HEADER.size
+    unpack = fmt.CHUNK_HEADER.unpack_from
+    while pos < size:
+        if size - pos < chunk_size:
+            out.warnings.append(f"{path.name}: skipped a truncated record at the end")
+            break
+        magic, kind, _flags, count, nbytes, crc = unpack(data, pos)
+        start = pos + chunk_size
+        end = start + nbytes
+        if magic != fmt.CHUNK_MAGIC or end > size:
+            out.warnings.append(
+                f"{path.name}: skipped {size - pos} bytes of torn or damaged records at the end"
+            )
+            break
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            out.warnings.append(
+                f"{path.name}: skipped {size - pos} bytes of damaged records at the end"
+            )
+            break
+        pos = end
+        if kind == fmt.STRINGS:
+            out.strings.update({int(k): v for k, v in json.loads(payload).items()})
+        elif kind == fmt.EVENTS:
+            out.events.extend(json.loads(payload))
+        elif kind in _DTYPES:
+            if nbytes != count * _DTYPES[kind].itemsize:
+                out.warnings.append(f"{path.name}: skipped a chunk of unexpected size")
+                continue
+            out.chunks.setdefault(kind, []).append(payload)
+        else:
+            # A newer minor version may add kinds; older readers skip what they do not know.
+            continue
+    return out
+
+
+class Table:
+    """Columns of one record kind across all files, sorted by time when the kind has one."""
+
+    def __init__(self, name: str, columns: dict[str, npt.NDArray[Any]]) -> None:
+        self.name = name
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, column: str) -> npt.NDArray[Any]:
+        return self.columns[column]
+
+    def __contains__(self, column: str) -> bool:
+        return column in self.columns
+
+    def where(self, mask: npt.NDArray[np.bool_]) -> Table:
+        return Table(self.name, {k: v[mask] for k, v in self.columns.items()})
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r}, {len(self)} rows, columns={list(self.columns)})"
+
+
+@dataclass
+class Frame:
+    file: str
+    func: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.func} ({os.path.basename(self.file)}:{self.line})"
+
+
+class Session:
+    """A session directory, fully loaded: meta, tables, strings, events and stacks.
+
+    Raises ``SessionNotFound``, ``NotASession`` or ``SessionVersionError`` with a message fit for
+    the user; damaged tails and missing pieces become ``warnings``, never exceptions.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SessionNotFound(f"no such session: {self.path}")
+        if not self.path.is_dir():
+            raise NotASession(f"{self.path} is a file, not a session directory")
+        self.meta = read_meta(self.path)
+        self.warnings: list[str] = []
+        self.files: list[RecordFileData] = []
+        for rec in sorted(self.path.glob("*.rec")):
+            try:
+                self.files.append(read_record_file(rec))
+            except (SessionVersionError, NotASession):
+                raise
+            except OSError as exc:
+                self.warnings.append(f"{rec.name}: could not be read ({exc.strerror})")
+        for f in self.files:
+            self.warnings.extend(f.warnings)
+        self._build()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.strings: list[str] = [""]
+        string_ids: dict[str, int] = {"": 0}
+        self.events: list[dict[str, Any]] = []
+        per_kind: dict[int, list[dict[str, npt.NDArray[Any]]]] = {}
+        node_offset = 0
+        frame_offset = 0
+        for f in self.files:
+            top = max(f.strings, default=0)
+            mapping = np.zeros(top + 1, dtype=np.uint32)
+            for local, text in f.strings.items():
+                gid = string_ids.get(text)
+                if gid is None:
+                    gid = len(self.strings)
+                    string_ids[text] = gid
+                    self.strings.append(text)
+                mapping[local] = gid
+            for ev in f.events:
+                ev.setdefault("pid", f.pid)
+                ev["writer"] = f.writer
+                self.events.append(ev)
+            n_nodes = 0
+            n_frames = 0
+            for code, payloads in f.chunks.items():
+                kind = fmt.KINDS[code]
+                arr = np.frombuffer(b"".join(payloads), dtype=_DTYPES[code])
+                cols = {name: np.ascontiguousarray(arr[name]) for name in arr.dtype.names or ()}
+                for name in kind.string_fields:
+                    ids = cols[name]
+                    cols[name] = mapping[np.where(ids < len(mapping), ids, 0)]
+                if kind.name == "node":
+                    n_nodes = max(n_nodes, int(cols["id"].max(initial=0)))
+                if kind.name == "frame":
+                    n_frames = max(n_frames, int(cols["id"].max(initial=0)))
+                for name in _NODE_FIELDS.get(kind.name, ()):
+                    cols[name] = np.where(cols[name] > 0, cols[name] + node_offset, 0).astype(
+                        np.uint32
+                    )
+                for name in _FRAME_FIELDS.get(kind.name, ()):
+                    cols[name] = np.where(cols[name] > 0, cols[name] + frame_offset, 0).astype(
+                        np.uint32
+                    )
+                if kind.name in _AGENT_KINDS:
+                    cols["pid"] = np.full(len(arr), f.pid, dtype=np.int32)
+                per_kind.setdefault(code, []).append(cols)
+            node_offset += n_nodes
+            frame_offset += n_frames
+        self.events.sort(key=lambda e: e.get("t", 0))
+        self._tables: dict[str, Table] = {}
+        for code, kind in fmt.KINDS.items():
+            parts = per_kind.get(code, [])
+            dtype = _DTYPES[code]
+            names = list(dtype.names or ())
+            if kind.name in _AGENT_KINDS:
+                names.append("pid")
+            if parts:
+                cols = {n: np.concatenate([p[n] for p in parts]) for n in names}
+            else:
+                cols = {
+                    n: np.zeros(0, dtype=dtype[n] if n in (dtype.names or ()) else np.int32)
+                    for n in names
+                }
+            time_col = "t" if "t" in cols else ("t0" if "t0" in cols else None)
+            if time_col is not None and len(cols[time_col]) > 1:
+                order = np.argsort(cols[time_col], kind="stable")
+                if not np.all(order[:-1] < order[1:]):
+                    cols = {n: v[order] for n, v in cols.items()}
+            self._tables[kind.name] = Table(kind.name, cols)
+        self._build_stacks(node_offset, frame_offset)
+
+    def _build_stacks(self, n_nodes: int, n_frames: int) -> None:
+        nodes = self._tables["node"]
+        frames = self._tables["frame"]
+        self.node_parent = np.zeros(n_nodes + 1, dtype=np.uint32)
+        self.node_frame = np.zeros(n_nodes + 1, dtype=np.uint32)
+        self.node_parent[nodes["id"]] = nodes["parent"]
+        self.node_frame[nodes["id"]] = nodes["frame"]
+        self.frame_file = np.zeros(n_frames + 1, dtype=np.uint32)
+        self.frame_func = np.zeros(n_frames + 1, dtype=np.uint32)
+        self.frame_line = np.zeros(n_frames + 1, dtype=np.int32)
+        self.frame_file[frames["id"]] = frames["file"]
+        self.frame_func[frames["id"]] = frames["func"]
+        self.frame_line[frames["id"]] = frames["line"]
+
+    # -- access --------------------------------------------------------------------------------
+
+    def table(self, name: str) -> Table:
+        """All records of one kind (see probe.session.format), as columns."""
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise KeyError(f"no record kind {name!r}; known: {sorted(self._tables)}") from None
+
+    def string(self, sid: int) -> str:
+        return self.strings[sid] if 0 <= sid < len(self.strings) else ""
+
+    def events_of(self, type_: str) -> Iterator[dict[str, Any]]:
+        return (e for e in self.events if e.get("type") == type_)
+
+    def stack_frames(self, stack_id: int) -> list[Frame]:
+        """The frames of one sampled stack, outermost first."""
+        frames: list[Frame] = []
+        node = int(stack_id)
+        seen = 0
+        while node and seen < 4096:
+            fid = int(self.node_frame[node]) if node < len(self.node_frame) else 0
+            frames.append(
+                Frame(
+                    self.string(int(self.frame_file[fid])),
+                    self.string(int(self.frame_func[fid])),
+                    int(self.frame_line[fid]),
+                )
+            )
+            node = int(self.node_parent[node]) if node < len(self.node_parent) else 0
+            seen += 1
+        frames.reverse()
+        return frames
+
+    @property
+    def has_agent_data(self) -> bool:
+        return any(f.writer == "agent" for f in self.files)
+
+    @property
+    def start_ns(self) -> int:
+        """Monotonic time the run started (the session's time zero)."""
+        start = self.meta.get("start", {}).get("monotonic_ns")
+        if isinstance(start, int):
+            return start
+        times = [int(t["t"][0]) for t in self._tables.values() if "t" in t and len(t)]
+        if not times:
+            raise SessionError(f"{self.path} holds no records and no start time")
+        return min(times)
+
+    @property
+    def end_ns(self) -> int:
+        """Monotonic time the run ended, or the last record when probe itself was killed."""
+        end = self.meta.get("end", {}) or {}
+        if isinstance(end.get("monotonic_ns"), int):
+            return int(end["monotonic_ns"])
+        times = [int(t["t"][-1]) for t in self._tables.values() if "t" in t and len(t)]
+        return max(times) if times else self.start_ns
+
+
+_AGENT_KINDS = {
+    "gc",
+    "gc_summary",
+    "step",
+    "wait",
+    "fetch",
+    "span",
+    "lag",
+    "stack",
+    "node",
+    "frame",
+    "cuda",
+    "cost",
+}
+
+
+def is_session(path: Path) -> bool:
+    return (path / "meta.json").is_file()
+
+
+__all__ = ["Frame", "RecordFileData", "Session", "Table", "is_session", "read_record_file"]

@@ -1,0 +1,64 @@
+"""Shared test helpers: run probe as a user would, and leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+PROGRAMS = REPO / "tests" / "integration" / "programs"
+SCENARIOS = REPO / "examples" / "scenarios"
+
+
+def probe_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PROBE_AGENT", None)
+    env["PROBE_NO_OPEN"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_probe(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m probe ARGS`` as a separate process and capture its output."""
+    return subprocess.run(
+        [PYTHON, "-m", "probe", *args],
+        cwd=cwd,
+        env=env or probe_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
+        check=False,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _leaves_nothing_behind() -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running (STYLE 9)."""
+    threads_before = set(threading.enumerate())
+    yield
+    leftover_threads = [
+        t for t in threading.enumerate() if t not in threads_before and t.is_alive()
+    ]
+    children = [
+        c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE
+    ]
+    for child in children:
+        child.kill()
+    assert not leftover_threads, f"test left threads running: {leftover_threads}"
+    assert not children, f"test left processes running: {[c.cmdline() for c in children]}"

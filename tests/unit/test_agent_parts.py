@@ -1,0 +1,158 @@
+"""The agent's in-process pieces, each alone: post-import hooks, GC pauses, stack sampling."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from probe.agent.imports import PostImportFinder
+from probe.collectors.gc import GcCollector
+from probe.collectors.stacks import StackSampler
+from probe.session import format as fmt
+from probe.session.meta import new_meta, write_meta
+from probe.session.reader import Session
+from probe.session.writer import RecordBuffer
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path) -> Path:
+    write_meta(
+        tmp_path,
+        new_meta(kind="doctor", name="x", argv=[], cwd=".", settings={}, machine={}),
+    )
+    return tmp_path
+
+
+def _buffer(directory: Path) -> RecordBuffer:
+    return RecordBuffer(str(directory), "agent-1", {"writer": "agent", "pid": 1})
+
+
+def test_post_import_hook_runs_after_the_module_executes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "probe_test_target.py").write_text("VALUE = 41\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[int] = []
+    errors: list[str] = []
+    finder = PostImportFinder(lambda where, exc: errors.append(where))
+    finder.watch("probe_test_target", lambda m: seen.append(m.VALUE + 1))
+    finder.install()
+    try:
+        import probe_test_target  # type: ignore[import-not-found]
+
+        assert probe_test_target.VALUE == 41
+        assert seen == [42]
+        # The loader is left as it was: no instance attribute survives the import.
+        assert "exec_module" not in vars(probe_test_target.__spec__.loader)
+    finally:
+        finder.uninstall()
+        sys.modules.pop("probe_test_target", None)
+    assert errors == []
+
+
+def test_post_import_hook_on_a_module_already_imported_runs_at_once() -> None:
+    seen: list[str] = []
+    finder = PostImportFinder(lambda where, exc: None)
+    finder.watch("json", lambda m: seen.append(m.__name__))
+    assert seen == ["json"]
+
+
+def test_a_failing_hook_never_breaks_the_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "probe_test_target2.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    errors: list[str] = []
+    finder = PostImportFinder(lambda where, exc: errors.append(f"{where}: {exc}"))
+
+    def boom(module: object) -> None:
+        raise RuntimeError("hook failed")
+
+    finder.watch("probe_test_target2", boom)
+    finder.install()
+    try:
+        import probe_test_target2  # type: ignore[import-not-found]
+
+        assert probe_test_target2.X == 1
+    finally:
+        finder.uninstall()
+        sys.modules.pop("probe_test_target2", None)
+    assert errors == ["hook for probe_test_target2: hook failed"]
+
+
+def test_gc_pauses_are_recorded_or_summarised(session_dir: Path) -> None:
+    buf = _buffer(session_dir)
+    collector = GcCollector(buf)
+    collector.install()
+    try:
+        for _ in range(3):
+            gc.collect(2)
+        for _ in range(5):
+            gc.collect(0)
+    finally:
+        collector.uninstall()
+    buf.close()
+    s = Session(session_dir)
+    gcs = s.table("gc")
+    assert list(gcs["gen"]).count(2) == 3
+    assert (gcs["dur"] > 0).all()
+    assert int(gcs["tid"][0]) == threading.get_native_id()
+    summary = s.table("gc_summary")
+    long_young = int((gcs["gen"] == 0).sum())
+    assert int(summary["count"].sum()) + long_young == 5
+
+
+def test_stack_sampler_sees_every_thread_and_names_them(session_dir: Path) -> None:
+    buf = _buffer(session_dir)
+    sampler = StackSampler(buf)
+    release = threading.Event()
+
+    def parked_in_a_named_function() -> None:
+        release.wait(10)
+
+    worker = threading.Thread(target=parked_in_a_named_function, name="loader-thread")
+    worker.start()
+    try:
+        for t in range(3):
+            sampler.sample(1_000 + t, skip_ident=-1)
+    finally:
+        release.set()
+        worker.join()
+    buf.close()
+    s = Session(session_dir)
+    stacks = s.table("stack")
+    assert len(stacks) >= 6
+    tids = set(int(x) for x in stacks["tid"])
+    assert worker.native_id in tids
+    assert threading.get_native_id() in tids
+    worker_stacks = [s.stack_frames(int(x)) for x, t in zip(stacks["stack"], stacks["tid"]) if t == worker.native_id]
+    assert any(f.func.endswith("parked_in_a_named_function") for f in worker_stacks[0])
+    # Interning: the same stack sampled three times is one trie path.
+    assert len({int(x) for x, t in zip(stacks["stack"], stacks["tid"]) if t == worker.native_id}) == 1
+    names = {e["tid"]: e["name"] for e in s.events_of("thread")}
+    assert names[worker.native_id] == "loader-thread"
+
+
+def test_records_written_by_hooks_from_many_threads_are_all_kept(session_dir: Path) -> None:
+    buf = _buffer(session_dir)
+
+    def writer(n: int) -> None:
+        for i in range(2000):
+            buf.add(fmt.SPAN, i, 1, n, buf.intern(f"span{i % 7}"))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(20):
+        buf.flush()
+    for t in threads:
+        t.join()
+    buf.close()
+    s = Session(session_dir)
+    spans = s.table("span")
+    assert len(spans) == 8000
+    assert {s.string(int(x)) for x in spans["name"]} == {f"span{i}" for i in range(7)}
