@@ -74,14 +74,29 @@ def measure(pairs: int, steps: int, extra: list[str]) -> dict[str, object]:
                     bare_loop.append(loop)
                 else:
                     name = f"run{i}"
-                    cmd = [sys.executable, "-m", "probe", "doctor", "--collect-only", "--dest",
-                           tmp, "--name", name, *extra, "--", *workload]
+                    cmd = [
+                        sys.executable,
+                        "-m",
+                        "probe",
+                        "doctor",
+                        "--collect-only",
+                        "--dest",
+                        tmp,
+                        "--name",
+                        name,
+                        *extra,
+                        "--",
+                        *workload,
+                    ]
                     w, loop = _run(cmd, env)
                     probe_wall.append(w)
                     probe_loop.append(loop)
                     costs.append(_probe_cost(Path(tmp) / name))
-            print(f"pair {i + 1}/{pairs}: bare {bare_wall[-1]:.2f}s probe {probe_wall[-1]:.2f}s "
-                  f"(loop {bare_loop[-1]:.2f}s / {probe_loop[-1]:.2f}s)", file=sys.stderr)
+            print(
+                f"pair {i + 1}/{pairs}: bare {bare_wall[-1]:.2f}s probe {probe_wall[-1]:.2f}s "
+                f"(loop {bare_loop[-1]:.2f}s / {probe_loop[-1]:.2f}s)",
+                file=sys.stderr,
+            )
     wall_ratios = [p / b for p, b in zip(probe_wall, bare_wall)]
     loop_ratios = [p / b for p, b in zip(probe_loop, bare_loop)]
 
@@ -120,7 +135,7 @@ def markdown(result: dict[str, object]) -> str:
             f"({r['wall_ratio_min']:.3f}-{r['wall_ratio_max']:.3f}) |",
             f"| training-loop ratio, median (min-max) | {r['loop_ratio_median']:.3f} "
             f"({r['loop_ratio_min']:.3f}-{r['loop_ratio_max']:.3f}) |",
-            f"| probe process CPU (share of one core) | {100 * r['probe_process_cpu_share']:.2f} % |",
+            f"| probe process CPU (share of a core) | {100 * r['probe_process_cpu_share']:.2f} % |",
             f"| of which the outside sampler | {100 * r['sampler_cpu_share']:.2f} % |",
             f"| agent threads CPU, all processes | {100 * r['agent_threads_cpu_share']:.2f} % |",
             f"| session data written | {r['session_mb_per_min']:.2f} MB/min |",

@@ -37,8 +37,9 @@ def main() -> None:
     torch.manual_seed(0)
     data = Features(args.steps * args.batch_size)
     loader = DataLoader(data, batch_size=args.batch_size, num_workers=args.workers)
-    model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                          nn.Linear(512, 10))
+    model = nn.Sequential(
+        nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, object]] = []

@@ -1,16 +1,58 @@
-"""What every recording command does at the end: analyse, report, tell the user what next."""
+"""What every command that ends in a verdict does: analyse, write, tell the user what next."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
+
+from probe.analysis.diagnosis import Diagnosis, diagnose
+from probe.report import jsonout, terminal
+from probe.session.reader import Session
 
 
 def echo(message: str) -> None:
     """probe's own messages go to stderr, never into the command's stdout."""
     click.echo(message, err=True)
+
+
+def analyse(session_dir: Path) -> Diagnosis:
+    """Load and diagnose a session, with a progress line on a terminal when it takes a while."""
+    progress = terminal.Progress("analysing")
+    try:
+        progress("loading the session")
+        session = Session(session_dir)
+        for warning in session.warnings:
+            echo(f"probe: warning: {warning}")
+        return diagnose(session, progress)
+    finally:
+        progress.done()
+
+
+def finish(
+    session_dir: Path,
+    diagnosis: Diagnosis,
+    *,
+    json_path: Path | None,
+    open_report: bool,
+) -> None:
+    """Write the verdict (and the report), print the summary, maybe open the report."""
+    try:
+        jsonout.write(diagnosis, session_dir / "diagnosis.json")
+    except OSError as exc:
+        echo(f"probe: warning: cannot write {session_dir / 'diagnosis.json'}: {exc.strerror}")
+    if json_path is not None:
+        jsonout.write(diagnosis, json_path)
+    report = None
+    color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    lines = terminal.summary_lines(
+        diagnosis, session_dir=session_dir, report=report, json_copy=json_path, color=color
+    )
+    terminal.print_summary(lines)
+    del open_report
 
 
 def conclude(
@@ -20,10 +62,10 @@ def conclude(
     json_path: Path | None,
     open_report: bool,
 ) -> None:
-    rerun = f"probe report {shlex.quote(str(session_dir))}"
+    """After recording: either say how to analyse later, or analyse now."""
     if collect_only:
         echo(f"probe: session recorded in {session_dir}")
-        echo(f"probe: analyse it with: {rerun}")
+        echo(f"probe: analyse it with: probe report {shlex.quote(str(session_dir))}")
         return
-    echo(f"probe: session recorded in {session_dir}")
-    echo("probe: analysis is not available in this version yet; the session is kept for it.")
+    diagnosis = analyse(session_dir)
+    finish(session_dir, diagnosis, json_path=json_path, open_report=open_report)

@@ -6,9 +6,33 @@ from pathlib import Path
 
 import click
 
+from probe.cli.common import analyse, finish
 
-@click.command(short_help="Analyse a recorded session again.")
-@click.argument("session", type=click.Path(path_type=Path))
-def report(session: Path) -> int:
-    """Analyse the session in SESSION again, without rerunning the command."""
-    raise click.ClickException("analysis is not available in this version yet")
+
+@click.command(short_help="Analyse a recorded session again, without rerunning it.")
+@click.argument("session", type=click.Path(path_type=Path, file_okay=True, dir_okay=True))
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=None,
+    metavar="FILE",
+    help="Also write the verdict (probe.diagnosis/1 JSON) to FILE ('-' for stdout).",
+)
+@click.option(
+    "--open/--no-open",
+    "open_report",
+    default=False,
+    help="Open the report in a browser (only with a terminal and a display).",
+)
+def report(session: Path, json_path: Path | None, open_report: bool) -> int:
+    """Analyse SESSION (a directory `probe doctor` or `probe attach` recorded) again and write
+    its verdict and report. Works on sessions of crashed or killed runs too.
+
+    \b
+      probe report .probe/20261121-101500-4242
+      probe report .probe/20261121-101500-4242 --json - | jq .category
+    """
+    diagnosis = analyse(session)
+    finish(session, diagnosis, json_path=json_path, open_report=open_report)
+    return 0

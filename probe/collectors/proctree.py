@@ -46,8 +46,9 @@ def _field(blob: bytes, key: bytes) -> int:
     i = blob.find(key)
     if i < 0:
         return -1
+    i += len(key)
     j = blob.find(b"\n", i)
-    parts = blob[i + len(key) : j if j >= 0 else None].split()
+    parts = blob[i : j if j >= 0 else None].split()
     return int(parts[0]) if parts else -1
 
 

@@ -8,6 +8,7 @@ the analysis from these stacks, not here, to keep the sampler cheap.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -21,6 +22,27 @@ if TYPE_CHECKING:
 MAX_DEPTH = 256
 
 
+def _thread_state(tid: int) -> int:
+    """The kernel's state letter for one of this process's threads (R running, S sleeping,
+    D in uninterruptible I/O), as its ord(); 0 when it cannot be read.
+
+    Read for the main thread only: combined with how long the sampler waited for the GIL it
+    tells computing in C (R) from blocked (S, D) and from running Python (the GIL was held).
+    """
+    try:
+        fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        data = os.read(fd, 512)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+    close = data.rfind(b")")
+    return data[close + 2] if 0 <= close < len(data) - 2 else 0
+
+
 class StackSampler:
     def __init__(self, buffer: RecordBuffer) -> None:
         self.reset(buffer)
@@ -31,6 +53,7 @@ class StackSampler:
         self._codes: list[CodeType] = []  # keeps interned code objects alive: ids stay unique
         self._nodes: dict[tuple[int, int], int] = {}  # (parent node, frame id) -> node id
         self._tids: dict[int, int] = {}  # thread ident -> native thread id
+        self._main_ident = threading.main_thread().ident
         self.samples = 0
 
     def sample(self, now: int, skip_ident: int) -> None:
@@ -42,7 +65,8 @@ class StackSampler:
             tid = self._tids.get(ident)
             if tid is None:
                 tid = self._new_thread(ident)
-            add(fmt.STACK, pack(now, tid, self._intern(frame)))
+            state = _thread_state(tid) if ident == self._main_ident and tid else 0
+            add(fmt.STACK, pack(now, tid, self._intern(frame), state))
         self.samples += 1
 
     def _intern(self, frame: FrameType | None) -> int:

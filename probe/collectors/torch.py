@@ -54,6 +54,7 @@ class TorchHooks:
         self._dist_seen: tuple[int, int] | None = None
         self._facts_seen: tuple[Any, ...] | None = None
         self._step_index = 0
+        self._sync_hooked = False
         self.hook_ns = 0
 
     # -- installation ---------------------------------------------------------------------------
@@ -274,6 +275,59 @@ class TorchHooks:
             )
         return worker
 
+    # -- host-device synchronisation (installed once the program has initialised CUDA) --------
+
+    def install_sync_hooks(self, torch: ModuleType) -> None:
+        """Time the calls that make the host wait for the GPU, on CUDA tensors only."""
+        tensor = torch.Tensor
+        for name in ("item", "cpu", "tolist"):
+            self._wrap_sync(tensor, name, fmt.SYNC_CALLS.index(name), tensor_method=True)
+        cuda = sys.modules.get("torch.cuda")
+        if cuda is not None:
+            self._wrap_sync(cuda, "synchronize", fmt.SYNC_CALLS.index("synchronize"))
+            for cls_name, call in (
+                ("Stream", "stream.synchronize"),
+                ("Event", "event.synchronize"),
+            ):
+                cls = getattr(cuda, cls_name, None)
+                if cls is not None:
+                    self._wrap_sync(cls, "synchronize", fmt.SYNC_CALLS.index(call))
+
+    def _wrap_sync(self, owner: Any, name: str, code: int, tensor_method: bool = False) -> None:
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "__probe_sync__", False):
+            return
+        own = name in getattr(owner, "__dict__", {})
+        hooks = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            # Tensor methods: only CUDA tensors make the host wait.
+            if tensor_method and not args[0].is_cuda:
+                return original(*args, **kwargs)
+            start = _now()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                hooks._after_sync(start, code)
+
+        wrapper.__probe_sync__ = True  # type: ignore[attr-defined]
+        wrapper.__wrapped__ = original  # type: ignore[attr-defined]
+        wrapper.__name__ = name
+        setattr(owner, name, wrapper)
+
+        def undo() -> None:
+            if own:
+                setattr(owner, name, original)
+            else:
+                delattr(owner, name)
+
+        self._restore.append(undo)
+
+    def _after_sync(self, start: int, code: int) -> None:
+        now = _now()
+        self._buffer.add(fmt.SYNC, start, now - start, _tid(), code)
+        self.hook_ns += _now() - now
+
     # -- facts (polled from the agent thread, and at the first step) ----------------------------
 
     def record_facts(self, torch: ModuleType) -> None:
@@ -339,6 +393,9 @@ class TorchHooks:
         try:
             if not cuda.is_initialized():
                 return
+            if not self._sync_hooked:
+                self._sync_hooked = True
+                self.install_sync_hooks(torch)
             for device in range(cuda.device_count()):
                 self._buffer.add(
                     fmt.CUDA,

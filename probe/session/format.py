@@ -199,7 +199,16 @@ LAG = Kind(
         ("loop", _I),  # per-process loop id
     ],
 )
-STACK = Kind(27, "stack", [("t", _q), ("tid", _i), ("stack", _I)])
+STACK = Kind(
+    27,
+    "stack",
+    [
+        ("t", _q),
+        ("tid", _i),
+        ("stack", _I),
+        ("state", _B),  # main thread only: ord() of its /proc state letter when sampled, else 0
+    ],
+)
 NODE = Kind(28, "node", [("id", _I), ("parent", _I), ("frame", _I)])  # stack trie; parent 0 = root
 FRAME = Kind(
     29,
@@ -225,6 +234,26 @@ COST = Kind(
     ],
 )
 
+TICK = Kind(
+    32,
+    "tick",
+    [
+        ("t", _q),  # the agent thread woke to sample stacks
+        ("late", _q),  # this long after it asked to: scheduler delay plus waiting for the GIL
+    ],
+)
+
+SYNC = Kind(
+    33,
+    "sync",
+    [
+        ("t", _q),  # the host started waiting for the GPU
+        ("dur", _q),
+        ("tid", _i),
+        ("what", _B),  # SYNC_* below: which call made the host wait
+    ],
+)
+
 KINDS: dict[int, Kind] = {
     k.code: k
     for k in (
@@ -246,6 +275,8 @@ KINDS: dict[int, Kind] = {
         FRAME,
         CUDA,
         COST,
+        TICK,
+        SYNC,
     )
 }
 KINDS_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}
@@ -253,3 +284,4 @@ KINDS_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}
 STEP_SOURCE_OPTIMIZER = 1
 STEP_SOURCE_EXPLICIT = 2
 WAIT_EXHAUSTED = 1
+SYNC_CALLS = ("synchronize", "item", "cpu", "tolist", "stream.synchronize", "event.synchronize")

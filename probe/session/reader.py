@@ -88,6 +88,7 @@ def read_record_file(path: Path) -> RecordFileData:
     out = RecordFileData(path=path, header=header)
     pos = head_size + head_len
     size = len(data)
+    misfits = 0
     chunk_size = fmt.CHUNK_HEADER.size
     unpack = fmt.CHUNK_HEADER.unpack_from
     while pos < size:
@@ -115,12 +116,16 @@ def read_record_file(path: Path) -> RecordFileData:
             out.events.extend(json.loads(payload))
         elif kind in _DTYPES:
             if nbytes != count * _DTYPES[kind].itemsize:
-                out.warnings.append(f"{path.name}: skipped a chunk of unexpected size")
+                misfits += 1
                 continue
             out.chunks.setdefault(kind, []).append(payload)
         else:
             # A newer minor version may add kinds; older readers skip what they do not know.
             continue
+    if misfits:
+        out.warnings.append(
+            f"{path.name}: skipped {misfits} chunk(s) whose records do not have the expected size"
+        )
     return out
 
 
@@ -342,6 +347,8 @@ _AGENT_KINDS = {
     "frame",
     "cuda",
     "cost",
+    "tick",
+    "sync",
 }
 
 

@@ -18,9 +18,9 @@ from probe.session.reader import Session
 from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
 
 
-def collect(tmp_path: Path, *command: str, name: str = "s", **kw: object) -> tuple[
-    subprocess.CompletedProcess[str], Path
-]:
+def collect(
+    tmp_path: Path, *command: str, name: str = "s", **kw: object
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     result = run_probe(
         ["doctor", "--collect-only", "--dest", str(tmp_path), "--name", name, "--", *command],
         **kw,  # type: ignore[arg-type]
@@ -44,9 +44,23 @@ def test_argv_cwd_stdio_identical_to_a_direct_run(tmp_path: Path) -> None:
         [PYTHON, *args], cwd=workdir, env=env, input="hello\n", capture_output=True, text=True
     )
     probed = subprocess.run(
-        [PYTHON, "-m", "probe", "doctor", "--collect-only", "--dest", str(tmp_path / "d"), "--",
-         PYTHON, *args],
-        cwd=workdir, env=env, input="hello\n", capture_output=True, text=True,
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "doctor",
+            "--collect-only",
+            "--dest",
+            str(tmp_path / "d"),
+            "--",
+            PYTHON,
+            *args,
+        ],
+        cwd=workdir,
+        env=env,
+        input="hello\n",
+        capture_output=True,
+        text=True,
     )
     assert probed.returncode == direct.returncode == 0
     assert probed.stdout == direct.stdout  # probe writes nothing to stdout
@@ -103,9 +117,7 @@ def test_unwritable_dest_fails_before_the_command_runs(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     marker = tmp_path / "ran"
-    result = run_probe(
-        ["doctor", "--dest", str(blocker / "sub"), "--", "touch", str(marker)]
-    )
+    result = run_probe(["doctor", "--dest", str(blocker / "sub"), "--", "touch", str(marker)])
     assert result.returncode == 1
     assert "cannot create the session destination" in result.stderr
     assert "Traceback" not in result.stderr
@@ -119,7 +131,17 @@ def test_existing_name_needs_force(tmp_path: Path) -> None:
     assert second.returncode == 1
     assert "already exists" in second.stderr and "--force" in second.stderr
     forced = run_probe(
-        ["doctor", "--collect-only", "--force", "--dest", str(tmp_path), "--name", "s", "--", "true"]
+        [
+            "doctor",
+            "--collect-only",
+            "--force",
+            "--dest",
+            str(tmp_path),
+            "--name",
+            "s",
+            "--",
+            "true",
+        ]
     )
     assert forced.returncode == 0
 
@@ -141,9 +163,9 @@ def test_version_and_help_via_python_m(tmp_path: Path) -> None:
     assert "--collect-only" in helped.stdout
     console = shutil.which("probe", path=str(Path(PYTHON).parent))
     assert console is not None
-    assert subprocess.run([console, "--version"], capture_output=True, text=True).stdout.strip() == (
-        f"probe {__version__}"
-    )
+    assert subprocess.run(
+        [console, "--version"], capture_output=True, text=True
+    ).stdout.strip() == (f"probe {__version__}")
 
 
 # -- signals and crashes ----------------------------------------------------------------------
@@ -151,8 +173,19 @@ def test_version_and_help_via_python_m(tmp_path: Path) -> None:
 
 def _start_probe(tmp_path: Path, *command: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [PYTHON, "-m", "probe", "doctor", "--collect-only", "--dest", str(tmp_path), "--name",
-         "s", "--", *command],
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "doctor",
+            "--collect-only",
+            "--dest",
+            str(tmp_path),
+            "--name",
+            "s",
+            "--",
+            *command,
+        ],
         env=probe_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -176,7 +209,7 @@ def test_signals_are_forwarded_and_the_session_is_complete(
     assert proc.stdout.readline().strip() == "ready"
     time.sleep(1.0)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     assert expected_line in out
     assert proc.returncode == expected_status
     session = Session(tmp_path / "s")
@@ -205,7 +238,8 @@ def test_second_interrupt_while_finishing_stops_probe(tmp_path: Path) -> None:
 def test_data_before_a_sigkill_survives(tmp_path: Path) -> None:
     result, path = collect(tmp_path, PYTHON, str(PROGRAMS / "kill_self.py"))
     assert result.returncode == 128 + signal.SIGKILL
-    steps_printed = int(next(l for l in result.stdout.splitlines() if l.startswith("steps")).split()[1])
+    steps_line = next(line for line in result.stdout.splitlines() if line.startswith("steps"))
+    steps_printed = int(steps_line.split()[1])
     session = Session(path)
     steps = session.table("step")
     # Everything older than ~0.5 s before the kill is on disk.
@@ -333,8 +367,9 @@ def test_outside_and_inside_agree_on_threads(tmp_path: Path) -> None:
     root = session.meta["root_pid"]
     main_tid = next(e["main_tid"] for e in session.events_of("process") if e["pid"] == root)
     assert main_tid == root
-    outside_tids = set(int(t) for t in session.table("thread").where(
-        session.table("thread")["pid"] == root)["tid"])
+    outside_tids = set(
+        int(t) for t in session.table("thread").where(session.table("thread")["pid"] == root)["tid"]
+    )
     assert main_tid in outside_tids
     agent_tid = next(e["tid"] for e in session.events_of("agent_thread") if e["pid"] == root)
     assert agent_tid in outside_tids
@@ -375,7 +410,10 @@ def test_agent_writes_nothing_to_the_commands_output(tmp_path: Path) -> None:
 def test_probe_itself_leaves_no_agent_in_its_own_process() -> None:
     env = probe_env()
     assert "PROBE_AGENT" not in env
-    code = "import probe, sys; print(probe._agent is None and 'probe.agent.runtime' not in sys.modules)"
+    code = (
+        "import probe, sys; "
+        "print(probe._agent is None and 'probe.agent.runtime' not in sys.modules)"
+    )
     out = subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "True"
 
@@ -383,17 +421,35 @@ def test_probe_itself_leaves_no_agent_in_its_own_process() -> None:
 def test_environment_differs_only_by_the_injection(tmp_path: Path) -> None:
     code = "import json, os; print(json.dumps(dict(os.environ)))"
     env = probe_env(SOME_SETTING="1")
-    direct = json.loads(subprocess.run([PYTHON, "-c", code], env=env, capture_output=True,
-                                       text=True).stdout)
+    direct = json.loads(
+        subprocess.run([PYTHON, "-c", code], env=env, capture_output=True, text=True).stdout
+    )
     result = subprocess.run(
-        [PYTHON, "-m", "probe", "doctor", "--collect-only", "--dest", str(tmp_path), "--",
-         PYTHON, "-c", code], env=env, capture_output=True, text=True)
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "doctor",
+            "--collect-only",
+            "--dest",
+            str(tmp_path),
+            "--",
+            PYTHON,
+            "-c",
+            code,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     probed = json.loads(result.stdout)
     added = {k for k in probed if k not in direct}
     changed = {k for k in direct if probed.get(k) != direct[k]}
     assert added <= {"PROBE_AGENT", "PYTHONPATH"}
     assert changed <= {"PYTHONPATH"}
-    assert os.pathsep.join(probed["PYTHONPATH"].split(os.pathsep)[1:]) == direct.get("PYTHONPATH", "")
+    assert os.pathsep.join(probed["PYTHONPATH"].split(os.pathsep)[1:]) == direct.get(
+        "PYTHONPATH", ""
+    )
 
 
 def test_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
@@ -407,10 +463,27 @@ def test_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     proc = subprocess.Popen(
-        [PYTHON, "-m", "probe", "doctor", "--collect-only", "--no-open", "--dest", str(tmp_path),
-         "--name", "s", "--", PYTHON, str(PROGRAMS / "wait_for_signal.py")],
-        stdin=slave, stdout=slave, stderr=slave, env=probe_env(),
-        start_new_session=True, preexec_fn=controlling_terminal,
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "doctor",
+            "--collect-only",
+            "--no-open",
+            "--dest",
+            str(tmp_path),
+            "--name",
+            "s",
+            "--",
+            PYTHON,
+            str(PROGRAMS / "wait_for_signal.py"),
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=probe_env(),
+        start_new_session=True,
+        preexec_fn=controlling_terminal,
     )
     os.close(slave)
     output = b""

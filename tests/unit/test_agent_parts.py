@@ -129,10 +129,16 @@ def test_stack_sampler_sees_every_thread_and_names_them(session_dir: Path) -> No
     tids = set(int(x) for x in stacks["tid"])
     assert worker.native_id in tids
     assert threading.get_native_id() in tids
-    worker_stacks = [s.stack_frames(int(x)) for x, t in zip(stacks["stack"], stacks["tid"]) if t == worker.native_id]
+    worker_stacks = [
+        s.stack_frames(int(x))
+        for x, t in zip(stacks["stack"], stacks["tid"])
+        if t == worker.native_id
+    ]
     assert any(f.func.endswith("parked_in_a_named_function") for f in worker_stacks[0])
     # Interning: the same stack sampled three times is one trie path.
-    assert len({int(x) for x, t in zip(stacks["stack"], stacks["tid"]) if t == worker.native_id}) == 1
+    assert (
+        len({int(x) for x, t in zip(stacks["stack"], stacks["tid"]) if t == worker.native_id}) == 1
+    )
     names = {e["tid"]: e["name"] for e in s.events_of("thread")}
     assert names[worker.native_id] == "loader-thread"
 

@@ -53,7 +53,7 @@ def test_round_trip_across_files_remaps_strings_and_stacks(tmp_path: Path) -> No
         buf.add(fmt.FRAME, 2, buf.intern("train.py"), buf.intern(f"work{pid}"), 20)
         buf.add(fmt.NODE, 1, 0, 1)
         buf.add(fmt.NODE, 2, 1, 2)
-        buf.add(fmt.STACK, 2_000 + pid, pid, 2)
+        buf.add(fmt.STACK, 2_000 + pid, pid, 2, 0)
         buf.event({"type": "process", "t": 5, "pid": pid})
         buf.close()
     s = Session(d)
@@ -126,7 +126,7 @@ def test_newer_major_version_is_refused(tmp_path: Path) -> None:
     meta = json.loads((d / "meta.json").read_text())
     meta["format"] = [fmt.FORMAT_MAJOR + 1, 0]
     (d / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(SessionVersionError, match="format 2.0"):
+    with pytest.raises(SessionVersionError, match=r"format 2\.0"):
         Session(d)
 
 

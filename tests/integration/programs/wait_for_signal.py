@@ -22,5 +22,5 @@ try:
         probe.step()
 except KeyboardInterrupt:
     print("caught KeyboardInterrupt", flush=True)
-    raise SystemExit(130)
+    raise SystemExit(130) from None
 print("never interrupted", flush=True)

@@ -1,0 +1,1 @@
+"""Analysis: session -> timeline -> segmentation (HMM) -> detectors -> Diagnosis. Pure functions."""

@@ -1,0 +1,143 @@
+"""cpu-oversubscription: more runnable threads than cores (or CPU quota).
+
+The outside sampler reads each thread's run-queue wait from ``schedstat``: time the thread was
+ready to run but no core was free. Over the analysed window this gives, for the process tree,
+the average number of runnable threads ((CPU time + run-queue wait) / wall time) against the
+container-aware core count (affinity and cgroup quota), and for each training process's main
+thread the share of its runnable time spent waiting for a core. The usual cause is multiplied
+thread pools: intra-op threads x processes x DataLoader workers.
+
+Thresholds: an issue when the tree averages at least 1.25 runnable threads per core, its threads
+spend at least 20 % of their runnable time waiting, and the training thread itself waits at
+least 10 % of its runnable time (every such wait stretches the step by as much). Severity is
+high when the training thread waits 25 % or more.
+
+Impact is the training thread's run-queue wait as a share of the window's wall time. What would
+fool it: another job on the same machine (the host's runnable count is reported beside the
+tree's, so the summary says when the pressure comes from outside the tree); a quota enforced by
+throttling shows as waits only on kernels that account it as run-queue time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors.base import (
+    MIN_WINDOW_S,
+    Context,
+    Finding,
+    insufficient,
+    not_detected,
+    pct,
+)
+
+ID = "cpu-oversubscription"
+RUNNABLE_PER_CORE = 1.25
+TREE_WAIT = 0.20
+MAIN_WAIT = 0.10
+MAIN_WAIT_HIGH = 0.25
+
+
+def detect(ctx: Context) -> Finding:
+    tl = ctx.tl
+    if ctx.wall < MIN_WINDOW_S:
+        return insufficient(ID, f"needs at least {MIN_WINDOW_S:g} s of steady state")
+    if not tl.cpu:
+        return insufficient(ID, "the outside sampler recorded no process")
+    cores = max(tl.effective_cores, 1e-9)
+    bins = ctx.bins
+    cpu = sum((series[bins].mean() for series in tl.cpu.values()), 0.0)
+    wait = sum((series[bins].mean() for series in tl.run_wait.values()), 0.0)
+    runnable = cpu + wait
+    tree_wait = wait / runnable if runnable > 0 else 0.0
+    main_cpu = main_wait = 0.0
+    for pid in ctx.training_pids:
+        groups = tl.threads.get(pid)
+        if groups is None:
+            continue
+        main_cpu += float(groups.main[bins].mean())
+        main_wait += float(groups.main_wait[bins].mean())
+    main_share = main_wait / (main_cpu + main_wait) if main_cpu + main_wait > 0 else 0.0
+    host_running = ctx.mean_in_window(tl.sys_running)
+    pools = _pools(ctx)
+    evidence: dict[str, Any] = {
+        "cores": round(cores, 2),
+        "runnable_threads": round(runnable, 2),
+        "runnable_per_core": round(runnable / cores, 2),
+        "tree_run_queue_wait_share": round(tree_wait, 3),
+        "main_thread_run_queue_wait_share": round(main_share, 3),
+        "host_runnable_threads": round(host_running, 2),
+        "involuntary_switches_per_s": round(
+            sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1
+        ),
+        "thread_pools": pools,
+    }
+    if runnable / cores < RUNNABLE_PER_CORE or tree_wait < TREE_WAIT or main_share < MAIN_WAIT:
+        return not_detected(
+            ID,
+            f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
+            f"{pct(main_share)} of its runnable time for a core",
+            **evidence,
+        )
+    impact = main_wait / max(len(ctx.training_pids), 1)
+    pools_text = ", ".join(
+        f"{p['processes']} x {p['label']} ({p['threads_each']} threads each)" for p in pools
+    )
+    title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
+    summary = (
+        f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its threads "
+        f"waited {pct(tree_wait)} of their runnable time for a core, and the training thread "
+        f"{pct(main_share)} of its own, which stretches every step by as much."
+    )
+    if pools_text:
+        summary += f" Busy thread pools: {pools_text}."
+    if host_running > runnable * 1.5 + 1:
+        summary += (
+            f" The host had {host_running:.1f} runnable threads in all: other jobs share "
+            "these cores."
+        )
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if main_share >= MAIN_WAIT_HIGH else "moderate",
+        impact=min(impact, 1.0),
+        evidence=evidence,
+        windows=[ctx.window],
+    )
+
+
+def _pools(ctx: Context) -> list[dict[str, Any]]:
+    """Processes grouped by role, with how many threads each keeps busy."""
+    tl = ctx.tl
+    bins = ctx.bins
+    groups: dict[str, list[float]] = {}
+    threads: dict[str, list[int]] = {}
+    for pid, info in tl.processes.items():
+        series = tl.cpu.get(pid)
+        if series is None or float(series[bins].mean()) < 0.05:
+            continue
+        label = {
+            "main": "training process",
+            "rank": "rank",
+            "worker": "DataLoader worker",
+        }.get(info.role, info.short_command)
+        runnable = float(series[bins].mean() + tl.run_wait[pid][bins].mean())
+        groups.setdefault(label, []).append(runnable)
+        tg = tl.threads.get(pid)
+        busy = 1
+        if tg is not None:
+            busy = 1 + tg.pool_threads
+        threads.setdefault(label, []).append(info.torch_threads or busy)
+    return [
+        {
+            "label": label,
+            "processes": len(values),
+            "runnable_threads": round(float(np.sum(values)), 2),
+            "threads_each": int(np.median(threads[label])),
+        }
+        for label, values in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
+    ]

@@ -1,0 +1,105 @@
+"""event-loop-blocked: an asyncio loop runs late because synchronous work blocks it (serving).
+
+The agent gives every running asyncio loop a timer that asks to run every 20 ms and records how
+late it ran: a loop blocked by synchronous code (a model forward, a blocking client call, a
+CPU-heavy parse) runs it late by about as long as the block lasted, and every request waiting on
+the loop waited as long. Thresholds are Clinic Doctor's for Node's event loop: median lag of
+10 ms or more, or a maximum of 100 ms or more. Severity is high from a 50 ms median or a 500 ms
+maximum. Impact is the share of the loop's running time it spent blocked (the sum of the lags over
+the span the timer covered).
+
+The stacks are the loop thread's samples taken while it was late, which name the blocking code.
+What would fool it: a loop that was idle and suspended by the operating system (a laptop asleep)
+looks blocked; a loop that is very busy with many short callbacks (each one yielding) shows
+moderate lag that is real queueing, not blocking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors.base import Context, Finding, ms, not_detected, pct
+
+ID = "event-loop-blocked"
+MEDIAN_LAG = 0.010
+MAX_LAG = 0.100
+HIGH_MEDIAN = 0.050
+HIGH_MAX = 0.500
+MIN_RECORDS = 10
+BLOCKED_LAG = 0.010
+
+
+def detect(ctx: Context) -> Finding:
+    tl = ctx.tl
+    lag = tl.lag
+    if not len(lag):
+        return not_detected(ID, "no asyncio event loop ran")
+    t0, t1 = ctx.window
+    inside = lag.select((lag.start >= t0) & (lag.start <= t1))
+    # A server is often idle between requests, which the segmentation may not call load; then
+    # the loop's whole life is what counts.
+    if len(inside) < MIN_RECORDS:
+        inside = lag
+    if len(inside) < MIN_RECORDS:
+        return not_detected(ID, f"the event loop ran too briefly to judge ({len(inside)} ticks)")
+    loops = np.unique(inside.pid * 100_000 + inside.extra["loop"])
+    worst: dict[str, Any] | None = None
+    for key in loops:
+        mine = inside.select(inside.pid * 100_000 + inside.extra["loop"] == key)
+        if len(mine) < MIN_RECORDS:
+            continue
+        med = float(np.median(mine.dur))
+        top = float(mine.dur.max())
+        span = float(mine.start.max() - mine.start.min()) or 1e-9
+        blocked = float(mine.dur.sum())
+        candidate = {
+            "pid": int(key) // 100_000,
+            "loop": int(key) % 100_000,
+            "tid": int(mine.extra["tid"][0]),
+            "median_lag_ms": round(med * 1000, 2),
+            "p95_lag_ms": round(float(np.percentile(mine.dur, 95)) * 1000, 2),
+            "max_lag_ms": round(top * 1000, 2),
+            "ticks": len(mine),
+            "blocked_share": round(min(blocked / span, 1.0), 4),
+            "_mine": mine,
+        }
+        if worst is None or (med, top) > (worst["median_lag_ms"], worst["max_lag_ms"]):
+            worst = candidate
+    if worst is None:
+        return not_detected(ID, "the event loop ran too briefly to judge")
+    mine = worst.pop("_mine")
+    med = worst["median_lag_ms"] / 1000
+    top = worst["max_lag_ms"] / 1000
+    if med < MEDIAN_LAG and top < MAX_LAG:
+        return not_detected(
+            ID,
+            f"the event loop's median lag was {ms(med)} and its worst {ms(top)}",
+            **worst,
+        )
+    high = med >= HIGH_MEDIAN or top >= HIGH_MAX
+    late = mine.dur >= BLOCKED_LAG
+    starts = mine.start[late] - mine.dur[late]
+    ends = mine.start[late]
+    st = tl.stacks
+    mask = st.thread_mask(worst["pid"], worst["tid"]) & ctx.in_intervals(st.t, starts, ends)
+    order = np.argsort(mine.dur)[::-1][:8]
+    windows = sorted((float(mine.start[i] - mine.dur[i]), float(mine.start[i])) for i in order)
+    title = f"The event loop is blocked: median lag {ms(med)}, worst {ms(top)}"
+    summary = (
+        f"An asyncio event loop ran its timers {ms(med)} late at the median and up to "
+        f"{ms(top)} late; it was blocked {pct(worst['blocked_share'])} of the time, so every "
+        "request waiting on it waited as long. Synchronous work runs on the loop's thread."
+    )
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if high else "moderate",
+        impact=float(worst["blocked_share"]),
+        evidence=worst,
+        windows=windows,
+        stacks=st.top(mask, 5),
+    )

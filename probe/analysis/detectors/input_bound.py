@@ -1,0 +1,198 @@
+"""input-bound: the training loop waits on its input pipeline.
+
+Measures, over the steps of the analysed window, the time the training loop spent blocked in
+``next()`` on its DataLoader (recorded exactly by the agent's hook) as a share of step time, with a
+moving-block bootstrap interval over steps. The training loader is the one waited on in at least
+30 % of the steps; an evaluation loader iterated between epochs is not the training pipeline and
+its time is left to periodic-stall.
+
+Thresholds: a wait share of 5 % is moderate, 20 % high (the TensorBoard profiler and XProf flag
+input-bound steps at these levels); the lower bound of the 95 % interval must clear 3 % so that a
+handful of slow first batches does not make a verdict.
+
+Why the workers are slow comes from the batches they build (the fetch hook times each batch,
+wall and CPU, in whichever process builds it): with ``num_workers=0`` the main process builds
+every batch itself; workers whose CPU time is at least half their wall time per batch are
+transform-bound (busy computing); below that they are waiting on storage, the network or sleeps
+(latency-bound). When the machine's cores are already saturated, more workers cannot help.
+
+What would fool it: an input pipeline that is not a DataLoader (a hand-written generator or a
+prefetch thread) is invisible here; a loader consumed from a thread other than the one that
+steps still counts (waits are per process).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors.base import (
+    INSUFFICIENT,
+    MIN_STEPS,
+    Context,
+    Finding,
+    insufficient,
+    ms,
+    not_detected,
+    pct,
+    severity,
+)
+from probe.analysis.stats import block_bootstrap_ratio
+
+ID = "input-bound"
+MODERATE = 0.05
+HIGH = 0.20
+LOWER_BOUND = 0.03
+BUSY_WORKERS = 0.5  # worker CPU / wall per batch at or above which workers are transform-bound
+
+
+def detect(ctx: Context) -> Finding:
+    steps = ctx.steps
+    if len(steps) < MIN_STEPS:
+        return insufficient(
+            ID, f"needs at least {MIN_STEPS} steps in the steady state; saw {len(steps)}"
+        )
+    tl = ctx.tl
+    waits = ctx.training_waits
+    if not len(waits):
+        return not_detected(ID, "the training loop did not iterate a DataLoader")
+    keys = {(int(p), int(k)) for p, k in zip(waits.pid, waits.extra["loader"])}
+    per_step = ctx.training_wait_per_step
+    durations = steps.duration
+    interval = block_bootstrap_ratio(per_step, durations)
+    share = interval.estimate
+    loaders = [tl.loaders.get(k, {}) for k in sorted(keys)]
+    evidence: dict[str, Any] = {
+        "data_wait_share": round(share, 4),
+        "data_wait_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
+        "steps": len(steps),
+        "median_step_ms": round(float(np.median(durations)) * 1000, 2),
+        "median_wait_ms": round(float(np.median(per_step)) * 1000, 2),
+        "steps_waiting_over_half": round(float(np.mean(per_step > 0.5 * durations)), 3),
+        "loaders": [_loader_summary(desc) for desc in loaders],
+    }
+    level = severity(share, MODERATE, HIGH)
+    if level is None or interval.low < LOWER_BOUND:
+        return not_detected(
+            ID,
+            f"the loop waited for data {pct(share)} of step time (below {pct(MODERATE)})",
+            **evidence,
+        )
+    cause, cause_text = _cause(ctx, loaders, evidence)
+    evidence["cause"] = cause
+    worst = np.argsort(per_step)[::-1][:5]
+    windows = [(float(steps.start[i]), float(steps.end[i])) for i in sorted(worst)]
+    stacks = _worker_stacks(ctx, loaders, cause)
+    title = f"The training loop waits for its input pipeline: {pct(share)} of step time"
+    summary = (
+        f"In the steady state the loop spent {pct(share)} of each step (median "
+        f"{ms(float(np.median(per_step)))} of {ms(float(np.median(durations)))}) blocked in "
+        f"next() on its DataLoader. {cause_text}"
+    )
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity=level,
+        impact=share,  # steps tile the window, so the share of step time is the share of wall time
+        evidence=evidence,
+        windows=windows,
+        stacks=stacks,
+    )
+
+
+def _loader_summary(desc: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "dataset",
+        "num_workers",
+        "batch_size",
+        "pin_memory",
+        "prefetch_factor",
+        "persistent_workers",
+        "start_method",
+    )
+    return {k: desc.get(k) for k in keys if k in desc}
+
+
+def _cause(
+    ctx: Context, loaders: list[dict[str, Any]], evidence: dict[str, Any]
+) -> tuple[str, str]:
+    tl = ctx.tl
+    t0, t1 = ctx.window
+    workers = max((int(d.get("num_workers") or 0) for d in loaders), default=0)
+    fetches = tl.fetches.within(t0, t1)
+    main_pids = set(ctx.training_pids)
+    busy_cores = ctx.mean_in_window(tl.sys_busy)
+    cores = tl.effective_cores
+    evidence["machine_busy_cores"] = round(busy_cores, 2)
+    evidence["cores"] = cores
+    if workers == 0:
+        inline = fetches.select(np.isin(fetches.pid, list(main_pids)))
+        if len(inline):
+            evidence["batch_build_ms"] = round(float(np.median(inline.dur)) * 1000, 2)
+            cpu_ratio = float(inline.extra["cpu"].sum() / 1e9 / max(inline.dur.sum(), 1e-9))
+            evidence["batch_cpu_share"] = round(cpu_ratio, 3)
+        return (
+            "main-process-loading",
+            "The DataLoader has num_workers=0, so the training process builds every batch "
+            "itself, one after the other, instead of training.",
+        )
+    in_workers = fetches.select(~np.isin(fetches.pid, list(main_pids)))
+    if not len(in_workers):
+        return (
+            "unknown",
+            f"The {workers} workers' own timings were not recorded, so why they are slow is "
+            "not known.",
+        )
+    dur = float(in_workers.dur.sum())
+    cpu_ratio = float(in_workers.extra["cpu"].sum() / 1e9 / max(dur, 1e-9))
+    per_batch = float(np.median(in_workers.dur))
+    evidence["worker_batch_ms"] = round(per_batch * 1000, 2)
+    evidence["worker_cpu_share"] = round(cpu_ratio, 3)
+    evidence["workers"] = workers
+    if cpu_ratio >= BUSY_WORKERS:
+        saturated = busy_cores >= 0.85 * cores
+        evidence["cores_saturated"] = saturated
+        text = (
+            f"Its {workers} workers are busy computing: {pct(cpu_ratio)} of the "
+            f"{ms(per_batch)} each batch takes is CPU time in the dataset and transforms "
+            "(transform-bound)."
+        )
+        if saturated:
+            text += (
+                f" The machine's {cores:g} cores are already saturated, so more workers will not "
+                "help: make the transforms cheaper or precompute them."
+            )
+        return "transform-bound", text
+    return (
+        "latency-bound",
+        f"Its {workers} workers mostly wait: only {pct(cpu_ratio)} of the {ms(per_batch)} each "
+        "batch takes is CPU time, the rest is spent blocked on storage, the network or sleeps "
+        "(latency-bound). More workers or a larger prefetch_factor overlap that waiting.",
+    )
+
+
+def _worker_stacks(ctx: Context, loaders: list[dict[str, Any]], cause: str) -> list[dict[str, Any]]:
+    st = ctx.tl.stacks
+    t0, t1 = ctx.window
+    if cause == "main-process-loading":
+        masks = [ctx.main_samples(pid) for pid in ctx.training_pids]
+        mask = np.logical_or.reduce(masks) if masks else np.zeros(len(st), dtype=bool)
+        from probe.analysis.stacks import STATE
+
+        mask &= st.state == STATE["data"]
+    else:
+        worker_pids = [p.pid for p in ctx.tl.processes.values() if p.role == "worker"]
+        mask = np.isin(st.pid, worker_pids) & (st.t >= t0) & (st.t <= t1)
+        for info in ctx.tl.processes.values():
+            if info.role == "worker" and info.main_tid:
+                mask &= ~((st.pid == info.pid) & (st.tid != info.main_tid))
+        from probe.analysis.stacks import STATE
+
+        mask &= st.state != STATE["wait"]  # idle workers waiting for an index are not the cause
+    return st.top(mask, 5)
+
+
+__all__ = ["ID", "INSUFFICIENT", "detect"]

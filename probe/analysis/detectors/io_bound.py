@@ -1,0 +1,148 @@
+"""io-bound: the main thread is blocked in file or network I/O outside the input pipeline.
+
+Uses the training thread's sampled stacks over the analysed window, leaving out the steps that
+periodic-stall owns (a checkpoint every N steps is a stall, not the loop's everyday I/O) and the
+time in DataLoader waits (input-bound's). A sample counts as I/O when:
+
+- its innermost frames are in an I/O library (sockets, HTTP clients, cloud SDKs, ``torch.save`` /
+  ``torch.load``, numpy and pickle serialisation, compression, ``shutil``...), or
+- it is in the program's own code while the thread was off its core (its CPU in that 100 ms
+  bin was under 30 % of a core) and the process moved data through read()/write() at the same
+  time: a plain ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
+
+The share of samples is the share of time; with the same thresholds as waits for input (5 %
+moderate, 20 % high) and a block bootstrap interval over one-second windows whose lower bound
+must clear 3 %. What would fool it: I/O the kernel serves from the page cache is quick and barely
+shows (correctly: it costs little); sleeping in ``time.sleep`` while a file is being written
+elsewhere could be counted as off-CPU I/O if the process's counters move at the same time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors.base import (
+    MIN_WINDOW_S,
+    Context,
+    Finding,
+    insufficient,
+    mb,
+    not_detected,
+    pct,
+    severity,
+)
+from probe.analysis.detectors.periodic_stall import stall_steps
+from probe.analysis.stacks import STATE
+from probe.analysis.stats import block_bootstrap_ratio
+
+ID = "io-bound"
+MODERATE = 0.05
+HIGH = 0.20
+LOWER_BOUND = 0.03
+OFF_CPU = 0.30
+MIN_IO_RATE = 256 * 1024  # bytes/s through read()/write() while the thread is off-CPU
+MIN_SAMPLES = 50
+
+
+def detect(ctx: Context) -> Finding:
+    tl = ctx.tl
+    if ctx.wall < MIN_WINDOW_S:
+        return insufficient(ID, f"needs at least {MIN_WINDOW_S:g} s of steady state")
+    st = tl.stacks
+    best: dict[str, Any] | None = None
+    for pid in ctx.training_pids:
+        mask = ctx.main_samples(pid)
+        mask &= ~_excluded(ctx, pid)
+        n = int(mask.sum())
+        if n < MIN_SAMPLES:
+            continue
+        io = mask & (st.state == STATE["io"])
+        blocked = mask & _off_cpu_with_io(ctx, pid) & (st.state == STATE["python"])
+        counted = io | blocked
+        bins = np.floor(st.t[mask] - ctx.window[0]).astype(np.int64)
+        hits = np.bincount(bins, weights=counted[mask].astype(np.float64)).astype(np.float64)
+        totals = np.bincount(bins).astype(np.float64)
+        interval = block_bootstrap_ratio(hits, totals)
+        candidate = {
+            "pid": pid,
+            "io_share": round(interval.estimate, 4),
+            "io_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
+            "samples": n,
+            "library_io_share": round(float(io.sum()) / n, 4),
+            "off_cpu_io_share": round(float(blocked.sum()) / n, 4),
+            "read_mb_per_s": round(
+                ctx.mean_in_window(tl.io_read.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
+            ),
+            "write_mb_per_s": round(
+                ctx.mean_in_window(tl.io_write.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
+            ),
+            "rw_mb_per_s": round(
+                ctx.mean_in_window(tl.io_chars.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
+            ),
+            "_mask": counted,
+            "_low": interval.low,
+        }
+        if best is None or candidate["io_share"] > best["io_share"]:
+            best = candidate
+    if best is None:
+        return insufficient(ID, "too few stack samples of the training thread in the steady state")
+    mask = best.pop("_mask")
+    low = best.pop("_low")
+    share = best["io_share"]
+    level = severity(share, MODERATE, HIGH)
+    if level is None or low < LOWER_BOUND:
+        return not_detected(ID, f"the training thread was in I/O {pct(share)} of the time", **best)
+    stacks = tl.stacks.top(mask, 5)
+    rate = best["rw_mb_per_s"] * 2**20
+    title = f"The training thread waits on file or network I/O: {pct(share)} of the time"
+    summary = (
+        f"Outside the DataLoader, the training loop's main thread spent {pct(share)} of the "
+        f"steady state in I/O (moving {mb(rate)}/s through read and write), every step rather "
+        "than in occasional stalls."
+    )
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity=level,
+        impact=share,
+        evidence=best,
+        windows=[ctx.window],
+        stacks=stacks,
+    )
+
+
+def _excluded(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Samples in periodic stall steps or in DataLoader waits."""
+    st = ctx.tl.stacks
+    steps = ctx.steps.select(ctx.steps.pid == pid)
+    out = np.zeros(len(st), dtype=bool)
+    if len(steps) >= 10:
+        stalls = stall_steps(steps)
+        out |= ctx.in_intervals(st.t, steps.start[stalls], steps.end[stalls])
+    out |= st.state == STATE["data"]
+    return out
+
+
+def _off_cpu_with_io(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Samples of a blocked main thread taken while the process moved data through read/write.
+
+    Blocked comes from the thread's kernel state at the sample (S or D with the GIL free); when
+    that was not recorded, from its CPU over the 100 ms bin (under 30 % of a core).
+    """
+    tl = ctx.tl
+    st = tl.stacks
+    groups = tl.threads.get(pid)
+    chars = tl.io_chars.get(pid)
+    if chars is None:
+        return np.zeros(len(st), dtype=bool)
+    bins = np.clip(np.searchsorted(tl.edges, st.t, side="right") - 1, 0, tl.n_bins - 1)
+    flowing = (chars >= MIN_IO_RATE)[bins]
+    known = st.thread_state != 0
+    blocked = np.where(known, st.blocked, False)
+    if groups is not None:
+        blocked |= ~known & (groups.main < OFF_CPU)[bins]
+    return flowing & blocked

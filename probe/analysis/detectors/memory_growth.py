@@ -1,0 +1,207 @@
+"""memory-growth: memory grows steadily, and would run out.
+
+For every process of the tree, and for CUDA memory allocated when the program uses CUDA, the
+resident memory of the analysed window is binned into at most 200 medians; Kendall's tau tests for
+a monotonic trend and the Theil-Sen estimator gives the slope with its 95 % interval (medians of
+bins, not raw samples, so autocorrelation and allocator noise do not inflate significance). A
+process's memory grows when:
+
+- the trend is strong and significant: tau >= 0.6 and p < 0.001, and the slope's lower bound > 0;
+- it grew by at least max(32 MB, 5 % of where it started) over the window;
+- it is still growing in the second half of the window (tau >= 0.3, slope lower bound > 0):
+  caches and allocator pools that fill up and level off are not leaks.
+
+Works without torch and without steps (the window is then the HMM's). With steps, the slope per
+step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
+the memory available on the host.
+
+Impact is not wall time lost (a leak costs none until it kills the job): it is 0.5 when the
+limit would be reached within an hour and 0.25 otherwise, so a leak outranks slowdowns of less
+than a quarter to a half of the run. What would fool it: a run too short for the growth to
+exceed the noise (it then says nothing), and memory that grows on purpose (a cache that is
+meant to grow without bound looks exactly like a leak).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors.base import (
+    MIN_WINDOW_S,
+    Context,
+    Finding,
+    insufficient,
+    mb,
+    not_detected,
+)
+from probe.analysis.stats import Trend, trend
+
+ID = "memory-growth"
+MIN_TAU = 0.6
+MAX_P = 1e-3
+MIN_GROWTH = 32 * 2**20
+MIN_RELATIVE = 0.05
+LATE_TAU = 0.3
+HOUR = 3600.0
+
+
+def detect(ctx: Context) -> Finding:
+    tl = ctx.tl
+    t0, t1 = ctx.window
+    if t1 - t0 < MIN_WINDOW_S * 2:
+        return insufficient(ID, f"needs at least {2 * MIN_WINDOW_S:g} s of steady state")
+    candidates: list[dict[str, Any]] = []
+    centers = tl.centers
+    for pid, rss in tl.rss.items():
+        ok = ctx.bins & np.isfinite(rss)
+        if ok.sum() < 10:
+            continue
+        result = _growth(centers[ok], rss[ok])
+        if result is not None:
+            info = tl.processes.get(pid)
+            result.update(
+                kind="rss",
+                pid=pid,
+                process=info.label if info else f"pid {pid}",
+            )
+            candidates.append(result)
+    for (pid, device), (t, alloc, _reserved) in tl.cuda.items():
+        ok = (t >= t0) & (t <= t1)
+        if ok.sum() < 10:
+            continue
+        result = _growth(t[ok], alloc[ok])
+        if result is not None:
+            info = tl.processes.get(pid)
+            result.update(
+                kind="cuda",
+                pid=pid,
+                device=device,
+                process=(info.label if info else f"pid {pid}") + f", cuda:{device}",
+            )
+            candidates.append(result)
+    if not candidates:
+        return not_detected(ID, "no process's memory grew steadily in the steady state")
+    worst = max(candidates, key=lambda c: c["rate_bytes_per_s"])
+    limit, limit_name = _limit(ctx, worst)
+    current = worst["end_bytes"]
+    headroom = max(limit - current, 0.0) if limit else None
+    to_limit = headroom / worst["rate_bytes_per_s"] if headroom is not None else None
+    evidence: dict[str, Any] = {
+        "process": worst["process"],
+        "pid": worst["pid"],
+        "memory": worst["kind"],
+        "slope_mb_per_s": round(worst["rate_bytes_per_s"] / 2**20, 3),
+        "slope_ci95_mb_per_s": [
+            round(worst["low"] / 2**20, 3),
+            round(worst["high"] / 2**20, 3),
+        ],
+        "kendall_tau": round(worst["tau"], 3),
+        "p_value": float(f"{worst['p']:.3g}"),
+        "start_mb": round(worst["start_bytes"] / 2**20, 1),
+        "end_mb": round(current / 2**20, 1),
+        "growth_mb": round(worst["growth_bytes"] / 2**20, 1),
+        "limit_mb": round(limit / 2**20) if limit else None,
+        "limit": limit_name,
+        "seconds_to_limit": round(to_limit, 1) if to_limit is not None else None,
+        "growing_processes": len(candidates),
+    }
+    per_step = _per_step(ctx, worst["pid"]) if worst["kind"] == "rss" else None
+    if per_step is not None:
+        evidence["kb_per_step"] = round(per_step / 1024, 1)
+    high = to_limit is not None and to_limit < HOUR
+    when = _duration(to_limit) if to_limit is not None else "an unknown time"
+    title = (
+        f"Memory grows steadily: {mb(worst['rate_bytes_per_s'] * 60)} per minute in "
+        f"{worst['process']}"
+    )
+    summary = (
+        f"{'CUDA memory allocated' if worst['kind'] == 'cuda' else 'Resident memory'} of "
+        f"{worst['process']} grew from {mb(worst['start_bytes'])} to {mb(current)} over the "
+        f"steady state, {mb(worst['rate_bytes_per_s'])}/s (95 % interval "
+        f"{mb(worst['low'])}-{mb(worst['high'])}/s; Kendall tau {worst['tau']:.2f}) and was "
+        "still growing at the end"
+    )
+    summary += f"; at this rate it reaches the {limit_name} in {when}." if limit else "."
+    if per_step is not None:
+        summary += f" That is about {per_step / 1024:.0f} KB per step."
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if high else "moderate",
+        impact=0.5 if high else 0.25,
+        evidence=evidence,
+        windows=[(t0, t1)],
+    )
+
+
+def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:
+    full = trend(t, values)
+    if full is None or full.tau < MIN_TAU or full.p_value >= MAX_P or full.low <= 0:
+        return None
+    span = float(t[-1] - t[0])
+    start = float(np.median(values[: max(3, len(values) // 20)]))
+    end = float(np.median(values[-max(3, len(values) // 20) :]))
+    growth = full.slope * span
+    if growth < max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
+        return None
+    half = len(t) // 2
+    late: Trend | None = trend(t[half:], values[half:])
+    if late is None or late.tau < LATE_TAU or late.low <= 0:
+        return None
+    return {
+        "rate_bytes_per_s": full.slope,
+        "low": full.low,
+        "high": full.high,
+        "tau": full.tau,
+        "p": full.p_value,
+        "start_bytes": start,
+        "end_bytes": end,
+        "growth_bytes": growth,
+    }
+
+
+def _limit(ctx: Context, worst: dict[str, Any]) -> tuple[float | None, str]:
+    tl = ctx.tl
+    if worst["kind"] == "cuda":
+        gpu = tl.session.table("gpu")
+        mine = gpu.where(gpu["index"] == worst.get("device", 0))
+        if len(mine) and int(mine["mem_total"].max()) > 0:
+            return float(mine["mem_total"].max()), "GPU's memory"
+        return None, "GPU's memory"
+    if tl.memory_limit:
+        # The cgroup counts every process in it: the headroom is the limit minus all of them.
+        others = sum(
+            float(np.nanmax(r[ctx.bins])) if np.isfinite(r[ctx.bins]).any() else 0.0
+            for pid, r in tl.rss.items()
+            if pid != worst["pid"]
+        )
+        return tl.memory_limit - others, "container's memory limit"
+    avail = tl.mem_available[ctx.bins]
+    avail = avail[np.isfinite(avail)]
+    if len(avail):
+        return float(avail[-1]) + worst["end_bytes"], "machine's available memory"
+    return None, "memory limit"
+
+
+def _per_step(ctx: Context, pid: int) -> float | None:
+    steps = ctx.steps
+    mine = steps.select(steps.pid == pid)
+    ok = np.isfinite(mine.rss_end)
+    if ok.sum() < 20:
+        return None
+    result = trend(np.arange(int(ok.sum()), dtype=np.float64), mine.rss_end[ok])
+    return result.slope if result is not None and result.slope > 0 else None
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * HOUR:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * HOUR:
+        return f"{seconds / HOUR:.1f} h"
+    return f"{seconds / 86400:.0f} days"

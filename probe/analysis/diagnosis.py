@@ -1,0 +1,274 @@
+"""Diagnosis: run every detector on the steady state and order what they found by impact.
+
+``diagnose(session)`` is pure: a loaded ``Session`` in, a ``Diagnosis`` out. ``to_json`` renders
+the ``probe.diagnosis/1`` document (docs/diagnosis-schema.md): ``category`` is the id of the issue
+with the largest impact, ``healthy`` when every detector judged and found nothing, and
+``insufficient-data`` when too little was seen to judge.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from probe.analysis.detectors import ALL as DETECTORS
+from probe.analysis.detectors.base import (
+    INSUFFICIENT,
+    MIN_STEPS,
+    MIN_WINDOW_S,
+    Context,
+    Finding,
+    ms,
+    pct,
+)
+from probe.analysis.segment import Segmentation, segment
+from probe.analysis.stacks import STATES
+from probe.analysis.timeline import Timeline, build_timeline
+from probe.session.reader import Session
+
+SCHEMA = "probe.diagnosis/1"
+HEALTHY = "healthy"
+INSUFFICIENT_DATA = "insufficient-data"
+VERDICTS = (HEALTHY, INSUFFICIENT_DATA, *(d.ID for d in DETECTORS))
+# Detectors whose judgement is needed before a run can be called healthy.
+CORE = ("input-bound", "gc-pauses", "python-bound", "io-bound", "cpu-oversubscription")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Diagnosis:
+    category: str
+    issues: list[Finding]  # ordered by impact, largest first
+    findings: dict[str, Finding]  # every detector's outcome, by verdict id
+    segmentation: Segmentation
+    timeline: Timeline
+    run: dict[str, Any]
+    activity: dict[str, float]  # what the training thread did in the window, shares
+    headline: str  # one line of evidence for the terminal
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        return self.segmentation.window
+
+    @property
+    def top(self) -> Finding | None:
+        return self.issues[0] if self.issues else None
+
+
+def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
+    say = progress or (lambda stage: None)
+    say("building the timeline")
+    tl = build_timeline(session)
+    say("segmenting the run")
+    seg = segment(tl)
+    ctx = Context(tl, seg)
+    findings: dict[str, Finding] = {}
+    for detector in DETECTORS:
+        say(f"checking {detector.ID}")
+        try:
+            findings[detector.ID] = detector.detect(ctx)
+        except Exception as exc:  # one broken detector must not hide the others' verdicts
+            findings[detector.ID] = Finding(
+                id=detector.ID,
+                status=INSUFFICIENT,
+                reason=f"the detector failed: {type(exc).__name__}: {exc}",
+            )
+            tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
+    issues = sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+    activity = _activity(ctx)
+    run = _run(session, tl)
+    if issues:
+        category = issues[0].id
+        headline = issues[0].title
+    else:
+        enough, why = _enough(ctx, findings)
+        if enough:
+            category = HEALTHY
+            headline = _healthy_headline(ctx, activity)
+            findings[HEALTHY] = Finding(
+                id=HEALTHY,
+                status="issue",
+                title="No issue found: the run is compute-bound",
+                summary=headline,
+                evidence={"activity": activity},
+                windows=[seg.window],
+            )
+        else:
+            category = INSUFFICIENT_DATA
+            finding = Finding(
+                id=INSUFFICIENT_DATA,
+                status="issue",
+                severity="moderate",
+                impact=0.0,
+                title="Not enough data to judge this run",
+                summary=why,
+                evidence=_insufficient_evidence(ctx, findings),
+                windows=[seg.window],
+            )
+            findings[INSUFFICIENT_DATA] = finding
+            issues = [finding]
+            headline = why
+    return Diagnosis(
+        category=category,
+        issues=issues,
+        findings=findings,
+        segmentation=seg,
+        timeline=tl,
+        run=run,
+        activity=activity,
+        headline=headline,
+        warnings=list(tl.warnings),
+    )
+
+
+def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str]:
+    tl = ctx.tl
+    steps = ctx.steps
+    judged = [k for k in CORE if findings[k].status != INSUFFICIENT]
+    if not tl.session.has_agent_data:
+        return False, (
+            "No Python process of the run was profiled from inside (a non-Python command, or the "
+            "agent could not load), so only outside data exists; the verdicts need the agent."
+        )
+    if len(tl.steps) and len(steps) < MIN_STEPS:
+        rate = len(tl.steps) / max(float(tl.steps.end.max() - tl.steps.start.min()), 1e-9)
+        need = MIN_STEPS * 3
+        return False, (
+            f"Only {len(steps)} steady-state steps were seen ({len(tl.steps)} in all, "
+            f"{rate:.1f}/s). Run at least {need} steps (about {need / max(rate, 1e-9):.0f} s at "
+            "this pace) so warm-up can be told from the steady state."
+        )
+    if ctx.wall < MIN_WINDOW_S or len(judged) < 3:
+        return False, (
+            f"The steady state lasted {ctx.wall:.1f} s; run the workload for at least "
+            f"{max(10, int(4 * MIN_WINDOW_S))} s so there is a steady state to judge."
+        )
+    return True, ""
+
+
+def _insufficient_evidence(ctx: Context, findings: dict[str, Finding]) -> dict[str, Any]:
+    return {
+        "duration_s": round(ctx.tl.duration_s, 2),
+        "window_s": round(ctx.wall, 2),
+        "steps": len(ctx.tl.steps),
+        "steady_steps": len(ctx.steps),
+        "agent_data": ctx.tl.session.has_agent_data,
+        "reasons": {k: f.reason for k, f in findings.items() if f.status == INSUFFICIENT},
+    }
+
+
+def _activity(ctx: Context) -> dict[str, float]:
+    """Shares of the window the training thread spent waiting for data, in GC, and otherwise
+    (by its sampled stacks): in torch, Python, I/O, waits..."""
+    tl = ctx.tl
+    pids = ctx.training_pids
+    if not pids:
+        return {}
+    pid = max(pids, key=lambda p: int((ctx.steps.pid == p).sum()))
+    steps = ctx.steps.select(ctx.steps.pid == pid)
+    total = float(steps.duration.sum()) if len(steps) else ctx.wall
+    if total <= 0:
+        return {}
+    data = (
+        float(ctx.training_wait_per_step[ctx.steps.pid == pid].sum()) / total if len(steps) else 0.0
+    )
+    t0, t1 = ctx.window
+    gc_time = float(
+        tl.gc.within(t0, t1).of(pid).dur.sum() + tl.gc_summary.within(t0, t1).of(pid).dur.sum()
+    )
+    gc = min(gc_time / max(ctx.wall, 1e-9), 1.0)
+    rest = max(1.0 - data - gc, 0.0)
+    mask = ctx.main_samples(pid)
+    st = tl.stacks
+    mask &= st.state != STATES.index("data")
+    shares = st.shares(mask)
+    out = {"data": round(data, 4), "gc": round(gc, 4)}
+    for state, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+        out[state] = round(share * rest, 4)
+    return out
+
+
+def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
+    steps = ctx.steps
+    parts = []
+    if len(steps):
+        median = float(np.median(steps.duration))
+        parts.append(f"{len(steps)} steady steps at {ms(median)} each")
+    busy = ctx.mean_in_window(ctx.tl.sys_busy)
+    parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
+    if activity:
+        torch_share = activity.get("torch", 0.0)
+        parts.append(f"the training thread in torch {pct(torch_share)} of the time")
+    return "No issue found: " + ", ".join(parts) + "."
+
+
+def _run(session: Session, tl: Timeline) -> dict[str, Any]:
+    meta = session.meta
+    exit_info = meta.get("exit") or {}
+    argv = meta.get("argv") or []
+    return {
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "exit_code": exit_info.get("code"),
+        "signal": exit_info.get("signal"),
+        "duration_s": round(tl.duration_s, 3),
+        "steps": len(tl.steps),
+        "processes": len(tl.processes),
+    }
+
+
+def to_json(d: Diagnosis) -> dict[str, Any]:
+    """The probe.diagnosis/1 document."""
+    return {
+        "schema": SCHEMA,
+        "category": d.category,
+        "issues": [_issue_json(f) for f in d.issues],
+        "window": [round(d.window[0], 3), round(d.window[1], 3)],
+        "run": d.run,
+    }
+
+
+def _issue_json(f: Finding) -> dict[str, Any]:
+    evidence = _plain(dict(f.evidence))
+    if f.stacks:
+        evidence["stacks"] = [
+            {
+                "share": round(s["share"], 3),
+                "frames": [
+                    f"{fr['func']} ({os.path.basename(fr['file'])}:{fr['line']})"
+                    for fr in s["frames"][-10:]
+                ],
+            }
+            for s in f.stacks[:3]
+        ]
+    return {
+        "id": f.id,
+        "severity": f.severity,
+        "impact": round(float(f.impact), 4),
+        "title": f.title,
+        "summary": f.summary,
+        "evidence": evidence,
+        "windows": [[round(a, 3), round(b, 3)] for a, b in f.windows[:20]],
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copies of evidence values (numpy scalars, tuples, nan)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return None if not np.isfinite(v) else v
+    return value

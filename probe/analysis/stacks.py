@@ -1,0 +1,238 @@
+"""What a thread was doing, from its sampled Python stacks.
+
+Each distinct stack is classified once into a state (``STATES``) by the modules its frames are in:
+waiting for the DataLoader, importing, compiling, in a collective, in file or network I/O, waiting
+on a lock, queue or event, an event loop waiting for events, in torch, or in other Python code.
+A Python stack shows the Python function that called into C, not the C function itself, so a
+plain ``f.read()`` shows as the caller's code; the detectors combine these states with the
+thread's CPU time from outside (on-CPU or off-CPU) and the process's I/O counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from probe.session.reader import Frame, Session
+
+STATES = (
+    "python",  # other Python code
+    "torch",  # inside torch (ops, autograd, modules, optimizers)
+    "data",  # blocked in DataLoader next() (or loading in it when num_workers=0)
+    "io",  # file or network I/O libraries
+    "wait",  # lock, queue, event, join, multiprocessing wait
+    "idle-loop",  # an asyncio event loop waiting for events
+    "import",  # importing modules
+    "compile",  # torch.compile / jit / fx tracing
+    "distributed",  # collectives and DDP
+)
+STATE = {name: i for i, name in enumerate(STATES)}
+
+_DATA_FUNCS = {"__next__", "_next_data", "_get_data", "_try_get_data", "_next_index"}
+_IO_PATHS = (
+    "/socket.py",
+    "/ssl.py",
+    "/http/client.py",
+    "/urllib/request.py",
+    "/urllib3/",
+    "/requests/",
+    "/httpx/",
+    "/aiohttp/",
+    "/botocore/",
+    "/boto3/",
+    "/s3transfer/",
+    "/grpc/",
+    "/torch/serialization.py",
+    "/numpy/lib/format.py",
+    "/numpy/lib/npyio.py",
+    "/numpy/lib/_npyio_impl.py",
+    "/numpy/lib/_format_impl.py",
+    "/shutil.py",
+    "/gzip.py",
+    "/bz2.py",
+    "/lzma.py",
+    "/zipfile.py",
+    "/zipfile/",
+    "/tarfile.py",
+    "/h5py/",
+    "/pandas/io/",
+    "/pyarrow/",
+    "/fsspec/",
+    "/safetensors/",
+    "/PIL/Image.py",
+    "/PIL/ImageFile.py",
+    "/json/__init__.py",
+    "/pickle.py",
+    "/_pyio.py",
+    "/sqlite3/",
+    "/csv.py",
+    "/smtplib.py",
+    "/ftplib.py",
+)
+_WAIT_PATHS = (
+    "/threading.py",
+    "/queue.py",
+    "/multiprocessing/connection.py",
+    "/multiprocessing/queues.py",
+    "/multiprocessing/synchronize.py",
+    "/multiprocessing/popen_fork.py",
+    "/concurrent/futures/",
+    "/subprocess.py",
+)
+_LOOP_IDLE_PATHS = ("/selectors.py",)
+_COMPILE_PATHS = ("/torch/_dynamo/", "/torch/_inductor/", "/torch/jit/", "/torch/fx/")
+_DIST_PATHS = ("/torch/distributed/", "/torch/nn/parallel/distributed.py")
+_TORCH_PATH = "/torch/"
+LEAF_DEPTH = 4  # how many innermost frames decide I/O and waits
+# The sampler asks to wake every 10 ms; when it is this late, another thread held the GIL (the
+# interpreter hands the GIL over after sys.getswitchinterval(), 5 ms by default).
+GIL_WAIT_S = 0.001
+
+
+def _norm(path: str) -> str:
+    return path.replace("\\", "/")
+
+
+def classify_frames(frames: list[Frame]) -> int:
+    """The state of one stack (outermost frame first)."""
+    files = [_norm(f.file) for f in frames]
+    if any(f.startswith("<frozen importlib") for f in files):
+        return STATE["import"]
+    for f, frame in zip(files, frames):
+        if f.endswith("/torch/utils/data/dataloader.py") and frame.func.split(".")[-1] in (
+            _DATA_FUNCS
+        ):
+            return STATE["data"]
+    if any(any(p in f for p in _COMPILE_PATHS) for f in files):
+        return STATE["compile"]
+    leaf = files[-LEAF_DEPTH:]
+    if any(any(p in f for p in _DIST_PATHS) for f in files):
+        return STATE["distributed"]
+    if (
+        leaf
+        and any(p in leaf[-1] for p in _LOOP_IDLE_PATHS)
+        and any("/asyncio/" in f for f in files)
+    ):
+        return STATE["idle-loop"]
+    if any(any(p in f for p in _IO_PATHS) for f in leaf):
+        return STATE["io"]
+    if leaf and any(p in leaf[-1] for p in _WAIT_PATHS + _LOOP_IDLE_PATHS):
+        return STATE["wait"]
+    if any(_TORCH_PATH in f for f in leaf):
+        return STATE["torch"]
+    return STATE["python"]
+
+
+@dataclass
+class StackStates:
+    """Every stack sample, with its state; stack ids resolve through ``session``."""
+
+    session: Session
+    pid: npt.NDArray[np.int64]
+    tid: npt.NDArray[np.int64]
+    t: npt.NDArray[np.float64]
+    stack: npt.NDArray[np.int64]
+    state: npt.NDArray[np.int8]
+    thread_state: npt.NDArray[np.uint8]  # main thread only: /proc state letter (ord), else 0
+    late: npt.NDArray[np.float64]  # seconds the sampler waited to run (GIL), nan if unknown
+
+    @property
+    def gil_held(self) -> npt.NDArray[np.bool_]:
+        """Samples for which the sampler had to wait for the GIL: Python code was running."""
+        held: npt.NDArray[np.bool_] = np.nan_to_num(self.late, nan=0.0) >= GIL_WAIT_S
+        return held
+
+    @property
+    def blocked(self) -> npt.NDArray[np.bool_]:
+        """Main-thread samples taken while it slept or waited on disk, the GIL being free."""
+        asleep = (self.thread_state == ord("S")) | (self.thread_state == ord("D"))
+        blocked: npt.NDArray[np.bool_] = asleep & ~self.gil_held
+        return blocked
+
+    @property
+    def on_cpu_native(self) -> npt.NDArray[np.bool_]:
+        """Main-thread samples running outside the interpreter (in C: torch kernels, ...)."""
+        running: npt.NDArray[np.bool_] = (self.thread_state == ord("R")) & ~self.gil_held
+        return running
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def thread_mask(self, pid: int, tid: int) -> npt.NDArray[np.bool_]:
+        mask: npt.NDArray[np.bool_] = (self.pid == pid) & (self.tid == tid)
+        return mask
+
+    def shares(self, mask: npt.NDArray[np.bool_]) -> dict[str, float]:
+        """Share of the selected samples in each state (states with no sample left out)."""
+        n = int(mask.sum())
+        if n == 0:
+            return {}
+        counts = np.bincount(self.state[mask].astype(np.int64), minlength=len(STATES))
+        return {STATES[i]: float(c) / n for i, c in enumerate(counts) if c}
+
+    def top(self, mask: npt.NDArray[np.bool_], n: int = 5) -> list[dict[str, Any]]:
+        """The stacks seen most often among the selected samples, innermost frames last."""
+        total = int(mask.sum())
+        if total == 0:
+            return []
+        counts = Counter(int(s) for s in self.stack[mask])
+        out = []
+        for sid, count in counts.most_common(n):
+            frames = self.session.stack_frames(sid)
+            out.append(
+                {
+                    "share": count / total,
+                    "samples": count,
+                    "state": STATES[int(self.state[mask][self.stack[mask] == sid][0])],
+                    "frames": [{"func": f.func, "file": f.file, "line": f.line} for f in frames],
+                }
+            )
+        return out
+
+
+def classify_stacks(session: Session, sec: Any) -> StackStates:
+    table = session.table("stack")
+    stacks = table["stack"].astype(np.int64)
+    unique, inverse = np.unique(stacks, return_inverse=True)
+    states = np.array(
+        [classify_frames(session.stack_frames(int(s))) if s else STATE["python"] for s in unique],
+        dtype=np.int8,
+    )
+    pid = table["pid"].astype(np.int64)
+    late = np.full(len(table), np.nan)
+    ticks = session.table("tick")
+    if len(ticks):
+        # A tick and the samples it took share their timestamp: join on (pid, t).
+        tick_keys = _keys(ticks["pid"].astype(np.int64), ticks["t"])
+        order = np.argsort(tick_keys)
+        sorted_keys = tick_keys[order]
+        keys = _keys(pid, table["t"])
+        pos = np.clip(np.searchsorted(sorted_keys, keys), 0, len(sorted_keys) - 1)
+        found = sorted_keys[pos] == keys
+        late[found] = ticks["late"][order][pos[found]] / 1e9
+    return StackStates(
+        session=session,
+        pid=pid,
+        tid=table["tid"].astype(np.int64),
+        t=sec(table["t"]),
+        stack=stacks,
+        state=states[inverse] if len(states) else np.zeros(0, dtype=np.int8),
+        thread_state=table["state"].astype(np.uint8),
+        late=late,
+    )
+
+
+def _keys(pid: npt.NDArray[np.int64], t: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    # pids fit in 22 bits; monotonic ns in 41 bits cover 25 days of uptime, wrapping is harmless
+    # for a join key as long as both sides wrap alike.
+    return (pid.astype(np.int64) << 41) ^ (t.astype(np.int64) & ((1 << 41) - 1))
+
+
+def describe_frames(frames: list[dict[str, Any]], depth: int = 6) -> str:
+    """A one-line summary of a stack: its innermost frames, outermost first."""
+    inner = frames[-depth:]
+    return " > ".join(f"{f['func']}" for f in inner)

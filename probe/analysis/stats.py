@@ -1,0 +1,190 @@
+"""Statistics that stay honest on autocorrelated runtime data.
+
+Raw 10 ms samples of one run are not independent observations, so nothing here tests them
+directly: shares get intervals from a moving-block bootstrap over steps or windows, trends are
+Kendall's tau and the Theil-Sen slope on binned medians, groups of steps are compared with
+Mann-Whitney, periodic structure is tested with Fisher's g on a periodogram. All randomness is
+seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import signal, stats
+
+FloatArray = npt.NDArray[np.float64]
+SEED = 20261121
+
+
+@dataclass
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+def block_bootstrap_ratio(
+    numerator: FloatArray,
+    denominator: FloatArray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    block: int | None = None,
+) -> Interval:
+    """Interval for sum(numerator)/sum(denominator) with a circular moving-block bootstrap.
+
+    Blocks of consecutive items (steps, windows) keep the autocorrelation inside each block; the
+    default block length n^(1/3) is the usual choice for a ratio of means.
+    """
+    num = np.asarray(numerator, dtype=np.float64)
+    den = np.asarray(denominator, dtype=np.float64)
+    n = len(num)
+    total = float(den.sum())
+    estimate = float(num.sum()) / total if total > 0 else 0.0
+    if n < 4 or total <= 0:
+        return Interval(estimate, estimate, estimate)
+    b = block or max(1, round(n ** (1 / 3)))
+    b = min(b, n)
+    rng = np.random.default_rng(SEED)
+    n_blocks = math.ceil(n / b)
+    starts = rng.integers(0, n, size=(n_boot, n_blocks))
+    idx = (starts[:, :, None] + np.arange(b)[None, None, :]).reshape(n_boot, -1)[:, :n] % n
+    num_s = num[idx].sum(axis=1)
+    den_s = den[idx].sum(axis=1)
+    ratios = np.divide(num_s, den_s, out=np.zeros_like(num_s), where=den_s > 0)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return Interval(estimate, float(low), float(high))
+
+
+@dataclass
+class Trend:
+    slope: float  # units per second (or per x unit)
+    low: float  # Theil-Sen confidence interval of the slope
+    high: float
+    intercept: float
+    tau: float
+    p_value: float
+    points: int
+
+
+def binned_medians(
+    x: FloatArray, y: FloatArray, max_points: int = 200
+) -> tuple[FloatArray, FloatArray]:
+    """Medians of y over equal-count bins of x (Theil-Sen is quadratic: bin first)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) <= max_points:
+        return x, y
+    edges = np.linspace(0, len(x), max_points + 1).astype(int)
+    xm = np.array([np.median(x[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    ym = np.array([np.median(y[a:b]) for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    return xm, ym
+
+
+def trend(x: FloatArray, y: FloatArray, max_points: int = 200) -> Trend | None:
+    """Kendall tau and Theil-Sen slope of y against x, on at most ``max_points`` binned medians."""
+    xb, yb = binned_medians(np.asarray(x, float), np.asarray(y, float), max_points)
+    if len(xb) < 8 or np.ptp(xb) == 0:
+        return None
+    if np.ptp(yb) == 0:
+        return Trend(0.0, 0.0, 0.0, float(yb[0]), 0.0, 1.0, len(xb))
+    res = stats.theilslopes(yb, xb, alpha=0.95)
+    tau = stats.kendalltau(xb, yb)
+    return Trend(
+        slope=float(res.slope),
+        low=float(res.low_slope),
+        high=float(res.high_slope),
+        intercept=float(res.intercept),
+        tau=float(tau.statistic),
+        p_value=float(tau.pvalue),
+        points=len(xb),
+    )
+
+
+def greater(a: FloatArray, b: FloatArray) -> float:
+    """One-sided Mann-Whitney p-value that values in ``a`` tend to exceed those in ``b``."""
+    if len(a) < 1 or len(b) < 1:
+        return 1.0
+    return float(stats.mannwhitneyu(a, b, alternative="greater").pvalue)
+
+
+def warmup_change_point(durations: FloatArray, max_share: float = 0.34) -> int:
+    """How many leading steps are warm-up: slower steps before a change point, or 0.
+
+    One change point in the mean of log durations, chosen to minimise the within-segment sum of
+    squares, accepted only if the leading segment is at most ``max_share`` of the steps, is
+    significantly slower (Mann-Whitney p < 0.01) and at least 20 % slower in median.
+    A lone first step more than 3x the median is warm-up whatever the test says.
+    """
+    d = np.asarray(durations, dtype=np.float64)
+    n = len(d)
+    if n < 6:
+        return 0
+    logd = np.log(np.maximum(d, 1e-9))
+    kmax = max(1, int(n * max_share))
+    csum = np.cumsum(logd)
+    csq = np.cumsum(logd**2)
+    total, total_sq = csum[-1], csq[-1]
+    best_k, best_cost = 0, math.inf
+    for k in range(1, kmax + 1):
+        left_n, right_n = k, n - k
+        left = csq[k - 1] - csum[k - 1] ** 2 / left_n
+        right = (total_sq - csq[k - 1]) - (total - csum[k - 1]) ** 2 / right_n
+        cost = left + right
+        if cost < best_cost:
+            best_k, best_cost = k, cost
+    k = best_k
+    head, tail = d[:k], d[k:]
+    accepted = np.median(head) > 1.2 * np.median(tail) and (
+        greater(head, tail) < 0.01 or (k == 1 and head[0] > 3 * np.median(tail))
+    )
+    if accepted:
+        return k
+    return 1 if d[0] > 3 * np.median(d[1:]) else 0
+
+
+@dataclass
+class Periodicity:
+    period: float  # in units of the series' spacing
+    g: float  # Fisher's g: the largest periodogram ordinate's share of the total
+    p_value: float
+
+
+def fisher_g(series: FloatArray) -> Periodicity | None:
+    """Fisher's exact test for one hidden periodic component in an evenly spaced series."""
+    x = np.asarray(series, dtype=np.float64)
+    n = len(x)
+    if n < 16 or np.ptp(x) == 0:
+        return None
+    freqs, power = signal.periodogram(x - x.mean(), detrend=False, scaling="spectrum")
+    freqs, power = freqs[1:], power[1:]  # drop the zero frequency
+    if n % 2 == 0:
+        freqs, power = freqs[:-1], power[:-1]  # and Nyquist
+    m = len(power)
+    if m < 2 or power.sum() <= 0:
+        return None
+    i = int(np.argmax(power))
+    g = float(power[i] / power.sum())
+    # P(G > g) = sum_{j=1}^{floor(1/g)} (-1)^(j-1) C(m, j) (1 - j g)^(m-1)
+    p = 0.0
+    for j in range(1, int(1 / g) + 1):
+        term = math.comb(m, j) * (1 - j * g) ** (m - 1)
+        p += term if j % 2 == 1 else -term
+    return Periodicity(period=float(1 / freqs[i]), g=g, p_value=float(min(max(p, 0.0), 1.0)))
+
+
+def robust_outliers(
+    values: FloatArray, factor: float = 3.0, floor_ratio: float = 2.0
+) -> npt.NDArray[np.bool_]:
+    """Values far above the bulk: > median + factor * 1.4826 MAD and > floor_ratio * median."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return np.zeros(0, dtype=bool)
+    med = float(np.median(v))
+    mad = float(np.median(np.abs(v - med))) * 1.4826
+    return (v > med + factor * max(mad, 1e-9)) & (v > floor_ratio * med)

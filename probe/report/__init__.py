@@ -1,0 +1,1 @@
+"""Output: the HTML report, the terminal summary and the JSON verdict."""

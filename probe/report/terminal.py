@@ -1,0 +1,102 @@
+"""The terminal: the verdict after a run, and a progress line while analysing or collecting.
+
+Everything goes to stderr (the command's stdout stays the command's). Colour only on a terminal.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from probe.analysis.detectors.base import pct
+from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
+from probe.report import recommendations
+
+_COLORS = {"high": "\033[1;31m", "moderate": "\033[1;33m", "ok": "\033[1;32m", "dim": "\033[2m"}
+_RESET = "\033[0m"
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"{_COLORS[style]}{text}{_RESET}" if color else text
+
+
+def first_sentence(text: str) -> str:
+    for end in (". ", "; "):
+        i = text.find(end)
+        if 0 < i < 240:
+            return text[: i + 1]
+    return text[:240]
+
+
+def summary_lines(
+    d: Diagnosis,
+    *,
+    session_dir: Path,
+    report: Path | None,
+    json_copy: Path | None = None,
+    color: bool = False,
+) -> list[str]:
+    """The verdict, one line of evidence, what to do next, and where the files are."""
+    lines: list[str] = []
+    top = d.top
+    if d.category == HEALTHY:
+        lines.append(_paint("verdict: healthy", "ok", color) + " - " + d.headline)
+    elif top is not None:
+        style = top.severity or "moderate"
+        label = f"verdict: {top.id}" + (f" ({top.severity})" if top.severity else "")
+        lines.append(_paint(label, style, color) + " - " + top.title)
+        lines.append("  " + first_sentence(top.summary))
+    rec = recommendations.load(d.category)
+    if rec.first_step:
+        lines.append("  next: " + rec.first_step)
+    others = [f for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
+    if others:
+        also = ", ".join(f"{f.id} ({pct(f.impact)})" for f in others[:4])
+        lines.append(_paint(f"  also: {also}", "dim", color))
+    if d.segmentation.method != "hmm" and d.category != INSUFFICIENT_DATA:
+        lines.append(
+            _paint(f"  note: analysed the whole run ({d.segmentation.reason})", "dim", color)
+        )
+    if report is not None:
+        lines.append(f"report:  {report}")
+    lines.append(f"json:    {session_dir / 'diagnosis.json'}")
+    if json_copy is not None and str(json_copy) != "-":
+        lines.append(f"         {json_copy}")
+    lines.append(f"again:   probe report {shlex.quote(str(session_dir))}")
+    return lines
+
+
+def print_summary(lines: list[str], stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    for line in lines:
+        out.write(f"probe: {line}\n")
+    out.flush()
+
+
+class Progress:
+    """A single status line on a terminal, shown only once the work has taken a second."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, delay: float = 1.0) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.label = label
+        self.start = time.monotonic()
+        self.delay = delay
+        self.shown = False
+
+    def __call__(self, stage: str) -> None:
+        if not self.enabled or time.monotonic() - self.start < self.delay:
+            return
+        elapsed = time.monotonic() - self.start
+        self.stream.write(f"\r\033[Kprobe: {self.label}: {stage} ({elapsed:.0f} s)")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.shown = False

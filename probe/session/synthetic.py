@@ -1,0 +1,443 @@
+"""Synthetic sessions, written through the real record format: for tests and benchmarks.
+
+    b = SessionBuilder(tmp / "s", duration_s=20)
+    b.process(100, argv=["python", "train.py"], torch_threads=2)
+    b.cpu(100, main=0.9, pool=0.1)
+    b.steps(100, np.arange(1, 20, 0.05))
+    b.waits(100, starts, durations)
+    path = b.write()
+
+Times are seconds since the start of the run; the builder converts them to the session's
+monotonic nanoseconds. Everything a detector reads can be given: per-process CPU (main thread,
+pool, run-queue waits), memory, steps, DataLoader waits and worker fetches, GC pauses, stacks with
+the main thread's kernel state and the sampler's GIL lateness, event-loop lag, CUDA and GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from probe.session import format as fmt
+from probe.session.meta import new_meta, write_meta
+from probe.session.reader import numpy_dtype
+from probe.session.writer import RecordFile
+
+Series = float | Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | npt.NDArray[Any]
+FrameSpec = tuple[str, str, int]  # file, function, line
+
+
+def _values(series: Series, t: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    if callable(series):
+        return np.asarray(series(t), dtype=np.float64)
+    if np.isscalar(series):
+        return np.full(len(t), float(series))  # type: ignore[arg-type]
+    return np.asarray(series, dtype=np.float64)
+
+
+class _Writer:
+    """One record file's content: strings, events, records per kind, frames and stack nodes."""
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        self.header = header
+        self.strings: dict[str, int] = {}
+        self.events: list[dict[str, Any]] = []
+        self.records: dict[int, list[npt.NDArray[Any]]] = {}
+        self.frames: dict[FrameSpec, int] = {}
+        self.nodes: dict[tuple[int, int], int] = {}
+
+    def intern(self, text: str) -> int:
+        if text not in self.strings:
+            self.strings[text] = len(self.strings) + 1
+        return self.strings[text]
+
+    def add(self, kind: fmt.Kind, **columns: Any) -> None:
+        n = max(len(np.atleast_1d(v)) for v in columns.values())
+        arr = np.zeros(n, dtype=numpy_dtype(kind))
+        for name, value in columns.items():
+            arr[name] = value
+        self.records.setdefault(kind.code, []).append(arr)
+
+    def stack(self, frames: Sequence[FrameSpec]) -> int:
+        node = 0
+        for spec in frames:
+            fid = self.frames.get(spec)
+            if fid is None:
+                fid = len(self.frames) + 1
+                self.frames[spec] = fid
+                self.add(
+                    fmt.FRAME,
+                    id=fid,
+                    file=self.intern(spec[0]),
+                    func=self.intern(spec[1]),
+                    line=spec[2],
+                )
+            key = (node, fid)
+            nid = self.nodes.get(key)
+            if nid is None:
+                nid = len(self.nodes) + 1
+                self.nodes[key] = nid
+                self.add(fmt.NODE, id=nid, parent=node, frame=fid)
+            node = nid
+        return node
+
+    def write(self, directory: Path, prefix: str, chunk: int = 1 << 16) -> None:
+        import json
+
+        f = RecordFile(str(directory), prefix, self.header)
+        if self.strings:
+            payload = json.dumps({str(v): k for k, v in self.strings.items()}).encode()
+            f.write_chunk(fmt.STRINGS, len(self.strings), payload)
+        if self.events:
+            f.write_chunk(fmt.EVENTS, len(self.events), json.dumps(self.events).encode())
+        for code, parts in self.records.items():
+            arr = np.concatenate(parts)
+            for a in range(0, len(arr), chunk):
+                part = arr[a : a + chunk]
+                f.write_chunk(code, len(part), part.tobytes())
+        f.close()
+
+
+class SessionBuilder:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        duration_s: float,
+        cores: float = 2.0,
+        interval_s: float = 0.1,
+        argv: list[str] | None = None,
+        memory_total: int = 16 << 30,
+        memory_limit: int | None = None,
+        root_pid: int = 100,
+        t0_ns: int = 1_000_000_000_000,
+    ) -> None:
+        self.directory = Path(directory)
+        self.duration_s = duration_s
+        self.cores = cores
+        self.interval_s = interval_s
+        self.argv = argv or ["python", "train.py"]
+        self.memory_total = memory_total
+        self.memory_limit = memory_limit
+        self.root_pid = root_pid
+        self.t0 = t0_ns
+        self.sampler = _Writer({"writer": "sampler", "pid": 1, "root_pid": root_pid})
+        self.agents: dict[int, _Writer] = {}
+        self.grid = np.arange(0.0, duration_s + 1e-9, interval_s)
+        self._cum: dict[tuple[int, int], dict[str, npt.NDArray[np.float64]]] = {}
+
+    def ns(self, seconds: Any) -> Any:
+        return (np.asarray(seconds, dtype=np.float64) * 1e9).astype(np.int64) + self.t0
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def process(
+        self,
+        pid: int,
+        *,
+        ppid: int = 1,
+        argv: list[str] | None = None,
+        python: bool = True,
+        start: float = 0.0,
+        main_tid: int | None = None,
+        torch_threads: int | None = None,
+        rank: int | None = None,
+        worker: int | None = None,
+    ) -> None:
+        argv = argv or self.argv
+        self.sampler.events.append(
+            {
+                "type": "proc_start",
+                "t": int(self.ns(start)),
+                "pid": pid,
+                "ppid": ppid,
+                "argv": argv,
+                "comm": "python",
+            }
+        )
+        if not python:
+            return
+        agent = self.agents.setdefault(
+            pid, _Writer({"writer": "agent", "pid": pid, "ppid": ppid, "origin": "start"})
+        )
+        agent.events.append(
+            {
+                "type": "process",
+                "t": int(self.ns(start)),
+                "pid": pid,
+                "ppid": ppid,
+                "origin": "start",
+                "argv": argv,
+                "main_tid": main_tid or pid,
+            }
+        )
+        agent.events.append({"type": "agent_thread", "t": int(self.ns(start)), "tid": pid + 9999})
+        if torch_threads is not None:
+            agent.events.append(
+                {
+                    "type": "torch",
+                    "t": int(self.ns(start)),
+                    "version": "2.13.0",
+                    "threads": torch_threads,
+                    "interop_threads": torch_threads,
+                }
+            )
+        if rank is not None:
+            agent.events.append(
+                {
+                    "type": "distributed",
+                    "t": int(self.ns(start)),
+                    "rank": rank,
+                    "world_size": 2,
+                    "backend": "gloo",
+                }
+            )
+        if worker is not None:
+            agent.events.append(
+                {"type": "worker", "t": int(self.ns(start)), "worker": worker, "num_workers": 2}
+            )
+
+    def agent(self, pid: int) -> _Writer:
+        return self.agents[pid]
+
+    def cpu(
+        self,
+        pid: int,
+        *,
+        main: Series = 0.0,
+        pool: Series = 0.0,
+        pool_threads: int = 1,
+        python_threads: Series = 0.0,
+        main_wait: Series = 0.0,
+        pool_wait: Series = 0.0,
+        rss: Series = 200e6,
+        io_chars: Series = 0.0,
+        io_read: Series = 0.0,
+        io_write: Series = 0.0,
+        start: float = 0.0,
+        end: float | None = None,
+    ) -> None:
+        """Outside samples for one process: rates in cores (and bytes/s), levels in bytes."""
+        end = self.duration_s if end is None else end
+        t = self.grid[(self.grid >= start) & (self.grid <= end + 1e-9)]
+        dt = np.diff(t, prepend=t[0])
+        main_rate = _values(main, t)
+        pool_rate = _values(pool, t)
+        py_rate = _values(python_threads, t)
+        mw = _values(main_wait, t)
+        pw = _values(pool_wait, t)
+        threads = [(pid, "python", main_rate, mw)]
+        for k in range(pool_threads):
+            threads.append((pid + 1 + k, "python", pool_rate / pool_threads, pw / pool_threads))
+        threads.append((pid + 50, "python", py_rate, np.zeros(len(t))))
+        cpu_total = np.zeros(len(t))
+        wait_total = np.zeros(len(t))
+        name = self.sampler.intern("python")
+        for tid, _n, rate, wait in threads:
+            cum_cpu = np.cumsum(rate * dt) * 1e9
+            cum_wait = np.cumsum(wait * dt) * 1e9
+            self.sampler.add(
+                fmt.THREAD,
+                t=self.ns(t),
+                pid=pid,
+                tid=tid,
+                cpu_ns=cum_cpu,
+                wait_ns=cum_wait,
+                state=0,
+                name=name,
+            )
+            cpu_total += rate
+            wait_total += wait
+        if pid in self.agents:
+            self.agents[pid].events.append(
+                {"type": "thread", "ident": pid + 50, "tid": pid + 50, "name": "pin_memory"}
+            )
+        rss_values = _values(rss, t)
+        self.sampler.add(
+            fmt.PROC,
+            t=self.ns(t),
+            pid=pid,
+            ppid=1,
+            state=ord("R"),
+            cpu_ns=np.cumsum(cpu_total * dt) * 1e9,
+            utime_ns=np.cumsum(cpu_total * dt) * 1e9,
+            stime_ns=0,
+            wait_ns=np.cumsum(wait_total * dt) * 1e9,
+            rss=rss_values,
+            rss_anon=rss_values,
+            threads=len(threads),
+            ctx_vol=0,
+            ctx_invol=0,
+            read_bytes=np.cumsum(_values(io_read, t) * dt),
+            write_bytes=np.cumsum(_values(io_write, t) * dt),
+            rchar=np.cumsum(_values(io_chars, t) * dt),
+            wchar=0,
+        )
+
+    def system(self, *, busy: Series, running: Series = 2.0, mem_available: Series = 8e9) -> None:
+        t = self.grid
+        dt = np.diff(t, prepend=t[0])
+        busy_v = _values(busy, t)
+        self.sampler.add(
+            fmt.SYSTEM,
+            t=self.ns(t),
+            user_ns=np.cumsum(busy_v * dt) * 1e9,
+            system_ns=0,
+            idle_ns=np.cumsum(np.maximum(self.cores - busy_v, 0) * dt) * 1e9,
+            iowait_ns=0,
+            steal_ns=0,
+            running=_values(running, t),
+            blocked=0,
+            mem_total=self.memory_total,
+            mem_available=_values(mem_available, t),
+            cgroup_mem=-1,
+            probe_cpu_ns=np.cumsum(0.005 * dt) * 1e9,
+            sampler_cpu_ns=np.cumsum(0.002 * dt) * 1e9,
+        )
+
+    # -- agent records --------------------------------------------------------------------------
+
+    def steps(
+        self, pid: int, ends: Sequence[float] | npt.NDArray[Any], *, explicit: bool = False
+    ) -> None:
+        ends = np.asarray(ends, dtype=np.float64)
+        self.agent(pid).add(
+            fmt.STEP,
+            t=self.ns(ends),
+            tid=pid,
+            source=fmt.STEP_SOURCE_EXPLICIT if explicit else fmt.STEP_SOURCE_OPTIMIZER,
+            opt=0 if explicit else 1,
+            opt_dur=0,
+            index=np.arange(1, len(ends) + 1),
+        )
+
+    def loader(self, pid: int, loader: int = 1, **desc: Any) -> None:
+        event = {
+            "type": "loader",
+            "t": self.t0,
+            "loader": loader,
+            "dataset": "Synthetic",
+            "num_workers": 2,
+            "batch_size": 32,
+        }
+        event.update(desc)
+        self.agent(pid).events.append(event)
+
+    def waits(
+        self, pid: int, starts: Any, durs: Any, *, loader: int = 1, workers: Sequence[int] = ()
+    ) -> None:
+        starts = np.asarray(starts, dtype=np.float64)
+        self.agent(pid).add(
+            fmt.WAIT,
+            t=self.ns(starts),
+            dur=(np.asarray(durs, dtype=np.float64) * 1e9).astype(np.int64),
+            tid=pid,
+            loader=loader,
+            flags=0,
+        )
+        self.agent(pid).events.append(
+            {
+                "type": "loader_iter",
+                "t": int(self.ns(starts[0]) if len(starts) else self.t0),
+                "loader": loader,
+                "workers": list(workers),
+            }
+        )
+
+    def fetches(self, pid: int, starts: Any, durs: Any, cpus: Any, *, worker: int = 0) -> None:
+        self.agent(pid).add(
+            fmt.FETCH,
+            t=self.ns(starts),
+            dur=(np.asarray(durs) * 1e9).astype(np.int64),
+            cpu=(np.asarray(cpus) * 1e9).astype(np.int64),
+            worker=worker,
+            items=32,
+        )
+
+    def gc(self, pid: int, starts: Any, durs: Any, *, gen: int = 2, collected: int = 100) -> None:
+        self.agent(pid).add(
+            fmt.GC,
+            t=self.ns(starts),
+            dur=(np.asarray(durs) * 1e9).astype(np.int64),
+            tid=pid,
+            gen=gen,
+            collected=collected,
+            uncollectable=0,
+        )
+
+    def stacks(
+        self,
+        pid: int,
+        times: Any,
+        frames: Sequence[FrameSpec] | Callable[[float], Sequence[FrameSpec]],
+        *,
+        tid: int | None = None,
+        state: str | Callable[[float], str] = "R",
+        late: float | Callable[[float], float] = 0.0001,
+    ) -> None:
+        """Stack samples of one thread; the main thread's state letter and GIL lateness too."""
+        writer = self.agent(pid)
+        times = np.asarray(times, dtype=np.float64)
+        tid = pid if tid is None else tid
+        if callable(frames):
+            ids = np.array([writer.stack(frames(float(x))) for x in times], dtype=np.uint32)
+        else:
+            ids = np.full(len(times), writer.stack(frames), dtype=np.uint32)
+        states = np.array(
+            [ord(state(float(x)) if callable(state) else state) for x in times], dtype=np.uint8
+        )
+        lates = np.array([late(float(x)) if callable(late) else late for x in times])
+        writer.add(fmt.STACK, t=self.ns(times), tid=tid, stack=ids, state=states)
+        if tid == pid:
+            writer.add(fmt.TICK, t=self.ns(times), late=(lates * 1e9).astype(np.int64))
+
+    def lag(
+        self, pid: int, times: Any, lags: Any, *, loop: int = 1, tid: int | None = None
+    ) -> None:
+        writer = self.agent(pid)
+        writer.events.append(
+            {"type": "loop", "t": self.t0, "loop": loop, "tid": tid or pid, "class": "Loop"}
+        )
+        writer.add(
+            fmt.LAG,
+            t=self.ns(times),
+            lag=(np.asarray(lags) * 1e9).astype(np.int64),
+            tid=tid or pid,
+            loop=loop,
+        )
+
+    # -- output ---------------------------------------------------------------------------------
+
+    def write(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = new_meta(
+            kind="doctor",
+            name=self.directory.name,
+            argv=self.argv,
+            cwd="/work",
+            settings={"sample_interval_ms": self.interval_s * 1000, "stack_hz": 100},
+            machine={
+                "logical_cores": int(np.ceil(self.cores)),
+                "affinity_cores": int(np.ceil(self.cores)),
+                "cpu_quota_cores": None,
+                "effective_cores": self.cores,
+                "memory_total": self.memory_total,
+                "memory_limit": self.memory_limit,
+                "cgroup_version": None,
+            },
+            environ={},
+        )
+        meta["start"]["monotonic_ns"] = self.t0
+        meta["end"] = {"monotonic_ns": int(self.ns(self.duration_s)), "time": None, "unix_ns": None}
+        meta["status"] = "finished"
+        meta["exit"] = {"code": 0, "signal": None, "status": 0}
+        meta["root_pid"] = self.root_pid
+        write_meta(self.directory, meta)
+        self.sampler.write(self.directory, "sampler")
+        for pid, writer in self.agents.items():
+            writer.write(self.directory, f"agent-{pid}")
+        return self.directory

@@ -1,0 +1,185 @@
+"""Hand-built training runs for the analysis tests: a healthy baseline and knobs for each issue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from probe.session.reader import Session
+from probe.session.synthetic import FrameSpec, SessionBuilder
+
+TRAIN: list[FrameSpec] = [("/work/train.py", "<module>", 80), ("/work/train.py", "main", 60)]
+FORWARD = [
+    *TRAIN,
+    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
+    ("/venv/site-packages/torch/nn/modules/linear.py", "forward", 120),
+]
+PYTHON_WORK = [*TRAIN, ("/work/train.py", "bookkeeping", 30)]
+DATA_WAIT = [
+    *TRAIN,
+    ("/venv/site-packages/torch/utils/data/dataloader.py", "__next__", 700),
+    ("/usr/lib/python3.11/multiprocessing/connection.py", "poll", 250),
+]
+SAVE = [
+    *TRAIN,
+    ("/work/train.py", "save_checkpoint", 40),
+    ("/venv/site-packages/torch/serialization.py", "save", 900),
+]
+IMPORTING = [
+    ("/work/train.py", "<module>", 1),
+    ("<frozen importlib._bootstrap>", "_find_and_load", 1),
+]
+
+
+@dataclass
+class Run:
+    """A training run: 0.5 s of start-up, steps until the end, one process, two intra-op threads."""
+
+    duration: float = 20.0
+    start: float = 0.5
+    step: float = 0.05
+    wait: float = 0.0  # DataLoader wait per step
+    num_workers: int = 2
+    worker_cpu_share: float = 0.9  # CPU / wall of a batch in a worker
+    main_cpu: float = 0.95
+    pool_cpu: float = 0.9
+    torch_threads: int = 2
+    main_wait: float = 0.0  # run-queue wait of the main thread, cores
+    extra_runnable: float = 0.0  # other processes' runnable threads (cores)
+    gc_every: float = 0.0  # seconds between full collections (0: none)
+    gc_pause: float = 0.0
+    rss: object = 300e6
+    stall_every: int = 0  # steps between stalls (0: none)
+    stall: float = 0.0  # extra seconds of a stall step
+    stall_frames: list[FrameSpec] = field(default_factory=lambda: SAVE)
+    io_share: float = 0.0  # share of step time in library I/O
+    python_share: float = 0.05  # share of main samples in own Python code
+    teardown: float = 0.0  # seconds after the last step with little CPU
+    startup_cpu: float = 0.9
+    stack_hz: float = 100.0
+    busy: float | None = None  # machine busy cores (default: from the CPU given)
+    late_when_python: float = 0.003
+    gc_in_stalls: bool = False  # each stall step's extra time is one full collection
+
+    def build(self, path: Path) -> Session:
+        b = SessionBuilder(path, duration_s=self.duration)
+        pid = 100
+        b.process(pid, torch_threads=self.torch_threads)
+        end_steps = self.duration - self.teardown
+        ends = [self.start]
+        t = self.start
+        i = 0
+        while True:
+            i += 1
+            length = self.step + (
+                self.stall if self.stall_every and i % self.stall_every == 0 else 0
+            )
+            if t + length > end_steps:
+                break
+            t += length
+            ends.append(t)
+        ends_a = np.array(ends)
+        b.steps(pid, ends_a)
+
+        def level(x: np.ndarray, during: float, before: float, after: float) -> np.ndarray:
+            return np.where(x < self.start, before, np.where(x > end_steps, after, during))
+
+        b.cpu(
+            pid,
+            main=lambda x: level(x, self.main_cpu, self.startup_cpu, 0.1),
+            pool=lambda x: level(x, self.pool_cpu, 0.0, 0.0),
+            pool_threads=max(self.torch_threads - 1, 1),
+            main_wait=lambda x: level(x, self.main_wait, 0.0, 0.0),
+            rss=self.rss,
+        )
+        if self.extra_runnable:
+            b.process(300, ppid=pid, argv=["python", "helper.py"], python=False)
+            b.cpu(
+                300,
+                main=self.extra_runnable / 2,
+                pool=self.extra_runnable / 2,
+                main_wait=self.extra_runnable / 2,
+                pool_wait=self.extra_runnable / 2,
+            )
+        busy = (
+            self.busy
+            if self.busy is not None
+            else min(self.main_cpu + self.pool_cpu + self.extra_runnable, 2.0)
+        )
+        b.system(busy=lambda x: level(x, busy, self.startup_cpu, 0.1))
+        if self.wait:
+            starts = ends_a[:-1] + 0.001
+            b.loader(pid, num_workers=self.num_workers)
+            b.waits(
+                pid, starts, np.full(len(starts), self.wait), workers=[201, 202][: self.num_workers]
+            )
+            if self.num_workers:
+                for w, wpid in enumerate([201, 202][: self.num_workers]):
+                    b.process(wpid, ppid=pid, worker=w)
+                    b.cpu(wpid, main=self.worker_cpu_share)
+                    batch = self.num_workers * (self.step)
+                    fs = np.arange(self.start, end_steps, batch)
+                    b.fetches(
+                        wpid,
+                        fs,
+                        np.full(len(fs), batch * 0.95),
+                        np.full(len(fs), batch * 0.95 * self.worker_cpu_share),
+                        worker=w,
+                    )
+            else:
+                b.fetches(
+                    pid,
+                    starts,
+                    np.full(len(starts), self.wait),
+                    np.full(len(starts), self.wait * 0.9),
+                    worker=-1,
+                )
+        if self.gc_every:
+            gcs = np.arange(self.start + 0.3, end_steps - 0.3, self.gc_every)
+            b.gc(pid, gcs, np.full(len(gcs), self.gc_pause))
+        if self.gc_in_stalls:
+            lengths = np.diff(ends_a)
+            stall_starts = ends_a[:-1][lengths > self.step * 1.5] + self.step
+            b.gc(pid, stall_starts, np.full(len(stall_starts), self.stall * 0.95))
+        times = np.arange(0.0, self.duration, 1 / self.stack_hz)
+        step_starts = ends_a[:-1]
+        rng = np.random.default_rng(7)
+        draws = rng.random(len(times))
+
+        def frames_at(k: int) -> list[FrameSpec]:
+            x = times[k]
+            if x < self.start:
+                return IMPORTING
+            if x > end_steps:
+                return PYTHON_WORK
+            j = np.searchsorted(ends_a, x) - 1
+            into = x - step_starts[j] if 0 <= j < len(step_starts) else 0
+            if self.wait and into < self.wait:
+                return DATA_WAIT
+            length = ends_a[j + 1] - ends_a[j] if 0 <= j < len(step_starts) else self.step
+            if self.stall and length > self.step * 1.5 and into > self.step:
+                return self.stall_frames
+            if draws[k] < self.io_share:
+                return SAVE
+            if draws[k] < self.io_share + self.python_share:
+                return PYTHON_WORK
+            return FORWARD
+
+        chosen = [frames_at(k) for k in range(len(times))]
+        index = {id(f): f for f in chosen}
+        b.stacks(
+            pid,
+            times,
+            lambda x: index[id(chosen[int(round(x * self.stack_hz))])],
+            state=lambda x: (
+                "S" if chosen[int(round(x * self.stack_hz))] in (DATA_WAIT, SAVE) else "R"
+            ),
+            late=lambda x: (
+                self.late_when_python
+                if chosen[int(round(x * self.stack_hz))] is PYTHON_WORK
+                else 0.0001
+            ),
+        )
+        return Session(b.write())

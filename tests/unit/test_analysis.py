@@ -1,0 +1,351 @@
+"""The analysis, on hand-built sessions: timeline, segmentation, every detector, the diagnosis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe.analysis.detectors.base import Context
+from probe.analysis.diagnosis import diagnose, to_json
+from probe.analysis.segment import LOAD, segment
+from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
+from probe.session.synthetic import SessionBuilder
+from tests.unit.synthetic_runs import IMPORTING, PYTHON_WORK, Run
+
+
+def verdicts(run: Run, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    d = diagnose(run.build(tmp_path / "s"))
+    return d.category, {k: f.status for k, f in d.findings.items()}
+
+
+# -- building blocks ------------------------------------------------------------------------------
+
+
+def test_rate_on_grid_is_exact_for_constant_rates() -> None:
+    t = np.array([0.0, 0.1, 0.2, 0.3, 0.4])
+    cum = t * 1.5  # 1.5 cores
+    edges = np.array([0.0, 0.2, 0.4])
+    assert np.allclose(rate_on_grid(t, cum, edges), [1.5, 1.5])
+
+
+def test_overlap_with_clips_events_to_intervals() -> None:
+    starts = np.array([0.0, 1.0, 2.0])
+    ends = np.array([1.0, 2.0, 3.0])
+    got = overlap_with(starts, ends, np.array([0.5, 1.8]), np.array([0.2, 0.4]))
+    assert np.allclose(got, [0.2, 0.2, 0.2])
+
+
+def test_timeline_steps_carry_waits_and_gc(tmp_path: Path) -> None:
+    run = Run(duration=6, wait=0.01, gc_every=1.0, gc_pause=0.02)
+    tl = build_timeline(run.build(tmp_path / "s"))
+    steps = tl.steps
+    assert len(steps) > 50
+    assert np.allclose(np.median(steps.duration), 0.05, atol=1e-3)
+    assert np.allclose(np.median(steps.data_wait), 0.01, atol=1e-3)
+    assert steps.gc.sum() == pytest.approx(0.02 * int(steps.gc_full.sum()), rel=0.01)
+    assert tl.processes[100].role == "main"
+    assert tl.processes[201].role == "worker"
+    assert tl.threads[100].main[tl.bin_of(3.0)] == pytest.approx(0.95)
+
+
+# -- segmentation -------------------------------------------------------------------------------
+
+
+def _import_and_teardown(path: Path) -> tuple[float, float]:
+    """8 s of imports, 16 s of training that waits 20 % on data, 6 s of slow teardown."""
+    b = SessionBuilder(path, duration_s=30)
+    pid = 100
+    b.process(pid, torch_threads=2)
+    ends = np.arange(8.0, 24.0, 0.05)
+    b.steps(pid, ends)
+    b.loader(pid)
+    b.waits(pid, ends[:-1] + 0.001, np.full(len(ends) - 1, 0.01), workers=[])
+
+    def phase(x: np.ndarray, a: float, b_: float, c: float) -> np.ndarray:
+        return np.where(x < 8, a, np.where(x < 24, b_, c))
+
+    b.cpu(pid, main=lambda x: phase(x, 1.0, 0.8, 0.3), pool=lambda x: phase(x, 0.0, 0.9, 0.0))
+    b.system(busy=lambda x: phase(x, 1.0, 1.7, 0.3))
+    times = np.arange(0, 30, 0.01)
+    b.stacks(pid, times, lambda x: IMPORTING if x < 8 else PYTHON_WORK)
+    b.write()
+    return 8.0, 24.0
+
+
+def test_hmm_window_beats_the_whole_run(tmp_path: Path) -> None:
+    from probe.session.reader import Session
+
+    start, end = _import_and_teardown(tmp_path / "s")
+    tl = build_timeline(Session(tmp_path / "s"))
+    seg = segment(tl)
+    assert seg.method == "hmm", seg.reason
+    assert seg.window[0] == pytest.approx(start, abs=0.6)
+    assert seg.window[1] == pytest.approx(end, abs=0.3)
+    truth = 0.01 / 0.05
+
+    def wait_share(t0: float, t1: float) -> float:
+        w = tl.waits.within(t0, t1)
+        return float(w.dur.sum()) / (t1 - t0)
+
+    hmm_estimate = wait_share(*seg.window)
+    whole_estimate = wait_share(0.0, tl.duration_s)
+    assert abs(hmm_estimate - truth) < 0.02
+    assert abs(whole_estimate - truth) > 0.08  # the whole run dilutes it by half
+    assert seg.share(LOAD) == pytest.approx(16 / 30, abs=0.05)
+
+
+def test_segmentation_is_deterministic(tmp_path: Path) -> None:
+    from probe.session.reader import Session
+
+    _import_and_teardown(tmp_path / "s")
+    a = segment(build_timeline(Session(tmp_path / "s")))
+    b = segment(build_timeline(Session(tmp_path / "s")))
+    assert np.array_equal(a.labels, b.labels)
+    assert a.window == b.window
+
+
+def test_too_short_to_segment_uses_the_whole_run_and_says_so(tmp_path: Path) -> None:
+    session = Run(duration=2.0, start=0.2).build(tmp_path / "s")
+    seg = segment(build_timeline(session))
+    assert seg.method == "whole-run"
+    assert "too short" in seg.reason
+
+
+def test_warmup_steps_are_dropped(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=12)
+    b.process(100, torch_threads=2)
+    warm = np.cumsum(np.full(10, 0.3))  # ten slow steps: compilation, caches
+    steady = warm[-1] + np.cumsum(np.full(200, 0.05))
+    b.steps(100, np.concatenate([[0.0], warm, steady]))
+    b.cpu(100, main=0.95, pool=0.9)
+    b.system(busy=1.8)
+    b.stacks(100, np.arange(0, 12, 0.01), PYTHON_WORK)
+    from probe.session.reader import Session
+
+    seg = segment(build_timeline(Session(b.write())))
+    assert seg.warmup_steps >= 9
+    assert seg.window[0] == pytest.approx(warm[-1], abs=0.35)
+
+
+# -- detectors ------------------------------------------------------------------------------------
+
+
+def test_healthy_compute_bound_run(tmp_path: Path) -> None:
+    category, status = verdicts(Run(), tmp_path)
+    assert category == "healthy", status
+
+
+def test_input_bound_transform_bound_workers(tmp_path: Path) -> None:
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95).build(tmp_path / "s"))
+    assert d.category == "input-bound"
+    top = d.top
+    assert top is not None and top.severity == "high"
+    assert top.evidence["data_wait_share"] == pytest.approx(0.4, abs=0.03)
+    assert top.evidence["cause"] == "transform-bound"
+
+
+def test_input_bound_latency_bound_workers(tmp_path: Path) -> None:
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.1).build(tmp_path / "s"))
+    assert d.category == "input-bound"
+    assert d.findings["input-bound"].evidence["cause"] == "latency-bound"
+
+
+def test_input_bound_main_process_loading(tmp_path: Path) -> None:
+    d = diagnose(Run(wait=0.02, num_workers=0).build(tmp_path / "s"))
+    assert d.category == "input-bound"
+    assert d.findings["input-bound"].evidence["cause"] == "main-process-loading"
+
+
+def test_small_data_waits_are_not_input_bound(tmp_path: Path) -> None:
+    category, status = verdicts(Run(wait=0.001), tmp_path)
+    assert status["input-bound"] == "not-detected"
+    assert category == "healthy"
+
+
+def test_gc_pauses(tmp_path: Path) -> None:
+    d = diagnose(Run(gc_every=0.5, gc_pause=0.08).build(tmp_path / "s"))
+    assert d.category == "gc-pauses"
+    f = d.findings["gc-pauses"]
+    assert f.evidence["gc_share"] == pytest.approx(0.16, abs=0.02)
+    assert f.severity == "high"
+
+
+def test_rare_short_gc_is_fine(tmp_path: Path) -> None:
+    _, status = verdicts(Run(gc_every=2.0, gc_pause=0.005), tmp_path)
+    assert status["gc-pauses"] == "not-detected"
+
+
+def test_memory_growth(tmp_path: Path) -> None:
+    d = diagnose(Run(rss=lambda t: 300e6 + 20e6 * t).build(tmp_path / "s"))
+    assert d.category == "memory-growth"
+    f = d.findings["memory-growth"]
+    assert f.evidence["slope_mb_per_s"] == pytest.approx(20e6 / 2**20, rel=0.05)
+    assert f.evidence["seconds_to_limit"] is not None
+
+
+def test_memory_that_levels_off_is_not_growth(tmp_path: Path) -> None:
+    rss = lambda t: 300e6 + 400e6 * (1 - np.exp(-t / 1.5))  # noqa: E731 - a cache warming up
+    _, status = verdicts(Run(rss=rss), tmp_path)
+    assert status["memory-growth"] == "not-detected"
+
+
+def test_noisy_flat_memory_is_not_growth(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 20e6, 400)
+    _, status = verdicts(Run(rss=lambda t: 500e6 + noise[: len(t)]), tmp_path)
+    assert status["memory-growth"] == "not-detected"
+
+
+def test_cpu_oversubscription(tmp_path: Path) -> None:
+    d = diagnose(Run(main_wait=0.4, extra_runnable=2.0).build(tmp_path / "s"))
+    assert d.category == "cpu-oversubscription"
+    f = d.findings["cpu-oversubscription"]
+    assert f.evidence["runnable_per_core"] > 1.25
+    assert f.evidence["main_thread_run_queue_wait_share"] == pytest.approx(0.4 / 1.35, abs=0.03)
+
+
+def test_python_bound(tmp_path: Path) -> None:
+    d = diagnose(Run(main_cpu=0.98, pool_cpu=0.05, python_share=0.7).build(tmp_path / "s"))
+    assert d.category == "python-bound"
+    f = d.findings["python-bound"]
+    assert f.evidence["pool_use"] < 0.3
+    assert f.evidence["interpreter_share"] == pytest.approx(0.7, abs=0.05)
+
+
+def test_busy_pool_is_not_python_bound(tmp_path: Path) -> None:
+    _, status = verdicts(Run(main_cpu=0.98, pool_cpu=0.9), tmp_path)
+    assert status["python-bound"] == "not-detected"
+
+
+def test_io_bound(tmp_path: Path) -> None:
+    d = diagnose(Run(io_share=0.3, main_cpu=0.7).build(tmp_path / "s"))
+    assert d.category == "io-bound"
+    f = d.findings["io-bound"]
+    assert f.evidence["io_share"] == pytest.approx(0.3, abs=0.04)
+    assert any("save" in fr["func"] for fr in f.stacks[0]["frames"])
+
+
+def test_periodic_stall_names_the_code(tmp_path: Path) -> None:
+    d = diagnose(Run(stall_every=20, stall=0.5).build(tmp_path / "s"))
+    assert d.category == "periodic-stall"
+    f = d.findings["periodic-stall"]
+    assert f.evidence["period_steps"] == 20
+    assert "save_checkpoint" in f.summary
+    assert "io-bound" not in {i.id for i in d.issues}
+
+
+def test_irregular_long_steps_are_not_periodic(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=20)
+    b.process(100, torch_threads=2)
+    rng = np.random.default_rng(3)
+    lengths = np.full(300, 0.05)
+    lengths[rng.choice(300, 6, replace=False)] = 0.4
+    b.steps(100, 0.5 + np.concatenate([[0.0], np.cumsum(lengths)]))
+    b.cpu(100, main=0.95, pool=0.9)
+    b.system(busy=1.85)
+    b.stacks(100, np.arange(0, 20, 0.01), PYTHON_WORK)
+    from probe.session.reader import Session
+
+    d = diagnose(Session(b.write()))
+    assert d.findings["periodic-stall"].status == "not-detected"
+
+
+def test_periodic_gc_is_gc_not_a_stall(tmp_path: Path) -> None:
+    run = Run(stall_every=20, stall=0.4, gc_in_stalls=True, stall_frames=PYTHON_WORK)
+    d = diagnose(run.build(tmp_path / "s"))
+    assert d.findings["periodic-stall"].status == "not-detected"
+    assert d.category == "gc-pauses"
+
+
+def test_event_loop_blocked(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=10)
+    b.process(100)
+    b.cpu(100, main=0.6)
+    b.system(busy=0.6)
+    t = np.arange(0.5, 10, 0.06)
+    b.lag(100, t, np.full(len(t), 0.04))
+    from probe.session.reader import Session
+
+    d = diagnose(Session(b.write()))
+    assert d.category == "event-loop-blocked"
+    assert d.findings["event-loop-blocked"].evidence["median_lag_ms"] == pytest.approx(40)
+
+
+def test_straggler_rank(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=12, argv=["torchrun", "train.py"])
+    b.process(90, python=True, argv=["torchrun"])
+    ends = np.arange(0.5, 12, 0.1)
+    sync = [("/work/train.py", "main", 1), ("/venv/torch/_tensor.py", "backward", 500)]
+    work = [("/work/train.py", "main", 1), ("/work/train.py", "heavy_preprocess", 9)]
+    for rank, pid in enumerate((100, 110)):
+        b.process(pid, ppid=90, rank=rank, torch_threads=1)
+        b.steps(pid, ends)
+        b.cpu(pid, main=0.6 if rank == 0 else 1.0)
+        times = np.arange(0, 12, 0.01)
+        if rank == 0:
+            b.stacks(
+                pid,
+                times,
+                lambda x: sync if (x % 0.1) < 0.04 else work,
+                state=lambda x: "S" if (x % 0.1) < 0.04 else "R",
+            )
+        else:
+            b.stacks(pid, times, work)
+    b.system(busy=1.6)
+    from probe.session.reader import Session
+
+    d = diagnose(Session(b.write()))
+    f = d.findings["straggler-rank"]
+    assert f.status == "issue", f.reason
+    assert f.evidence["straggler_rank"] == 1
+    assert f.evidence["others_wait_share"] == pytest.approx(0.4, abs=0.05)
+
+
+def test_short_run_is_insufficient_data(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=1.0)
+    b.process(100, torch_threads=2)
+    b.steps(100, [0.5, 0.6, 0.7])
+    b.cpu(100, main=0.9)
+    b.system(busy=0.9)
+    from probe.session.reader import Session
+
+    d = diagnose(Session(b.write()))
+    assert d.category == "insufficient-data"
+    assert "Run at least" in d.top.summary if d.top else False
+
+
+def test_outside_only_is_insufficient_but_memory_growth_still_counts(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=20, argv=["bash", "run.sh"])
+    b.process(100, python=False, argv=["bash", "run.sh"])
+    b.cpu(100, main=1.0, rss=lambda t: 100e6 + 30e6 * t)
+    b.system(busy=1.0)
+    from probe.session.reader import Session
+
+    d = diagnose(Session(b.write()))
+    assert d.category == "memory-growth"
+
+
+def test_json_document_shape(tmp_path: Path) -> None:
+    d = diagnose(Run(wait=0.02).build(tmp_path / "s"))
+    doc = to_json(d)
+    assert set(doc) == {"schema", "category", "issues", "window", "run"}
+    assert doc["schema"] == "probe.diagnosis/1"
+    assert doc["category"] == doc["issues"][0]["id"]
+    issue = doc["issues"][0]
+    assert set(issue) == {"id", "severity", "impact", "title", "summary", "evidence", "windows"}
+    assert set(doc["run"]) == {"command", "exit_code", "signal", "duration_s", "steps", "processes"}
+    impacts = [i["impact"] for i in doc["issues"]]
+    assert impacts == sorted(impacts, reverse=True)
+    import json
+
+    json.dumps(doc, allow_nan=False)
+
+
+def test_context_window_and_bins(tmp_path: Path) -> None:
+    session = Run().build(tmp_path / "s")
+    tl = build_timeline(session)
+    ctx = Context(tl, segment(tl))
+    assert ctx.bins.sum() > 100
+    assert ctx.training_pids == [100]
