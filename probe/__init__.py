@@ -13,6 +13,12 @@ The public API for code that wants to help probe (optional, never required)::
 
 Both are no-ops costing a function call when nothing profiles the process. Importing probe
 imports neither torch nor bokeh nor anything outside the standard library.
+
+A long job that may need diagnosing later, where no debugger can attach (see docs/attach.md)::
+
+    probe.listen()                # or PROBE_LISTEN=1 in the environment of a job that imports probe
+
+lets ``probe attach PID`` switch the agent on and off in it later.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ if TYPE_CHECKING:
 
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "span", "step"]
+__all__ = ["__version__", "listen", "span", "step"]
 
 # Set by probe.agent.runtime when this process is profiled: an object with step() and span().
 _agent: Any = None
@@ -61,3 +67,37 @@ def span(name: str) -> Any:
     if agent is None:
         return _NO_SPAN
     return agent.span(str(name))
+
+
+def listen() -> str | None:
+    """Let ``probe attach PID`` switch probe's agent on in this process later, without a debugger.
+
+    Starts one background thread waiting on a Unix socket only this user can reach; nothing is
+    recorded or hooked until ``probe attach`` asks, and everything is removed when it ends.
+    Returns the socket's path, or None (with a RuntimeWarning saying why) if it cannot listen.
+    """
+    from probe.agent import listener
+
+    try:
+        return listener.listen()
+    except listener.ListenError as exc:
+        import warnings
+
+        warnings.warn(f"probe.listen(): {exc}", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _listen_if_asked() -> None:
+    import os
+
+    if os.environ.get("PROBE_LISTEN", "").strip().lower() in ("", "0", "false", "no", "off"):
+        return
+    try:
+        from probe.agent import listener
+
+        listener.listen_from_env()
+    except Exception:  # never break the import of a job
+        pass
+
+
+_listen_if_asked()

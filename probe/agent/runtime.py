@@ -31,6 +31,7 @@ from probe.session.writer import RecordBuffer
 
 TYPE_CHECKING = False  # typing stays unimported at run time: this loads in every profiled process
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType, TracebackType
     from typing import Any
 
@@ -111,6 +112,9 @@ class Agent:
         self._exit_recorded = False
         self._fork_registered = False
         self._atexit_registered = False
+        # probe attach: polled by the agent thread; True ends the attach (see attach() below)
+        self.end_when: Callable[[], bool] | None = None
+        self.on_detached: Callable[[Agent], None] | None = None
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -179,6 +183,7 @@ class Agent:
                 self.torch.uninstall()
             if self.loops is not None:
                 self.loops.uninstall()
+            self._unregister_exit_hooks()
         self._stop.set()
         if self._thread_ident and self._thread_ident != _thread.get_ident():
             self._thread_done.wait(1.0)
@@ -250,12 +255,16 @@ class Agent:
                 interval = self.stack_interval_ns  # may change while running
                 try:
                     if interval and now >= next_sample:
+                        self.buffer.add(fmt.TICK, now, now - next_sample)
                         self.stacks.sample(now, self._thread_ident)
                         next_sample += interval
                         if next_sample <= now:
                             next_sample = now + interval
                     if now >= next_poll:
                         next_poll = now + POLL_NS
+                        if self.end_when is not None and self.end_when():
+                            self._end_attach()
+                            return
                         if self.torch is not None:
                             self.torch.poll(now)
                         self.stacks.refresh_threads()
@@ -266,6 +275,8 @@ class Agent:
                 except Exception as exc:
                     self._error("agent thread", exc)
                     if self.errors >= MAX_ERRORS:
+                        if self.end_when is not None:
+                            self._end_attach()
                         return
                 wake = min(next_sample if interval else far, next_flush, next_poll)
                 delay = (wake - _now()) / 1e9
@@ -273,6 +284,35 @@ class Agent:
                     stop.wait(delay)
         finally:
             done.set()
+
+    # -- probe attach ---------------------------------------------------------------------------
+
+    def _end_attach(self) -> None:
+        """The attach is over (or the thread failed): leave the process as it was."""
+        callback = self.on_detached
+        self.end_when = self.on_detached = None
+        try:
+            self.stop(detach=True)
+        finally:
+            if callback is not None:
+                try:
+                    callback(self)
+                except Exception:
+                    pass
+
+    def _unregister_exit_hooks(self) -> None:
+        if not self._atexit_registered:
+            return
+        self._atexit_registered = False
+        atexit.unregister(self._on_exit)
+        hooks = getattr(threading, "_threading_atexits", None)  # no public way to unregister
+        if isinstance(hooks, list):
+            for hook in list(hooks):  # functools.partial(func) each
+                if getattr(hook, "func", hook) == self._on_threading_exit:
+                    try:
+                        hooks.remove(hook)
+                    except ValueError:
+                        pass
 
     # -- records --------------------------------------------------------------------------------
 
@@ -419,3 +459,66 @@ def start_from_env() -> Agent | None:
 
 def current() -> Agent | None:
     return _agent
+
+
+# -- probe attach: an agent started in a running process, and removed again ---------------------
+
+_attached: Agent | None = None
+_fork_hook_registered = False
+
+
+def attach(
+    config: dict[str, Any],
+    end_when: Callable[[], bool],
+    on_detached: Callable[[Agent], None] | None = None,
+) -> Agent:
+    """Start an agent in this already running process (``probe attach``).
+
+    The agent thread polls ``end_when`` every 0.5 s; once it returns True the agent detaches:
+    hooks removed, exit hooks unregistered, thread ended, file closed; then ``on_detached`` runs
+    on that thread. A child forked while attached gets its own agent, ended the same way, through
+    one module-level at-fork hook: CPython cannot unregister at-fork hooks, so this one holds no
+    agent and does nothing once the attach is over. Raises RuntimeError if an agent already runs.
+    """
+    global _attached, _fork_hook_registered
+    if _agent is not None and _agent.active:
+        raise RuntimeError(f"already recorded by probe doctor (session {_agent.session})")
+    if _attached is not None and _attached.active:
+        raise RuntimeError(
+            f"already recorded by another probe attach (session {_attached.session})"
+        )
+    agent = Agent(config, origin="attach")
+
+    def detached(agent: Agent) -> None:
+        global _attached
+        if _attached is agent:
+            _attached = None
+        if on_detached is not None:
+            on_detached(agent)
+
+    agent.end_when = end_when
+    agent.on_detached = detached
+    agent._fork_registered = True  # served by _attached_after_fork
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_attached_after_fork)
+        _fork_hook_registered = True
+    _attached = agent
+    try:
+        agent.start()
+    except BaseException:
+        _attached = None
+        agent.stop(detach=True)
+        raise
+    return agent
+
+
+def _attached_after_fork() -> None:
+    agent = _attached
+    if agent is not None and agent.active:
+        agent._after_fork_child()
+
+
+def attached() -> Agent | None:
+    """The agent ``probe attach`` started in this process, while it records."""
+    agent = _attached
+    return agent if agent is not None and agent.active else None

@@ -43,6 +43,7 @@ cli.add_command(attach)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    _never_listen_here()
     try:
         result = cli.main(args=args, prog_name="probe", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -70,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 70
     return int(result) if isinstance(result, int) else 0
+
+
+def _never_listen_here() -> None:
+    """PROBE_LISTEN=1 exported in the shell makes ``import probe`` listen (probe.agent.listener):
+    right for the jobs, wrong for probe's own process."""
+    listener = sys.modules.get("probe.agent.listener")
+    if listener is not None:
+        listener.stop()
 
 
 def run() -> None:

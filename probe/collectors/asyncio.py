@@ -9,11 +9,12 @@ block lasted, which is the lag a request waiting on that loop would have seen (N
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from probe.session import format as fmt
@@ -118,11 +119,12 @@ class LoopLagMonitor:
                 asyncio._set_running_loop = original  # type: ignore[attr-defined]
 
         self._restore.append(undo)
-        get_running = getattr(events, "_get_running_loop", None)
-        if get_running is not None:  # attached to a process whose loop already runs
-            loop = get_running()
-            if loop is not None:
+        # Attached to a process whose loops already run (probe attach): time them from now on.
+        for loop in running_loops(asyncio):
+            try:
                 loop.call_soon_threadsafe(self._on_set_running, loop)
+            except RuntimeError:  # closed meanwhile
+                pass
 
     def _on_set_running(self, loop: Any) -> None:
         if loop is None:
@@ -154,3 +156,34 @@ class LoopLagMonitor:
         now = time.monotonic_ns()
         self._buffer.add(fmt.LAG, now, int(lag_s * 1e9), timer.tid, timer.loop_id)
         self.hook_ns += time.monotonic_ns() - now
+
+
+def running_loops(asyncio: ModuleType) -> list[Any]:
+    """The event loops running now in any thread of this process.
+
+    This thread's loop is asyncio's own answer; another thread's is the ``self`` of a
+    ``BaseEventLoop.run_forever`` frame on its stack (a loop written in C, such as uvloop's, has
+    no such frame and is only found once it starts again).
+    """
+    loops: list[Any] = []
+    get_running = getattr(asyncio.events, "_get_running_loop", None)
+    here = get_running() if get_running is not None else None
+    if here is not None:
+        loops.append(here)
+    base = getattr(getattr(asyncio, "base_events", None), "BaseEventLoop", None)
+    run_forever = getattr(getattr(base, "run_forever", None), "__code__", None)
+    if run_forever is None:
+        return loops
+    me = threading.get_ident()
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        f: FrameType | None = frame
+        while f is not None:
+            if f.f_code is run_forever:
+                loop = f.f_locals.get("self")
+                if loop is not None and all(loop is not seen for seen in loops):
+                    loops.append(loop)
+                break
+            f = f.f_back
+    return loops

@@ -1,0 +1,424 @@
+"""`probe attach PID` on real running jobs: what it records, and that the job runs on untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from probe.attach.permissions import ptrace_obstacle
+from probe.session.reader import Session
+from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+
+TRAIN = PROGRAMS / "attach_train.py"
+
+
+def gdb_usable() -> str | None:
+    """Why gdb injection cannot be exercised here, or None when it can."""
+    if shutil.which("gdb") is None:
+        return "gdb is not installed"
+    return ptrace_obstacle(0)
+
+
+needs_gdb = pytest.mark.skipif(gdb_usable() is not None, reason=str(gdb_usable()))
+
+
+class Job:
+    """A job started the way a user would start it (no probe), stopped by a file."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.finish = tmp_path / "finish"
+        self.proc = subprocess.Popen(
+            [PYTHON, str(TRAIN), str(self.finish), *args],
+            env=env or probe_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready"), line + self.proc.stderr.read()  # type: ignore[union-attr]
+        self.pid = self.proc.pid
+
+    def end(self, timeout: float = 60) -> tuple[int, str, str]:
+        self.finish.touch()
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.communicate()
+
+
+@pytest.fixture
+def job_factory(tmp_path: Path) -> Iterator[list[Job]]:
+    jobs: list[Job] = []
+    yield jobs
+    for job in jobs:
+        job.kill()
+
+
+def attach(
+    tmp_path: Path, pid: int, *args: str, name: str = "s"
+) -> subprocess.CompletedProcess[str]:
+    return run_probe(
+        [
+            "attach",
+            str(pid),
+            "--collect-only",
+            "--dest",
+            str(tmp_path / "d"),
+            "--name",
+            name,
+            *args,
+        ],
+        timeout=180,
+    )
+
+
+def assert_left_clean(out: str) -> dict[str, object]:
+    """The job's own report: nothing of probe remains in it after the attach."""
+    lines = out.splitlines()
+    assert lines[-1] == "done"
+    report = json.loads(lines[-2])
+    before, after = report["before"], report["after"]
+    assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert after["next_is_original"] and after["fetch_is_original"]
+    assert after["files"] == []
+    assert report["steps"] > 10
+    return report
+
+
+def agent_files(session: Session) -> dict[int, str]:
+    return {f.pid: f.header.get("origin", "") for f in session.files if f.writer == "agent"}
+
+
+# -- gdb: a job that never asked for it -----------------------------------------------------------
+
+
+@needs_gdb
+def test_attach_with_gdb_records_inside_and_leaves_the_job_as_it_was(
+    tmp_path: Path, job_factory: list[Job]
+) -> None:
+    job = Job(tmp_path)
+    job_factory.append(job)
+    result = attach(tmp_path, job.pid, "--duration", "6")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"agent running in process {job.pid} (gdb" in result.stderr
+    assert result.stdout == ""
+    code, out, err = job.end()
+    assert code == 0, err
+    assert_left_clean(out)
+    session = Session(tmp_path / "d" / "s")
+    meta = session.meta
+    assert meta["kind"] == "attach" and meta["status"] == "finished"
+    assert meta["root_pid"] == job.pid
+    assert meta["attach"]["no_inside_data"] is None
+    processes = {p["pid"]: p for p in meta["attach"]["processes"]}
+    assert processes[job.pid]["method"] == "gdb"
+    assert processes[job.pid]["state"] == "detached"
+    # The workers existed before the attach: they are injected too, and build the batches.
+    assert len(processes) == 3
+    assert all(p["state"] == "detached" for p in processes.values()), processes
+    origins = agent_files(session)
+    assert origins[job.pid] == "attach" and len(origins) == 3
+    waits = session.table("wait")
+    steps = session.table("step")
+    assert len(steps) >= 20 and {int(p) for p in steps["pid"]} == {job.pid}
+    assert len(waits) >= 20
+    fetch = session.table("fetch")
+    assert {int(p) for p in fetch["pid"]} == set(origins) - {job.pid}
+    # The outside sampler saw the whole tree.
+    assert {int(p) for p in session.table("proc")["pid"]} >= set(origins)
+    assert not [w for w in meta["warnings"] if "agent" in w]
+
+
+@needs_gdb
+def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -> None:
+    job = Job(tmp_path)
+    job_factory.append(job)
+    verdict = tmp_path / "verdict.json"
+    result = run_probe(
+        [
+            "attach",
+            str(job.pid),
+            "--duration",
+            "6",
+            "--no-open",
+            "--json",
+            str(verdict),
+            "--dest",
+            str(tmp_path / "d"),
+            "--name",
+            "s",
+        ],
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+    assert json.loads(verdict.read_text())["category"] == "input-bound"
+
+
+@needs_gdb
+def test_ctrl_c_ends_the_attach_not_the_job(tmp_path: Path, job_factory: list[Job]) -> None:
+    job = Job(tmp_path, "--workers", "0")
+    job_factory.append(job)
+    probe_proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "attach",
+            str(job.pid),
+            "--collect-only",
+            "--dest",
+            str(tmp_path / "d"),
+            "--name",
+            "s",
+        ],
+        env=probe_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    session_dir = tmp_path / "d" / "s"
+    deadline = time.monotonic() + 60
+    while not (session_dir / f"attach-{job.pid}.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.5)
+    probe_proc.send_signal(signal.SIGINT)
+    _, err = probe_proc.communicate(timeout=60)
+    assert probe_proc.returncode == 0, err
+    assert f"process {job.pid} keeps running" in err
+    assert job.proc.poll() is None  # the job did not see the Ctrl-C
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+    assert Session(session_dir).meta["status"] == "detached"
+
+
+@needs_gdb
+def test_a_probe_killed_mid_attach_leaves_no_agent_behind(
+    tmp_path: Path, job_factory: list[Job]
+) -> None:
+    job = Job(tmp_path, "--workers", "0")
+    job_factory.append(job)
+    probe_proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "attach",
+            str(job.pid),
+            "--collect-only",
+            "--dest",
+            str(tmp_path / "d"),
+            "--name",
+            "s",
+        ],
+        env=probe_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    status = tmp_path / "d" / "s" / f"attach-{job.pid}.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if status.exists() and json.loads(status.read_text())["state"] == "attached":
+            break
+        time.sleep(0.1)
+    probe_proc.kill()
+    probe_proc.communicate()
+    deadline = time.monotonic() + 10  # the agent notices within half a second
+    while json.loads(status.read_text())["state"] != "detached" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(status.read_text())["reason"] == "the probe attach process is gone"
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+
+
+# -- the opt-in listener: no debugger ------------------------------------------------------------
+
+
+def test_attach_through_the_listener(tmp_path: Path, job_factory: list[Job]) -> None:
+    job = Job(tmp_path, "--listen")
+    job_factory.append(job)
+    result = attach(tmp_path, job.pid, "--duration", "4")
+    assert result.returncode == 0, result.stderr
+    assert f"agent running in process {job.pid} (listener" in result.stderr
+    code, out, err = job.end()
+    assert code == 0, err
+    report = assert_left_clean(out)
+    # Dormant, the job carries one thread of probe's (the listener's, unknown to threading) and
+    # nothing else; the same after.
+    before = report["before"]
+    assert isinstance(before, dict)
+    assert before["python_threads"] == before["threading"] + 1
+    assert before["probe_objects"] == ["Listener"]
+    session = Session(tmp_path / "d" / "s")
+    processes = {p["pid"]: p for p in session.meta["attach"]["processes"]}
+    assert processes[job.pid]["method"] == "listener"
+    # Forked DataLoader workers listen on their own socket: they are switched on too.
+    assert len(processes) == 3 and all(p["method"] == "listener" for p in processes.values())
+    assert len(session.table("step")) >= 10
+    assert len(session.table("fetch")) >= 10
+
+
+def test_listener_from_the_environment(tmp_path: Path, job_factory: list[Job]) -> None:
+    code = (
+        "import os, sys, time, probe\n"
+        "print('ready', os.getpid(), flush=True)\n"
+        "n = 0\n"
+        "while not os.path.exists(sys.argv[1]):\n"
+        "    n += 1; probe.step(); time.sleep(0.01)\n"
+        "print('frames', len(sys._current_frames()), 'agent', probe._agent)\n"
+    )
+    finish = tmp_path / "finish"
+    proc = subprocess.Popen(
+        [PYTHON, "-c", code, str(finish)],
+        env=probe_env(PROBE_LISTEN="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        result = attach(tmp_path, proc.pid, "--duration", "2")
+        assert result.returncode == 0, result.stderr
+        assert "(listener" in result.stderr
+        finish.touch()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
+    assert out.strip() == "frames 2 agent None"
+    steps = Session(tmp_path / "d" / "s").table("step")
+    assert len(steps) >= 20  # probe.step() recorded while attached
+
+
+# -- outside only ---------------------------------------------------------------------------------
+
+
+def test_no_inject_records_from_outside_only(tmp_path: Path, job_factory: list[Job]) -> None:
+    job = Job(tmp_path)
+    job_factory.append(job)
+    result = attach(tmp_path, job.pid, "--duration", "2", "--no-inject")
+    assert result.returncode == 0, result.stderr
+    assert "outside only" in result.stderr
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+    session = Session(tmp_path / "d" / "s")
+    assert not session.has_agent_data
+    assert session.meta["settings"]["inject"] is False
+    assert session.meta["attach"]["no_inside_data"] == "probe attach ran with --no-inject"
+    pids = {int(p) for p in session.table("proc")["pid"]}
+    assert job.pid in pids and len(pids) == 3  # the job and its two workers
+    assert not list((tmp_path / "d" / "s").glob("attach-*.json"))
+
+
+def test_no_way_to_inject_says_why_and_records_from_outside(
+    tmp_path: Path, job_factory: list[Job]
+) -> None:
+    # The job asked not to be debugged: probe says so and goes on with outside data.
+    job = Job(tmp_path, "--workers", "0", env=probe_env(PYTHON_DISABLE_REMOTE_DEBUG="1"))
+    job_factory.append(job)
+    result = attach(tmp_path, job.pid, "--duration", "2")
+    assert result.returncode == 0, result.stderr
+    assert "PYTHON_DISABLE_REMOTE_DEBUG" in result.stderr
+    assert "PROBE_LISTEN=1" in result.stderr  # what would allow it
+    assert "recording from outside only" in result.stderr
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+    session = Session(tmp_path / "d" / "s")
+    assert not session.has_agent_data
+    assert "PYTHON_DISABLE_REMOTE_DEBUG" in session.meta["attach"]["no_inside_data"]
+    assert len(session.table("proc")) >= 3
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def test_missing_pid_is_a_clear_error(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    result = attach(tmp_path, gone.pid)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"probe: error: no process with id {gone.pid}\n")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "d" / "s").exists()
+
+
+def test_not_a_number_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_probe(["attach", "abc"])
+    assert result.returncode == 2
+    assert "Usage:" in result.stderr
+
+
+def test_a_non_python_process_is_refused_unless_no_inject(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        refused = attach(tmp_path, sleeper.pid)
+        assert refused.returncode == 1
+        assert f"process {sleeper.pid} (sleep 60) is not a Python process" in refused.stderr
+        assert "--no-inject" in refused.stderr and "Traceback" not in refused.stderr
+        assert not (tmp_path / "d" / "s").exists()
+        outside = attach(tmp_path, sleeper.pid, "--no-inject", "--duration", "1")
+        assert outside.returncode == 0, outside.stderr
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    procs = Session(tmp_path / "d" / "s").table("proc")
+    assert {int(p) for p in procs["pid"]} == {sleeper.pid}
+
+
+@needs_gdb
+def test_a_job_that_exits_mid_attach_still_gets_its_session(tmp_path: Path) -> None:
+    code = (
+        "import os, time\n"
+        "print('ready', os.getpid(), flush=True)\n"
+        "end = time.monotonic() + 4\n"
+        "while time.monotonic() < end:\n"
+        "    sum(range(10000)); time.sleep(0.005)\n"
+        "print('bye')\n"
+    )
+    proc = subprocess.Popen(
+        [PYTHON, "-c", code], env=probe_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        result = attach(tmp_path, proc.pid, "--duration", "60")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert result.returncode == 0, result.stderr
+    assert "exited during the attach" in result.stderr
+    assert proc.returncode == 0 and out == "bye\n"
+    session = Session(tmp_path / "d" / "s")
+    assert session.meta["status"] == "target-exited"
+    assert session.meta["exit"]["code"] is None  # not probe's child: its exit code is unknown
+    assert session.has_agent_data
+    assert (session.end_ns - session.start_ns) / 1e9 < 30
+    assert len(session.table("stack")) > 10
