@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from probe.analysis.diagnosis import Diagnosis, diagnose
-from probe.report import jsonout, terminal
+from probe.recorder import report_path
+from probe.report import browser, jsonout, terminal
 from probe.session.reader import Session
 
 
@@ -39,20 +40,37 @@ def finish(
     json_path: Path | None,
     open_report: bool,
 ) -> None:
-    """Write the verdict (and the report), print the summary, maybe open the report."""
+    """Write the verdict and the report, print the summary, maybe open the report."""
     try:
         jsonout.write(diagnosis, session_dir / "diagnosis.json")
     except OSError as exc:
         echo(f"probe: warning: cannot write {session_dir / 'diagnosis.json'}: {exc.strerror}")
     if json_path is not None:
         jsonout.write(diagnosis, json_path)
-    report = None
+    report = render_report(session_dir, diagnosis)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     lines = terminal.summary_lines(
         diagnosis, session_dir=session_dir, report=report, json_copy=json_path, color=color
     )
     terminal.print_summary(lines)
-    del open_report
+    if report is not None and browser.should_open(open_report):
+        browser.open_report(report)
+
+
+def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
+    """Write DEST/NAME.html next to the session; a warning, not a failure, when it cannot be."""
+    from probe.report import html  # bokeh: imported only when a report is made
+
+    path = report_path(session_dir if session_dir.name else session_dir.resolve())
+    progress = terminal.Progress("writing the report")
+    try:
+        progress("rendering")
+        return html.write(diagnosis, path)
+    except OSError as exc:
+        echo(f"probe: warning: cannot write the report {path}: {exc.strerror or exc}")
+        return None
+    finally:
+        progress.done()
 
 
 def conclude(
