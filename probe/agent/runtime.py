@@ -307,8 +307,8 @@ class Agent:
         atexit.unregister(self._on_exit)
         hooks = getattr(threading, "_threading_atexits", None)  # no public way to unregister
         if isinstance(hooks, list):
-            for hook in list(hooks):  # functools.partial(func) each
-                if getattr(hook, "func", hook) == self._on_threading_exit:
+            for hook in list(hooks):  # functools.partial(func), or a lambda calling func (3.13)
+                if _calls(hook, self._on_threading_exit):
                     try:
                         hooks.remove(hook)
                     except ValueError:
@@ -410,6 +410,14 @@ class Agent:
 
     def span(self, name: str) -> _Span:
         return _Span(self, self.buffer.intern(name))
+
+
+def _calls(wrapper: Any, func: Any) -> bool:
+    """``wrapper`` is ``func``, a functools.partial of it, or a closure over it."""
+    if wrapper == func or getattr(wrapper, "func", None) == func:
+        return True
+    cells = getattr(wrapper, "__closure__", None) or ()
+    return any(getattr(cell, "cell_contents", None) == func for cell in cells)
 
 
 def _proc_cmdline() -> list[str]:

@@ -32,6 +32,8 @@ REMOTE_EXEC_PYTHON = (3, 14)
 DISABLE_ENV = "PYTHON_DISABLE_REMOTE_DEBUG"
 DEBUGGER_TIMEOUT_S = 120.0
 LISTENER_TIMEOUT_S = 10.0
+# Pythons whose _PyEval_AddPendingCall(interp, func, arg, 0) lets any thread run the call.
+ANY_THREAD_PENDING_CALLS = ((3, 12), (3, 13))
 
 
 class InjectionFailed(Exception):
@@ -135,7 +137,10 @@ class GdbInjector:
         assert self.gdb is not None
         path = plan.script_path(self.name)
         commands = plan.directory / f"attach-{target.pid}.gdb"
-        commands.write_text("\n".join(script.gdb_commands(script.gdb_stub(str(path)))) + "\n")
+        any_thread = target.python in ANY_THREAD_PENDING_CALLS
+        commands.write_text(
+            "\n".join(script.gdb_commands(script.gdb_stub(str(path)), any_thread=any_thread)) + "\n"
+        )
         started = time.monotonic()
         try:
             result = _run_debugger(

@@ -44,6 +44,11 @@ END_WAIT_S = 3.0  # how long agents get to confirm that they detached
 DEADLINE_MARGIN_S = 120.0  # agents end by themselves this long after the duration, whatever happens
 MAX_PROCESSES = 32  # at most this many processes get an agent
 HELD_STATES = ("attached",)
+NEVER_STARTED = (
+    "the agent was queued but never started: the thread that had to start it ran no Python code "
+    "during the attach (the main thread blocked in native code, such as thread.join(), before "
+    "Python 3.12). Start the job with PROBE_LISTEN=1 to attach to it regardless"
+)
 
 
 @dataclass
@@ -223,9 +228,7 @@ class AttachRun:
         self._poll_statuses()
         queued = [p for p in self.processes.values() if p.state in ("queued", *HELD_STATES)]
         if not queued:
-            reasons = {p.reason for p in self.processes.values() if p.reason}
-            why = reasons.pop() if len(reasons) == 1 else "see above"
-            self.notify(f"no agent could be loaded ({why}); recording from outside only")
+            self.notify("no agent could be loaded: recording from outside only")
 
     def _inject_one(self, target: Target) -> Injection:
         started = time.monotonic_ns()
@@ -334,10 +337,8 @@ class AttachRun:
                 else:
                     entry.state = "exited"
             elif entry.state == "queued":
-                entry.reason = (
-                    "the agent was queued but never started: the process did not run Python "
-                    "code on its main thread during the attach (blocked in native code?)"
-                )
+                entry.reason = NEVER_STARTED
+                self.notify(f"process {entry.pid}: {entry.reason}")
                 self.recording.meta["warnings"].append(f"process {entry.pid}: {entry.reason}")
         self.recording.stop_sampler()
         no_inside = self._no_inside()

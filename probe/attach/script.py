@@ -104,8 +104,14 @@ def gdb_stub(script_path: str) -> bytes:
     return STUB_TEMPLATE.format(inner=repr(_STUB_INNER), path=repr(script_path)).encode() + b"\0"
 
 
-def gdb_commands(stub: bytes) -> list[str]:
-    """A gdb script that queues ``stub`` as a pending call in the attached process."""
+def gdb_commands(stub: bytes, *, any_thread: bool = False) -> list[str]:
+    """A gdb script that queues ``stub`` as a pending call in the attached process.
+
+    ``Py_AddPendingCall`` runs it on the main thread only: a main thread blocked in native code
+    (``thread.join()`` while a server thread does the work) never runs it. On Python 3.12 and
+    3.13, ``any_thread`` uses the interpreter's own ``_PyEval_AddPendingCall(interp, func, arg,
+    0)``, which the first thread to run Python code takes (3.14 has ``sys.remote_exec``).
+    """
     size = (len(stub) + 4095) // 4096 * 4096
     padded = stub + b"\0" * (-len(stub) % 8)
     writes = [
@@ -113,6 +119,12 @@ def gdb_commands(stub: bytes) -> list[str]:
         f"{int.from_bytes(padded[i : i + 8], 'little'):#x}"
         for i in range(0, len(padded), 8)
     ]
+    queue = (
+        "_PyEval_AddPendingCall((void *) PyInterpreterState_Main(), "
+        "(void *) PyRun_SimpleString, $probe_buf, 0)"
+        if any_thread
+        else "Py_AddPendingCall((void *) PyRun_SimpleString, $probe_buf)"
+    )
     return [
         "set pagination off",
         "set confirm off",
@@ -127,7 +139,7 @@ def gdb_commands(stub: bytes) -> list[str]:
         "  echo PROBE_MMAP_FAILED\\n",
         "else",
         *writes,
-        "  set $probe_rc = (int) Py_AddPendingCall((void *) PyRun_SimpleString, $probe_buf)",
+        f"  set $probe_rc = (int) {queue}",
         f'  printf "{GDB_OK} %d\\n", $probe_rc',
         "end",
         "detach",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from probe.attach.permissions import ptrace_obstacle
@@ -422,3 +423,94 @@ def test_a_job_that_exits_mid_attach_still_gets_its_session(tmp_path: Path) -> N
     assert session.has_agent_data
     assert (session.end_ns - session.start_ns) / 1e9 < 30
     assert len(session.table("stack")) > 10
+
+
+# -- serving: a running asyncio loop gets its lag monitor ------------------------------------------
+
+
+def serve(tmp_path: Path, python: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the serving program, attach to it for 3 s, stop it; (probe's result, its output)."""
+    finish = tmp_path / "finish"
+    proc = subprocess.Popen(
+        [python, str(PROGRAMS / "attach_serve.py"), str(finish), *args],
+        env=probe_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        result = attach(tmp_path, proc.pid, "--duration", "3")
+        finish.touch()
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert result.returncode == 0, result.stderr
+    assert proc.returncode == 0, err
+    assert json.loads(out)["probe_timers"] == 0
+    return result, out
+
+
+def assert_loop_timed(session: Session) -> None:
+    lag = session.table("lag")
+    assert len(lag) >= 10
+    assert float(np.median(lag["lag"])) / 1e6 > 10  # each 30 ms block makes the timer late
+    assert len(list(session.events_of("loop"))) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [pytest.param([], marks=needs_gdb, id="gdb"), pytest.param(["--listen", "--thread"])],
+    ids=["gdb-loop-in-the-main-thread", "listener-loop-in-a-thread"],
+)
+def test_a_running_event_loop_is_timed_and_left_clean(tmp_path: Path, args: list[str]) -> None:
+    serve(tmp_path, PYTHON, *args)
+    assert_loop_timed(Session(tmp_path / "d" / "s"))
+
+
+@needs_gdb
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python < 3.12: main thread only")
+def test_a_main_thread_blocked_in_native_code_is_explained(tmp_path: Path) -> None:
+    # The loop runs in a thread while the main thread waits in join(): before 3.12 only the main
+    # thread runs the queued call, so no agent starts, and probe says why and what would help.
+    result, _ = serve(tmp_path, PYTHON, "--thread")
+    assert "the agent was queued but never started" in result.stderr
+    assert "PROBE_LISTEN=1" in result.stderr
+    session = Session(tmp_path / "d" / "s")
+    assert not session.has_agent_data
+    assert "never started" in session.meta["attach"]["no_inside_data"]
+    assert len(session.table("proc")) >= 3
+
+
+def other_pythons() -> list[str]:
+    """Interpreters 3.12+ on this machine other than the tests' own (PATH, then pyenv)."""
+    found = []
+    for minor in (12, 13):
+        name = f"python3.{minor}"
+        path = shutil.which(name)
+        if path is None or "/shims/" in path:  # pyenv's shims are scripts, not the interpreter
+            candidates = sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/{name}"))
+            path = str(candidates[-1]) if candidates else None
+        if path is not None and Path(path).resolve() != Path(PYTHON).resolve():
+            found.append(path)
+    return found
+
+
+@needs_gdb
+@pytest.mark.parametrize(
+    "python",
+    other_pythons()
+    or [pytest.param("", marks=pytest.mark.skip(reason="no Python 3.12 or 3.13 here"))],
+)
+def test_gdb_on_3_12_and_later_starts_the_agent_from_any_thread(
+    tmp_path: Path, python: str
+) -> None:
+    # The probe package loads into an interpreter that has none of probe's dependencies.
+    serve(tmp_path, python, "--thread")
+    session = Session(tmp_path / "d" / "s")
+    assert_loop_timed(session)
+    (process,) = session.meta["attach"]["processes"]
+    assert process["method"] == "gdb" and process["state"] == "detached"
