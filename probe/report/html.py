@@ -392,11 +392,10 @@ def _lanes(fig: Any, graph: Graph) -> list[Any]:
             end = lanes.end[part]
             source = _source(
                 {
-                    "y": lanes.lane[part].astype(np.int32),
+                    "y": lanes.lane[part].astype(np.int16),
                     "left": start,
                     "right": end,
                     "dur": (end - start) * 1000.0,
-                    "busy": lanes.busy[part] * 1000.0,
                     "n": lanes.count[part].astype(np.int32),
                 }
             )
@@ -424,7 +423,7 @@ def _lanes(fig: Any, graph: Graph) -> list[Any]:
                     ("", "$name"),
                     ("start", "@left{0.000} s"),
                     ("length", "@dur{0.[0]} ms"),
-                    ("intervals", "@n (merged when > 1; @busy{0.[0]} ms inside)"),
+                    ("intervals", "@n (more than 1: merged, too short to draw apart)"),
                 ],
                 mode="mouse",
             )

@@ -32,9 +32,14 @@ from probe.analysis.segment import LABELS as STATE_LABELS
 from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
 from probe.report import recommendations
 from probe.report.recommendations import Recommendation
+from probe.session.redact import redact_argv
 
 MAX_POINTS = 1500  # per display series
 MAX_BARS = 2000  # per Gantt lane
+# What the whole page may carry, whatever the run: with Bokeh's own 1.3 MB of JavaScript, this
+# keeps the file under 2 MB (about 8 bytes a point, 18 a bar, base64-encoded in the page).
+MAX_PAGE_POINTS = 24_000
+MAX_PAGE_BARS = 5_000
 MAX_LANES = 24
 MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
 MAX_WINDOWS = 300  # issue windows shaded per verdict
@@ -283,34 +288,33 @@ def minmax(
 def merge_bars(
     start: FloatArray, end: FloatArray, min_width: float, max_bars: int = MAX_BARS
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.int64], FloatArray]:
-    """Bars for a lane: intervals at least ``min_width`` long stay as they are; runs of shorter
-    ones closer than ``min_width`` apart become one bar with their count. If that still leaves
-    more than ``max_bars``, the width doubles until it fits. Returns start, end, count, busy."""
+    """Bars for a lane: intervals at least ``min_width`` long stay as they are; shorter ones that
+    fall in the same ``min_width`` time bucket, with no gap of ``min_width`` between them, become
+    one bar with their count. If that still leaves more than ``max_bars``, the width doubles until
+    it fits. Returns start, end, count and busy (seconds inside the merged intervals)."""
     order = np.argsort(start, kind="stable")
     s, e = start[order], np.maximum(end[order], start[order])
     n = len(s)
-    ones = np.ones(n, dtype=np.int64)
     if n <= max_bars:
-        return s, e, ones, e - s
+        return s, e, np.ones(n, dtype=np.int64), e - s
     width = max(min_width, 1e-9)
+    reach = np.maximum.accumulate(e)
     while True:
         short = (e - s) < width
-        # A new bar starts where the interval is long, follows a long one, or leaves a gap.
-        gap = np.empty(n, dtype=bool)
-        gap[0] = True
-        gap[1:] = (s[1:] - np.maximum.accumulate(e)[:-1]) >= width
-        new = gap | ~short
-        new[1:] |= ~short[:-1]
+        bucket = np.floor((s - s[0]) / width)
+        new = np.ones(n, dtype=bool)
+        new[1:] = (
+            ~short[1:] | ~short[:-1] | ((s[1:] - reach[:-1]) >= width) | (bucket[1:] != bucket[:-1])
+        )
         first = np.flatnonzero(new)
         if len(first) <= max_bars:
             break
         width *= 2
     group = np.cumsum(new) - 1
-    out_s = s[first]
     out_e: FloatArray = np.maximum.reduceat(e, first).astype(np.float64)
     counts = np.bincount(group, minlength=len(first)).astype(np.int64)
     busy: FloatArray = np.bincount(group, weights=e - s, minlength=len(first)).astype(np.float64)
-    return out_s, out_e, counts, busy
+    return s[first], out_e, counts, busy
 
 
 def rolling_median(values: FloatArray, window: int) -> FloatArray:
@@ -356,6 +360,7 @@ def build_page(d: Diagnosis) -> Page:
         )
         if g is not None
     ]
+    fit_budget(graphs)
     present = {g.id for g in graphs}
     views = _verdict_views(d, present)
     for view in views:
@@ -399,6 +404,18 @@ def build_page(d: Diagnosis) -> Page:
         processes=_process_rows(tl),
         warnings=[clean(w, 400) for w in d.warnings[:20]],
     )
+
+
+def fit_budget(graphs: list[Graph], max_points: int = MAX_PAGE_POINTS) -> None:
+    """Downsample every series further (min-max again, so spikes stay) when the page's series
+    together hold more than ``max_points`` points."""
+    total = sum(len(s) for g in graphs for s in g.series)
+    if total <= max_points:
+        return
+    factor = max_points / total
+    for g in graphs:
+        for s in g.series:
+            s.x, s.y = minmax(s.x, s.y, max(int(len(s) * factor), 64))
 
 
 def _training_pids(tl: Timeline) -> list[int]:
@@ -936,9 +953,15 @@ def _timeline_graph(tl: Timeline, training: list[int]) -> Graph | None:
         return None
     note = ""
     if len(lanes) > MAX_LANES:
-        note = f"{len(lanes) - MAX_LANES} more lanes were left out."
-        lanes = lanes[:MAX_LANES]
-    parts = [merge_bars(s, e, min_width) for _, _, s, e in lanes]
+        # Keep the most telling kinds across all processes (every rank's steps before anyone's
+        # spans), then show them in process order again.
+        priority = {"steps": 0, "wait": 1, "gc": 2, "fetch": 3, "span": 4}
+        ranked = sorted(range(len(lanes)), key=lambda k: (priority[lanes[k][1]], k))
+        keep = sorted(ranked[:MAX_LANES])
+        note = f"{len(lanes) - MAX_LANES} more lanes (less telling kinds) were left out."
+        lanes = [lanes[k] for k in keep]
+    per_lane = max(MAX_PAGE_BARS // len(lanes), 100)
+    parts = [merge_bars(s, e, min_width, min(per_lane, MAX_BARS)) for _, _, s, e in lanes]
     merged = any(int(p[2].max(initial=1)) > 1 for p in parts)
     if merged:
         note = (note + " " if note else "") + (
@@ -1340,7 +1363,7 @@ def _process_rows(tl: Timeline) -> list[ProcessRow]:
                 pid=info.pid,
                 role=info.role,
                 label=clean(short_label(info, info.pid), 60),
-                command=clean(" ".join(shlex.quote(a) for a in info.argv), 400),
+                command=clean(" ".join(shlex.quote(a) for a in redact_argv(info.argv)), 400),
                 start=info.start_s,
                 end=info.end_s,
                 cpu_s=cpu_s,

@@ -1,0 +1,243 @@
+"""The report's page model: what goes on which graph, downsampling that keeps spikes, the panel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
+from probe.report import model
+from probe.report.model import (
+    MAX_BARS,
+    MAX_PAGE_POINTS,
+    MAX_POINTS,
+    build_page,
+    clean,
+    format_value,
+    merge_bars,
+    minmax,
+)
+from tests.unit.report_sessions import EVIL, evil_session, long_session
+from tests.unit.synthetic_runs import Run
+
+
+def page_of(run: Run, tmp_path: Path) -> tuple[Diagnosis, model.Page]:
+    d = diagnose(run.build(tmp_path / "s"))
+    return d, build_page(d)
+
+
+def graph_ids(page: model.Page) -> list[str]:
+    return [g.id for g in page.graphs]
+
+
+# -- downsampling ---------------------------------------------------------------------------------
+
+
+def test_minmax_keeps_a_single_sample_spike_and_the_dips() -> None:
+    rng = np.random.default_rng(1)
+    x = np.arange(200_000) * 0.01
+    y = rng.normal(1.0, 0.01, len(x))
+    y[123_457] = 50.0  # one sample
+    y[7] = -20.0
+    xs, ys = minmax(x, y)
+    assert len(xs) <= MAX_POINTS
+    assert ys.max() == 50.0
+    assert xs[np.argmax(ys)] == pytest.approx(x[123_457])
+    assert ys.min() == -20.0
+    assert np.all(np.diff(xs) > 0)
+
+
+def test_minmax_leaves_short_series_alone_and_keeps_gaps() -> None:
+    x = np.arange(10.0)
+    y = np.arange(10.0)
+    assert minmax(x, y)[1].tolist() == y.tolist()
+    y_long = np.ones(10_000)
+    y_long[4000:6000] = np.nan  # the process was not alive: the line must break
+    _, ys = minmax(np.arange(10_000.0), y_long, max_points=100)
+    assert np.isnan(ys).any()
+    assert np.nanmax(ys) == 1.0
+
+
+def test_merge_bars_keeps_long_intervals_and_counts_the_merged_ones() -> None:
+    starts = np.arange(0, 3600, 0.1)
+    ends = starts + 0.09
+    ends[5000] = starts[5000] + 30.0  # one long stall stays a bar of its own
+    s, e, n, busy = merge_bars(starts, ends, min_width=3600 / 1500, max_bars=2000)
+    assert len(s) <= 2000
+    assert int(n.sum()) == len(starts)
+    assert busy.sum() == pytest.approx((ends - starts).sum())
+    long = np.flatnonzero((e - s) >= 29.9)
+    assert len(long) == 1
+    assert n[long[0]] == 1
+    # Under the budget, every interval is its own bar.
+    s2, _, n2, _ = merge_bars(starts[:100], ends[:100], 1.0)
+    assert len(s2) == 100
+    assert set(n2.tolist()) == {1}
+
+
+# -- graphs ---------------------------------------------------------------------------------------
+
+
+def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
+    d, page = page_of(Run(wait=0.02), tmp_path)
+    assert d.category == "input-bound"
+    assert page.verdict == "input-bound"
+    ids = graph_ids(page)
+    assert ids == [g for g in model.GRAPH_ORDER if g in ids]
+    assert {"cpu", "threads", "memory", "steps", "data-wait", "timeline"} <= set(ids)
+    assert "lag" not in ids  # no event loop ran: no empty graph
+    assert "gpu" not in ids
+    data_wait = page.graph("data-wait")
+    assert data_wait is not None
+    assert "input-bound" in data_wait.verdicts
+    assert any(s.label == "data wait" and s.kind == "points" for s in data_wait.series)
+    assert "waits for its input pipeline" in page.alert_title
+    verdict = page.verdicts[0]
+    assert verdict.id == "input-bound"
+    assert verdict.is_verdict
+    assert verdict.graphs[0] == "data-wait"
+    assert 1 <= len(verdict.bullets) <= 4
+    assert any("data wait share" in k.lower() for k, _ in verdict.evidence)
+    # Workers appear as a group on the CPU graph and as their own lanes on the timeline.
+    cpu = page.graph("cpu")
+    assert cpu is not None
+    assert any("DataLoader workers" in s.label for s in cpu.series)
+    assert cpu.states is not None and cpu.states.kinds
+    timeline = page.graph("timeline")
+    assert timeline is not None and timeline.lanes is not None
+    assert "main · steps" in timeline.lanes.names
+    assert "main · data wait" in timeline.lanes.names
+    assert any(name.startswith("worker 0") for name in timeline.lanes.names)
+
+
+def test_healthy_page_has_no_graph_without_data(tmp_path: Path) -> None:
+    d, page = page_of(Run(), tmp_path)
+    assert d.category == "healthy"
+    ids = graph_ids(page)
+    assert "data-wait" not in ids
+    assert "gc" not in ids
+    assert "lag" not in ids
+    assert page.alert_severity == "ok"
+    assert page.activity and page.activity[0][0] in model.ACTIVITY_LABELS
+
+
+def test_gc_page_draws_pauses_by_generation(tmp_path: Path) -> None:
+    d, page = page_of(Run(gc_every=0.5, gc_pause=0.08), tmp_path)
+    assert d.category == "gc-pauses"
+    gc = page.graph("gc")
+    assert gc is not None
+    assert "gc-pauses" in gc.verdicts
+    full = next(s for s in gc.series if s.label.startswith("gen 2"))
+    assert full.y.max() == pytest.approx(80.0)
+    timeline = page.graph("timeline")
+    assert timeline is not None and timeline.lanes is not None
+    assert "main · GC" in timeline.lanes.names
+
+
+def test_memory_growth_marks_the_memory_graph(tmp_path: Path) -> None:
+    d, page = page_of(Run(rss=lambda t: 300e6 + 20e6 * t), tmp_path)
+    assert d.category == "memory-growth"
+    memory = page.graph("memory")
+    assert memory is not None
+    assert memory.verdicts == ["memory-growth"]
+    assert memory.y_label == "MB"
+    main = memory.series[0]
+    assert np.nanmax(main.y) == pytest.approx((300e6 + 20e6 * 20) / 2**20, rel=0.02)
+
+
+def test_periodic_stall_steps_graph_and_warmup(tmp_path: Path) -> None:
+    d, page = page_of(Run(stall_every=20, stall=0.5), tmp_path)
+    assert d.category == "periodic-stall"
+    steps = page.graph("steps")
+    assert steps is not None
+    assert "periodic-stall" in steps.verdicts
+    durations = next(s for s in steps.series if s.kind == "points")
+    assert durations.y.max() == pytest.approx(550.0, rel=0.01)
+    assert any("rolling median" in s.label for s in steps.series)
+    view = next(v for v in page.verdicts if v.id == "periodic-stall")
+    assert view.windows is not None and len(view.windows)
+
+
+def test_every_verdict_is_browsable_with_a_reason(tmp_path: Path) -> None:
+    d, page = page_of(Run(wait=0.02), tmp_path)
+    ids = [v.id for v in page.verdicts]
+    assert sorted(ids) == sorted(VERDICTS)
+    assert ids[0] == d.category
+    statuses = [v.status for v in page.verdicts]
+    # Issues first, then not detected, then not judged.
+    rank = {"issue": 0, "not-detected": 1, "insufficient-data": 2}
+    assert [rank[s] for s in statuses] == sorted(rank[s] for s in statuses)
+    for v in page.verdicts:
+        if v.status != "issue":
+            assert v.reason, v.id
+            assert v.recommendation.meaning, v.id
+            assert not v.bullets
+
+
+def test_long_run_stays_within_the_page_budget(tmp_path: Path) -> None:
+    d = diagnose(long_session(tmp_path / "s", duration=3600))
+    page = build_page(d)
+    assert sum(len(s) for g in page.graphs for s in g.series) <= MAX_PAGE_POINTS
+    for g in page.graphs:
+        for s in g.series:
+            assert len(s) <= MAX_POINTS
+    timeline = page.graph("timeline")
+    assert timeline is not None and timeline.lanes is not None
+    lanes = timeline.lanes
+    assert all(np.bincount(lanes.lane) <= MAX_BARS)
+    steps_lane = lanes.names.index("main · steps")
+    assert int(lanes.count[lanes.lane == steps_lane].sum()) == int(
+        (d.timeline.steps.pid == 100).sum()
+    )
+    assert "merged" in timeline.note
+    # The 4 s checkpoint steps survive downsampling.
+    steps = page.graph("steps")
+    assert steps is not None
+    points = next(s for s in steps.series if s.kind == "points")
+    assert points.y.max() > 4000
+    assert steps.y_log, "stalls 40x the median: a log axis keeps both visible"
+    assert {"lag", "gc", "timeline"} <= set(graph_ids(page))
+
+
+# -- strings --------------------------------------------------------------------------------------
+
+
+def test_untrusted_strings_are_kept_as_text_and_clipped(tmp_path: Path) -> None:
+    d = diagnose(evil_session(tmp_path / "s"))
+    page = build_page(d)
+    assert EVIL in page.header.command
+    assert "s3cr3t" not in page.header.command  # redacted when recorded
+    timeline = page.graph("timeline")
+    assert timeline is not None and timeline.lanes is not None
+    assert any("<img src=x" in name for name in timeline.lanes.names)
+    frames = [f.func for v in page.verdicts for s in v.stacks for f in s.frames]
+    assert EVIL in frames
+    assert clean("a\x1b[31mb\x00c") == "a\ufffd[31mb\ufffdc"
+    assert clean("x" * 500, 10) == "x" * 9 + "…"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "text"),
+    [
+        ("data_wait_share", 0.0757, "7.6 %"),
+        ("median_step_ms", 6.04, "6.0 ms"),
+        ("period_s", 12.5, "12.5 s"),
+        ("pid", 19996, "19996"),
+        ("steps", 12345, "12 345"),
+        ("data_wait_share_ci95", [0.05, 0.12], "5.0 % to 12 %"),
+        ("involuntary_switches_per_s", 467.2, "467/s"),
+        ("converged", True, "yes"),
+        ("missing", None, "n/a"),
+        ("nan", float("nan"), "n/a"),
+    ],
+)
+def test_evidence_values_read_as_words(key: str, value: object, text: str) -> None:
+    assert format_value(key, value) == text
+
+
+def test_evidence_keys_lose_their_unit_suffix() -> None:
+    assert model._pretty_key("median_step_ms") == "Median step"
+    assert model._pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
+    assert model._pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
