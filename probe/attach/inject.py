@@ -116,8 +116,8 @@ def _run_debugger(argv: list[str], timeout: float) -> subprocess.CompletedProces
 class GdbInjector:
     name = "gdb"
 
-    def __init__(self, gdb: str | None = None, proc: Path = PROC) -> None:
-        self.gdb = gdb if gdb is not None else shutil.which("gdb")
+    def __init__(self, gdb: str | None = "gdb", proc: Path = PROC) -> None:
+        self.gdb = shutil.which(gdb) if gdb else None  # a name on PATH, or a path
         self.proc = proc
         self.seconds = 0.0  # how long gdb held the process
 
