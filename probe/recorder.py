@@ -16,7 +16,7 @@ from typing import Any
 
 import probe.agent
 from probe.collectors.gpu import GpuSampler
-from probe.collectors.proctree import ProcessTreeSampler, SamplerThread
+from probe.collectors.proctree import ProcessTreeSampler, SamplerThread, TreeTotals
 from probe.collectors.system import Cgroup, machine_info
 from probe.errors import DestinationError
 from probe.session.meta import finish_meta, new_meta, write_meta
@@ -161,6 +161,11 @@ class Recording:
         sampler = ProcessTreeSampler(buffer, root_pid, cgroup=self.cgroup, gpu=self._gpu)
         self._sampler = SamplerThread(sampler, self.settings.sample_interval_ms / 1000.0)
         self._sampler.start()
+
+    @property
+    def tree_totals(self) -> TreeTotals | None:
+        """The sampler's latest totals for the tree (CPU, RSS, processes), while it runs."""
+        return self._sampler.sampler.totals if self._sampler is not None else None
 
     def stop_sampler(self) -> None:
         if self._sampler is None:

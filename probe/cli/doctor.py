@@ -11,6 +11,7 @@ from probe.cli.common import conclude, echo
 from probe.cli.options import recording_options
 from probe.launcher import Launcher, resolve_command
 from probe.recorder import Recording, Settings, default_name
+from probe.report.status import LiveStatus
 
 
 @click.command(
@@ -65,15 +66,20 @@ def doctor(
         environ=environ,
     )
     launcher = Launcher(argv, recording.agent_env(environ))
+    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
+    live.reserve()
     try:
         pid = launcher.start()
     except Exception:
+        live.stop()
         recording.finish(status="failed-to-start", exit_code=None, signal=None)
         raise
     recording.start_sampler(pid)
+    live.start()
     try:
         result = launcher.wait()
     finally:
+        live.stop()
         launcher.restore()
         recording.stop_sampler()
     status = "interrupted" if result.interrupted else "finished"

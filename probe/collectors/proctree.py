@@ -52,6 +52,16 @@ def _field(blob: bytes, key: bytes) -> int:
     return int(parts[0]) if parts else -1
 
 
+@dataclass(frozen=True)
+class TreeTotals:
+    """The tree as of the last pass, for a live status line: read-only, replaced whole."""
+
+    t_ns: int = 0  # when the pass ran (monotonic)
+    processes: int = 0  # processes alive
+    cpu_ns: int = 0  # CPU the tree has used so far, exited processes included
+    rss: int = 0  # bytes resident, summed over the live processes (shared pages counted twice)
+
+
 @dataclass
 class _Thread:
     cpu: int = 0
@@ -71,6 +81,8 @@ class _Proc:
     cmdline: list[str] = field(default_factory=list)
     last_state: int = 0
     exit_code: int | None = None
+    cpu_ns: int = 0  # as of the last pass
+    rss: int = 0
 
 
 def _parse_stat(blob: bytes) -> list[bytes] | None:
@@ -102,6 +114,8 @@ class ProcessTreeSampler:
         self._self_pid = os.getpid()
         self.samples = 0
         self.sampler_cpu_ns = 0
+        self.totals = TreeTotals()
+        self._exited_cpu_ns = 0
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -166,6 +180,13 @@ class ProcessTreeSampler:
         self._sample_system(now)
         if self.gpu is not None:
             self.gpu.sample(self.buffer, now)
+        procs = list(self.procs.values())
+        self.totals = TreeTotals(
+            t_ns=now,
+            processes=len(procs),
+            cpu_ns=self._exited_cpu_ns + sum(p.cpu_ns for p in procs),
+            rss=sum(max(p.rss, 0) for p in procs),
+        )
         self.samples += 1
         self.sampler_cpu_ns += time.thread_time_ns() - cpu_start
 
@@ -232,6 +253,8 @@ class ProcessTreeSampler:
             rchar = wchar = read_bytes = write_bytes = -1
         rss_kb = _field(status, b"VmRSS:")
         anon_kb = _field(status, b"RssAnon:")
+        proc.cpu_ns = cpu_sum
+        proc.rss = rss_kb * 1024
         self.buffer.add(
             fmt.PROC,
             now,
@@ -255,6 +278,7 @@ class ProcessTreeSampler:
         return True
 
     def _exited(self, proc: _Proc, now: int) -> None:
+        self._exited_cpu_ns += proc.cpu_ns
         event: dict[str, object] = {"type": "proc_exit", "t": now, "pid": proc.pid}
         if proc.exit_code is not None:
             code = proc.exit_code
