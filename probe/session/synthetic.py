@@ -395,6 +395,34 @@ class SessionBuilder:
         if tid == pid:
             writer.add(fmt.TICK, t=self.ns(times), late=(lates * 1e9).astype(np.int64))
 
+    def stack_table(
+        self,
+        pid: int,
+        times: Any,
+        stacks: Sequence[Sequence[FrameSpec]],
+        choice: Any,
+        *,
+        tid: int | None = None,
+        states: Any = None,
+        late: Any = None,
+    ) -> None:
+        """Vectorised stack samples: ``stacks[choice[i]]`` at ``times[i]`` (for big sessions)."""
+        writer = self.agent(pid)
+        tid = pid if tid is None else tid
+        ids = np.array([writer.stack(s) for s in stacks], dtype=np.uint32)
+        times = np.asarray(times, dtype=np.float64)
+        state_codes = np.full(len(times), ord("R"), dtype=np.uint8) if states is None else states
+        writer.add(
+            fmt.STACK,
+            t=self.ns(times),
+            tid=tid,
+            stack=ids[np.asarray(choice)],
+            state=state_codes if tid == pid else 0,
+        )
+        if tid == pid:
+            lates = np.full(len(times), 1e-4) if late is None else np.asarray(late)
+            writer.add(fmt.TICK, t=self.ns(times), late=(lates * 1e9).astype(np.int64))
+
     def lag(
         self, pid: int, times: Any, lags: Any, *, loop: int = 1, tid: int | None = None
     ) -> None:
