@@ -78,7 +78,7 @@ LANE_NAMES = {
 WINDOW_COLOR = "#2b6cb0"
 ISSUE_COLOR = "#e03131"
 TOOLS = "xpan,xbox_zoom,xwheel_zoom,reset,save"
-LEFT_BORDER = 150  # the same on every graph, so that their time axes line up
+LEFT_BORDER = 180  # the same on every graph, so that their time axes line up
 GRAPH_HEIGHT = 230
 LEGEND_ROW_PX = 640  # what a legend row may take at the narrowest usual width
 
@@ -217,6 +217,7 @@ def _figure(graph: Graph, page: Page, x_range: Any) -> Any:
         }
         fig.ygrid.grid_line_color = None
         fig.yaxis.major_tick_line_color = None
+        fig.yaxis.major_label_text_font_size = "11px"
     hover_renderers = []
     for s in graph.series:
         renderer = _series(fig, s)
@@ -517,6 +518,12 @@ def _alert_html(page: Page) -> str:
     links = ""
     if view is not None and view.graphs:
         links = f'<p class="shown">Shown in: {_graph_links(page, view.graphs)}</p>'
+    if page.next_step:
+        links += (
+            f'<p class="next">First thing to try: <b>{e(page.next_step)}</b> · '
+            '<a href="#panel" class="verdict-link" '
+            f'data-verdict="{e(page.verdict)}">what to do, and how</a></p>'
+        )
     also = ""
     if page.also:
         also = (
@@ -818,7 +825,7 @@ section.alert.sev-unknown{border-left-color:#868e96}
 .impact{color:var(--muted)}
 h1.alert-title{font-size:22px;margin:6px 0 4px;line-height:1.25}
 .alert-text{margin:0 0 6px;max-width:110ch}
-.shown,.also{margin:4px 0}
+.shown,.also,.next{margin:4px 0}
 .activity{margin-top:10px;max-width:900px}
 .activity-label{font-size:12px;color:var(--muted);margin-bottom:3px}
 .activity .bar{display:flex;height:14px;border-radius:3px;overflow:hidden;background:#eee}

@@ -41,6 +41,7 @@ MAX_BARS = 2000  # per Gantt lane
 MAX_PAGE_POINTS = 24_000
 MAX_PAGE_BARS = 5_000
 MAX_LANES = 24
+LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
 MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
 MAX_WINDOWS = 300  # issue windows shaded per verdict
 MAX_STACK_FRAMES = 12
@@ -241,6 +242,7 @@ class Page:
     alert_title: str
     alert_text: str
     alert_severity: str  # high | moderate | ok | unknown
+    next_step: str  # the first thing to try, from the verdict's recommendation
     also: list[tuple[str, str]]  # (verdict id, "12 %") other issues found
     activity: list[tuple[str, str, float]]  # (state, label, share)
     graphs: list[Graph]
@@ -395,6 +397,7 @@ def build_page(d: Diagnosis) -> Page:
         alert_title=clean(alert_title, 300),
         alert_text=clean(alert_text, 1000),
         alert_severity=severity,
+        next_step=clean(recommendations.load(d.category).first_step, 300),
         also=also,
         activity=activity,
         graphs=graphs,
@@ -887,7 +890,7 @@ def _timeline_graph(tl: Timeline, training: list[int]) -> Graph | None:
 
     def add(name: str, style: str, start: FloatArray, end: FloatArray) -> None:
         if len(start):
-            lanes.append((clean(name, 40), style, start, end))
+            lanes.append((clean(name, LANE_NAME_CHARS), style, start, end))
 
     def thread_name(pid: int, tid: int) -> str:
         info = tl.processes.get(pid)
@@ -1326,7 +1329,7 @@ def _header(d: Diagnosis) -> Header:
     header.facts = [
         ("started", header.started or "?"),
         ("duration", header.duration),
-        ("exit", header.exit),
+        ("ended", header.exit),
         ("host", header.host),
         ("cores", header.cores),
         ("memory", header.memory),

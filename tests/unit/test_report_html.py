@@ -204,3 +204,12 @@ def test_open_only_for_a_person_with_a_display(
     assert (
         browser.should_open(requested, environ=env, streams=streams, platform=platform) is expected
     )
+
+
+def test_recommendation_texts_are_the_docs_pages() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "verdicts"
+    for verdict in recommendations.available():
+        packaged = recommendations.load(verdict).markdown
+        assert (docs / f"{verdict}.md").read_text(encoding="utf-8") == packaged, verdict
+    assert sorted(p.stem for p in docs.glob("*.md")) == sorted(recommendations.available())
+    assert sorted(recommendations.available()) == sorted(VERDICTS)
