@@ -146,6 +146,12 @@ class GdbInjector:
             result = _run_debugger(
                 script.gdb_argv(self.gdb, target.pid, commands), DEBUGGER_TIMEOUT_S
             )
+            if "--readnever" in result.stderr and "unrecognized" in result.stderr:
+                started = time.monotonic()  # a gdb older than 8.3: it never attached
+                result = _run_debugger(
+                    script.gdb_argv(self.gdb, target.pid, commands, readnever=False),
+                    DEBUGGER_TIMEOUT_S,
+                )
         except subprocess.TimeoutExpired as exc:
             raise InjectionFailed(
                 f"gdb did not finish within {DEBUGGER_TIMEOUT_S:.0f} s (the process may be "

@@ -62,6 +62,7 @@ class ProcessAttach:
     reason: str | None = None
     inject_s: float | None = None  # how long the injector took (gdb: the process was held)
     attach_s: float | None = None  # from the injection's start to the agent running
+    detach_s: float | None = None  # from the end of the attach to the agent gone
     started_ns: int = 0  # when the injection started (monotonic)
 
 
@@ -126,6 +127,7 @@ class AttachRun:
         self._stop = threading.Event()
         self.stop_file = recording.directory / "attach.stop"
         self.plan: Plan | None = None
+        self._ending_ns = 0
 
     @property
     def directory(self) -> Path:
@@ -262,6 +264,10 @@ class AttachRun:
                     f"agent running in process {entry.pid} ({entry.method}: "
                     f"{entry.attach_s if entry.attach_s is not None else '?'} s{held})"
                 )
+            elif state == "detached" and self._ending_ns:
+                t = doc.get("t")
+                if isinstance(t, int):
+                    entry.detach_s = round((t - self._ending_ns) / 1e9, 4)
             elif state in ("refused", "failed"):
                 entry.reason = str(doc.get("reason") or state)
                 self.notify(f"process {entry.pid}: no agent: {entry.reason}")
@@ -311,6 +317,7 @@ class AttachRun:
     # -- the end --------------------------------------------------------------------------------
 
     def _end(self, status: str) -> None:
+        self._ending_ns = time.monotonic_ns()
         try:
             self.stop_file.touch()
         except OSError as exc:

@@ -126,8 +126,11 @@ def test_a_long_path_gets_a_bigger_page() -> None:
 
 def test_gdb_runs_without_init_files_and_without_loading_every_library(tmp_path: Path) -> None:
     argv = script.gdb_argv("/usr/bin/gdb", 4242, tmp_path / "c.gdb")
-    assert argv[:4] == ["/usr/bin/gdb", "-nx", "-nw", "-batch"]
+    assert argv[:5] == ["/usr/bin/gdb", "-nx", "-nw", "-batch", "--readnever"]
     assert "set auto-solib-add off" in argv and "set auto-load off" in argv
+    assert "set debuginfod enabled off" in argv
+    old_gdb = script.gdb_argv("/usr/bin/gdb", 4242, tmp_path / "c.gdb", readnever=False)
+    assert "--readnever" not in old_gdb
     assert argv[-4:] == ["-p", "4242", "-x", str(tmp_path / "c.gdb")]
 
 
