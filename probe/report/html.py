@@ -470,7 +470,11 @@ def _page_html(
 
 def _header_html(page: Page) -> str:
     h = page.header
-    facts = "".join(f'<div class="fact"><dt>{e(k)}</dt><dd>{e(v)}</dd></div>' for k, v in h.facts)
+    facts = "".join(
+        f'<div class="fact{" bad" if k == "ended" and not h.exit_ok else ""}">'
+        f"<dt>{e(k)}</dt><dd>{e(v)}</dd></div>"
+        for k, v in h.facts
+    )
     return (
         '<header class="top">'
         f'<div class="brand"><span class="logo">probe</span> doctor report'
@@ -543,7 +547,8 @@ def _alert_html(page: Page) -> str:
         + (f'<span class="badge {e(sev)}">{e(badge)}</span>' if badge else "")
         + impact
         + "</div>"
-        f'<h1 class="alert-title">{e(page.alert_title)}</h1>'
+        + (f'<p class="exit-notice">{e(page.exit_notice)}</p>' if page.exit_notice else "")
+        + f'<h1 class="alert-title">{e(page.alert_title)}</h1>'
         f'<p class="alert-text">{e(page.alert_text)}</p>'
         + links
         + also
@@ -573,7 +578,7 @@ ACTIVITY_COLORS = {
 def _activity_html(page: Page) -> str:
     if not page.activity:
         return ""
-    total = sum(share for _, _, share in page.activity) or 1.0
+    total = max(sum(share for _, _, share in page.activity), 1.0)
     bars = "".join(
         f'<span class="seg" style="width:{100 * share / total:.2f}%;'
         f'background:{ACTIVITY_COLORS.get(state, "#999")}" '
@@ -808,7 +813,7 @@ header.top{background:#1d232b;color:#e9edf2;padding:14px 24px 10px}
 .command .prompt{color:#6c7a8c}
 dl.facts{display:flex;flex-wrap:wrap;gap:4px 22px;margin:0}
 .fact{display:flex;gap:6px}
-.fact dt{color:#8f9bab}.fact dd{margin:0}
+.fact dt{color:#8f9bab}.fact dd{margin:0}.fact.bad dd{color:#ffa8a8;font-weight:600}
 .window{margin:6px 0 0;color:#aab4c0;font-size:12.5px}
 details.warnings{margin-top:6px;color:#ffd8a8}
 section.alert{margin:16px 24px 0;padding:14px 18px;background:var(--card);border-radius:6px;
@@ -823,6 +828,8 @@ section.alert.sev-unknown{border-left-color:#868e96}
 .badge.high{background:var(--high)}.badge.moderate{background:var(--moderate)}
 .badge.ok{background:var(--ok)}
 .impact{color:var(--muted)}
+.exit-notice{margin:8px 0 0;padding:6px 10px;background:#fff4e6;border:1px solid #ffc078;
+border-radius:4px;font-weight:600;overflow-wrap:anywhere}
 h1.alert-title{font-size:22px;margin:6px 0 4px;line-height:1.25}
 .alert-text{margin:0 0 6px;max-width:110ch}
 .shown,.also,.next{margin:4px 0}

@@ -47,7 +47,7 @@ MAX_WINDOWS = 300  # issue windows shaded per verdict
 MAX_STACK_FRAMES = 12
 MAX_PROCESS_ROWS = 60
 
-# The graphs, in page order, with what each is for.
+# The graphs in page order, after those that show the verdict.
 GRAPH_ORDER = ("cpu", "threads", "memory", "gpu", "steps", "data-wait", "gc", "lag", "timeline")
 
 # For each verdict, the graphs that show it, the most telling first.
@@ -243,6 +243,7 @@ class Page:
     alert_text: str
     alert_severity: str  # high | moderate | ok | unknown
     next_step: str  # the first thing to try, from the verdict's recommendation
+    exit_notice: str  # when the command failed: how, and the exception seen
     also: list[tuple[str, str]]  # (verdict id, "12 %") other issues found
     activity: list[tuple[str, str, float]]  # (state, label, share)
     graphs: list[Graph]
@@ -363,10 +364,16 @@ def build_page(d: Diagnosis) -> Page:
         if g is not None
     ]
     fit_budget(graphs)
+    # The graphs that show the verdict come first, right under the alert; the rest keep the
+    # usual order.
+    first = VERDICT_GRAPHS.get(d.category, ())
+    graphs.sort(
+        key=lambda g: (first.index(g.id) if g.id in first else len(first), GRAPH_ORDER.index(g.id))
+    )
     present = {g.id for g in graphs}
     views = _verdict_views(d, present)
     for view in views:
-        if view.status == "issue":
+        if view.status == "issue" and view.id not in (HEALTHY, INSUFFICIENT_DATA):
             for gid in view.graphs:
                 graph = next(g for g in graphs if g.id == gid)
                 graph.verdicts.append(view.id)
@@ -398,6 +405,7 @@ def build_page(d: Diagnosis) -> Page:
         alert_text=clean(alert_text, 1000),
         alert_severity=severity,
         next_step=clean(recommendations.load(d.category).first_step, 300),
+        exit_notice=exit_notice(d),
         also=also,
         activity=activity,
         graphs=graphs,
@@ -792,6 +800,11 @@ def _data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
         )
     )
     share = float(steps.data_wait.sum() / max(float(steps.duration.sum()), 1e-9))
+    # Every wait stays in view; the reference line may leave it where steps stall.
+    waits_max = _finite_max([s.y for s in series[:-1]])
+    reference = series[-1].y[np.isfinite(series[-1].y)]
+    ref_high = float(np.percentile(reference, 90)) if len(reference) else 0.0
+    y_max = max(waits_max, ref_high) * 1.15 or 1.0
     return Graph(
         id="data-wait",
         title="Data wait per step",
@@ -802,7 +815,7 @@ def _data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
         ),
         y_label=unit,
         series=series,
-        y_max=_finite_max([s.y for s in series]) * 1.12,
+        y_max=y_max,
     )
 
 
@@ -1052,7 +1065,11 @@ def _verdict_views(d: Diagnosis, present: set[str]) -> list[VerdictView]:
                 evidence=_evidence(finding.evidence) if finding else [],
                 reason=clean(_reason(d, vid, finding, status), 600),
                 graphs=[g for g in VERDICT_GRAPHS.get(vid, ()) if g in present],
-                windows=_windows(finding) if finding and status == "issue" else None,
+                windows=(
+                    _windows(finding)
+                    if finding and status == "issue" and vid not in (HEALTHY, INSUFFICIENT_DATA)
+                    else None
+                ),
                 stacks=_stacks(finding.stacks) if finding else [],
                 recommendation=rec,
                 substitutions=subs,
@@ -1234,6 +1251,40 @@ def format_duration(seconds: float) -> str:
     return f"{h} h {rest // 60:02d} min"
 
 
+def describe_overhead(cost: dict[str, float], duration: float) -> str:
+    """probe's measured cost: what collecting took (agents inside, the sampler outside) as a
+    share of one core, and the probe process's CPU in all (start-up and analysis included, which
+    dominate a short run, so it is not given as a share)."""
+    if not cost:
+        return "not measured"
+    agents = cost.get("agents_cpu_s", 0.0)
+    sampler = cost.get("sampler_cpu_s", 0.0)
+    share = (agents + sampler) / max(duration, 1e-9)
+    return (
+        f"collecting took {pct(share)} of one core (agents {agents:.1f} s, sampler "
+        f"{sampler:.1f} s of CPU); probe's own process {cost.get('probe_process_cpu_s', 0.0):.1f} s"
+    )
+
+
+def exit_notice(d: Diagnosis) -> str:
+    """A sentence for the alert when the command failed: its status and, when the agent saw it,
+    the exception that ended the main process."""
+    meta = d.timeline.session.meta
+    text, ok = describe_exit(meta)
+    if ok:
+        return ""
+    root = meta.get("root_pid")
+    infos = list(d.timeline.processes.values())
+    main = d.timeline.processes.get(root) if isinstance(root, int) else None
+    crashed = next((p for p in [main, *infos] if p is not None and p.exception), None)
+    why = f": {crashed.exception}" if crashed is not None else ""
+    return clean(
+        f"The command did not end well ({text}, after "
+        f"{format_duration(d.timeline.duration_s)}){why}.",
+        500,
+    )
+
+
 def describe_exit(meta: dict[str, Any]) -> tuple[str, bool]:
     exit_info = meta.get("exit") or {}
     status = meta.get("status") or ""
@@ -1280,14 +1331,7 @@ def _header(d: Diagnosis) -> Header:
     if steps >= 2:
         span = float(tl.steps.end.max() - tl.steps.start.min())
         rate = f"{steps / max(span, 1e-9):.1f}/s" if span > 0 else ""
-    cost = tl.probe_cost
-    share = cost.get("share_of_one_core", 0.0)
-    overhead = (
-        f"{pct(share)} of one core (agents {cost.get('agents_cpu_s', 0.0):.1f} s, "
-        f"probe process {cost.get('probe_process_cpu_s', 0.0):.1f} s of CPU)"
-        if cost
-        else "not measured"
-    )
+    overhead = describe_overhead(tl.probe_cost, tl.duration_s)
     seg = d.segmentation
     t0, t1 = seg.window
     if seg.method == "hmm":

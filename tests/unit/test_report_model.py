@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from probe.report.model import (
     merge_bars,
     minmax,
 )
+from probe.session import format as fmt
+from probe.session.reader import Session
+from probe.session.writer import RecordFile
 from tests.unit.report_sessions import EVIL, evil_session, long_session
 from tests.unit.synthetic_runs import Run
 
@@ -85,7 +89,9 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     assert d.category == "input-bound"
     assert page.verdict == "input-bound"
     ids = graph_ids(page)
-    assert ids == [g for g in model.GRAPH_ORDER if g in ids]
+    # The verdict's graphs first, then the usual order.
+    assert ids[:4] == ["data-wait", "steps", "cpu", "timeline"]
+    assert ids[4:] == [g for g in model.GRAPH_ORDER if g in ids[4:]]
     assert {"cpu", "threads", "memory", "steps", "data-wait", "timeline"} <= set(ids)
     assert "lag" not in ids  # no event loop ran: no empty graph
     assert "gpu" not in ids
@@ -241,3 +247,30 @@ def test_evidence_keys_lose_their_unit_suffix() -> None:
     assert model._pretty_key("median_step_ms") == "Median step"
     assert model._pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
     assert model._pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
+
+
+def test_a_failed_command_is_said_in_the_alert(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    Run(duration=3).build(path)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["exit"] = {"code": 1, "signal": None, "status": 1}
+    (path / "meta.json").write_text(json.dumps(meta))
+    f = RecordFile(str(path), "agent-100", {"writer": "agent", "pid": 100})
+    payload = json.dumps(
+        [{"type": "exit", "t": 0, "exception": "ValueError", "message": "bad batch"}]
+    ).encode()
+    f.write_chunk(fmt.EVENTS, 1, payload)
+    f.close()
+    d = diagnose(Session(path))
+    page = build_page(d)
+    assert "exit status 1" in page.exit_notice
+    assert "ValueError: bad batch" in page.exit_notice
+    assert not page.header.exit_ok
+
+
+def test_no_issue_verdicts_mark_no_graph(tmp_path: Path) -> None:
+    d, page = page_of(Run(), tmp_path)
+    assert d.category == "healthy"
+    assert all(not g.verdicts for g in page.graphs)
+    assert page.verdicts[0].windows is None
+    assert page.exit_notice == ""
