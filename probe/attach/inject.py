@@ -42,21 +42,34 @@ class InjectionFailed(Exception):
 
 @dataclass
 class Plan:
-    """What every injection in one attach shares: the session and the agent's settings."""
+    """What every injection in one attach shares: where the agents write, and their settings."""
 
-    directory: Path
+    agent_dir: Path  # where the agents write: the session, or a staging directory (see runner)
     config: dict[str, Any]  # the agent's config (see probe.agent.attached)
     package_parent: str  # the directory holding probe's package
     version: str  # probe's version: the target must load this one
+    work_dir: Path | None = None  # probe's own scratch files (gdb commands); default agent_dir
 
-    def script_path(self, method: str) -> Path:
-        path = self.directory / f"attach-{method}.py"
-        if not path.exists():
+    SCRIPTED = ("gdb", "remote_exec")
+
+    def write_scripts(self) -> None:
+        """Write the scripts the job runs (before the directory is handed to the job's user)."""
+        for method in self.SCRIPTED:
+            path = self.agent_dir / f"attach-{method}.py"
             text = script.agent_script(self.config, self.package_parent, method, self.version)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, path)
+
+    def script_path(self, method: str) -> Path:
+        path = self.agent_dir / f"attach-{method}.py"
+        if not path.exists():
+            self.write_scripts()
         return path
+
+    @property
+    def scratch(self) -> Path:
+        return self.work_dir if self.work_dir is not None else self.agent_dir
 
 
 class Injector(Protocol):
@@ -136,7 +149,7 @@ class GdbInjector:
     def inject(self, target: Target, plan: Plan) -> None:
         assert self.gdb is not None
         path = plan.script_path(self.name)
-        commands = plan.directory / f"attach-{target.pid}.gdb"
+        commands = plan.scratch / f"attach-{target.pid}.gdb"
         any_thread = target.python in ANY_THREAD_PENDING_CALLS
         commands.write_text(
             "\n".join(script.gdb_commands(script.gdb_stub(str(path)), any_thread=any_thread)) + "\n"

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -95,7 +98,8 @@ def read_status(directory: Path, pid: int) -> dict[str, Any] | None:
     import json
 
     try:
-        with open(status_path(str(directory), pid), encoding="utf-8") as f:
+        fd = os.open(status_path(str(directory), pid), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, ValueError):
         return None
@@ -125,7 +129,10 @@ class AttachRun:
         self.proc = proc
         self.processes: dict[int, ProcessAttach] = {}
         self._stop = threading.Event()
-        self.stop_file = recording.directory / "attach.stop"
+        # Where the agents write: the session itself, or, when root attaches to another user's
+        # job, a staging directory that user owns (see _agent_dir).
+        self.agent_dir = recording.directory
+        self.stop_file = self.agent_dir / "attach.stop"
         self.plan: Plan | None = None
         self._ending_ns = 0
 
@@ -172,9 +179,6 @@ class AttachRun:
             cwd=target.cwd or "",
             environ=target.environ or {},
         )
-        if os.geteuid() == 0 and target.uid != 0:  # the job's agents write into the session
-            with contextlib.suppress(OSError):
-                os.chown(recording.directory, target.uid, -1)
         return cls(
             target,
             recording,
@@ -210,7 +214,10 @@ class AttachRun:
 
     def _plan(self) -> Plan:
         if self.plan is None:
+            self.agent_dir = self._agent_dir()
+            self.stop_file = self.agent_dir / "attach.stop"
             config = _settings_config(self.directory, self.recording.settings)
+            config["dir"] = str(self.agent_dir.resolve())
             config["stop_file"] = str(self.stop_file.resolve())
             config["watch_pid"] = os.getpid()
             config["watch_start"] = process_start_ticks(os.getpid())
@@ -219,8 +226,23 @@ class AttachRun:
                     (self.duration + DEADLINE_MARGIN_S) * 1e9
                 )
             package_parent = str(Path(probe.__file__).resolve().parent.parent)
-            self.plan = Plan(self.directory, config, package_parent, probe.__version__)
+            self.plan = Plan(
+                self.agent_dir, config, package_parent, probe.__version__, self.directory
+            )
+            self.plan.write_scripts()
+            if self.agent_dir != self.directory:
+                os.chown(self.agent_dir, self.target.uid, -1)  # only now: scripts are written
         return self.plan
+
+    def _agent_dir(self) -> Path:
+        """The session directory, unless root attaches to another user's job: that job cannot
+        write into root's session (nor, often, reach it), and handing root's directory to it
+        would let it plant links that root then writes through. So its agents write into a
+        fresh private directory owned by that user, whose files probe copies into the session at
+        the end (regular files only, never following links)."""
+        if os.geteuid() != 0 or self.target.uid == 0:
+            return self.directory
+        return Path(tempfile.mkdtemp(prefix=f"probe-attach-{self.target.pid}-"))
 
     def _inject_all(self) -> None:
         for target in self.python_targets:
@@ -251,7 +273,7 @@ class AttachRun:
         for entry in self.processes.values():
             if entry.state not in ("queued", *HELD_STATES):
                 continue
-            doc = read_status(self.directory, entry.pid)
+            doc = read_status(self.agent_dir, entry.pid)
             if doc is None or doc.get("state") == entry.state:
                 continue
             state = str(doc.get("state"))
@@ -319,7 +341,9 @@ class AttachRun:
     def _end(self, status: str) -> None:
         self._ending_ns = time.monotonic_ns()
         try:
-            self.stop_file.touch()
+            os.close(os.open(self.stop_file, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        except FileExistsError:
+            pass
         except OSError as exc:
             self.recording.meta["warnings"].append(f"cannot create the stop file: {exc}")
         for injector in self.injectors:
@@ -348,6 +372,8 @@ class AttachRun:
                 self.notify(f"process {entry.pid}: {entry.reason}")
                 self.recording.meta["warnings"].append(f"process {entry.pid}: {entry.reason}")
         self.recording.stop_sampler()
+        if self.agent_dir != self.directory:
+            self._collect_staged()
         no_inside = self._no_inside()
         self.recording.meta["attach"] = {
             "pid": self.target.pid,
@@ -361,6 +387,26 @@ class AttachRun:
         self.recording.finish(status=status, exit_code=None, signal=None)
         for script in self.directory.glob("attach-*.py"):
             script.unlink(missing_ok=True)
+
+    def _collect_staged(self) -> None:
+        """Copy what the agents wrote in the staging directory into the session, then remove it."""
+        for path in sorted(self.agent_dir.iterdir()):
+            name = path.name
+            if not (
+                (name.startswith("agent-") and name.endswith((".rec", ".err")))
+                or (name.startswith("attach-") and name.endswith(".json"))
+            ):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as src:
+                if not stat.S_ISREG(os.fstat(src.fileno()).st_mode):
+                    continue
+                with contextlib.suppress(FileExistsError), open(self.directory / name, "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+        shutil.rmtree(self.agent_dir, ignore_errors=True)
 
     def _no_inside(self) -> str | None:
         if not self.recording.settings.inject:

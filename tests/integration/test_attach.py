@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -514,3 +515,58 @@ def test_gdb_on_3_12_and_later_starts_the_agent_from_any_thread(
     assert_loop_timed(session)
     (process,) = session.meta["attach"]["processes"]
     assert process["method"] == "gdb" and process["state"] == "detached"
+
+
+# -- root attaching to another user's job ----------------------------------------------------------
+
+NOBODY_JOB = (
+    "import gc, json, os, select, sys, time\n"
+    "print('ready', os.getpid(), flush=True)\n"
+    "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+    "    sum(range(20000)); time.sleep(0.005)\n"
+    "print(json.dumps({'frames': len(sys._current_frames()), 'gc': len(gc.callbacks)}))\n"
+)
+
+
+def as_nobody() -> list[str] | None:
+    """A command prefix that runs a system Python as user nobody, when this test can."""
+    setpriv = shutil.which("setpriv")
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if os.geteuid() != 0 or setpriv is None or python is None:
+        return None
+    prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", python]
+    ok = subprocess.run([*prefix, "-c", "pass"], capture_output=True, check=False)
+    return prefix if ok.returncode == 0 else None
+
+
+@needs_gdb
+@pytest.mark.skipif(as_nobody() is None, reason="needs root, setpriv and a system python3")
+def test_root_attaches_to_another_users_job_through_a_staging_directory(tmp_path: Path) -> None:
+    prefix = as_nobody()
+    assert prefix is not None
+    proc = subprocess.Popen(
+        [*prefix, "-c", NOBODY_JOB],
+        env=probe_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready")
+        result = attach(tmp_path, proc.pid, "--duration", "2")
+        out, _ = proc.communicate("stop\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert result.returncode == 0, result.stderr
+    assert proc.returncode == 0
+    assert json.loads(out) == {"frames": 1, "gc": 0}
+    session = Session(tmp_path / "d" / "s")
+    assert session.has_agent_data and len(session.table("stack")) > 10
+    (process,) = session.meta["attach"]["processes"]
+    assert process["state"] == "detached"
+    # The staging directory is gone; the session holds only root's copies.
+    assert not [p for p in Path(tempfile.gettempdir()).glob(f"probe-attach-{proc.pid}-*")]
+    assert all(p.stat().st_uid == 0 for p in (tmp_path / "d" / "s").iterdir())
