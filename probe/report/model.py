@@ -395,7 +395,7 @@ def build_page(d: Diagnosis) -> Page:
     activity = [
         (state, ACTIVITY_LABELS.get(state, state), float(share))
         for state, share in d.activity.items()
-        if share > 0
+        if share >= 0.0005  # what would read "0.0 %" is left out
     ]
     return Page(
         title=f"probe: {d.category} · {clean(_basename_command(tl), 80)}",
@@ -771,51 +771,49 @@ def _data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
     steps = tl.steps
     if len(steps) < 2 or not len(tl.waits) or float(steps.data_wait.max(initial=0.0)) <= 0:
         return None
-    scale, unit = _time_unit(float(np.median(steps.duration)))
     series: list[Series] = []
     pids = [p for p in training if (steps.pid == p).any()][:MAX_SERIES_PROCESSES]
     for i, pid in enumerate(pids):
         mine = steps.select(steps.pid == pid)
         who = short_label(tl.processes.get(pid), pid) + " " if len(pids) > 1 else ""
+        waited = 100.0 * np.clip(mine.data_wait / np.maximum(mine.duration, 1e-9), 0.0, 1.0)
         series.append(
             _series(
-                f"{who}data wait",
+                f"{who}data wait of each step",
                 mine.end,
-                mine.data_wait * scale,
+                waited,
                 "wait-points" if i == 0 else f"proc{i}",
                 "points",
-                unit,
+                "%",
             )
         )
-    first = steps.select(steps.pid == pids[0]) if pids else steps
-    window = int(np.clip(len(first) // 40, 5, 101)) | 1
-    series.append(
-        _series(
-            "step duration (rolling median)",
-            first.end,
-            rolling_median(first.duration * scale, window),
-            "median",
-            "line",
-            unit,
-        )
-    )
-    share = float(steps.data_wait.sum() / max(float(steps.duration.sum()), 1e-9))
-    # Every wait stays in view; the reference line may leave it where steps stall.
-    waits_max = _finite_max([s.y for s in series[:-1]])
-    reference = series[-1].y[np.isfinite(series[-1].y)]
-    ref_high = float(np.percentile(reference, 90)) if len(reference) else 0.0
-    y_max = max(waits_max, ref_high) * 1.15 or 1.0
+        if i == 0:
+            window = int(np.clip(len(mine) // 40, 5, 101)) | 1
+            series.append(
+                _series(
+                    f"rolling median ({window} steps)",
+                    mine.end,
+                    rolling_median(waited, window),
+                    "median",
+                    "line",
+                    "%",
+                )
+            )
     return Graph(
         id="data-wait",
         title="Data wait per step",
         description=(
-            f"How long each step waited in next() on its DataLoader ({pct(share)} of all step "
-            "time), against the typical step duration: waits close to the line mean the loop "
-            "runs at the speed of its input pipeline."
+            "The share of each step the loop spent blocked in next() on its DataLoader, and its "
+            "running median. Over the steady state, 5 % makes a run input-bound; above 20 % the "
+            "input pipeline sets the pace."
         ),
-        y_label=unit,
+        y_label="% of the step",
         series=series,
-        y_max=y_max,
+        rules=[
+            Rule("5 % (moderate)", 5.0, "threshold"),
+            Rule("20 % (high)", 20.0, "limit"),
+        ],
+        y_max=105.0,
     )
 
 

@@ -98,7 +98,9 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     data_wait = page.graph("data-wait")
     assert data_wait is not None
     assert "input-bound" in data_wait.verdicts
-    assert any(s.label == "data wait" and s.kind == "points" for s in data_wait.series)
+    points = next(s for s in data_wait.series if s.kind == "points")
+    assert points.label == "data wait of each step"
+    assert np.median(points.y) == pytest.approx(40.0, abs=1.0)  # 20 ms of 50 ms steps
     assert "waits for its input pipeline" in page.alert_title
     verdict = page.verdicts[0]
     assert verdict.id == "input-bound"
