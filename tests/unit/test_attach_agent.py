@@ -47,7 +47,7 @@ def status(directory: Path) -> dict[str, object]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def wait_for_state(directory: Path, state: str, timeout: float = 5.0) -> dict[str, object]:
+def wait_for_state(directory: Path, state: str, timeout: float = 20.0) -> dict[str, object]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         doc = status(directory)
@@ -159,7 +159,7 @@ def test_a_socket_dir_others_can_enter_or_own_is_refused(tmp_path: Path) -> None
 
 def request(path: str, doc: dict[str, object] | bytes) -> dict[str, object]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
+        sock.settimeout(20)
         sock.connect(path)
         sock.sendall(doc if isinstance(doc, bytes) else json.dumps(doc).encode() + b"\n")
         reply: dict[str, object] = json.loads(listener.read_line(sock))
@@ -187,7 +187,7 @@ def test_the_listener_switches_the_agent_on_and_off(listening: str, session_dir:
     assert request(listening, b"hello\n") == {"ok": False, "reason": "not a probe request"}
     assert not request(listening, {"cmd": "attach", "config": {"dir": "/nonexistent"}})["ok"]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
-        control.settimeout(5)
+        control.settimeout(20)
         control.connect(listening)
         peer_pid, peer_uid, _ = listener.peer_credentials(control)
         assert (peer_pid, peer_uid) == (os.getpid(), os.getuid())
@@ -209,7 +209,7 @@ def test_the_listener_switches_the_agent_on_and_off(listening: str, session_dir:
 @pytest.mark.usefixtures("no_attach_left")
 def test_a_closed_control_connection_ends_the_attach(listening: str, session_dir: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
-        control.settimeout(5)
+        control.settimeout(20)
         control.connect(listening)
         control.sendall(json.dumps({"cmd": "attach", "config": config(session_dir)}).encode())
         control.sendall(b"\n")
