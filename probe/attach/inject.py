@@ -40,6 +40,10 @@ class InjectionFailed(Exception):
     """Injection was tried and failed; the message says why and what would allow it."""
 
 
+class InjectionRefused(InjectionFailed):
+    """The job itself answered no (already recorded, say): no other way should be tried."""
+
+
 @dataclass
 class Plan:
     """What every injection in one attach shares: where the agents write, and their settings."""
@@ -327,7 +331,7 @@ class ListenerInjector:
                 ) from exc
             if not isinstance(reply, dict) or not reply.get("ok"):
                 reason = reply.get("reason") if isinstance(reply, dict) else None
-                raise InjectionFailed(str(reason or "the job's listener refused"))
+                raise InjectionRefused(str(reason or "the job's listener refused"))
             keep = True
             self.connections[target.pid] = sock
         finally:
@@ -379,6 +383,9 @@ def inject(target: Target, plan: Plan, injectors: list[Injector]) -> Injection:
             continue
         try:
             injector.inject(target, plan)
+        except InjectionRefused as exc:
+            tried[injector.name] = str(exc)
+            return Injection(target.pid, None, False, str(exc), 0.0, tried)
         except InjectionFailed as exc:
             tried[injector.name] = str(exc)
             continue
@@ -402,6 +409,7 @@ __all__ = [
     "GdbInjector",
     "Injection",
     "InjectionFailed",
+    "InjectionRefused",
     "Injector",
     "ListenerInjector",
     "Plan",

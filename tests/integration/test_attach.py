@@ -570,3 +570,48 @@ def test_root_attaches_to_another_users_job_through_a_staging_directory(tmp_path
     # The staging directory is gone; the session holds only root's copies.
     assert not [p for p in Path(tempfile.gettempdir()).glob(f"probe-attach-{proc.pid}-*")]
     assert all(p.stat().st_uid == 0 for p in (tmp_path / "d" / "s").iterdir())
+
+
+def test_a_job_already_under_probe_doctor_is_recorded_from_outside(tmp_path: Path) -> None:
+    code = (
+        "import os, select, sys, time, probe\n"
+        "probe.listen()\n"
+        "print('ready', os.getpid(), flush=True)\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+        "    probe.step(); time.sleep(0.01)\n"
+    )
+    doctor = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "probe",
+            "doctor",
+            "--collect-only",
+            "--dest",
+            str(tmp_path / "doc"),
+            "--",
+            PYTHON,
+            "-c",
+            code,
+        ],
+        env=probe_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert doctor.stdout is not None
+        pid = int(doctor.stdout.readline().split()[1])
+        result = attach(tmp_path, pid, "--duration", "1")
+        doctor.communicate("stop\n", timeout=60)
+    finally:
+        if doctor.poll() is None:
+            doctor.kill()
+            doctor.communicate()
+    assert result.returncode == 0, result.stderr
+    assert "already recorded by probe doctor" in result.stderr
+    assert doctor.returncode == 0
+    session = Session(tmp_path / "d" / "s")
+    assert not session.has_agent_data
+    assert "already recorded by probe doctor" in session.meta["attach"]["no_inside_data"]

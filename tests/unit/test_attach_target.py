@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from probe.attach import permissions
-from probe.attach.inject import InjectionFailed, Plan, best_reason, inject
+from probe.attach.inject import InjectionFailed, InjectionRefused, Plan, best_reason, inject
 from probe.attach.target import (
     Target,
     alive,
@@ -238,3 +238,16 @@ def test_when_nothing_works_the_debuggers_reason_is_the_one_shown(tmp_path: Path
     assert not result.queued and result.method is None
     assert result.reason == "ptrace was refused (...)"
     assert best_reason({"listener": "the job does not listen"}) == "the job does not listen"
+
+
+def test_a_job_that_answers_no_is_not_tried_with_a_debugger(tmp_path: Path) -> None:
+    plan = Plan(tmp_path, {"dir": str(tmp_path)}, "/x", "0")
+
+    class Refusing(FakeInjector):
+        def inject(self, target: Target, plan: Plan) -> None:
+            raise InjectionRefused("already recorded by probe doctor (session x)")
+
+    gdb = FakeInjector("gdb")
+    result = inject(_target(), plan, [Refusing("listener"), gdb])
+    assert not result.queued and result.reason == "already recorded by probe doctor (session x)"
+    assert not gdb.tried
