@@ -61,7 +61,7 @@ class ProcessAttach:
     pid: int
     command: str
     method: str | None = None  # listener, remote_exec or gdb; None: no agent
-    state: str = "not-injected"  # attached, detached, refused, failed, queued, not-injected
+    state: str = "not-injected"  # see docs/session-format.md, meta.json's attach.processes
     reason: str | None = None
     inject_s: float | None = None  # how long the injector took (gdb: the process was held)
     attach_s: float | None = None  # from the injection's start to the agent running
@@ -262,6 +262,8 @@ class AttachRun:
         entry.inject_s = round(result.seconds, 4) if result.queued else None
         if result.queued:
             entry.state = "queued"
+        elif not alive(target.pid, target.start_ticks, self.proc):
+            entry.state = "gone"  # a short-lived worker that ended meanwhile: nothing to say
         else:
             entry.reason = result.reason
             self.notify(f"process {target.pid}: no agent: {result.reason}")
