@@ -10,16 +10,10 @@ import pytest
 
 from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
 from probe.report import model
-from probe.report.model import (
-    MAX_BARS,
-    MAX_PAGE_POINTS,
-    MAX_POINTS,
-    build_page,
-    clean,
-    format_value,
-    merge_bars,
-    minmax,
-)
+from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge_bars, minmax
+from probe.report.model import build_page
+from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
+from probe.report.verdicts import _pretty_key, format_value
 from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.writer import RecordFile
@@ -91,7 +85,7 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     ids = graph_ids(page)
     # The verdict's graphs first, then the usual order.
     assert ids[:4] == ["data-wait", "steps", "cpu", "timeline"]
-    assert ids[4:] == [g for g in model.GRAPH_ORDER if g in ids[4:]]
+    assert ids[4:] == [g for g in GRAPH_ORDER if g in ids[4:]]
     assert {"cpu", "threads", "memory", "steps", "data-wait", "timeline"} <= set(ids)
     assert "lag" not in ids  # no event loop ran: no empty graph
     assert "gpu" not in ids
@@ -128,7 +122,7 @@ def test_healthy_page_has_no_graph_without_data(tmp_path: Path) -> None:
     assert "gc" not in ids
     assert "lag" not in ids
     assert page.alert_severity == "ok"
-    assert page.activity and page.activity[0][0] in model.ACTIVITY_LABELS
+    assert page.activity and page.activity[0][0] in ACTIVITY_LABELS
 
 
 def test_gc_page_draws_pauses_by_generation(tmp_path: Path) -> None:
@@ -246,9 +240,9 @@ def test_evidence_values_read_as_words(key: str, value: object, text: str) -> No
 
 
 def test_evidence_keys_lose_their_unit_suffix() -> None:
-    assert model._pretty_key("median_step_ms") == "Median step"
-    assert model._pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
-    assert model._pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
+    assert _pretty_key("median_step_ms") == "Median step"
+    assert _pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
+    assert _pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
 
 
 def test_a_failed_command_is_said_in_the_alert(tmp_path: Path) -> None:

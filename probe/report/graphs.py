@@ -1,0 +1,632 @@
+"""The graphs of the page: which exist (none without data), what each draws, downsampled.
+
+One builder per graph; each returns ``None`` when the session holds nothing for it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import numpy.typing as npt
+
+from probe.analysis.detectors.base import mb
+from probe.analysis.diagnosis import Diagnosis
+from probe.analysis.segment import LABELS as STATE_LABELS
+from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
+from probe.report.downsample import (
+    MAX_BARS,
+    MAX_PAGE_BARS,
+    MAX_POINTS,
+    merge_bars,
+    minmax,
+    rolling_median,
+    runs,
+)
+from probe.report.page import Bands, Graph, Lanes, Rule, Series, clean
+
+MAX_LANES = 24
+LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
+MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
+
+
+def training_pids(tl: Timeline) -> list[int]:
+    pids = tl.training_pids()
+    if pids:
+        return pids
+    mains = [p.pid for p in tl.processes.values() if p.role == "main" and p.python]
+    return mains or [p.pid for p in tl.processes.values() if p.python][:1]
+
+
+def short_label(info: ProcessInfo | None, pid: int) -> str:
+    if info is None:
+        return f"pid {pid}"
+    if info.role == "rank" and info.rank is not None:
+        return f"rank {info.rank} (pid {pid})"
+    if info.role == "worker":
+        wid = f" {info.worker_id}" if info.worker_id is not None else ""
+        return f"worker{wid} (pid {pid})"
+    if info.role in ("main", "launcher"):
+        return f"{info.role} (pid {pid})"
+    return f"pid {pid}"
+
+
+def basename_command(tl: Timeline) -> str:
+    argv = tl.session.meta.get("argv") or []
+    return " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv[:4]))
+
+
+def _series(
+    label: str, x: npt.ArrayLike, y: npt.ArrayLike, style: str, kind: str = "line", unit: str = ""
+) -> Series:
+    xs, ys = minmax(x, y)
+    return Series(label=clean(label, 80), x=xs, y=ys, style=style, kind=kind, unit=unit)
+
+
+def _finite_max(values: list[FloatArray], floor: float = 0.0) -> float:
+    best = floor
+    for v in values:
+        f = v[np.isfinite(v)]
+        if len(f):
+            best = max(best, float(f.max()))
+    return best
+
+
+def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
+    tl = d.timeline
+    if not tl.cpu:
+        return None
+    x = tl.centers
+    series: list[Series] = []
+    roles = {pid: (tl.processes[pid].role if pid in tl.processes else "other") for pid in tl.cpu}
+    own = [p for p in training if p in tl.cpu][:MAX_SERIES_PROCESSES]
+    if not own:
+        own = [p for p, r in roles.items() if r in ("main", "rank")][:MAX_SERIES_PROCESSES]
+    for i, pid in enumerate(own):
+        series.append(
+            _series(
+                short_label(tl.processes.get(pid), pid),
+                x,
+                tl.cpu[pid],
+                "main" if i == 0 else f"proc{i}",
+                unit="cores",
+            )
+        )
+    workers = [p for p, r in roles.items() if r == "worker" and p not in own]
+    others = [p for p in tl.cpu if p not in own and p not in workers]
+    if workers:
+        series.append(
+            _series(
+                f"DataLoader workers ({len(workers)} processes)",
+                x,
+                tl.total_cpu(workers),
+                "workers",
+                unit="cores",
+            )
+        )
+    if others:
+        total = tl.total_cpu(others)
+        if float(total.max(initial=0.0)) > 0.01:
+            label = (
+                short_label(tl.processes.get(others[0]), others[0])
+                if len(others) == 1
+                else f"other processes ({len(others)})"
+            )
+            series.append(_series(label, x, total, "other", unit="cores"))
+    series.insert(0, _series("whole machine busy", x, tl.sys_busy, "machine", "area", "cores"))
+    cores = float(tl.effective_cores)
+    y_max = max(_finite_max([s.y for s in series]), cores) * 1.12
+    states = _state_bands(d)
+    return Graph(
+        id="cpu",
+        title="CPU per process",
+        description=(
+            "Cores used by each process of the run and by the whole machine. The coloured ribbon "
+            "on top is the phase probe's HMM saw: steady load (what it analyses), runtime noise "
+            "(start-up, compilation, teardown, bursts) or idle."
+        ),
+        y_label="cores",
+        series=series,
+        rules=[Rule(f"{cores:g} cores available", cores, "limit")],
+        y_max=y_max,
+        states=states,
+    )
+
+
+def _state_bands(d: Diagnosis) -> Bands | None:
+    seg = d.segmentation
+    labels = seg.labels
+    edges = d.timeline.edges
+    if not len(labels) or len(labels) != len(edges) - 1:
+        return None
+    items = runs(labels, edges)
+    return Bands(
+        label="state",
+        start=np.array([a for _, a, _ in items]),
+        end=np.array([b for _, _, b in items]),
+        style="state",
+        kinds=[STATE_LABELS[k] for k, _, _ in items],
+    )
+
+
+def threads_graph(tl: Timeline, training: list[int]) -> Graph | None:
+    pids = [p for p in training if p in tl.threads]
+    if not pids:
+        return None
+    n = tl.n_bins
+    main = np.zeros(n)
+    pool = np.zeros(n)
+    python = np.zeros(n)
+    main_wait = np.zeros(n)
+    pool_threads = 0
+    for pid in pids:
+        g = tl.threads[pid]
+        main += g.main
+        pool += g.pool
+        python += g.python
+        main_wait += g.main_wait
+        pool_threads += g.pool_threads
+    x = tl.centers
+    whose = f"pid {pids[0]}" if len(pids) == 1 else f"{len(pids)} processes"
+    series = [
+        _series("main thread", x, main, "main", unit="cores"),
+        _series(f"compute pool ({pool_threads} native threads)", x, pool, "pool", unit="cores"),
+    ]
+    if float(python.max(initial=0.0)) > 0.005:
+        series.append(_series("other Python threads", x, python, "other", unit="cores"))
+    if float(main_wait.max(initial=0.0)) > 0.02:
+        series.append(_series("main thread waiting for a core", x, main_wait, "wait", unit="cores"))
+    y_max = max(_finite_max([s.y for s in series]), 1.0) * 1.12
+    return Graph(
+        id="threads",
+        title=f"Threads of the training process ({whose})",
+        description=(
+            "The main thread runs the Python loop; the compute pool runs torch's kernels. A main "
+            "thread near one core while the pool idles means interpreter overhead."
+        ),
+        y_label="cores",
+        series=series,
+        rules=[Rule("one core (a thread's most)", 1.0 * len(pids), "limit")],
+        y_max=y_max,
+    )
+
+
+def _memory_unit(peak: float) -> tuple[float, str]:
+    return (2**30, "GB") if peak >= 10 * 2**30 else (2**20, "MB")
+
+
+def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
+    if not tl.rss and not tl.cuda:
+        return None
+    x = tl.centers
+    own = [p for p in training if p in tl.rss][:MAX_SERIES_PROCESSES]
+    workers = [
+        p for p in tl.rss if p not in own and p in tl.processes and tl.processes[p].role == "worker"
+    ]
+    others = [p for p in tl.rss if p not in own and p not in workers]
+    raw: list[tuple[str, FloatArray, FloatArray, str, str]] = []
+    for i, pid in enumerate(own):
+        raw.append(
+            (
+                f"{short_label(tl.processes.get(pid), pid)} RSS",
+                x,
+                tl.rss[pid],
+                "main" if i == 0 else f"proc{i}",
+                "line",
+            )
+        )
+
+    def total(pids: list[int]) -> FloatArray:
+        stack = np.vstack([tl.rss[p] for p in pids])
+        out: FloatArray = np.where(np.isfinite(stack).any(axis=0), np.nansum(stack, axis=0), np.nan)
+        return out
+
+    if workers:
+        raw.append(
+            (
+                f"DataLoader workers' RSS (total of {len(workers)})",
+                x,
+                total(workers),
+                "workers",
+                "line",
+            )
+        )
+    if others:
+        tot = total(others)
+        if np.nanmax(tot, initial=0.0) > 0:
+            raw.append((f"other processes' RSS ({len(others)})", x, tot, "other", "line"))
+    for k, ((pid, dev), (t, alloc, reserved)) in enumerate(sorted(tl.cuda.items())):
+        if k >= MAX_SERIES_PROCESSES:
+            break
+        where = f"pid {pid}, cuda:{dev}"
+        raw.append((f"CUDA allocated ({where})", t, alloc, "cuda", "line"))
+        raw.append((f"CUDA reserved ({where})", t, reserved, "cuda-reserved", "line"))
+    if not raw:
+        return None
+    peak = _finite_max([r[2] for r in raw])
+    if peak <= 0:
+        return None
+    scale, unit = _memory_unit(peak)
+    series = [
+        _series(label, xs, ys / scale, style, kind, unit) for label, xs, ys, style, kind in raw
+    ]
+    rules: list[Rule] = []
+    note = ""
+    y_max = peak / scale * 1.12
+    if tl.memory_limit:
+        if tl.memory_limit <= 3 * peak:
+            rules.append(
+                Rule(f"memory limit {mb(tl.memory_limit)}", tl.memory_limit / scale, "limit")
+            )
+            y_max = max(y_max, tl.memory_limit / scale * 1.05)
+        else:
+            note = f"The memory limit ({mb(tl.memory_limit)}) is far above this scale."
+    return Graph(
+        id="memory",
+        title="Memory",
+        description=(
+            "Resident memory of each process (workers share many pages with the main process, "
+            "so their total overstates what they add). A line that keeps rising across steps "
+            "is a leak."
+        ),
+        y_label=unit,
+        series=series,
+        rules=rules,
+        y_max=y_max,
+        note=note,
+    )
+
+
+def gpu_graph(tl: Timeline) -> Graph | None:
+    if not tl.gpu:
+        return None
+    series = [
+        _series(f"GPU {index} utilisation", t, util, f"proc{k % 8}" if k else "main", unit="%")
+        for k, (index, (t, util, _mem)) in enumerate(sorted(tl.gpu.items()))
+    ]
+    return Graph(
+        id="gpu",
+        title="GPU utilisation",
+        description="Share of time a kernel ran on each GPU (NVML).",
+        y_label="%",
+        series=series,
+        y_max=105.0,
+    )
+
+
+def _time_unit(typical: float) -> tuple[float, str]:
+    return (1.0, "s") if typical >= 2.0 else (1000.0, "ms")
+
+
+def steps_graph(d: Diagnosis, training: list[int]) -> Graph | None:
+    tl = d.timeline
+    steps = tl.steps
+    if len(steps) < 2:
+        return None
+    durations = steps.duration
+    median = float(np.median(durations))
+    scale, unit = _time_unit(median)
+    series: list[Series] = []
+    pids = [p for p in training if (steps.pid == p).any()][:MAX_SERIES_PROCESSES]
+    for i, pid in enumerate(pids):
+        mine = steps.select(steps.pid == pid)
+        who = short_label(tl.processes.get(pid), pid) if len(pids) > 1 else "step"
+        dur = mine.duration * scale
+        series.append(
+            _series(
+                f"{who} duration", mine.end, dur, "main" if i == 0 else f"proc{i}", "points", unit
+            )
+        )
+        window = int(np.clip(len(mine) // 40, 5, 101)) | 1
+        series.append(
+            _series(
+                f"{who} rolling median ({window} steps)",
+                mine.end,
+                rolling_median(dur, window),
+                "median" if i == 0 else f"proc{i}",
+                "line",
+                unit,
+            )
+        )
+    bands: list[Bands] = []
+    seg = d.segmentation
+    if seg.warmup_steps and seg.warmup_end is not None:
+        first = float(steps.start.min())
+        bands.append(
+            Bands(
+                label=f"warm-up ({seg.warmup_steps} steps, not analysed)",
+                start=np.array([first]),
+                end=np.array([float(seg.warmup_end)]),
+                style="warmup",
+            )
+        )
+    top = float(durations.max()) * scale
+    y_log = top > 20 * median * scale and median > 0
+    note = (
+        "" if len(pids) == len(set(steps.pid.tolist())) else "Only the first 8 processes are drawn."
+    )
+    return Graph(
+        id="steps",
+        title="Step duration",
+        description=(
+            "Each point is one training step (from one optimizer step to the next), at the time "
+            "it ended; the line is the running median. Spikes are stalls; a rising median is a "
+            "slowdown."
+            + (
+                " The axis is logarithmic: the longest steps are far above the median."
+                if y_log
+                else ""
+            )
+        ),
+        y_label=unit,
+        series=series,
+        bands=bands,
+        y_log=bool(y_log),
+        y_max=top * 1.12,
+        note=note,
+    )
+
+
+def data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
+    tl = d.timeline
+    steps = tl.steps
+    if len(steps) < 2 or not len(tl.waits) or float(steps.data_wait.max(initial=0.0)) <= 0:
+        return None
+    series: list[Series] = []
+    pids = [p for p in training if (steps.pid == p).any()][:MAX_SERIES_PROCESSES]
+    for i, pid in enumerate(pids):
+        mine = steps.select(steps.pid == pid)
+        who = short_label(tl.processes.get(pid), pid) + " " if len(pids) > 1 else ""
+        waited = 100.0 * np.clip(mine.data_wait / np.maximum(mine.duration, 1e-9), 0.0, 1.0)
+        series.append(
+            _series(
+                f"{who}data wait of each step",
+                mine.end,
+                waited,
+                "wait-points" if i == 0 else f"proc{i}",
+                "points",
+                "%",
+            )
+        )
+        if i == 0:
+            window = int(np.clip(len(mine) // 40, 5, 101)) | 1
+            series.append(
+                _series(
+                    f"rolling median ({window} steps)",
+                    mine.end,
+                    rolling_median(waited, window),
+                    "median",
+                    "line",
+                    "%",
+                )
+            )
+    return Graph(
+        id="data-wait",
+        title="Data wait per step",
+        description=(
+            "The share of each step the loop spent blocked in next() on its DataLoader, and its "
+            "running median. Over the steady state, 5 % makes a run input-bound; above 20 % the "
+            "input pipeline sets the pace."
+        ),
+        y_label="% of the step",
+        series=series,
+        rules=[
+            Rule("5 % (moderate)", 5.0, "threshold"),
+            Rule("20 % (high)", 20.0, "limit"),
+        ],
+        y_max=105.0,
+    )
+
+
+def gc_graph(tl: Timeline, training: list[int]) -> Graph | None:
+    pids = training or [p.pid for p in tl.processes.values() if p.python]
+    gc = tl.gc.select(np.isin(tl.gc.pid, pids))
+    raw_summary = tl.session.table("gc_summary")
+    summary_gen = (
+        raw_summary["gen"].astype(np.int64)
+        if len(raw_summary) == len(tl.gc_summary)
+        else np.zeros(len(tl.gc_summary), dtype=np.int64)
+    )
+    in_pids = np.isin(tl.gc_summary.pid, pids)
+    summary = tl.gc_summary.select(in_pids)
+    summary_gen = summary_gen[in_pids]
+    if not len(gc) and not len(summary):
+        return None
+    series: list[Series] = []
+    names = {0: "gen 0", 1: "gen 1", 2: "gen 2 (full)"}
+    for gen in (0, 1, 2):
+        g = gc.select(gc.extra["gen"] == gen) if len(gc) else gc
+        s = summary.select(summary_gen == gen) if len(summary) else summary
+        x = np.concatenate([g.start, s.start])
+        y = np.concatenate([g.dur, s.dur]) * 1000
+        if len(x):
+            series.append(_series(names[gen], x, y, f"gen{gen}", "points", "ms"))
+    if not series:
+        return None
+    total = float(gc.dur.sum() + summary.dur.sum())
+    return Graph(
+        id="gc",
+        title="GC pauses by generation",
+        description=(
+            f"Each point is a pause of Python's garbage collector in the training process "
+            f"({total:.2f} s in all). Young collections under 1 ms are summed per 0.1 s. Full "
+            "(gen 2) collections are the long ones."
+        ),
+        y_label="ms",
+        series=series,
+        y_max=_finite_max([s.y for s in series]) * 1.12,
+    )
+
+
+def lag_graph(tl: Timeline) -> Graph | None:
+    lag = tl.lag
+    if not len(lag):
+        return None
+    series: list[Series] = []
+    keys = sorted({(int(p), int(lp)) for p, lp in zip(lag.pid, lag.extra["loop"])})
+    for i, (pid, loop) in enumerate(keys[:MAX_SERIES_PROCESSES]):
+        mask = (lag.pid == pid) & (lag.extra["loop"] == loop)
+        who = short_label(tl.processes.get(pid), pid)
+        label = f"event loop {loop} of {who}" if len(keys) > 1 else "event-loop lag"
+        series.append(
+            _series(
+                label,
+                lag.start[mask],
+                lag.dur[mask] * 1000,
+                "main" if i == 0 else f"proc{i}",
+                "line",
+                "ms",
+            )
+        )
+    y_max = max(_finite_max([s.y for s in series]), 12.0) * 1.12
+    rules = [Rule("10 ms (median threshold)", 10.0, "threshold")]
+    if y_max > 100:
+        rules.append(Rule("100 ms (maximum threshold)", 100.0, "limit"))
+    return Graph(
+        id="lag",
+        title="Event-loop lag",
+        description=(
+            "How late a periodic callback ran on each asyncio loop: while a coroutine computes "
+            "or blocks, nothing else on the loop runs."
+        ),
+        y_label="ms",
+        series=series,
+        rules=rules,
+        y_max=y_max,
+    )
+
+
+def timeline_graph(tl: Timeline, training: list[int]) -> Graph | None:
+    lanes: list[tuple[str, str, FloatArray, FloatArray]] = []
+    min_width = max(tl.duration_s, 1e-3) / MAX_POINTS
+
+    def add(name: str, style: str, start: FloatArray, end: FloatArray) -> None:
+        if len(start):
+            lanes.append((clean(name, LANE_NAME_CHARS), style, start, end))
+
+    def thread_name(pid: int, tid: int) -> str:
+        info = tl.processes.get(pid)
+        if info is not None and (info.main_tid or pid) == tid:
+            return "main thread"
+        groups = tl.threads.get(pid)
+        name = groups.names.get(tid) if groups is not None else None
+        return name or f"thread {tid}"
+
+    def spans_of(pid: int, who: str) -> None:
+        sp = tl.spans.of(pid)
+        if not len(sp):
+            return
+        names = sp.extra["name"]
+        tids = sp.extra["tid"]
+        keys = sorted({(int(t), int(n)) for t, n in zip(tids, names)})
+        for tid, name_id in keys:
+            mask = (tids == tid) & (names == name_id)
+            thread = thread_name(pid, tid)
+            where = "" if thread == "main thread" else f" [{thread}]"
+            add(
+                f"{who} · {tl.session.string(name_id)}{where}",
+                "span",
+                sp.start[mask],
+                sp.end[mask],
+            )
+
+    shown = set()
+    for pid in training[:MAX_SERIES_PROCESSES]:
+        who = _lane_owner(tl.processes.get(pid), pid)
+        mine = tl.steps.select(tl.steps.pid == pid)
+        add(f"{who} · steps", "steps", mine.start, mine.end)
+        w = tl.waits.of(pid)
+        add(f"{who} · data wait", "wait", w.start, w.end)
+        g = _gc_all(tl, pid)
+        add(f"{who} · GC", "gc", g.start, g.end)
+        spans_of(pid, who)
+        shown.add(pid)
+    workers = sorted(
+        (p for p in tl.processes.values() if p.role == "worker"),
+        key=lambda p: (p.start_s or 0.0, p.worker_id or 0, p.pid),
+    )
+    by_worker: dict[str, list[int]] = {}
+    for info in workers:
+        key = f"worker {info.worker_id}" if info.worker_id is not None else f"worker pid {info.pid}"
+        by_worker.setdefault(key, []).append(info.pid)
+    for key, wpids in list(by_worker.items())[:MAX_SERIES_PROCESSES]:
+        f = tl.fetches.select(np.isin(tl.fetches.pid, wpids))
+        add(f"{key} · batches", "fetch", f.start, f.end)
+        shown.update(wpids)
+    main_fetch = (
+        tl.fetches.select(np.isin(tl.fetches.pid, training) & (tl.fetches.extra["worker"] < 0))
+        if len(tl.fetches)
+        else tl.fetches
+    )
+    if len(main_fetch):
+        add("main · batches built in-process", "fetch", main_fetch.start, main_fetch.end)
+    for info in tl.processes.values():
+        if info.pid in shown or not info.python:
+            continue
+        spans_of(info.pid, _lane_owner(info, info.pid))
+    if not lanes:
+        return None
+    note = ""
+    if len(lanes) > MAX_LANES:
+        # Keep the most telling kinds across all processes (every rank's steps before anyone's
+        # spans), then show them in process order again.
+        priority = {"steps": 0, "wait": 1, "gc": 2, "fetch": 3, "span": 4}
+        ranked = sorted(range(len(lanes)), key=lambda k: (priority[lanes[k][1]], k))
+        keep = sorted(ranked[:MAX_LANES])
+        note = f"{len(lanes) - MAX_LANES} more lanes (less telling kinds) were left out."
+        lanes = [lanes[k] for k in keep]
+    per_lane = max(MAX_PAGE_BARS // len(lanes), 100)
+    parts = [merge_bars(s, e, min_width, min(per_lane, MAX_BARS)) for _, _, s, e in lanes]
+    merged = any(int(p[2].max(initial=1)) > 1 for p in parts)
+    if merged:
+        note = (note + " " if note else "") + (
+            "Runs of intervals too short to see at full width are merged into one bar; the "
+            "tooltip says how many."
+        )
+    return Graph(
+        id="timeline",
+        title="Timeline of steps, data waits, GC pauses and spans",
+        description=(
+            "One lane per process and kind of interval: steps of the training loop, time blocked "
+            "on the DataLoader, GC pauses, batches built by each worker and probe.span() phases. "
+            "Zoom in to see single steps."
+        ),
+        y_label="",
+        lanes=Lanes(
+            names=[name for name, _, _, _ in lanes],
+            lane=np.concatenate(
+                [np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)]
+            ),
+            start=np.concatenate([p[0] for p in parts]),
+            end=np.concatenate([p[1] for p in parts]),
+            count=np.concatenate([p[2] for p in parts]),
+            style=[style for _, style, _, _ in lanes],
+            busy=np.concatenate([p[3] for p in parts]),
+        ),
+        y_max=float(len(lanes)),
+        note=note,
+    )
+
+
+def _lane_owner(info: ProcessInfo | None, pid: int) -> str:
+    if info is None:
+        return f"pid {pid}"
+    if info.role == "rank" and info.rank is not None:
+        return f"rank {info.rank}"
+    if info.role == "main":
+        return "main"
+    if info.role == "worker":
+        return f"worker {info.worker_id}" if info.worker_id is not None else f"worker {pid}"
+    return f"pid {pid}"
+
+
+def _gc_all(tl: Timeline, pid: int) -> Intervals:
+    """GC pauses of one process: single pauses, and young collections summed (drawn at their
+    start with their summed length)."""
+    g = tl.gc.of(pid)
+    s = tl.gc_summary.of(pid)
+    return Intervals(
+        np.concatenate([g.pid, s.pid]),
+        np.concatenate([g.start, s.start]),
+        np.concatenate([g.dur, s.dur]),
+    )
