@@ -31,11 +31,20 @@ MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
 
 
 def training_pids(tl: Timeline) -> list[int]:
+    """The processes whose loop the page follows: those that ran steps, else the main Python
+    process, else any Python process, else the command's own process."""
     pids = tl.training_pids()
     if pids:
         return pids
-    mains = [p.pid for p in tl.processes.values() if p.role == "main" and p.python]
-    return mains or [p.pid for p in tl.processes.values() if p.python][:1]
+    procs = list(tl.processes.values())
+    for found in (
+        [p.pid for p in procs if p.role == "main" and p.python],
+        [p.pid for p in procs if p.python],
+        [p.pid for p in procs if p.role == "main"],
+    ):
+        if found:
+            return found[:1]
+    return []
 
 
 def short_label(info: ProcessInfo | None, pid: int) -> str:

@@ -424,7 +424,7 @@ def _lanes(fig: Any, graph: Graph) -> list[Any]:
                     ("", "$name"),
                     ("start", "@left{0.000} s"),
                     ("length", "@dur{0.[0]} ms"),
-                    ("intervals", "@n (more than 1: merged, too short to draw apart)"),
+                    ("intervals", "@n"),
                 ],
                 mode="mouse",
             )
