@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
-from probe.report import model
+from probe.report import html, model
 from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge_bars, minmax
 from probe.report.model import build_page
 from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
 from probe.report.verdicts import _pretty_key, format_value
 from probe.session import format as fmt
 from probe.session.reader import Session
+from probe.session.synthetic import SessionBuilder
 from probe.session.writer import RecordFile
 from tests.unit.report_sessions import EVIL, evil_session, long_session
 from tests.unit.synthetic_runs import Run
@@ -270,3 +271,31 @@ def test_no_issue_verdicts_mark_no_graph(tmp_path: Path) -> None:
     assert all(not g.verdicts for g in page.graphs)
     assert page.verdicts[0].windows is None
     assert page.exit_notice == ""
+
+
+def test_gpu_utilisation_and_cuda_memory_are_drawn_when_present(tmp_path: Path) -> None:
+    b = SessionBuilder(tmp_path / "s", duration_s=10)
+    b.process(100, torch_threads=2)
+    b.steps(100, np.arange(0.5, 9.5, 0.05))
+    b.cpu(100, main=0.9)
+    b.system(busy=1.0)
+    t = np.arange(0.0, 10.0, 0.1)
+    b.sampler.add(
+        fmt.GPU, t=b.ns(t), index=0, util=np.full(len(t), 35.0), mem_util=10.0,
+        mem_used=4 << 30, mem_total=80 << 30,
+    )  # fmt: skip
+    b.agent(100).add(
+        fmt.CUDA, t=b.ns(t), device=0, allocated=(1 << 30) + t * 1e7, reserved=2 << 30,
+        peak=2 << 30,
+    )  # fmt: skip
+    page = build_page(diagnose(Session(b.write())))
+    gpu = page.graph("gpu")
+    assert gpu is not None
+    assert gpu.series[0].label == "GPU 0 utilisation"
+    assert gpu.series[0].y.max() == pytest.approx(35.0)
+    memory = page.graph("memory")
+    assert memory is not None
+    labels = [s.label for s in memory.series]
+    assert "CUDA allocated (pid 100, cuda:0)" in labels
+    assert "CUDA reserved (pid 100, cuda:0)" in labels
+    assert 'id="graph-gpu"' in html.render(page)
