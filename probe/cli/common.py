@@ -69,6 +69,14 @@ def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
     except OSError as exc:
         echo(f"probe: warning: cannot write the report {path}: {exc.strerror or exc}")
         return None
+    except Exception as exc:  # a broken page must not hide the verdict, which is printed next
+        if os.environ.get("PROBE_DEBUG"):
+            raise
+        echo(
+            f"probe: warning: the report could not be rendered ({type(exc).__name__}: {exc}); "
+            "this is a bug in probe, run again with PROBE_DEBUG=1 for the traceback"
+        )
+        return None
     finally:
         progress.done()
 

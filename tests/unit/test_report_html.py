@@ -213,3 +213,21 @@ def test_recommendation_texts_are_the_docs_pages() -> None:
         assert (docs / f"{verdict}.md").read_text(encoding="utf-8") == packaged, verdict
     assert sorted(p.stem for p in docs.glob("*.md")) == sorted(recommendations.available())
     assert sorted(recommendations.available()) == sorted(VERDICTS)
+
+
+def test_a_broken_page_does_not_hide_the_verdict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Run().build(tmp_path / "run1")
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(html, "render", broken)
+    monkeypatch.delenv("PROBE_DEBUG", raising=False)
+    assert main(["report", str(tmp_path / "run1")]) == 0
+    err = capsys.readouterr().err
+    assert "the report could not be rendered (ValueError: boom)" in err
+    assert "verdict: healthy" in err
+    assert "report:" not in err
+    assert not (tmp_path / "run1.html").exists()
