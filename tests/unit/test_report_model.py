@@ -231,6 +231,9 @@ def test_untrusted_strings_are_kept_as_text_and_clipped(tmp_path: Path) -> None:
         ("steps", 12345, "12 345"),
         ("data_wait_share_ci95", [0.05, 0.12], "5.0 % to 12 %"),
         ("involuntary_switches_per_s", 467.2, "467/s"),
+        ("slope_mb_per_s", 89.73, "89.7 MB/s"),
+        ("kb_per_step", 708.0, "708 kB per step"),
+        ("seconds_to_limit", 250.0, "4 min"),
         ("converged", True, "yes"),
         ("missing", None, "n/a"),
         ("nan", float("nan"), "n/a"),
@@ -244,6 +247,8 @@ def test_evidence_keys_lose_their_unit_suffix() -> None:
     assert _pretty_key("median_step_ms") == "Median step"
     assert _pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
     assert _pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
+    assert _pretty_key("slope_mb_per_s") == "Slope"
+    assert _pretty_key("slope_mb_per_s_ci95") == "Slope (95 % interval)"
 
 
 def test_a_failed_command_is_said_in_the_alert(tmp_path: Path) -> None:
