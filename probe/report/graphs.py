@@ -188,7 +188,7 @@ def threads_graph(tl: Timeline, training: list[int]) -> Graph | None:
     y_max = max(_finite_max([s.y for s in series]), 1.0) * 1.12
     return Graph(
         id="threads",
-        title=f"Threads of the training process ({whose})",
+        title=f"Threads of the main process ({whose})",
         description=(
             "The main thread runs the Python loop; the compute pool runs torch's kernels. A main "
             "thread near one core while the pool idles means interpreter overhead."
@@ -457,7 +457,7 @@ def gc_graph(tl: Timeline, training: list[int]) -> Graph | None:
         id="gc",
         title="GC pauses by generation",
         description=(
-            f"Each point is a pause of Python's garbage collector in the training process "
+            f"Each point is a pause of Python's garbage collector in the main process "
             f"({total:.2f} s in all). Young collections under 1 ms are summed per 0.1 s. Full "
             "(gen 2) collections are the long ones."
         ),

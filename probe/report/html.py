@@ -591,7 +591,7 @@ def _activity_html(page: Page) -> str:
         for state, label, share in sorted(page.activity, key=lambda a: -a[2])
     )
     return (
-        '<div class="activity"><div class="activity-label">What the training thread did in the '
+        '<div class="activity"><div class="activity-label">What the main thread did in the '
         f'analysed window</div><div class="bar">{bars}</div>'
         f'<div class="activity-legend">{legend}</div></div>'
     )
@@ -780,7 +780,7 @@ def _stacks_html(v: VerdictView) -> str:
         )
     return (
         '<div class="stacks"><h4>Stacks most seen during the issue</h4>'
-        '<p class="hint">Sampled Python stacks of the training thread, innermost frame last.</p>'
+        '<p class="hint">Python stacks sampled while the issue was seen, innermost frame last.</p>'
         + "".join(blocks)
         + "</div>"
     )
