@@ -326,7 +326,7 @@ def steps_graph(d: Diagnosis, training: list[int]) -> Graph | None:
                 f"{who} duration", mine.end, dur, "main" if i == 0 else f"proc{i}", "points", unit
             )
         )
-        window = int(np.clip(len(mine) // 40, 5, 101)) | 1
+        window = int(np.clip(len(mine) // 40, 9, 101)) | 1
         series.append(
             _series(
                 f"{who} rolling median ({window} steps)",
@@ -398,7 +398,7 @@ def data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
             )
         )
         if i == 0:
-            window = int(np.clip(len(mine) // 40, 5, 101)) | 1
+            window = int(np.clip(len(mine) // 40, 9, 101)) | 1
             series.append(
                 _series(
                     f"rolling median ({window} steps)",
