@@ -62,7 +62,15 @@ def exit_notice(d: Diagnosis) -> str:
     )
 
 
+ATTACH_ENDINGS = {
+    "detached": "attached, then detached; the process kept running",
+    "finished": "attached, then detached; the process kept running",
+    "target-exited": "the process exited while probe was attached",
+}
+
+
 def describe_exit(meta: dict[str, Any]) -> tuple[str, bool]:
+    """How the run ended, in words, and whether that was a normal end."""
     exit_info = meta.get("exit") or {}
     status = meta.get("status") or ""
     code = exit_info.get("code")
@@ -80,9 +88,11 @@ def describe_exit(meta: dict[str, Any]) -> tuple[str, bool]:
         prefix = "interrupted, " if status == "interrupted" else ""
         return f"{prefix}exit status {code}", code == 0 and status != "interrupted"
     if status == "running":
-        return "still running when probe stopped (probe itself was stopped)", False
-    if status == "detached":
-        return "still running (probe detached)", True
+        return "unknown: probe itself was stopped before the end", False
+    if meta.get("kind") == "attach" and status in ATTACH_ENDINGS:
+        return ATTACH_ENDINGS[status], True
+    if status == "failed-to-start":
+        return "the command could not be started", False
     return clean(status or "unknown", 60), False
 
 

@@ -11,6 +11,7 @@ import pytest
 from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
 from probe.report import html, model
 from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge_bars, minmax
+from probe.report.header import describe_exit
 from probe.report.model import build_page
 from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
 from probe.report.verdicts import _pretty_key, format_value
@@ -304,3 +305,28 @@ def test_gpu_utilisation_and_cuda_memory_are_drawn_when_present(tmp_path: Path) 
     assert "CUDA allocated (pid 100, cuda:0)" in labels
     assert "CUDA reserved (pid 100, cuda:0)" in labels
     assert 'id="graph-gpu"' in html.render(page)
+
+
+INTERRUPTED = {"status": "interrupted", "exit": {"code": None, "signal": 2}}
+STOPPED = "unknown: probe itself was stopped before the end"
+KEPT_RUNNING = "attached, then detached; the process kept running"
+
+
+@pytest.mark.parametrize(
+    ("meta", "text", "ok"),
+    [
+        ({"status": "finished", "exit": {"code": 0, "signal": None}}, "exit status 0", True),
+        ({"status": "finished", "exit": {"code": 3, "signal": None}}, "exit status 3", False),
+        (INTERRUPTED, "interrupted: ended by SIGINT", False),
+        ({"status": "finished", "exit": {"code": None, "signal": 9}}, "ended by SIGKILL", False),
+        ({"status": "running", "exit": None}, STOPPED, False),
+        ({"kind": "attach", "status": "detached", "exit": None}, KEPT_RUNNING, True),
+        (
+            {"kind": "attach", "status": "target-exited", "exit": None},
+            "the process exited while probe was attached",
+            True,
+        ),
+    ],
+)
+def test_how_the_run_ended_in_words(meta: dict[str, object], text: str, ok: bool) -> None:
+    assert describe_exit(meta) == (text, ok)
