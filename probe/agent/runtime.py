@@ -109,6 +109,7 @@ class Agent:
         self._thread_ident = 0
         self._steps = 0
         self.hook_ns = 0
+        self._thread_cpu = 0  # the agent thread's CPU, last read by the agent thread itself
         self._exit_recorded = False
         self._fork_registered = False
         self._atexit_registered = False
@@ -207,6 +208,12 @@ class Agent:
             self.errors = 0
             self._steps = 0
             self._exit_recorded = False
+            # The child's own cost starts at zero (the counters were copied from the parent).
+            self.hook_ns = self.gc.hook_ns = 0
+            self._thread_cpu = 0
+            for collector in (self.torch, self.loops):
+                if collector is not None:
+                    collector.hook_ns = 0
             self.buffer.reset_after_fork(f"agent-{self.pid}", self._header())
             self.gc.reset_after_fork(self.buffer)
             self.stacks.reset(self.buffer)
@@ -373,7 +380,7 @@ class Agent:
             thread_cpu = time.thread_time_ns()
             self._thread_cpu = thread_cpu
         else:
-            thread_cpu = getattr(self, "_thread_cpu", 0)
+            thread_cpu = self._thread_cpu
         self.buffer.add(
             fmt.COST,
             now,
