@@ -173,7 +173,31 @@ def inspect(pid: int, *, proc: Path = PROC, my_uid: int | None = None) -> Target
     target.python = python_version_from(_read(base / "maps"), target.exe)
     if target.python is None and looks_like_python(target.exe):
         target.python = ask_version(pid, proc)
+    if target.python is None and pid in ancestors(os.getpid(), proc):
+        # A shell or an init process that probe runs under: its tree is probe and everything
+        # beside it, not one job. (A Python job may run probe attach on itself.)
+        raise AttachError(
+            f"process {pid} ({comm}) is an ancestor of probe itself, not a job",
+            hint="Attach to the job's own process (pgrep -af python).",
+        )
     return target
+
+
+def ancestors(pid: int, proc: Path = PROC) -> list[int]:
+    """The parent, grandparent... of ``pid``, up to the top of its pid namespace."""
+    out: list[int] = []
+    while pid > 1 and len(out) < 4096:
+        stat = _read(proc / str(pid) / "stat")
+        if stat is None:
+            break
+        try:
+            pid = parse_stat(stat)[2]
+        except (IndexError, ValueError):
+            break
+        if pid <= 0:
+            break
+        out.append(pid)
+    return out
 
 
 def alive(pid: int, start_ticks: int, proc: Path = PROC) -> bool:
@@ -232,6 +256,7 @@ def same_namespaces(pid: int, proc: Path = PROC) -> str | None:
 __all__ = [
     "Target",
     "alive",
+    "ancestors",
     "ask_version",
     "descendants",
     "inspect",

@@ -615,3 +615,23 @@ def test_a_job_already_under_probe_doctor_is_recorded_from_outside(tmp_path: Pat
     session = Session(tmp_path / "d" / "s")
     assert not session.has_agent_data
     assert "already recorded by probe doctor" in session.meta["attach"]["no_inside_data"]
+
+
+def test_the_shell_probe_runs_in_is_refused(tmp_path: Path) -> None:
+    # Its tree is probe itself and whatever runs beside it, not a job.
+    dest = tmp_path / "d"
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"$0" -m probe attach $$ --dest {dest} --name s --duration 1; exit $?',
+            PYTHON,
+        ],
+        env=probe_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "is an ancestor of probe itself, not a job" in result.stderr
+    assert not (dest / "s").exists()

@@ -14,6 +14,7 @@ from probe.attach.inject import InjectionFailed, InjectionRefused, Plan, best_re
 from probe.attach.target import (
     Target,
     alive,
+    ancestors,
     descendants,
     inspect,
     looks_like_python,
@@ -251,3 +252,11 @@ def test_a_job_that_answers_no_is_not_tried_with_a_debugger(tmp_path: Path) -> N
     result = inject(_target(), plan, [Refusing("listener"), gdb])
     assert not result.queued and result.reason == "already recorded by probe doctor (session x)"
     assert not gdb.tried
+
+
+def test_ancestors_walk_up_to_the_top(tmp_path: Path) -> None:
+    fake_process(tmp_path, 10, ppid=1)
+    fake_process(tmp_path, 11, ppid=10)
+    fake_process(tmp_path, 12, ppid=11)
+    assert ancestors(12, tmp_path) == [11, 10, 1]
+    assert ancestors(99, tmp_path) == []
