@@ -61,6 +61,11 @@ class Diagnosis:
     def top(self) -> Finding | None:
         return self.issues[0] if self.issues else None
 
+    @property
+    def next_step(self) -> str:
+        """The first thing to try when it depends on this run ("" means: the verdict's text's)."""
+        return self.top.next_step if self.top is not None else ""
+
 
 def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     say = progress or (lambda stage: None)
@@ -88,7 +93,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         category = issues[0].id
         headline = issues[0].title
     else:
-        enough, why = _enough(ctx, findings)
+        enough, why, next_step = _enough(ctx, findings)
         if enough:
             category = HEALTHY
             headline = _healthy_headline(ctx, activity)
@@ -111,6 +116,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
                 summary=why,
                 evidence=_insufficient_evidence(ctx, findings),
                 windows=[seg.window],
+                next_step=next_step,
             )
             findings[INSUFFICIENT_DATA] = finding
             issues = [finding]
@@ -128,29 +134,54 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     )
 
 
-def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str]:
+def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:
+    """Whether the run could be judged; if not, why and the first thing to do about it."""
     tl = ctx.tl
     steps = ctx.steps
     judged = [k for k in CORE if findings[k].status != INSUFFICIENT]
     if not tl.session.has_agent_data:
-        return False, (
-            "No Python process of the run was profiled from inside (a non-Python command, or the "
-            "agent could not load), so only outside data exists; the verdicts need the agent."
+        attach = tl.session.meta.get("attach") or {}
+        cause = attach.get("no_inside_data") if isinstance(attach, dict) else None
+        if cause:
+            return (
+                False,
+                (
+                    f"probe could not load its agent into the job: {cause}. Only outside data was "
+                    "recorded, and the verdicts need the agent's."
+                ),
+                "Let probe load its agent (see the reason above), or run the job under probe doctor",
+            )
+        return (
+            False,
+            (
+                "No Python process of the run was profiled from inside (a non-Python command, or "
+                "Python started with -I, -E or -S, or a reset PYTHONPATH), so only outside data "
+                "exists; the verdicts need the agent's."
+            ),
+            "Let the agent in: run Python without -I/-E/-S and keep PYTHONPATH",
         )
     if len(tl.steps) and len(steps) < MIN_STEPS:
         rate = len(tl.steps) / max(float(tl.steps.end.max() - tl.steps.start.min()), 1e-9)
         need = MIN_STEPS * 3
-        return False, (
-            f"Only {len(steps)} steady-state steps were seen ({len(tl.steps)} in all, "
-            f"{rate:.1f}/s). Run at least {need} steps (about {need / max(rate, 1e-9):.0f} s at "
-            "this pace) so warm-up can be told from the steady state."
+        return (
+            False,
+            (
+                f"Only {len(steps)} steady-state steps were seen ({len(tl.steps)} in all, "
+                f"{rate:.1f}/s). Run at least {need} steps (about {need / max(rate, 1e-9):.0f} s at "
+                "this pace) so warm-up can be told from the steady state."
+            ),
+            f"Run at least {need} steps",
         )
     if ctx.wall < MIN_WINDOW_S or len(judged) < 3:
-        return False, (
-            f"The steady state lasted {ctx.wall:.1f} s; run the workload for at least "
-            f"{max(10, int(4 * MIN_WINDOW_S))} s so there is a steady state to judge."
+        return (
+            False,
+            (
+                f"The steady state lasted {ctx.wall:.1f} s; run the workload for at least "
+                f"{max(10, int(4 * MIN_WINDOW_S))} s so there is a steady state to judge."
+            ),
+            f"Run for at least {max(10, int(4 * MIN_WINDOW_S))} s past start-up",
         )
-    return True, ""
+    return True, "", ""
 
 
 def _insufficient_evidence(ctx: Context, findings: dict[str, Finding]) -> dict[str, Any]:

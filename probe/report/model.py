@@ -110,7 +110,7 @@ def build_page(d: Diagnosis) -> Page:
         alert_title=clean(alert_title, 300),
         alert_text=clean(alert_text, 1000),
         alert_severity=severity,
-        next_step=clean(recommendations.load(d.category).first_step, 300),
+        next_step=clean(d.next_step or recommendations.load(d.category).first_step, 300),
         exit_notice=exit_notice(d),
         also=also,
         activity=activity,

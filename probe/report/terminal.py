@@ -49,9 +49,9 @@ def summary_lines(
         label = f"verdict: {top.id}" + (f" ({top.severity})" if top.severity else "")
         lines.append(_paint(label, style, color) + " - " + top.title)
         lines.append("  " + first_sentence(top.summary))
-    rec = recommendations.load(d.category)
-    if rec.first_step:
-        lines.append("  next: " + rec.first_step)
+    first = d.next_step or recommendations.load(d.category).first_step
+    if first:
+        lines.append("  next: " + first)
     others = [f for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
     if others:
         also = ", ".join(f"{f.id} ({pct(f.impact)})" for f in others[:4])

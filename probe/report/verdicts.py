@@ -112,8 +112,9 @@ def _bullets(
                 f"Seen in {len(finding.windows)} stretches of the run, {total:.1f} s in all "
                 "(shaded red on the graphs)."
             )
-    if rec.first_step:
-        out.append(f"First thing to try: {rec.first_step}.")
+    first = finding.next_step if finding is not None and finding.next_step else rec.first_step
+    if first:
+        out.append(f"First thing to try: {first}.")
     return [clean(b, 500) for b in out[:4]]
 
 

@@ -35,6 +35,7 @@ class Finding:
     windows: list[tuple[float, float]] = field(default_factory=list)
     stacks: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""  # for not-detected / insufficient-data: why, in one sentence
+    next_step: str = ""  # the first thing to try, when it depends on this run (else the text's)
 
     @property
     def is_issue(self) -> bool:
