@@ -149,7 +149,7 @@ def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]
                     f"probe could not load its agent into the job: {cause}. Only outside data was "
                     "recorded, and the verdicts need the agent's."
                 ),
-                "Let probe load its agent (see the reason above), or run the job under probe doctor",
+                "Let probe load its agent (see why above), or run the job under probe doctor",
             )
         return (
             False,
@@ -163,11 +163,12 @@ def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]
     if len(tl.steps) and len(steps) < MIN_STEPS:
         rate = len(tl.steps) / max(float(tl.steps.end.max() - tl.steps.start.min()), 1e-9)
         need = MIN_STEPS * 3
+        seconds = need / max(rate, 1e-9)
         return (
             False,
             (
                 f"Only {len(steps)} steady-state steps were seen ({len(tl.steps)} in all, "
-                f"{rate:.1f}/s). Run at least {need} steps (about {need / max(rate, 1e-9):.0f} s at "
+                f"{rate:.1f}/s). Run at least {need} steps (about {seconds:.0f} s at "
                 "this pace) so warm-up can be told from the steady state."
             ),
             f"Run at least {need} steps",
