@@ -10,6 +10,7 @@ from probe.attach.runner import AttachRun, stop_on_signals
 from probe.cli.common import conclude, echo
 from probe.cli.options import recording_options
 from probe.recorder import Settings
+from probe.report.status import LiveStatus
 
 
 @click.command(short_help="Diagnose a process that is already running.")
@@ -64,8 +65,14 @@ def attach(
         duration=duration,
         notify=lambda message: echo(f"probe: {message}"),
     )
-    with stop_on_signals(run.request_stop):
-        outcome = run.record()
+    live = LiveStatus(run.directory, lambda: run.recording.tree_totals)
+    live.reserve()
+    live.start()
+    try:
+        with stop_on_signals(run.request_stop):
+            outcome = run.record()
+    finally:
+        live.stop()
     if outcome.status == "target-exited":
         echo(
             f"probe: process {pid} exited during the attach; the session covers the "
