@@ -45,7 +45,8 @@ TORCH_MODULES = (
     "torch.optim.optimizer",
     "torch.utils.data.dataloader",
     "torch.utils.data._utils.fetch",
-)
+    "torch.autograd",
+)  # the keys of probe.collectors.torch.WATCHED (a unit test keeps them equal)
 ASYNCIO_MODULES = ("asyncio",)
 DEFAULT_LAG_MS = 20.0
 ENV_CONFIG = "PROBE_AGENT"

@@ -182,6 +182,7 @@ class Timeline:
     loaders: dict[tuple[int, int], dict[str, Any]]  # (pid, loader) -> description
     warnings: list[str] = field(default_factory=list)
     probe_cost: dict[str, float] = field(default_factory=dict)
+    graph_nodes: dict[int, float] = field(default_factory=dict)  # median autograd nodes per pass
 
     @property
     def n_bins(self) -> int:
@@ -409,6 +410,7 @@ def build_timeline(session: Session) -> Timeline:
         loaders=loaders,
         warnings=warnings,
         probe_cost=_probe_cost(session, duration),
+        graph_nodes=_graph_nodes(session),
     )
 
 
@@ -661,6 +663,13 @@ def _prorate(
         seg_end = np.minimum(ends[i0:i1], b)
         out[i0:i1] += np.maximum(seg_end - seg_start, 0.0) * rho
     return out
+
+
+def _graph_nodes(session: Session) -> dict[int, float]:
+    counts: dict[int, list[int]] = {}
+    for e in session.events_of("autograd"):
+        counts.setdefault(int(e["pid"]), []).append(int(e.get("nodes", 0)))
+    return {pid: float(np.median(v)) for pid, v in counts.items() if v}
 
 
 def _probe_cost(session: Session, duration: float) -> dict[str, float]:

@@ -5,6 +5,7 @@
   iterator's loader is described once (workers, batch size, pin_memory, ...), with worker pids.
 - Batch production: the dataset fetchers timed (wall and CPU) where they run: in each DataLoader
   worker, or in the main process when ``num_workers=0``.
+- Graph size: every 50th backward pass, the number of nodes in its autograd graph.
 - Facts: version, intra/inter-op threads, distributed rank and world size, CUDA memory when the
   program itself initialised CUDA (probe never initialises CUDA: that would break fork).
 """
@@ -28,7 +29,13 @@ WATCHED = {
     "torch.optim.optimizer": "_hook_optimizer",
     "torch.utils.data.dataloader": "_hook_dataloader",
     "torch.utils.data._utils.fetch": "_hook_fetch",
+    "torch.autograd": "_hook_autograd",
 }
+# Every this many backward passes, count the autograd graph's nodes (how many differentiable
+# operators one step ran). Walking a graph costs about 1 us per node, so this stays far below
+# 0.1 % of a step; the count tells tiny-operator (dispatch-bound) loops from big-kernel ones.
+GRAPH_EVERY = 50
+GRAPH_CAP = 50_000
 
 _now = time.monotonic_ns
 _cpu = time.thread_time_ns
@@ -54,6 +61,7 @@ class TorchHooks:
         self._dist_seen: tuple[int, int] | None = None
         self._facts_seen: tuple[Any, ...] | None = None
         self._step_index = 0
+        self._backwards = 0
         self._sync_hooked = False
         self.hook_ns = 0
 
@@ -81,6 +89,7 @@ class TorchHooks:
         self._dist_seen = None
         self._facts_seen = None
         self._step_index = 0
+        self._backwards = 0
 
     def _on_torch(self, torch: ModuleType) -> None:
         self.record_facts(torch)
@@ -111,6 +120,43 @@ class TorchHooks:
         __next__.__qualname__ = original.__qualname__
         cls.__next__ = __next__
         self._restore.append(lambda: setattr(cls, "__next__", original))
+
+    def _hook_autograd(self, module: ModuleType) -> None:
+        original = module.__dict__.get("backward")
+        if original is None:
+            return
+        hooks = self
+
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            hooks._backwards += 1
+            if hooks._backwards % GRAPH_EVERY == 3:  # the 3rd, 53rd, ...: past the first steps
+                hooks._count_graph(tensors)
+            return original(tensors, *args, **kwargs)
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        backward.__doc__ = original.__doc__
+        module.backward = backward  # type: ignore[attr-defined]
+        self._restore.append(lambda: setattr(module, "backward", original))
+
+    def _count_graph(self, tensors: Any) -> None:
+        start = _now()
+        try:
+            roots = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+            stack = [getattr(t, "grad_fn", None) for t in roots]
+            seen: set[Any] = set()
+            while stack and len(seen) < GRAPH_CAP:
+                fn = stack.pop()
+                if fn is None or fn in seen:
+                    continue
+                seen.add(fn)
+                stack.extend(nxt for nxt, _ in getattr(fn, "next_functions", ()))
+            now = _now()
+            self._buffer.event(
+                {"type": "autograd", "t": now, "nodes": len(seen), "walk_ns": now - start}
+            )
+        except Exception as exc:
+            self._on_error("autograd graph size", exc)
+        self.hook_ns += _now() - start
 
     def _hook_fetch(self, module: ModuleType) -> None:
         for name in ("_MapDatasetFetcher", "_IterableDatasetFetcher"):

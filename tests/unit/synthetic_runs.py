@@ -62,6 +62,7 @@ class Run:
     busy: float | None = None  # machine busy cores (default: from the CPU given)
     late_when_python: float = 0.003
     gc_in_stalls: bool = False  # each stall step's extra time is one full collection
+    graph_nodes: int = 0  # autograd nodes per backward pass, reported every 50 steps
 
     def build(self, path: Path) -> Session:
         b = SessionBuilder(path, duration_s=self.duration)
@@ -82,6 +83,11 @@ class Run:
             ends.append(t)
         ends_a = np.array(ends)
         b.steps(pid, ends_a)
+        if self.graph_nodes:
+            for t_ns in b.ns(ends_a[3::50]):
+                b.agent(pid).events.append(
+                    {"type": "autograd", "t": int(t_ns), "nodes": self.graph_nodes}
+                )
 
         def level(x: np.ndarray, during: float, before: float, after: float) -> np.ndarray:
             return np.where(x < self.start, before, np.where(x > end_steps, after, during))

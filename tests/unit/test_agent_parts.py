@@ -162,3 +162,33 @@ def test_records_written_by_hooks_from_many_threads_are_all_kept(session_dir: Pa
     spans = s.table("span")
     assert len(spans) == 8000
     assert {s.string(int(x)) for x in spans["name"]} == {f"span{i}" for i in range(7)}
+
+
+def test_the_agent_watches_every_module_the_torch_collector_hooks() -> None:
+    from probe.agent import runtime
+    from probe.collectors import torch as torch_collector
+
+    assert set(runtime.TORCH_MODULES) == set(torch_collector.WATCHED)
+
+
+def test_autograd_graph_size_is_counted_without_changing_backward(session_dir: Path) -> None:
+    import torch
+
+    from probe.collectors.torch import GRAPH_EVERY, TorchHooks
+
+    buf = _buffer(session_dir)
+    hooks = TorchHooks(buf, lambda where, exc: None)
+    hooks.on_module("torch.autograd", torch.autograd)
+    try:
+        w = torch.ones(3, requires_grad=True)
+        for _ in range(GRAPH_EVERY + 3):
+            loss = ((w * 2).sin() + w).sum()
+            loss.backward()
+        assert torch.allclose(w.grad, (GRAPH_EVERY + 3) * (2 * torch.cos(2 * w.detach()) + 1))
+    finally:
+        hooks.uninstall()
+    assert torch.autograd.backward.__module__ == "torch.autograd"
+    buf.close()
+    counts = [e["nodes"] for e in Session(session_dir).events_of("autograd")]
+    # mul, sin, add, sum and the leaf's AccumulateGrad: once at the 3rd pass, once at the 53rd
+    assert counts == [5, 5]

@@ -214,6 +214,22 @@ def test_python_bound(tmp_path: Path) -> None:
     assert f.evidence["interpreter_share"] == pytest.approx(0.7, abs=0.05)
 
 
+def test_tiny_operators_are_python_bound_even_with_a_spinning_pool(tmp_path: Path) -> None:
+    # OpenMP threads spin while they wait for work: the pool looks busy and the cores full.
+    run = Run(step=0.03, main_cpu=0.98, pool_cpu=0.97, graph_nodes=3000, python_share=0.05)
+    d = diagnose(run.build(tmp_path / "s"))
+    assert d.category == "python-bound"
+    f = d.findings["python-bound"]
+    assert f.evidence["signs"] == ["tiny-operators"]
+    assert f.evidence["us_per_node"] == pytest.approx(10, abs=1)
+
+
+def test_big_operators_are_not_python_bound(tmp_path: Path) -> None:
+    run = Run(step=0.2, main_cpu=0.98, pool_cpu=0.97, graph_nodes=40, python_share=0.05)
+    _, status = verdicts(run, tmp_path)
+    assert status["python-bound"] == "not-detected"
+
+
 def test_busy_pool_is_not_python_bound(tmp_path: Path) -> None:
     _, status = verdicts(Run(main_cpu=0.98, pool_cpu=0.9), tmp_path)
     assert status["python-bound"] == "not-detected"

@@ -1,21 +1,27 @@
 """python-bound: one thread saturated in the interpreter while the compute pool idles.
 
-Over the analysed window, for each training process: the main thread's CPU (outside sampler,
-schedstat), the CPU of its native compute threads (intra-op/OpenMP pool), how many intra-op
-threads torch was given, and how busy the machine was. The loop is interpreter-bound when its
-main thread is on a core nearly all the time (>= 80 % of a core) while the pool it could hand
-work to uses less than 30 % of its capacity and cores sit idle (at least half a core free).
-Those are the signs of dispatch overhead: many small operators or per-element Python work, each
-too small for torch to parallelise, so Python's one thread sets the pace.
+The training loop's main thread must be on a core nearly all the time (>= 80 % of a core, from
+the outside sampler's schedstat), and at least one of three signs must say that the time goes
+into Python and operator dispatch rather than into computation:
 
-Time in the collector and in DataLoader waits is subtracted (those have their own verdicts).
-Impact is the share of the window during which the main thread was busy outside GC and data
-waits, weighted by how idle the pool was. Interpreter share (evidence): the share of stack
-samples for which the sampler had to wait for the GIL, i.e. Python bytecode was running.
+- **tiny operators**: the agent counts the nodes of an autograd graph every 50th backward pass
+  (how many differentiable operators one step ran). When a step takes 40 us or less per node,
+  the operators are so small that the fixed cost of dispatching each from Python (several
+  microseconds forward and backward) is most of the time. Note that torch's OpenMP pool spins
+  while it waits for work, so its CPU time cannot show that it idles: this sign does not need it.
+- **the interpreter itself**: at least half of the main thread's stack samples were taken after
+  the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element loops)
+  was running without calling into torch.
+- **an idle pool**: torch was given two or more intra-op threads, its native threads used less
+  than 30 % of the cores they could, and at least half a core sat idle (tiny operators that do
+  not even wake the pool).
 
-What would fool it: a process limited to one intra-op thread by choice
-(``torch.set_num_threads(1)``): with no pool to compare against, the verdict then needs the
-interpreter share itself to be at least 60 %.
+Time in the collector and in DataLoader waits is subtracted (those have their own verdicts); what
+is left of the main thread's busy time is the impact. 15 % is moderate, 40 % high.
+
+What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
+verdict is then still the right advice: batch more work per operator); a process limited to one
+intra-op thread by choice with big kernels is not flagged, as none of the signs appear.
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ from probe.analysis.stacks import STATE
 
 ID = "python-bound"
 MAIN_BUSY = 0.80
+US_PER_NODE = 40.0
+MIN_NODES = 100
+INTERPRETER = 0.5
 POOL_IDLE = 0.30
 FREE_CORES = 0.5
-SINGLE_THREAD_PYTHON = 0.6
 MODERATE = 0.15
 HIGH = 0.40
 
@@ -51,67 +59,22 @@ def detect(ctx: Context) -> Finding:
     pids = [p for p in ctx.training_pids if p in tl.threads]
     if not pids:
         return insufficient(ID, "no training thread's CPU was sampled")
-    bins = ctx.bins
     cores = tl.effective_cores
     busy = ctx.mean_in_window(tl.sys_busy)
-    best: dict[str, Any] | None = None
-    for pid in pids:
-        groups = tl.threads[pid]
-        info = tl.processes.get(pid)
-        main = float(groups.main[bins].mean())
-        pool = float(groups.pool[bins].mean())
-        intra = info.torch_threads if info and info.torch_threads else None
-        capacity = max(min((intra or 1) - 1, cores - 1), 0)
-        pool_use = pool / capacity if capacity > 0 else None
-        gc_share = _gc_share(ctx, pid)
-        data_share = _data_share(ctx, pid)
-        mask = ctx.main_samples(pid)
-        shares = tl.stacks.shares(mask)
-        timed = mask & np.isfinite(tl.stacks.late)
-        interpreter = float(tl.stacks.gil_held[timed].mean()) if timed.sum() >= 20 else None
-        candidate = {
-            "pid": pid,
-            "main_thread_cpu": round(main, 3),
-            "pool_cpu": round(pool, 3),
-            "pool_capacity_cores": round(capacity, 2),
-            "pool_use": round(pool_use, 3) if pool_use is not None else None,
-            "intra_op_threads": intra,
-            "gc_share": round(gc_share, 3),
-            "data_wait_share": round(data_share, 3),
-            "main_thread_states": {k: round(v, 3) for k, v in shares.items()},
-            "interpreter_share": round(interpreter, 3) if interpreter is not None else None,
-        }
-        if best is None or main > best["main_thread_cpu"]:
-            best = candidate
-    assert best is not None
-    best["machine_busy_cores"] = round(busy, 2)
-    best["cores"] = cores
+    best = max(
+        (_measure(ctx, pid, cores, busy) for pid in pids), key=lambda c: c["main_thread_cpu"]
+    )
     main = best["main_thread_cpu"]
-    pool_use = best["pool_use"]
-    free = cores - busy
     if main < MAIN_BUSY:
         return not_detected(ID, f"the main thread was on a core {pct(main)} of the time", **best)
-    if free < FREE_CORES:
-        return not_detected(ID, f"the machine's cores were busy ({busy:.1f} of {cores:g})", **best)
-    if pool_use is None:
-        # No pool to compare with: the interpreter itself must be seen to set the pace.
-        interp = best["interpreter_share"]
-        if interp is None or interp < SINGLE_THREAD_PYTHON:
-            return not_detected(
-                ID,
-                "torch runs a single intra-op thread and the main thread was mostly outside "
-                "the interpreter",
-                **best,
-            )
-        idle = 1.0
-    elif pool_use >= POOL_IDLE:
+    signs = best["signs"]
+    if not signs:
         return not_detected(
-            ID, f"the compute pool was busy ({pct(pool_use)} of its capacity)", **best
+            ID,
+            "the main thread was busy, but in operators big enough to be worth their dispatch",
+            **best,
         )
-    else:
-        idle = 1.0 - pool_use
-    interpreter = max(min(main, 1.0) - best["gc_share"] - best["data_wait_share"], 0.0)
-    impact = interpreter * idle
+    impact = max(min(main, 1.0) - best["gc_share"] - best["data_wait_share"], 0.0)
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
@@ -120,21 +83,30 @@ def detect(ctx: Context) -> Finding:
             **best,
         )
     pid = best["pid"]
-    mask = ctx.main_samples(pid)
     st = tl.stacks
-    mask &= (st.state == STATE["python"]) | (st.state == STATE["torch"])
-    threads_text = (
-        f"its {best['intra_op_threads']} intra-op threads used {pct(pool_use)} of the "
-        f"{best['pool_capacity_cores']:g} cores they could"
-        if pool_use is not None
-        else "torch was given a single intra-op thread"
-    )
-    title = f"The loop is bound by Python: one thread busy {pct(main)}, the compute pool idle"
+    mask = ctx.main_samples(pid) & ((st.state == STATE["python"]) | (st.state == STATE["torch"]))
+    reasons = []
+    if "tiny-operators" in signs:
+        reasons.append(
+            f"each step ran about {best['graph_nodes']:.0f} operators at "
+            f"{best['us_per_node']:.0f} us each, too small to be worth dispatching from Python"
+        )
+    if "interpreter" in signs:
+        reasons.append(
+            f"{pct(best['interpreter_share'])} of its samples found Python code holding the GIL"
+        )
+    if "idle-pool" in signs:
+        reasons.append(
+            f"its {best['intra_op_threads']} intra-op threads used {pct(best['pool_use'])} of "
+            f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
+        )
+    title = f"The loop is bound by Python: one thread busy {pct(main)}, its operators tiny"
+    if signs == ["interpreter"]:
+        title = f"The loop is bound by the Python interpreter: one thread busy {pct(main)}"
     summary = (
-        f"The training loop's main thread was on a core {pct(main)} of the steady state while "
-        f"{threads_text}, and {free:.1f} of {cores:g} cores sat idle. The operators are too "
-        "small to parallelise, so the interpreter dispatching them sets the pace "
-        f"(about {pct(impact)} of the run)."
+        f"The training loop's main thread was on a core {pct(main)} of the steady state, and "
+        + "; ".join(reasons)
+        + f". The interpreter sets the pace, not the computation (about {pct(impact)} of the run)."
     )
     return Finding(
         id=ID,
@@ -149,6 +121,55 @@ def detect(ctx: Context) -> Finding:
     )
 
 
+def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any]:
+    tl = ctx.tl
+    bins = ctx.bins
+    groups = tl.threads[pid]
+    info = tl.processes.get(pid)
+    main = float(groups.main[bins].mean())
+    pool = float(groups.pool[bins].mean())
+    intra = info.torch_threads if info and info.torch_threads else None
+    capacity = max(min((intra or 1) - 1, cores - 1), 0)
+    pool_use = pool / capacity if capacity > 0 else None
+    mask = ctx.main_samples(pid)
+    timed = mask & np.isfinite(tl.stacks.late)
+    interpreter = float(tl.stacks.gil_held[timed].mean()) if timed.sum() >= 20 else None
+    nodes = tl.graph_nodes.get(pid)
+    steps = ctx.steps.select(ctx.steps.pid == pid)
+    step_s = float(np.median(steps.duration)) if len(steps) else None
+    us_per_node = step_s * 1e6 / nodes if nodes and step_s else None
+    signs = []
+    if us_per_node is not None and (nodes or 0) >= MIN_NODES and us_per_node <= US_PER_NODE:
+        signs.append("tiny-operators")
+    if interpreter is not None and interpreter >= INTERPRETER:
+        signs.append("interpreter")
+    if (
+        pool_use is not None
+        and (intra or 1) >= 2
+        and pool_use < POOL_IDLE
+        and cores - busy >= FREE_CORES
+    ):
+        signs.append("idle-pool")
+    return {
+        "pid": pid,
+        "main_thread_cpu": round(main, 3),
+        "signs": signs,
+        "graph_nodes": nodes,
+        "us_per_node": round(us_per_node, 1) if us_per_node is not None else None,
+        "median_step_ms": round(step_s * 1000, 2) if step_s is not None else None,
+        "interpreter_share": round(interpreter, 3) if interpreter is not None else None,
+        "pool_cpu": round(pool, 3),
+        "pool_capacity_cores": round(capacity, 2),
+        "pool_use": round(pool_use, 3) if pool_use is not None else None,
+        "intra_op_threads": intra,
+        "gc_share": round(_gc_share(ctx, pid), 3),
+        "data_wait_share": round(_data_share(ctx, pid), 3),
+        "main_thread_states": {k: round(v, 3) for k, v in tl.stacks.shares(mask).items()},
+        "machine_busy_cores": round(busy, 2),
+        "cores": cores,
+    }
+
+
 def _gc_share(ctx: Context, pid: int) -> float:
     t0, t1 = ctx.window
     g = ctx.tl.gc.within(t0, t1).of(pid)
@@ -161,7 +182,4 @@ def _data_share(ctx: Context, pid: int) -> float:
     mine = steps.pid == pid
     if not mine.any():
         return 0.0
-    return float(steps.data_wait[mine].sum() / max(steps.duration[mine].sum(), 1e-9))
-
-
-__all__ = ["ID", "detect"]
+    return float(ctx.training_wait_per_step[mine].sum() / max(steps.duration[mine].sum(), 1e-9))
