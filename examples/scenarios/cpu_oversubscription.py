@@ -21,22 +21,27 @@ from torch import nn
 
 
 def make_policy(obs_dim: int, hidden: int, act_dim: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(obs_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                         nn.Tanh(), nn.Linear(hidden, act_dim))
+    return nn.Sequential(
+        nn.Linear(obs_dim, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, hidden),
+        nn.Tanh(),
+        nn.Linear(hidden, act_dim),
+    )
 
 
 def actor(rank: int, threads: int, out: mp.Queue, stop: mp.Event, obs_dim: int) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(100 + rank)
     policy = make_policy(obs_dim, 512, 16)
-    dynamics = torch.randn(obs_dim + 16, obs_dim) / obs_dim ** 0.5
+    dynamics = torch.randn(obs_dim + 16, obs_dim) / obs_dim**0.5
     state = torch.randn(2048, obs_dim)
     steps = 0
     with torch.no_grad():
         while not stop.is_set():
             action = torch.tanh(policy(state))
             state = torch.tanh(torch.cat([state, action], dim=1) @ dynamics)
-            reward = -(state ** 2).mean(dim=1)
+            reward = -(state**2).mean(dim=1)
             steps += 1
             if steps % 20 == 0:
                 try:
@@ -50,8 +55,13 @@ class Learner:
         g = torch.Generator().manual_seed(0)
         self.obs = torch.randn(buffer_size, obs_dim, generator=g)
         self.ret = (self.obs[:, :8].sum(dim=1, keepdim=True)).tanh()
-        self.value = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.value = nn.Sequential(
+            nn.Linear(obs_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, 1),
+        )
         self.opt = torch.optim.Adam(self.value.parameters(), lr=3e-4)
 
     def update(self, batch_size: int) -> float:
@@ -77,8 +87,12 @@ def main() -> None:
     torch.manual_seed(0)
     ctx = mp.get_context("fork")
     stats, stop = ctx.Queue(maxsize=1000), ctx.Event()
-    actors = [ctx.Process(target=actor, args=(r, args.actor_threads, stats, stop, args.obs_dim),
-                          daemon=True) for r in range(args.actors)]
+    actors = [
+        ctx.Process(
+            target=actor, args=(r, args.actor_threads, stats, stop, args.obs_dim), daemon=True
+        )
+        for r in range(args.actors)
+    ]
     for p in actors:
         p.start()
 
@@ -94,13 +108,23 @@ def main() -> None:
             except queue.Empty:
                 break
         if update % 50 == 0:
-            print(f"update {update}: value loss {loss:.4f}, actor reward {last_reward:.3f}, "
-                  f"{rollouts} rollout reports, {update / (time.time() - t0):.1f} updates/s",
-                  flush=True)
+            print(
+                f"update {update}: value loss {loss:.4f}, actor reward {last_reward:.3f}, "
+                f"{rollouts} rollout reports, {update / (time.time() - t0):.1f} updates/s",
+                flush=True,
+            )
+    elapsed = time.time() - t0
     stop.set()
+    # Drain the queue while the actors exit: a child blocks at exit until its queued items
+    # are consumed.
+    while any(p.is_alive() for p in actors):
+        try:
+            stats.get(timeout=0.1)
+        except queue.Empty:
+            pass
     for p in actors:
-        p.join(timeout=5)
-    print(f"learner done: {args.updates} updates in {time.time() - t0:.1f}s")
+        p.join()
+    print(f"learner done: {args.updates} updates in {elapsed:.1f}s")
 
 
 if __name__ == "__main__":

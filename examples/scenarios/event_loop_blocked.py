@@ -86,8 +86,10 @@ async def heartbeat(stop: asyncio.Event) -> None:
         t = time.perf_counter()
         await asyncio.sleep(0.05)
         late.append(time.perf_counter() - t - 0.05)
-    print(f"heartbeat: median delay {statistics.median(late) * 1000:.0f} ms, "
-          f"max {max(late) * 1000:.0f} ms")
+    print(
+        f"heartbeat: median delay {statistics.median(late) * 1000:.0f} ms, "
+        f"max {max(late) * 1000:.0f} ms"
+    )
 
 
 async def amain(args: argparse.Namespace) -> None:
@@ -97,15 +99,18 @@ async def amain(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     hb = asyncio.create_task(heartbeat(stop))
     t0 = time.perf_counter()
-    await asyncio.gather(*(client(service, c, args.requests, args.long_every)
-                           for c in range(args.clients)))
+    await asyncio.gather(
+        *(client(service, c, args.requests, args.long_every) for c in range(args.clients))
+    )
     stop.set()
     await hb
     for w in workers:
         w.cancel()
     lat = sorted(service.latencies)
-    print(f"served {len(lat)} requests in {time.perf_counter() - t0:.1f}s; latency p50 "
-          f"{lat[len(lat) // 2] * 1000:.0f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms")
+    print(
+        f"served {len(lat)} requests in {time.perf_counter() - t0:.1f}s; latency p50 "
+        f"{lat[len(lat) // 2] * 1000:.0f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.0f} ms"
+    )
 
 
 def main() -> None:

@@ -36,8 +36,10 @@ def build_feature_store(n_items: int, n_users: int, history_len: int, seed: int)
         }
     histories = {}
     for user in range(n_users):
-        histories[user] = [(rnd.randrange(n_items), 1_700_000_000 + rnd.randrange(10**7))
-                           for _ in range(history_len)]
+        histories[user] = [
+            (rnd.randrange(n_items), 1_700_000_000 + rnd.randrange(10**7))
+            for _ in range(history_len)
+        ]
     return catalog, histories
 
 
@@ -62,9 +64,13 @@ class Trainer:
         self.rnd = random.Random(1)
         t = time.time()
         self.catalog, self.histories = build_feature_store(
-            args.items, args.users, args.history, seed=0)
-        print(f"feature store: {len(self.catalog)} items, {len(self.histories)} users "
-              f"({time.time() - t:.1f}s)", flush=True)
+            args.items, args.users, args.history, seed=0
+        )
+        print(
+            f"feature store: {len(self.catalog)} items, {len(self.histories)} users "
+            f"({time.time() - t:.1f}s)",
+            flush=True,
+        )
         self.recent = deque(maxlen=args.window)
         self.buckets = args.hash_buckets
         self.model = TwoTower(self.buckets)
@@ -72,14 +78,17 @@ class Trainer:
         self.loss_fn = nn.BCEWithLogitsLoss()
 
     def make_record(self, user: int, item: int, label: float) -> dict:
-        hist = self.histories[user][-self.args.hist_window:]
+        hist = self.histories[user][-self.args.hist_window :]
         meta = self.catalog[item]
         return {
-            "user": {"id": user,
-                     "events": [(it, (1_710_000_000 - ts) / 1e7) for it, ts in hist]},
-            "item": {"id": item, "tokens": list(meta["title"]), "tags": list(meta["tags"]),
-                     "ctr": meta["stats"]["clicks"] / (1 + meta["stats"]["views"]),
-                     "price": meta["price"][0]},
+            "user": {"id": user, "events": [(it, (1_710_000_000 - ts) / 1e7) for it, ts in hist]},
+            "item": {
+                "id": item,
+                "tokens": list(meta["title"]),
+                "tags": list(meta["tags"]),
+                "ctr": meta["stats"]["clicks"] / (1 + meta["stats"]["views"]),
+                "price": meta["price"][0],
+            },
             "context": {"hour": self.rnd.randrange(24), "device": ("mobile", "web")[user % 2]},
             "label": label,
         }
@@ -106,15 +115,27 @@ class Trainer:
             hist.extend(it % self.buckets for it, _ in r["user"]["events"])
             tok_off.append(len(tokens))
             tokens.extend(r["item"]["tokens"])
-        dense_u = torch.tensor([
-            [sum(rc for _, rc in r["user"]["events"]) / len(r["user"]["events"]),
-             r["context"]["hour"] / 24, float(r["context"]["device"] == "web")]
-            for r in recs])
+        dense_u = torch.tensor(
+            [
+                [
+                    sum(rc for _, rc in r["user"]["events"]) / len(r["user"]["events"]),
+                    r["context"]["hour"] / 24,
+                    float(r["context"]["device"] == "web"),
+                ]
+                for r in recs
+            ]
+        )
         dense_i = torch.tensor([[r["item"]["ctr"], r["item"]["price"] / 100] for r in recs])
-        return (torch.tensor(hist), torch.tensor(hist_off), dense_u,
-                torch.tensor([r["item"]["id"] % self.buckets for r in recs]),
-                torch.tensor(tokens),
-                torch.tensor(tok_off), dense_i, torch.tensor([r["label"] for r in recs]))
+        return (
+            torch.tensor(hist),
+            torch.tensor(hist_off),
+            dense_u,
+            torch.tensor([r["item"]["id"] % self.buckets for r in recs]),
+            torch.tensor(tokens),
+            torch.tensor(tok_off),
+            dense_i,
+            torch.tensor([r["label"] for r in recs]),
+        )
 
     def train(self):
         t0 = time.time()
@@ -126,8 +147,10 @@ class Trainer:
             loss.backward()
             self.opt.step()
             if step % 100 == 0:
-                print(f"step {step} loss {loss.item():.4f} "
-                      f"({step / (time.time() - t0):.1f} it/s)", flush=True)
+                print(
+                    f"step {step} loss {loss.item():.4f} ({step / (time.time() - t0):.1f} it/s)",
+                    flush=True,
+                )
         print(f"done: {self.args.steps} steps in {time.time() - t0:.1f}s")
 
 

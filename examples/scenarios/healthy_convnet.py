@@ -11,8 +11,8 @@ import argparse
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 
 
@@ -26,7 +26,7 @@ class InMemoryBatches(IterableDataset):
         self.epoch += 1
         perm = torch.randperm(len(self.images), generator=g)
         for i in range(0, len(perm) - self.batch_size + 1, self.batch_size):
-            idx = perm[i:i + self.batch_size]
+            idx = perm[i : i + self.batch_size]
             yield self.images[idx], self.labels[idx]
 
 
@@ -36,7 +36,8 @@ def synth_images(n, size=32, classes=10, seed=0):
     freqs = torch.linspace(1.0, 4.0, classes)
     grid = torch.linspace(0, 2 * torch.pi, size)
     pattern = torch.sin(freqs[:, None, None] * grid[None, :, None]) * torch.cos(
-        freqs.flip(0)[:, None, None] * grid[None, None, :])
+        freqs.flip(0)[:, None, None] * grid[None, None, :]
+    )
     images = pattern[labels][:, None].repeat(1, 3, 1, 1)
     images += 0.5 * torch.randn(n, 3, size, size, generator=g)
     return images, labels
@@ -46,12 +47,20 @@ class ConvNet(nn.Module):
     def __init__(self, classes=10, width=32):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.BatchNorm2d(4 * width), nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1),
+            nn.BatchNorm2d(4 * width),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
         )
         self.classifier = nn.Linear(4 * width, classes)
@@ -88,8 +97,10 @@ def main():
             correct += (out.argmax(1) == y).sum().item()
             seen += len(y)
             if step % 25 == 0:
-                print(f"epoch {epoch} step {step} loss {loss.item():.3f} "
-                      f"acc {correct / seen:.3f}", flush=True)
+                print(
+                    f"epoch {epoch} step {step} loss {loss.item():.3f} acc {correct / seen:.3f}",
+                    flush=True,
+                )
     print(f"done in {time.time() - start:.1f}s")
 
 

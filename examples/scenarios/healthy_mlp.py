@@ -42,9 +42,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description="Train an MLP on synthetic tabular data.")
     p.add_argument("--samples", type=int, default=40_000)
     p.add_argument("--features", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=768)
+    p.add_argument("--hidden", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--log-every", type=int, default=40)
     args = p.parse_args()
@@ -57,8 +57,10 @@ def main() -> None:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * len(loader))
     criterion = nn.CrossEntropyLoss()
 
-    print(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-          f"{len(loader)} steps/epoch, {torch.get_num_threads()} threads")
+    print(
+        f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
+        f"{len(loader)} steps/epoch, {torch.get_num_threads()} threads"
+    )
     t0 = time.perf_counter()
     step = 0
     for epoch in range(args.epochs):
@@ -71,8 +73,10 @@ def main() -> None:
             sched.step()
             step += 1
             if step % args.log_every == 0:
-                print(f"epoch {epoch} step {step} loss {loss.item():.4f} "
-                      f"lr {sched.get_last_lr()[0]:.4f}")
+                print(
+                    f"epoch {epoch} step {step} loss {loss.item():.4f} "
+                    f"lr {sched.get_last_lr()[0]:.4f}"
+                )
     elapsed = time.perf_counter() - t0
     print(f"done: {step} steps in {elapsed:.1f}s ({step / elapsed:.1f} steps/s)")
 

@@ -7,6 +7,7 @@ that runs on the training thread between steps, while the model step is small.
 
     probe doctor -- python examples/scenarios/input_bound_main_process.py
 """
+
 import argparse
 import time
 import zlib
@@ -20,11 +21,14 @@ from torch.utils.data import DataLoader, Dataset
 
 def synth_image(rng, size):
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    img = np.stack([
-        np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4))),
-        np.cos(2 * np.pi * xx * rng.uniform(1, 6)),
-        rng.standard_normal((size, size)).astype(np.float32) * 0.2,
-    ], axis=-1)
+    img = np.stack(
+        [
+            np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4))),
+            np.cos(2 * np.pi * xx * rng.uniform(1, 6)),
+            rng.standard_normal((size, size)).astype(np.float32) * 0.2,
+        ],
+        axis=-1,
+    )
     return ((img * 0.5 + 0.5).clip(0, 1) * 255).astype(np.uint8)
 
 
@@ -39,8 +43,8 @@ class CompressedImageFolder(Dataset):
         self.size, self.crop = size, crop
         self.rng = np.random.default_rng(seed + 1)
         k = torch.arange(-4, 5, dtype=torch.float32)
-        k = torch.exp(-k ** 2 / 2.0)
-        self.blur = (k / k.sum())
+        k = torch.exp(-(k**2) / 2.0)
+        self.blur = k / k.sum()
 
     def __len__(self):
         return len(self.blobs)
@@ -57,16 +61,18 @@ class CompressedImageFolder(Dataset):
         c, s = float(np.cos(angle)), float(np.sin(angle))
         theta = torch.tensor([[[c, -s, 0.0], [s, c, 0.0]]])
         grid = F.affine_grid(theta, (1, 3, self.size, self.size), align_corners=False)
-        img = F.grid_sample(img[None], grid, mode="bicubic", padding_mode="reflection",
-                            align_corners=False)[0]
+        img = F.grid_sample(
+            img[None], grid, mode="bicubic", padding_mode="reflection", align_corners=False
+        )[0]
         # RandomResizedCrop
         scale = self.rng.uniform(0.4, 1.0)
         side = int(self.size * np.sqrt(scale))
         y0 = self.rng.integers(0, self.size - side + 1)
         x0 = self.rng.integers(0, self.size - side + 1)
-        patch = img[:, y0:y0 + side, x0:x0 + side][None]
-        patch = F.interpolate(patch, size=(self.crop, self.crop), mode="bilinear",
-                              align_corners=False)[0]
+        patch = img[:, y0 : y0 + side, x0 : x0 + side][None]
+        patch = F.interpolate(
+            patch, size=(self.crop, self.crop), mode="bilinear", align_corners=False
+        )[0]
         # ColorJitter (brightness/contrast/saturation)
         patch = patch * self.rng.uniform(0.7, 1.3)
         mean = patch.mean()
@@ -86,9 +92,13 @@ class CompressedImageFolder(Dataset):
 
 def build_model():
     return nn.Sequential(
-        nn.Conv2d(3, 16, 5, stride=4, padding=2), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+        nn.Conv2d(3, 16, 5, stride=4, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
     )
 
 
@@ -103,10 +113,11 @@ def main():
     torch.manual_seed(0)
     t = time.time()
     ds = CompressedImageFolder(args.images)
-    print(f"indexed {len(ds)} images ({sum(map(len, ds.blobs)) / 2**20:.1f} MiB compressed) "
-          f"in {time.time() - t:.1f}s")
-    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                        num_workers=args.num_workers)
+    print(
+        f"indexed {len(ds)} images ({sum(map(len, ds.blobs)) / 2**20:.1f} MiB compressed) "
+        f"in {time.time() - t:.1f}s"
+    )
+    loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.num_workers)
     model = build_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.8)

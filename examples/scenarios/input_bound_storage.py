@@ -12,7 +12,6 @@ transformer language model waits on them.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -53,8 +52,9 @@ def write_corpus(root: Path, n_files: int, tokens_per_file: int, seed: int) -> l
 
 
 class ShardedTokenDataset(Dataset):
-    def __init__(self, store: RemoteShardStore, keys: list[str], seq_len: int,
-                 chunks_per_sample: int) -> None:
+    def __init__(
+        self, store: RemoteShardStore, keys: list[str], seq_len: int, chunks_per_sample: int
+    ) -> None:
         self.store = store
         self.keys = keys
         self.seq_len = seq_len
@@ -70,13 +70,15 @@ class ShardedTokenDataset(Dataset):
 
 
 class TinyLM(nn.Module):
-    def __init__(self, d_model: int = 64, n_heads: int = 4, n_layers: int = 1,
-                 seq_len: int = 64) -> None:
+    def __init__(
+        self, d_model: int = 64, n_heads: int = 4, n_layers: int = 1, seq_len: int = 64
+    ) -> None:
         super().__init__()
         self.embed = nn.Embedding(VOCAB, d_model)
         self.pos = nn.Parameter(torch.zeros(seq_len, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=4 * d_model,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=4 * d_model, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.out = nn.Linear(d_model, VOCAB)
         mask = torch.triu(torch.full((seq_len, seq_len), float("-inf")), diagonal=1)
@@ -108,10 +110,14 @@ def main() -> None:
         print(f"staged {len(keys)} shard files in {time.time() - t0:.1f}s under {tmp}")
 
         chunks = -(-(args.seq_len + 1) // args.tokens_per_file)
-        ds = ShardedTokenDataset(RemoteShardStore(tmp, args.latency_ms), keys, args.seq_len,
-                                 chunks)
-        loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True,
-                            num_workers=args.workers, prefetch_factor=2)
+        ds = ShardedTokenDataset(RemoteShardStore(tmp, args.latency_ms), keys, args.seq_len, chunks)
+        loader = DataLoader(
+            ds,
+            batch_size=args.batch_size,
+            shuffle=True,
+            num_workers=args.workers,
+            prefetch_factor=2,
+        )
         model = TinyLM(seq_len=args.seq_len)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         loss_fn = nn.CrossEntropyLoss()

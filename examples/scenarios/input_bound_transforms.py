@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 
@@ -54,14 +54,17 @@ class SyntheticAudioClips(Dataset):
         specs = []
         for hop in (16, 24, 32):
             spec = torch.from_numpy(self._stft(wav, hop))[None, None]
-            specs.append(F.interpolate(spec, size=(self.out_size, self.out_size),
-                                       mode="bicubic", align_corners=False))
+            specs.append(
+                F.interpolate(
+                    spec, size=(self.out_size, self.out_size), mode="bicubic", align_corners=False
+                )
+            )
         x = torch.cat(specs).mean(0)
         # SpecAugment: random frequency and time masks.
         f0 = int(rng.integers(0, self.out_size - 8))
         t0 = int(rng.integers(0, self.out_size - 8))
-        x[:, f0:f0 + 8, :] = 0
-        x[:, :, t0:t0 + 8] = 0
+        x[:, f0 : f0 + 8, :] = 0
+        x[:, :, t0 : t0 + 8] = 0
         x = (x - x.mean(dim=2, keepdim=True)) / (x.std(dim=2, keepdim=True) + 1e-5)
         return x, label
 
@@ -93,8 +96,13 @@ def main():
     args = parse_args()
     torch.manual_seed(0)
     ds = SyntheticAudioClips(n_clips=args.clips)
-    dl = DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                    persistent_workers=args.workers > 0)
+    dl = DataLoader(
+        ds,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        persistent_workers=args.workers > 0,
+    )
     net = TinyConvNet()
     optim = torch.optim.Adam(net.parameters(), lr=args.lr)
 
@@ -109,8 +117,11 @@ def main():
             optim.step()
             seen += len(y)
             if i % 10 == 0:
-                print(f"[epoch {epoch}] batch {i}/{len(dl)} loss={loss.item():.3f} "
-                      f"{seen / (time.time() - start):.0f} samples/s", flush=True)
+                print(
+                    f"[epoch {epoch}] batch {i}/{len(dl)} loss={loss.item():.3f} "
+                    f"{seen / (time.time() - start):.0f} samples/s",
+                    flush=True,
+                )
     print(f"finished: {seen} samples in {time.time() - start:.1f}s")
 
 

@@ -19,16 +19,17 @@ import random
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 # --------------------------------------------------------------------------- tracking server
 class TrackingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    runs: dict[str, list] = {}
+    runs: ClassVar[dict[str, list]] = {}
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -59,8 +60,11 @@ class TrackingClient:
 
     def log(self, step: int, metrics: dict) -> None:
         data = json.dumps({"run_id": self.run_id, "step": step, "metrics": metrics}).encode()
-        req = urllib.request.Request(f"{self.url}/api/2.0/runs/log-batch", data=data,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.url}/api/2.0/runs/log-batch",
+            data=data,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             json.load(resp)
 
@@ -71,8 +75,7 @@ class AttentionClassifier(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(vocab, dim)
         self.pos = nn.Embedding(max_len, dim)
-        self.block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.1,
-                                                batch_first=True)
+        self.block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.1, batch_first=True)
         self.cls = nn.Linear(dim, classes)
 
     def forward(self, x):
@@ -117,16 +120,25 @@ def main():
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        tracker.log(step, {
-            "loss": loss.item(),
-            "lr": sched.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
-            **{f"wnorm/{n}": p.detach().norm().item() for n, p in model.named_parameters()
-               if p.dim() > 1},
-        })
+        tracker.log(
+            step,
+            {
+                "loss": loss.item(),
+                "lr": sched.get_last_lr()[0],
+                "grad_norm": float(grad_norm),
+                **{
+                    f"wnorm/{n}": p.detach().norm().item()
+                    for n, p in model.named_parameters()
+                    if p.dim() > 1
+                },
+            },
+        )
         if step % 25 == 0:
-            print(f"step {step}/{args.steps} loss {loss.item():.3f} "
-                  f"({(time.time() - t0) / step * 1000:.0f} ms/step)", flush=True)
+            print(
+                f"step {step}/{args.steps} loss {loss.item():.3f} "
+                f"({(time.time() - t0) / step * 1000:.0f} ms/step)",
+                flush=True,
+            )
     print(f"finished {args.steps} steps in {time.time() - t0:.1f}s")
     server.terminate()
     server.join()

@@ -8,6 +8,7 @@ thread spends a large part of each step in file I/O.
 
     probe doctor -- python examples/scenarios/io_bound_step_artifacts.py
 """
+
 import argparse
 import io
 import os
@@ -23,10 +24,15 @@ from torch import nn
 class ConvAutoencoder(nn.Module):
     def __init__(self, ch=8):
         super().__init__()
-        self.enc = nn.Sequential(nn.Conv2d(3, ch, 4, 2, 1), nn.ReLU(),
-                                 nn.Conv2d(ch, 2 * ch, 4, 2, 1), nn.ReLU())
-        self.dec = nn.Sequential(nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1), nn.ReLU(),
-                                 nn.ConvTranspose2d(ch, 3, 4, 2, 1), nn.Sigmoid())
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, ch, 4, 2, 1), nn.ReLU(), nn.Conv2d(ch, 2 * ch, 4, 2, 1), nn.ReLU()
+        )
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(ch, 3, 4, 2, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x):
         return self.dec(self.enc(x))

@@ -1,8 +1,8 @@
 """Periodic stall: a full checkpoint (model + optimizer state) is written every N steps.
 
 A text classifier fine-tunes a small head on top of a frozen "pretrained" encoder with a large
-embedding table (about 50M parameters). Every `--ckpt-every` steps the loop writes a complete
-checkpoint (the whole state_dict plus optimizer state, ~200 MB) to disk and fsyncs it, so every
+embedding table (about 30M parameters). Every `--ckpt-every` steps the loop writes a complete
+checkpoint (the whole state_dict plus optimizer state, ~125 MB) to disk and fsyncs it, so every
 so often one step takes many times longer than the others.
 
     probe doctor -- python examples/scenarios/periodic_stall_checkpoint.py
@@ -18,20 +18,20 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
 class Config:
-    vocab: int = 100_000
+    vocab: int = 60_000
     dim: int = 512
     classes: int = 20
     seq_len: int = 48
     batch_size: int = 256
     hidden: int = 1024
-    steps: int = 350
-    ckpt_every: int = 50
+    steps: int = 360
+    ckpt_every: int = 30
     keep: int = 2
 
 
@@ -51,8 +51,14 @@ class Classifier(nn.Module):
         self.encoder = FrozenEncoder(cfg)
         self.encoder.requires_grad_(False)
         h = cfg.hidden
-        self.head = nn.Sequential(nn.Linear(cfg.dim, h), nn.GELU(), nn.Dropout(0.1),
-                                  nn.Linear(h, h), nn.GELU(), nn.Linear(h, cfg.classes))
+        self.head = nn.Sequential(
+            nn.Linear(cfg.dim, h),
+            nn.GELU(),
+            nn.Dropout(0.1),
+            nn.Linear(h, h),
+            nn.GELU(),
+            nn.Linear(h, cfg.classes),
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -69,8 +75,15 @@ class CheckpointManager:
         path = os.path.join(self.dir, f"ckpt-{step:06d}.pt")
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
-            torch.save({"step": step, "model": model.state_dict(),
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, f)
+            torch.save(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                },
+                f,
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -116,8 +129,10 @@ def main() -> None:
             sched.step()
             if step % cfg.ckpt_every == 0:
                 took = ckpt.save(step, model, opt, sched)
-                print(f"step {step}: loss {loss.item():.3f}, checkpoint saved in {took:.2f}s",
-                      flush=True)
+                print(
+                    f"step {step}: loss {loss.item():.3f}, checkpoint saved in {took:.2f}s",
+                    flush=True,
+                )
         print(f"done: {cfg.steps} steps in {time.time() - t0:.1f}s")
     finally:
         if ap.parse_args().out is None:

@@ -7,12 +7,13 @@ followed, periodically, by a step that takes well over half a second.
 
     probe doctor -- python examples/scenarios/periodic_stall_eval.py
 """
+
 import argparse
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class Block(nn.Module):
@@ -30,8 +31,9 @@ class Block(nn.Module):
 class SmallResNet(nn.Module):
     def __init__(self, classes=10, width=16):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.layer1 = Block(width)
         self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
         self.layer2 = Block(2 * width)
@@ -48,8 +50,9 @@ class ShapesGenerator:
     def __init__(self, classes=10, size=32, seed=0):
         self.classes, self.size = classes, size
         self.g = torch.Generator().manual_seed(seed)
-        yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size),
-                                indexing="ij")
+        yy, xx = torch.meshgrid(
+            torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij"
+        )
         self.yy, self.xx = yy, xx
         self.centers = torch.rand(classes, 2, generator=torch.Generator().manual_seed(7)) - 0.5
         self.colors = torch.rand(classes, 3, generator=torch.Generator().manual_seed(8))
@@ -60,7 +63,8 @@ class ShapesGenerator:
         d2 = (self.xx[None] - c[:, 0, None, None]) ** 2 + (self.yy[None] - c[:, 1, None, None]) ** 2
         blob = torch.exp(-d2 / 0.05)[:, None]
         x = blob * self.colors[y][:, :, None, None] + 0.2 * torch.randn(
-            n, 3, self.size, self.size, generator=self.g)
+            n, 3, self.size, self.size, generator=self.g
+        )
         return x, y
 
 
@@ -69,9 +73,10 @@ def evaluate(model, val_x, val_y, classes, batch_size=500):
     model.eval()
     confusion = torch.zeros(classes, classes, dtype=torch.long)
     for i in range(0, len(val_x), batch_size):
-        pred = model(val_x[i:i + batch_size]).argmax(1)
-        confusion += torch.bincount(val_y[i:i + batch_size] * classes + pred,
-                                    minlength=classes * classes).view(classes, classes)
+        pred = model(val_x[i : i + batch_size]).argmax(1)
+        confusion += torch.bincount(
+            val_y[i : i + batch_size] * classes + pred, minlength=classes * classes
+        ).view(classes, classes)
     model.train()
     return confusion.diag().sum().item() / confusion.sum().item(), confusion
 
@@ -102,8 +107,11 @@ def main():
         if step % args.eval_every == 0:
             te = time.time()
             acc, _ = evaluate(model, val_x, val_y, gen.classes)
-            print(f"step {step}: train loss {loss.item():.3f}  val acc {acc:.3f}  "
-                  f"(eval {time.time() - te:.2f}s)", flush=True)
+            print(
+                f"step {step}: train loss {loss.item():.3f}  val acc {acc:.3f}  "
+                f"(eval {time.time() - te:.2f}s)",
+                flush=True,
+            )
     print(f"finished {args.steps} steps in {time.time() - t0:.1f}s")
 
 

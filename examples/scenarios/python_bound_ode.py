@@ -87,10 +87,15 @@ def main() -> None:
         opt.step()
         sched.step(loss.item())
         if it % 25 == 0:
-            print(f"iter {it}: mse {loss.item():.5f}  "
-                  f"({(time.perf_counter() - t0) / it * 1000:.0f} ms/iter)", flush=True)
-    print(f"fitted in {time.perf_counter() - t0:.1f}s; stiffness "
-          f"{model.log_k.exp()[:4].detach().numpy().round(2)}")
+            print(
+                f"iter {it}: mse {loss.item():.5f}  "
+                f"({(time.perf_counter() - t0) / it * 1000:.0f} ms/iter)",
+                flush=True,
+            )
+    print(
+        f"fitted in {time.perf_counter() - t0:.1f}s; stiffness "
+        f"{model.log_k.exp()[:4].detach().numpy().round(2)}"
+    )
 
 
 if __name__ == "__main__":

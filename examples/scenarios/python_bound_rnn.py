@@ -13,7 +13,7 @@ import random
 import time
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class GRUCell(nn.Module):
@@ -39,7 +39,8 @@ class Tagger(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, emb)
         self.cells = nn.ModuleList(
-            [GRUCell(emb if i == 0 else hidden, hidden) for i in range(layers)])
+            [GRUCell(emb if i == 0 else hidden, hidden) for i in range(layers)]
+        )
         self.out = nn.Linear(hidden, tags)
 
     def forward(self, tokens):
@@ -88,7 +89,7 @@ def main():
     while step < args.max_steps:
         perm = torch.randperm(len(x))
         for i in range(0, len(perm), args.batch_size):
-            idx = perm[i:i + args.batch_size]
+            idx = perm[i : i + args.batch_size]
             logits = model(x[idx])
             loss = loss_fn(logits.reshape(-1, 4), y[idx].reshape(-1))
             opt.zero_grad()
@@ -97,8 +98,10 @@ def main():
             opt.step()
             step += 1
             if step % 100 == 0:
-                print(f"step {step} loss {loss.item():.3f} ({step / (time.time() - t0):.1f} it/s)",
-                      flush=True)
+                print(
+                    f"step {step} loss {loss.item():.3f} ({step / (time.time() - t0):.1f} it/s)",
+                    flush=True,
+                )
             if step >= args.max_steps:
                 break
     print(f"done: {step} steps in {time.time() - t0:.1f}s")

@@ -6,18 +6,18 @@ feature-engineered (polynomial features, rolling statistics) before the step, wh
 milliseconds that rank 0 does not pay. Gradients are all-reduced every step, so rank 0 finishes
 its backward early and then waits in the all-reduce for rank 1.
 
-    torchrun --standalone --nproc_per_node 2 examples/scenarios/straggler_rank_ddp.py
-    probe doctor -- torchrun --standalone --nproc_per_node 2 examples/scenarios/straggler_rank_ddp.py
+    probe doctor -- torchrun --standalone --nproc_per_node 2 \
+        examples/scenarios/straggler_rank_ddp.py
 """
+
 import argparse
-import os
 import time
 import zlib
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 FEATURES = 64
@@ -33,7 +33,7 @@ class CachedShard:
 
     def batch(self, i, bs):
         j = (i * bs) % (len(self.x) - bs)
-        return self.x[j:j + bs], self.y[j:j + bs]
+        return self.x[j : j + bs], self.y[j : j + bs]
 
 
 class RawShard:
@@ -51,8 +51,9 @@ class RawShard:
         raws = []
         for k in range(bs // 256):
             c = self.chunks[(i * (bs // 256) + k) % len(self.chunks)]
-            raws.append(np.frombuffer(zlib.decompress(c), dtype=np.float32)
-                        .reshape(256, self.raw_dim, 48))
+            raws.append(
+                np.frombuffer(zlib.decompress(c), dtype=np.float32).reshape(256, self.raw_dim, 48)
+            )
         raw = np.concatenate(raws)
         # Feature engineering: rolling statistics and spectral energy over the time axis.
         win = np.lib.stride_tricks.sliding_window_view(raw, 8, axis=2)
@@ -77,9 +78,15 @@ def main():
     torch.manual_seed(0)
 
     shard = (RawShard if rank == args.slow_rank else CachedShard)(20_000, seed=rank)
-    model = DDP(nn.Sequential(nn.Linear(FEATURES, args.hidden), nn.SiLU(),
-                              nn.Linear(args.hidden, args.hidden), nn.SiLU(),
-                              nn.Linear(args.hidden, 1)))
+    model = DDP(
+        nn.Sequential(
+            nn.Linear(FEATURES, args.hidden),
+            nn.SiLU(),
+            nn.Linear(args.hidden, args.hidden),
+            nn.SiLU(),
+            nn.Linear(args.hidden, 1),
+        )
+    )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.MSELoss()
 
@@ -92,8 +99,11 @@ def main():
         loss.backward()  # DDP all-reduces gradients here
         opt.step()
         if rank == 0 and (step + 1) % 50 == 0:
-            print(f"step {step + 1}/{args.steps} loss {loss.item():.4f} "
-                  f"({(time.time() - t0) / (step + 1) * 1000:.0f} ms/step)", flush=True)
+            print(
+                f"step {step + 1}/{args.steps} loss {loss.item():.4f} "
+                f"({(time.time() - t0) / (step + 1) * 1000:.0f} ms/step)",
+                flush=True,
+            )
     dist.barrier()
     if rank == 0:
         print(f"world size {world}: {args.steps} steps in {time.time() - t0:.1f}s")
