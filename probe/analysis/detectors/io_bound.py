@@ -5,10 +5,12 @@ periodic-stall owns (a checkpoint every N steps is a stall, not the loop's every
 time in DataLoader waits (input-bound's). A sample counts as I/O when:
 
 - its innermost frames are in an I/O library (sockets, HTTP clients, cloud SDKs, ``torch.save`` /
-  ``torch.load``, numpy and pickle serialisation, compression, ``shutil``...), or
-- it is in the program's own code while the thread was off its core (its CPU in that 100 ms
-  bin was under 30 % of a core) and the process moved data through read()/write() at the same
-  time: a plain ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
+  ``torch.load``, numpy files, compression, ``shutil``...; in-memory serialisation such as
+  ``json.dumps`` is computation and does not count), or
+- it is in the program's own code while the thread was blocked (its kernel state sleeping or in
+  disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under 30 %
+  of a core) and the process moved data through read()/write() at the same time: a plain
+  ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
 
 The share of samples is the share of time; with the same thresholds as waits for input (5 %
 moderate, 20 % high) and a block bootstrap interval over one-second windows whose lower bound
