@@ -29,24 +29,41 @@ from probe.session import format as fmt
 from probe.session.synthetic import SessionBuilder
 
 STACKS = [
-    [("/work/train.py", "<module>", 200), ("/work/train.py", "train", 120),
-     ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
-     ("/venv/site-packages/torch/nn/modules/linear.py", "forward", 125)],
-    [("/work/train.py", "<module>", 200), ("/work/train.py", "train", 118),
-     ("/venv/site-packages/torch/utils/data/dataloader.py", "__next__", 733),
-     ("/usr/lib/python3.11/multiprocessing/connection.py", "poll", 257)],
-    [("/work/train.py", "<module>", 200), ("/work/train.py", "train", 130),
-     ("/venv/site-packages/torch/optim/adamw.py", "step", 210)],
-    [("/work/train.py", "<module>", 200), ("/work/train.py", "train", 135),
-     ("/work/train.py", "log_metrics", 44)],
+    [
+        ("/work/train.py", "<module>", 200),
+        ("/work/train.py", "train", 120),
+        ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
+        ("/venv/site-packages/torch/nn/modules/linear.py", "forward", 125),
+    ],
+    [
+        ("/work/train.py", "<module>", 200),
+        ("/work/train.py", "train", 118),
+        ("/venv/site-packages/torch/utils/data/dataloader.py", "__next__", 733),
+        ("/usr/lib/python3.11/multiprocessing/connection.py", "poll", 257),
+    ],
+    [
+        ("/work/train.py", "<module>", 200),
+        ("/work/train.py", "train", 130),
+        ("/venv/site-packages/torch/optim/adamw.py", "step", 210),
+    ],
+    [
+        ("/work/train.py", "<module>", 200),
+        ("/work/train.py", "train", 135),
+        ("/work/train.py", "log_metrics", 44),
+    ],
 ]
 WORKER_STACKS = [
-    [("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
-     ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 349),
-     ("/work/train.py", "__getitem__", 60), ("/work/train.py", "augment", 33)],
-    [("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
-     ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 320),
-     ("/usr/lib/python3.11/multiprocessing/queues.py", "get", 113)],
+    [
+        ("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
+        ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 349),
+        ("/work/train.py", "__getitem__", 60),
+        ("/work/train.py", "augment", 33),
+    ],
+    [
+        ("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
+        ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 320),
+        ("/usr/lib/python3.11/multiprocessing/queues.py", "get", 113),
+    ],
 ]
 
 
@@ -64,24 +81,43 @@ def build(path: Path, minutes: float) -> dict[str, int]:
     b.steps(main, ends)
     b.loader(main, num_workers=3)
     b.waits(main, ends[:-1] + 1e-4, rng.exponential(step * 0.1, len(ends) - 1), workers=workers)
-    b.cpu(main, main=0.95, pool=lambda t: 5.0 + 0.3 * np.sin(t), pool_threads=30,
-          python_threads=0.05, rss=lambda t: 2e9 + 1e5 * np.sin(t))
+    b.cpu(
+        main,
+        main=0.95,
+        pool=lambda t: 5.0 + 0.3 * np.sin(t),
+        pool_threads=30,
+        python_threads=0.05,
+        rss=lambda t: 2e9 + 1e5 * np.sin(t),
+    )
     gc_times = np.sort(rng.uniform(5, seconds - 1, int(10 * seconds)))
     b.gc(main, gc_times, rng.exponential(0.002, len(gc_times)), gen=1)
     summary_starts = np.arange(5, seconds - 1, 0.1)
     writer = b.agent(main)
-    writer.add(fmt.GC_SUMMARY, t0=b.ns(summary_starts), t1=b.ns(summary_starts + 0.1), gen=0,
-               count=20, dur=200_000, collected=50)
+    writer.add(
+        fmt.GC_SUMMARY,
+        t0=b.ns(summary_starts),
+        t1=b.ns(summary_starts + 0.1),
+        gen=0,
+        count=20,
+        dur=200_000,
+        collected=50,
+    )
     times = np.arange(0, seconds, 0.01)
-    b.stack_table(main, times, STACKS, rng.choice(len(STACKS), len(times), p=[0.6, 0.1, 0.2, 0.1]),
-                  states=np.full(len(times), ord("R"), dtype=np.uint8))
+    b.stack_table(
+        main,
+        times,
+        STACKS,
+        rng.choice(len(STACKS), len(times), p=[0.6, 0.1, 0.2, 0.1]),
+        states=np.full(len(times), ord("R"), dtype=np.uint8),
+    )
     b.stack_table(main, times, [STACKS[1]], np.zeros(len(times), dtype=np.int64), tid=main + 50)
     for w, pid in enumerate(workers):
         b.process(pid, ppid=main, worker=w)
         b.cpu(pid, main=0.7, pool_threads=1, rss=6e8)
         starts = np.sort(rng.uniform(5, seconds - 1, len(ends) // 3))
-        b.fetches(pid, starts, np.full(len(starts), step * 2.5), np.full(len(starts), step * 2),
-                  worker=w)
+        b.fetches(
+            pid, starts, np.full(len(starts), step * 2.5), np.full(len(starts), step * 2), worker=w
+        )
         wtimes = np.arange(0, seconds, 0.1)
         b.stack_table(pid, wtimes, WORKER_STACKS, rng.choice(2, len(wtimes)))
     b.system(busy=6.5, running=9.0)
@@ -108,7 +144,9 @@ def measure(path: Path) -> dict[str, float]:
     start = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "probe", "report", str(path), "--no-open", "--json", "-"],
-        capture_output=True, text=True, env={**os.environ, "PROBE_NO_OPEN": "1"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PROBE_NO_OPEN": "1"},
     )
     wall = time.perf_counter() - start
     if out.returncode != 0:
@@ -136,21 +174,28 @@ def main() -> None:
         result["records"] = records
         result["load_rate"] = rate
         rows.append((minutes, info, result))
-        print(f"{minutes:g} min: {info['bytes'] / 2**20:.0f} MB of records, {info['steps']} steps "
-              f"(built in {built:.0f} s) -> probe report {result['seconds']:.1f} s, peak RSS "
-              f"{result['peak_rss_mb']:.0f} MB, verdict {result['category']}; reader loads "
-              f"{records / 1e6:.1f} M records at {rate / 1e6:.1f} M/s", file=sys.stderr)
+        print(
+            f"{minutes:g} min: {info['bytes'] / 2**20:.0f} MB of records, {info['steps']} steps "
+            f"(built in {built:.0f} s) -> probe report {result['seconds']:.1f} s, peak RSS "
+            f"{result['peak_rss_mb']:.0f} MB, verdict {result['category']}; reader loads "
+            f"{records / 1e6:.1f} M records at {rate / 1e6:.1f} M/s",
+            file=sys.stderr,
+        )
         if not args.keep:
             import shutil
 
             shutil.rmtree(path)
-    lines = ["| run length | records | on disk | steps | `probe report --json` | peak RSS "
-             "| reader |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run length | records | on disk | steps | `probe report --json` | peak RSS | reader |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for minutes, info, result in rows:
         label = f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
-        lines.append(f"| {label} | {result['records'] / 1e6:.1f} M | {info['bytes'] / 2**20:.0f} MB "
-                     f"| {info['steps']} | {result['seconds']:.1f} s | "
-                     f"{result['peak_rss_mb']:.0f} MB | {result['load_rate'] / 1e6:.1f} M records/s |")
+        lines.append(
+            f"| {label} | {result['records'] / 1e6:.1f} M | {info['bytes'] / 2**20:.0f} MB "
+            f"| {info['steps']} | {result['seconds']:.1f} s | "
+            f"{result['peak_rss_mb']:.0f} MB | {result['load_rate'] / 1e6:.1f} M records/s |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.markdown:
