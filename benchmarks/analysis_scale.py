@@ -1,14 +1,15 @@
 """How analysis scales with run length: synthetic sessions through the real writer, then
 `probe report --json` timed in a fresh process (wall time and peak RSS).
 
-    python benchmarks/analysis_scale.py                     # 15 min, 1 h and 4 h
+    python benchmarks/analysis_scale.py                     # 10 s, 10 min, 1 h and 4 h
     python benchmarks/analysis_scale.py --minutes 1 --keep  # a small one, kept for inspection
 
 Each session looks like an hour of real training scaled: 4 processes (the training process and 3
 DataLoader workers) with 40 threads sampled from outside at 10 Hz, Python stacks at 100 Hz for
 the training thread and its pin-memory thread and 10 Hz for the workers, 100 000 steps per hour
 with a DataLoader wait each, worker batch timings, GC pauses (gen 1/2 individually, young ones
-summarised) and memory. Budget: <= 15 s and <= 1.5 GiB for one hour, growing linearly.
+summarised) and memory. Budget: <= 15 s and <= 1.5 GiB for one hour, growing linearly; the HTML
+report `probe report` writes stays <= 2 MB at any length (its size is the last column).
 """
 
 from __future__ import annotations
@@ -153,12 +154,18 @@ def measure(path: Path) -> dict[str, float]:
         raise SystemExit(f"probe report failed:\n{out.stderr}")
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     category = json.loads(out.stdout)["category"]
-    return {"seconds": wall, "peak_rss_mb": max(peak_kb, before) / 1024, "category": category}
+    report = path.parent / f"{path.name}.html"
+    return {
+        "seconds": wall,
+        "peak_rss_mb": max(peak_kb, before) / 1024,
+        "category": category,
+        "report_bytes": report.stat().st_size if report.exists() else 0,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="*", default=[15, 60, 240])
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1 / 6, 10, 60, 240])
     parser.add_argument("--keep", action="store_true", help="keep the sessions (prints where)")
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
@@ -177,7 +184,8 @@ def main() -> None:
         print(
             f"{minutes:g} min: {info['bytes'] / 2**20:.0f} MB of records, {info['steps']} steps "
             f"(built in {built:.0f} s) -> probe report {result['seconds']:.1f} s, peak RSS "
-            f"{result['peak_rss_mb']:.0f} MB, verdict {result['category']}; reader loads "
+            f"{result['peak_rss_mb']:.0f} MB, report {result['report_bytes'] / 1e6:.2f} MB, "
+            f"verdict {result['category']}; reader loads "
             f"{records / 1e6:.1f} M records at {rate / 1e6:.1f} M/s",
             file=sys.stderr,
         )
@@ -185,16 +193,22 @@ def main() -> None:
             import shutil
 
             shutil.rmtree(path)
+            (path.parent / f"{path.name}.html").unlink(missing_ok=True)
     lines = [
-        "| run length | records | on disk | steps | `probe report --json` | peak RSS | reader |",
-        "|---|---|---|---|---|---|---|",
+        "| run length | records | on disk | steps | `probe report` | peak RSS | reader | report |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for minutes, info, result in rows:
-        label = f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
+        label = (
+            f"{minutes / 60:g} h"
+            if minutes >= 60
+            else (f"{minutes:g} min" if minutes >= 1 else f"{minutes * 60:.0f} s")
+        )
         lines.append(
             f"| {label} | {result['records'] / 1e6:.1f} M | {info['bytes'] / 2**20:.0f} MB "
             f"| {info['steps']} | {result['seconds']:.1f} s | "
-            f"{result['peak_rss_mb']:.0f} MB | {result['load_rate'] / 1e6:.1f} M records/s |"
+            f"{result['peak_rss_mb']:.0f} MB | {result['load_rate'] / 1e6:.1f} M records/s | "
+            f"{result['report_bytes'] / 1e6:.2f} MB |"
         )
     table = "\n".join(lines)
     print(table)

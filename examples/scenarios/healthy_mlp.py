@@ -40,9 +40,9 @@ class MLP(nn.Module):
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Train an MLP on synthetic tabular data.")
-    p.add_argument("--samples", type=int, default=40_000)
+    p.add_argument("--samples", type=int, default=16_000)
     p.add_argument("--features", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=0.05)

@@ -6,13 +6,17 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from probe.analysis.diagnosis import Diagnosis, diagnose
 from probe.recorder import report_path
-from probe.report import browser, jsonout, terminal
-from probe.session.reader import Session
+
+if TYPE_CHECKING:
+    from probe.analysis.diagnosis import Diagnosis
+
+# The analysis and the report (numpy, scipy, hmmlearn, bokeh) are imported only once a run is
+# over: while it records, probe's own process holds the launcher and the sampler, nothing more.
 
 
 def echo(message: str) -> None:
@@ -22,6 +26,10 @@ def echo(message: str) -> None:
 
 def analyse(session_dir: Path) -> Diagnosis:
     """Load and diagnose a session, with a progress line on a terminal when it takes a while."""
+    from probe.analysis.diagnosis import diagnose
+    from probe.report import terminal
+    from probe.session.reader import Session
+
     progress = terminal.Progress("analysing")
     try:
         progress("loading the session")
@@ -41,6 +49,8 @@ def finish(
     open_report: bool,
 ) -> None:
     """Write the verdict and the report, print the summary, maybe open the report."""
+    from probe.report import browser, jsonout, terminal
+
     try:
         jsonout.write(diagnosis, session_dir / "diagnosis.json")
     except OSError as exc:
@@ -59,7 +69,7 @@ def finish(
 
 def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
     """Write DEST/NAME.html next to the session; a warning, not a failure, when it cannot be."""
-    from probe.report import html  # bokeh: imported only when a report is made
+    from probe.report import html, terminal  # bokeh: imported only when a report is made
 
     path = report_path(session_dir if session_dir.name else session_dir.resolve())
     progress = terminal.Progress("writing the report")

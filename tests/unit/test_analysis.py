@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from probe.analysis.detectors.base import Context
+from probe.analysis.detectors.periodic_stall import find_period
 from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.segment import LOAD, segment
 from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
@@ -266,6 +267,42 @@ def test_irregular_long_steps_are_not_periodic(tmp_path: Path) -> None:
 
     d = diagnose(Session(b.write()))
     assert d.findings["periodic-stall"].status == "not-detected"
+
+
+def test_find_period_tolerates_a_missed_beat_and_unrelated_slow_steps() -> None:
+    beats = [10.0, 40, 70, 130, 160, 190, 220]  # 100 missed
+    noise = [17.0, 143]
+    found = find_period(
+        np.array(sorted(beats + noise)),
+        extra=[],
+        tolerance=lambda p: max(1.0, 0.05 * p),
+        min_period=3.0,
+        span=(0, 239),
+        integer=True,
+    )
+    assert found is not None
+    assert found.period == pytest.approx(30, abs=0.5)
+    assert found.count == len(beats)
+
+
+def test_find_period_refuses_random_positions() -> None:
+    rng = np.random.default_rng(11)
+    refused = 0
+    for _ in range(200):
+        pos = np.sort(rng.choice(400, 8, replace=False)).astype(np.float64)
+        found = find_period(pos, [], lambda p: max(1.0, 0.05 * p), 3.0, (0, 399), integer=True)
+        refused += found is None
+    # Eight slow steps at random among 400 line up by chance only rarely.
+    assert refused >= 194
+
+
+def test_find_period_in_seconds_with_jitter() -> None:
+    rng = np.random.default_rng(5)
+    times = np.arange(6) * 7.5 + 2 + rng.uniform(-0.3, 0.3, 6)
+    found = find_period(times, [], lambda p: max(0.05, 0.05 * p), 0.15, span=(0, 47))
+    assert found is not None
+    assert found.period == pytest.approx(7.5, abs=0.2)
+    assert found.count == 6
 
 
 def test_periodic_gc_is_gc_not_a_stall(tmp_path: Path) -> None:

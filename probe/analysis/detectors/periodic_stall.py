@@ -2,11 +2,15 @@
 
 Stall steps are the analysed window's steps that are far longer than the bulk: above the median
 plus 3 robust standard deviations (1.4826 MAD) and above twice the median. They recur
-periodically when there are at least 3 and their spacing is regular, in steps or in seconds
-(coefficient of variation of the gaps <= 0.3), or when Fisher's g test finds a periodic component
-in the series of stall indicators (p < 0.01) at the period of the typical gap. Steps that are
-long only because the training thread waited for a core (run-queue wait >= 30 % of their
-runnable time: another job stole the CPU) are slowdowns, not periodic work.
+periodically when one period, in steps (checkpoint every N steps) or in seconds (log every T
+seconds), puts at least 3 of them and 60 % of them on its beat (within a twentieth of the period,
+at least one step), one per beat, filling 60 % of the beats they span (`find_period`). That
+tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread of the
+gaps does not; only the stalls on the beat count towards the impact. Candidate periods are the
+gaps themselves and, when Fisher's g test finds a periodic component in the series of stall
+indicators (p < 0.01), its period. Steps that are long only because the training thread waited
+for a core (run-queue wait >= 30 % of their runnable time: another job stole the CPU) are
+slowdowns, not periodic work.
 
 Stalls already explained by the garbage collector or by waits for the training data belong to
 gc-pauses and input-bound: when those account for half or more of the stall steps' extra time,
@@ -20,6 +24,8 @@ not reported here; a run shorter than three periods cannot show a period.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +45,14 @@ from probe.analysis.timeline import StepTable
 
 ID = "periodic-stall"
 MIN_STALLS = 3
-MAX_GAP_CV = 0.3
+PHASE_TOL = 0.05  # on the beat: within a twentieth of the period (and at least one step)
+MIN_ALIGNED_SHARE = 0.6  # of the long steps that must sit on the period
+MIN_FILL = 0.6  # of the period's slots, between the first and last stall, that must hold one
+MIN_PERIOD_STEPS = 3.0
+MAX_CANDIDATES = 12
+MAX_ANCHORS = 8
+NULL_DRAWS = 99  # with none as good: chance below 1 %
+MAX_CHANCE = 0.01
 MAX_G_P = 0.01
 EXPLAINED = 0.5
 CONTENTION = 0.3  # main-thread run-queue wait share during stalls that means "slowed, not busy"
@@ -50,6 +63,120 @@ HIGH = 0.15
 def stall_steps(steps: StepTable) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Steps far longer than the bulk of the steps (see the module docstring)."""
     return robust_outliers(steps.duration, factor=3.0, floor_ratio=2.0)
+
+
+@dataclass(frozen=True)
+class Period:
+    """A period that lines up long steps: the fitted period, which stalls sit on it, their slots."""
+
+    period: float
+    members: np.ndarray[Any, np.dtype[np.intp]]  # indices into the positions given
+    slots: np.ndarray[Any, np.dtype[np.int64]]  # the period number of each member
+
+    @property
+    def count(self) -> int:
+        return len(self.members)
+
+    @property
+    def fill(self) -> float:
+        return self.count / float(self.slots.max() - self.slots.min() + 1)
+
+
+def find_period(
+    positions: np.ndarray[Any, Any],
+    extra: Sequence[float],
+    tolerance: Callable[[float], float],
+    min_period: float,
+    span: tuple[float, float] | None = None,
+    integer: bool = False,
+) -> Period | None:
+    """The period that puts the most of these positions (step numbers or seconds) on its beat.
+
+    Candidates are the gaps between consecutive positions, their median and any ``extra`` period
+    (a spectral estimate); each is tried from several anchors, and a position is on the beat when
+    it lies within ``tolerance(period)`` of anchor + k * period, one per beat. The alignment's
+    period is refitted by least squares on its members and checked once more. An alignment counts
+    when its members fill ``MIN_FILL`` of the beats they span (a checkpoint every N steps may be
+    missing once) and the best one holds at least 3 positions and ``MIN_ALIGNED_SHARE`` of them
+    (unrelated slow steps may join). Searching that many periods finds some alignment in any set
+    of positions, so the best one must also beat chance: the same search on as many positions
+    drawn uniformly over ``span`` (whole numbers when ``integer``) must reach as many members in
+    under 1 % of ``NULL_DRAWS`` draws.
+    """
+    pos = np.sort(np.asarray(positions, dtype=np.float64))
+    n = len(pos)
+    best = _best_alignment(pos, extra, tolerance, min_period)
+    if best is None or best.count < MIN_STALLS or best.count < MIN_ALIGNED_SHARE * n:
+        return None
+    lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
+    rng = np.random.default_rng(0)
+    as_good = 0
+    for _ in range(NULL_DRAWS):
+        if integer:
+            count = int(min(n, max(hi - lo, 1)))
+            null = np.sort(rng.choice(np.arange(int(lo), int(hi) + 1), count, replace=False))
+        else:
+            null = np.sort(rng.uniform(lo, hi, n))
+        other = _best_alignment(null.astype(np.float64), [], tolerance, min_period)
+        if other is not None and other.count >= best.count:
+            as_good += 1
+            if (as_good + 1) / (NULL_DRAWS + 1) > MAX_CHANCE:
+                return None
+    return best
+
+
+def _best_alignment(
+    pos: np.ndarray[Any, Any],
+    extra: Sequence[float],
+    tolerance: Callable[[float], float],
+    min_period: float,
+) -> Period | None:
+    n = len(pos)
+    if n < MIN_STALLS:
+        return None
+    gaps = np.diff(pos)
+    raw = [*gaps.tolist(), float(np.median(gaps)), *extra]
+    candidates: list[float] = []
+    for c in sorted(raw, key=lambda v: -np.sum(np.abs(gaps - v) <= tolerance(v))):
+        if c >= min_period and all(abs(c - o) > 0.02 * o for o in candidates):
+            candidates.append(c)
+        if len(candidates) >= MAX_CANDIDATES:
+            break
+    anchors = np.unique(np.linspace(0, n - 1, min(n, MAX_ANCHORS)).round().astype(int))
+    best: Period | None = None
+    best_key: tuple[int, float] = (0, 0.0)
+    for period in candidates:
+        for a in anchors:
+            found = _align(pos, float(pos[a]), period, tolerance(period))
+            if found is None:
+                continue
+            # Refit the period on the members, then align again with it.
+            k = found.slots.astype(np.float64)
+            if k.max() > k.min():
+                fitted, intercept = np.polyfit(k, pos[found.members], 1)
+                if fitted >= min_period:
+                    refit = _align(pos, float(intercept), float(fitted), tolerance(fitted))
+                    if refit is not None and refit.count >= found.count:
+                        found = refit
+            if found.fill < MIN_FILL or found.slots.max() - found.slots.min() < MIN_STALLS - 1:
+                continue
+            key = (found.count, found.fill)
+            if key > best_key:
+                best, best_key = found, key
+    return best
+
+
+def _align(pos: np.ndarray[Any, Any], anchor: float, period: float, tol: float) -> Period | None:
+    k = np.round((pos - anchor) / period).astype(np.int64)
+    dev = np.abs(pos - anchor - k * period)
+    on = np.flatnonzero(dev <= tol)
+    if len(on) == 0:
+        return None
+    # One stall per slot: keep the closest when two long steps share one.
+    order = on[np.argsort(dev[on], kind="stable")]
+    _, first = np.unique(k[order], return_index=True)
+    members = np.sort(order[first])
+    return Period(period=period, members=members, slots=k[members])
 
 
 def detect(ctx: Context) -> Finding:
@@ -78,35 +205,56 @@ def detect(ctx: Context) -> Finding:
             ID, f"{n} step(s) far longer than the median; not a pattern", **evidence
         )
     idx = np.flatnonzero(stalls)
-    gaps_steps = np.diff(idx).astype(np.float64)
-    times = mine.end[stalls]
-    gaps_s = np.diff(times)
-    cv_steps = float(gaps_steps.std() / gaps_steps.mean()) if gaps_steps.mean() > 0 else 9.0
-    cv_time = float(gaps_s.std() / gaps_s.mean()) if gaps_s.mean() > 0 else 9.0
+    times = mine.start[stalls]
     g = fisher_g(stalls.astype(np.float64))
+    gaps_steps = np.diff(idx).astype(np.float64)
+    # In steps (checkpoint every N steps) and in seconds (log every T seconds): whichever lines
+    # up more of the long steps on one period. A step is the unit of jitter in both.
+    by_steps = find_period(
+        idx.astype(np.float64),
+        extra=[g.period] if g is not None and g.p_value < MAX_G_P else [],
+        tolerance=lambda period: max(1.0, PHASE_TOL * period),
+        min_period=MIN_PERIOD_STEPS,
+        span=(0.0, float(len(mine) - 1)),
+        integer=True,
+    )
+    by_time = (
+        None
+        if by_steps is not None and by_steps.count == n
+        else find_period(
+            times,
+            extra=[],
+            tolerance=lambda period: max(median, PHASE_TOL * period),
+            min_period=MIN_PERIOD_STEPS * median,
+            span=(float(mine.start[0]), float(mine.end[-1])),
+        )
+    )
     evidence.update(
         {
-            "period_steps": round(float(np.median(gaps_steps)), 1),
-            "period_s": round(float(np.median(gaps_s)), 2),
-            "gap_cv_steps": round(cv_steps, 3),
-            "gap_cv_s": round(cv_time, 3),
             "fisher_g_p": float(f"{g.p_value:.3g}") if g else None,
             "median_stall_ms": round(float(np.median(durations[stalls])) * 1000, 1),
         }
     )
-    # Regular gaps make a period; Fisher's g on the stall indicator may confirm a period hidden
-    # by a missed or extra stall, but only one that matches the typical gap (a burst of slow
-    # steps also concentrates power, at a frequency no gap shows).
-    typical_gap = float(np.median(gaps_steps))
-    g_agrees = (
-        g is not None
-        and g.p_value < MAX_G_P
-        and abs(g.period - typical_gap) <= 0.25 * typical_gap
-        and cv_steps <= 2 * MAX_GAP_CV
-    )
-    periodic = min(cv_steps, cv_time) <= MAX_GAP_CV or g_agrees
-    if not periodic:
+    use_steps = by_steps is not None and (by_time is None or by_steps.count >= by_time.count)
+    best = by_steps if use_steps else by_time
+    if best is None:
+        evidence["period_steps"] = round(float(np.median(gaps_steps)), 1)
         return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
+    aligned = np.zeros_like(stalls)
+    aligned[idx[best.members]] = True
+    first, last = int(best.members[0]), int(best.members[-1])
+    slots = float(best.slots[-1] - best.slots[0])
+    evidence.update(
+        {
+            "period_steps": round(float(idx[last] - idx[first]) / slots, 1),
+            "period_s": round(float(times[last] - times[first]) / slots, 2),
+            "period_unit": "steps" if use_steps else "seconds",
+            "periodic_stalls": best.count,
+            "other_long_steps": n - best.count,
+        }
+    )
+    stalls = aligned
+    n = best.count
     contention = _run_queue_wait_during(ctx, pid, mine, stalls)
     evidence["stall_run_queue_wait_share"] = round(contention, 3)
     if contention >= CONTENTION:
@@ -147,7 +295,7 @@ def detect(ctx: Context) -> Finding:
     stacks = _stall_stacks(ctx, pid, mine, stalls, median)
     period = (
         f"every {evidence['period_steps']:.0f} steps"
-        if cv_steps <= cv_time
+        if use_steps
         else f"every {evidence['period_s']:.1f} s"
     )
     where = ""

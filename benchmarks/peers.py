@@ -1,0 +1,429 @@
+"""probe side by side with the profilers users would reach for instead, on the same workloads.
+
+    pip install -c constraints.txt -e '.[torch,benchmark]'
+    python benchmarks/peers.py                          # 3 workloads x 7 tools x 5 pairs
+    python benchmarks/peers.py --pairs 7 --out benchmarks/results
+    python benchmarks/peers.py --tiny                   # a smoke run (what the test suite does)
+
+Workloads (benchmarks/workloads/train_kinds.py): a compute-bound MLP loop, a loop fed by a
+DataLoader with 2 workers doing per-sample augmentation, and a recurrent cell stepped in Python
+(many small operators). Tools: `probe doctor` at its defaults (recording, analysis and report)
+and with `--collect-only`, `py-spy record` (default, and `--nonblocking`), pyinstrument,
+Scalene (`scalene run`, its defaults), and torch.profiler with a recipe's schedule. A tool that
+is not installed is reported as such, never dropped.
+
+For every workload and tool, each pair runs the bare command and the tool's command back to back,
+alternating which goes first. Per tool: the median and min-max of the per-pair ratios of the
+training loop's own time (what the job feels; the loop prints it) and of the whole command's wall
+time (which includes the tool's start-up and what it does after the run: writing a flame graph,
+probe's analysis and report), the peak RSS of the whole process tree above the bare run's, the
+data the tool wrote per minute of run, and whether its output holds anything from inside the
+DataLoader workers (their `_worker_loop` frame).
+
+Results: `--out DIR` gets peers.json, peers.md (the table the README quotes), peers.html (a Bokeh
+chart) and peers.png (that chart through headless Chromium, when `chromium` is installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+WORKLOAD = HERE / "workloads" / "train_kinds.py"
+KINDS = ("compute", "loader", "python")
+WORKER_MARK = b"_worker_loop"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    wrap: Callable[[list[str], Path], list[str]]  # (bare command, output dir) -> command
+    available: Callable[[], str | None]  # None when usable, else why not
+    diagnoses: bool  # gives a verdict, not only a profile
+
+
+def _module(name: str, pip: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if importlib.util.find_spec(name) is None:
+            return f"not installed (pip install {pip}, or the benchmark extra)"
+        return None
+
+    return check
+
+
+def _program(name: str, pip: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if _which(name) is None:
+            return f"not installed (pip install {pip}, or the benchmark extra)"
+        return None
+
+    return check
+
+
+def _which(name: str) -> str | None:
+    return shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def _always() -> str | None:
+    return None
+
+
+def _py_spy(extra: list[str]) -> Callable[[list[str], Path], list[str]]:
+    def wrap(cmd: list[str], out: Path) -> list[str]:
+        exe = _which("py-spy") or "py-spy"
+        return [exe, "record", *extra, "-o", str(out / "profile.svg"), "--", *cmd]
+
+    return wrap
+
+
+def _probe(extra: list[str]) -> Callable[[list[str], Path], list[str]]:
+    def wrap(cmd: list[str], out: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "probe",
+            "doctor",
+            "--no-open",
+            "--dest",
+            str(out),
+            "--name",
+            "s",
+            *extra,
+            "--",
+            *cmd,
+        ]
+
+    return wrap
+
+
+def _pyinstrument(cmd: list[str], out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pyinstrument",
+        "-r",
+        "text",
+        "-o",
+        str(out / "profile.txt"),
+        *cmd[1:],
+    ]
+
+
+def _scalene(cmd: list[str], out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "scalene",
+        "run",
+        "-o",
+        str(out / "profile.json"),
+        cmd[1],
+        "---",
+        *cmd[2:],
+    ]
+
+
+def _torch_profiler(cmd: list[str], out: Path) -> list[str]:
+    return [*cmd, "--torch-profiler", str(out)]
+
+
+TOOLS = [
+    Tool("probe doctor", _probe([]), _always, True),
+    Tool("probe doctor --collect-only", _probe(["--collect-only"]), _always, True),
+    Tool("py-spy record", _py_spy([]), _program("py-spy", "py-spy"), False),
+    Tool(
+        "py-spy record --nonblocking",
+        _py_spy(["--nonblocking"]),
+        _program("py-spy", "py-spy"),
+        False,
+    ),
+    Tool("pyinstrument", _pyinstrument, _module("pyinstrument", "pyinstrument"), False),
+    Tool("scalene run", _scalene, _module("scalene", "scalene"), False),
+    Tool("torch.profiler", _torch_profiler, _module("torch", "torch"), False),
+]
+
+
+@dataclass
+class Run:
+    wall: float
+    loop: float
+    peak_rss: int
+    written: int
+    saw_workers: bool
+
+
+@dataclass
+class Result:
+    tool: str
+    kind: str
+    status: str = "ok"
+    loop_ratios: list[float] = field(default_factory=list)
+    wall_ratios: list[float] = field(default_factory=list)
+    rss_added: list[int] = field(default_factory=list)
+    bytes_per_min: list[float] = field(default_factory=list)
+    saw_workers: list[bool] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def stats(values: list[float]) -> dict[str, float] | None:
+            if not values:
+                return None
+            return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+        return {
+            "tool": self.tool,
+            "kind": self.kind,
+            "status": self.status,
+            "pairs": len(self.loop_ratios),
+            "loop_ratio": stats(self.loop_ratios),
+            "wall_ratio": stats(self.wall_ratios),
+            "rss_added_mb": statistics.median(self.rss_added) / 2**20 if self.rss_added else None,
+            "mb_per_min": statistics.median(self.bytes_per_min) / 1e6
+            if self.bytes_per_min
+            else None,
+            "saw_workers": any(self.saw_workers) if self.saw_workers else None,
+        }
+
+
+def _tree_rss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _saw_workers(out: Path) -> bool:
+    for path in out.rglob("*"):
+        if path.is_file():
+            try:
+                if WORKER_MARK in path.read_bytes():
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+def run_once(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> Run:
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=out, text=True
+    )
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.Error:
+            return
+        while not stop.wait(0.05):
+            peak = max(peak, _tree_rss(root))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        stop.set()
+        watcher.join()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[:4]}... exited {proc.returncode}:\n{stderr[-2000:]}")
+    loop = None
+    for line in reversed(stdout.splitlines()):
+        if line.startswith('{"loop_s"'):
+            loop = float(json.loads(line)["loop_s"])
+            break
+    if loop is None:
+        raise RuntimeError(f"{cmd[:4]}... printed no loop time:\n{stdout[-1000:]}{stderr[-1000:]}")
+    written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return Run(wall, loop, peak, written, _saw_workers(out))
+
+
+def measure(
+    kinds: list[str], tools: list[Tool], pairs: int, steps: int | None, timeout: float
+) -> list[Result]:
+    env = dict(os.environ)
+    env["PROBE_NO_OPEN"] = "1"
+    env["PROBE_NO_STATUS"] = "1"
+    env.pop("PROBE_AGENT", None)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="probe-peers-") as tmp:
+        for kind in kinds:
+            bare = [sys.executable, str(WORKLOAD), "--kind", kind]
+            if steps:
+                bare += ["--steps", str(steps)]
+            usable = []
+            for tool in tools:
+                why = tool.available()
+                if why is None:
+                    usable.append((tool, Result(tool.name, kind)))
+                else:
+                    results.append(Result(tool.name, kind, status=why))
+            # Warm the page cache and torch's import once before timing anything.
+            run_once(bare, Path(tmp) / "warm", env, timeout)
+            for i in range(pairs):
+                for j, (tool, result) in enumerate(usable):
+                    if result.status != "ok":
+                        continue
+                    out = Path(tmp) / f"{kind}-{i}-{j}"
+                    order = ("bare", "tool") if (i + j) % 2 == 0 else ("tool", "bare")
+                    got: dict[str, Run] = {}
+                    try:
+                        for variant in order:
+                            if variant == "bare":
+                                got[variant] = run_once(bare, out / "bare", env, timeout)
+                            else:
+                                got[variant] = run_once(
+                                    tool.wrap(bare, out / "tool"), out / "tool", env, timeout
+                                )
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        result.status = f"failed: {str(e).strip().splitlines()[-1][:200]}"
+                        print(f"{kind} / {tool.name}: {result.status}", file=sys.stderr)
+                        continue
+                    b, t = got["bare"], got["tool"]
+                    result.loop_ratios.append(t.loop / b.loop)
+                    result.wall_ratios.append(t.wall / b.wall)
+                    result.rss_added.append(max(0, t.peak_rss - b.peak_rss))
+                    result.bytes_per_min.append(t.written / (t.wall / 60))
+                    result.saw_workers.append(t.saw_workers)
+                    print(
+                        f"{kind} pair {i + 1}/{pairs} {tool.name}: loop {t.loop / b.loop:.3f} "
+                        f"wall {t.wall / b.wall:.3f} (bare {b.wall:.1f} s)",
+                        file=sys.stderr,
+                    )
+                    shutil.rmtree(out, ignore_errors=True)
+            results.extend(r for _, r in usable)
+    order = {t.name: i for i, t in enumerate(tools)}
+    return sorted(results, key=lambda r: (KINDS.index(r.kind), order[r.tool]))
+
+
+def markdown(results: list[Result]) -> str:
+    lines = [
+        "| workload | tool | loop ratio, median (min-max) | command ratio, median (min-max) "
+        "| peak RSS added | written | saw DataLoader workers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        s = r.summary()
+        if s["loop_ratio"] is None:
+            lines.append(f"| {r.kind} | {r.tool} | {r.status} | | | | |")
+            continue
+        loop, wall = s["loop_ratio"], s["wall_ratio"]
+        saw = "" if r.kind != "loader" else ("yes" if s["saw_workers"] else "no")
+        lines.append(
+            f"| {r.kind} | {r.tool} | {loop['median']:.3f} ({loop['min']:.3f}-{loop['max']:.3f}) "
+            f"| {wall['median']:.3f} ({wall['min']:.3f}-{wall['max']:.3f}) "
+            f"| {s['rss_added_mb']:.0f} MB | {s['mb_per_min']:.2f} MB/min | {saw} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(results: list[Result], path: Path) -> None:
+    from bokeh.embed import file_html
+    from bokeh.models import ColumnDataSource, FactorRange, Whisker
+    from bokeh.plotting import figure
+    from bokeh.resources import INLINE
+
+    rows = [r.summary() for r in results if r.loop_ratios]
+    factors = [(s["kind"], s["tool"]) for s in rows]
+    source = ColumnDataSource(
+        {
+            "x": factors,
+            "median": [s["loop_ratio"]["median"] for s in rows],
+            "lo": [s["loop_ratio"]["min"] for s in rows],
+            "hi": [s["loop_ratio"]["max"] for s in rows],
+            "color": ["#1f77b4" if s["tool"].startswith("probe") else "#aaaaaa" for s in rows],
+        }
+    )
+    fig = figure(
+        x_range=FactorRange(*factors),
+        height=420,
+        width=1100,
+        title="Training-loop time under each tool / bare (median of A/B pairs, whiskers min-max)",
+        toolbar_location=None,
+    )
+    fig.vbar(x="x", top="median", bottom=1.0, width=0.8, color="color", source=source)
+    fig.add_layout(Whisker(base="x", lower="lo", upper="hi", source=source))
+    fig.y_range.start = min(0.95, min(source.data["lo"], default=1.0) - 0.02)
+    fig.xaxis.major_label_orientation = 1.0
+    fig.yaxis.axis_label = "ratio to the bare run"
+    fig.line(x=[factors[0], factors[-1]], y=[1.02, 1.02], line_dash="dashed", color="#d62728")
+    path.write_text(file_html(fig, INLINE, "probe and its peers"), encoding="utf-8")
+
+
+def screenshot(html: Path, png: Path) -> bool:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("no chromium: skipping the PNG", file=sys.stderr)
+        return False
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("no playwright: skipping the PNG", file=sys.stderr)
+        return False
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1140, "height": 460})
+        page.goto(html.resolve().as_uri())
+        page.wait_for_selector(".bk-Figure, .bk-root, canvas", timeout=20_000)
+        page.wait_for_timeout(800)
+        page.screenshot(path=str(png), full_page=True)
+        browser.close()
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--tools", nargs="*", default=None, help="names, as in the table")
+    parser.add_argument("--steps", type=int, default=None, help="override each workload's steps")
+    parser.add_argument("--out", type=Path, default=None, help="write json, md, html, png here")
+    parser.add_argument("--tiny", action="store_true", help="1 pair, few steps: a smoke run")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    tools = [t for t in TOOLS if args.tools is None or t.name in args.tools]
+    pairs, steps = (1, 12) if args.tiny else (args.pairs, args.steps)
+    results = measure(args.kinds, tools, pairs, steps, args.timeout)
+    table = markdown(results)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "peers.json").write_text(
+            json.dumps([r.summary() for r in results], indent=2) + "\n"
+        )
+        (args.out / "peers.md").write_text(table + "\n")
+        if any(r.loop_ratios for r in results):
+            chart(results, args.out / "peers.html")
+            screenshot(args.out / "peers.html", args.out / "peers.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The benchmark scripts run, end to end, on tiny configurations (their numbers are not checked:
+timings on shared machines are for the benchmark commands, never for tests)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PYTHON, REPO
+
+BENCH = REPO / "benchmarks"
+
+
+def bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PYTHON, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": f"{Path(PYTHON).parent}:/usr/bin:/bin", "PROBE_NO_OPEN": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_overhead_runs(tmp_path: Path) -> None:
+    out = tmp_path / "o.json"
+    bench([str(BENCH / "overhead.py"), "--pairs", "1", "--steps", "20", "--json", str(out)], 300)
+    result = json.loads(out.read_text())
+    assert result["pairs"] == 1
+    assert result["wall_ratio_median"] > 0
+    assert result["session_mb_per_min"] > 0
+
+
+def test_analysis_scale_runs_and_reports_the_report_size(tmp_path: Path) -> None:
+    md = tmp_path / "scale.md"
+    bench([str(BENCH / "analysis_scale.py"), "--minutes", "0.25", "--markdown", str(md)], 300)
+    row = md.read_text().splitlines()[-1]
+    assert row.startswith("| 15 s |")
+    report_mb = float(row.rstrip(" |").split("|")[-1].strip().split()[0])
+    assert 0.1 < report_mb < 2.0
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
+def test_attach_latency_runs() -> None:
+    result = bench([str(BENCH / "attach_latency.py"), "--runs", "1"], 300)
+    assert "median" in result.stdout + result.stderr
+
+
+def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
+    out = tmp_path / "peers"
+    bench(
+        [
+            str(BENCH / "peers.py"),
+            "--tiny",
+            "--kinds",
+            "loader",
+            "--tools",
+            "probe doctor --collect-only",
+            "torch.profiler",
+            "pyinstrument",
+            "--out",
+            str(out),
+        ],
+        600,
+    )
+    rows = {r["tool"]: r for r in json.loads((out / "peers.json").read_text())}
+    probe = rows["probe doctor --collect-only"]
+    assert probe["status"] == "ok" and probe["pairs"] == 1
+    assert probe["loop_ratio"]["median"] > 0
+    # probe records the DataLoader workers' own stacks; torch.profiler stays in the main process.
+    assert probe["saw_workers"] is True
+    assert rows["torch.profiler"]["saw_workers"] is False
+    if rows["pyinstrument"]["status"] != "ok":
+        assert "not installed" in rows["pyinstrument"]["status"]
+        assert "not installed" in (out / "peers.md").read_text()
+    assert (out / "peers.html").stat().st_size > 10_000

@@ -1,0 +1,71 @@
+"""The scenario suite: every program in examples/scenarios gets its verdict from `probe doctor`.
+
+Each scenario is a realistic PyTorch (or plain Python) program built to show one verdict
+(examples/scenarios/catalog.py lists them with their commands). Running the whole suite takes a
+few minutes; it is the end-to-end check that recording, segmentation and the detectors agree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PYTHON, SCENARIOS, run_probe
+
+
+def _catalog() -> list[dict[str, Any]]:
+    spec = importlib.util.spec_from_file_location("scenario_catalog", SCENARIOS / "catalog.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.SCENARIOS)
+
+
+CATALOG = _catalog()
+
+
+def command(entry: dict[str, Any]) -> list[str]:
+    script = str(SCENARIOS / entry["file"])
+    if entry.get("launcher") == "torchrun":
+        torchrun = shutil.which("torchrun", path=str(Path(PYTHON).parent))
+        assert torchrun is not None
+        return [torchrun, "--standalone", "--nproc_per_node", "2", script, *entry["argv"]]
+    return [PYTHON, script, *entry["argv"]]
+
+
+def test_every_verdict_has_a_scenario() -> None:
+    from probe.analysis.diagnosis import VERDICTS
+
+    covered = {e["id"] for e in CATALOG}
+    gpu_only = {"host-sync-stalls", "gpu-underutilized", "insufficient-data"}
+    assert set(VERDICTS) - gpu_only <= covered
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", CATALOG, ids=[e["file"] for e in CATALOG])
+def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "verdict.json"
+    result = run_probe(
+        [
+            "doctor",
+            "--no-open",
+            "--dest",
+            str(tmp_path),
+            "--name",
+            "s",
+            "--json",
+            str(out),
+            "--",
+            *command(entry),
+        ],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdict = json.loads(out.read_text())
+    found = [(i["id"], i["impact"]) for i in verdict["issues"]]
+    assert verdict["category"] == entry["id"], f"{entry['file']}: {found}\n{result.stderr[-2000:]}"
