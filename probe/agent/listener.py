@@ -259,6 +259,10 @@ class Listener:
             if not isinstance(config, dict) or not os.path.isdir(str(config.get("dir", ""))):
                 _send(conn, {"ok": False, "reason": "no session directory in the request"})
                 return False
+            # Blocking from here on: the agent thread peeks at this connection with MSG_DONTWAIT
+            # as soon as the attach starts, and a timeout left on it would make that peek wait
+            # and fail ("timed out"), ending the attach at once.
+            conn.settimeout(None)
             self._conn = conn
             reason = attached.start(
                 config, method="listener", extra_end=self._control_end, on_detached=self._resume
@@ -267,7 +271,6 @@ class Listener:
                 self._conn = None
                 _send(conn, {"ok": False, "reason": reason})
                 return False
-            conn.settimeout(None)
             _send(conn, self._identity(ok=True))
             keep = True
             return True
@@ -296,7 +299,7 @@ class Listener:
             return "the control connection is gone"
         try:
             data = conn.recv(4096, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, TimeoutError):
             return None
         except OSError as exc:
             return f"the control connection failed: {exc.strerror or exc}"

@@ -18,29 +18,72 @@ from probe.session.writer import RecordBuffer
 TYPE_CHECKING = False  # typing stays unimported at run time: this loads in every profiled process
 if TYPE_CHECKING:
     from types import CodeType, FrameType
+    from typing import Any
 
 MAX_DEPTH = 256
 
 
-def _thread_state(tid: int) -> int:
-    """The kernel's state letter for one of this process's threads (R running, S sleeping,
-    D in uninterruptible I/O), as its ord(); 0 when it cannot be read.
+class ThreadState:
+    """The kernel's state letter of one of this process's threads (R running, S sleeping, D in
+    uninterruptible I/O), as its ord(); 0 when it cannot be read.
 
     Read for the main thread only: combined with how long the sampler waited for the GIL it
     tells computing in C (R) from blocked (S, D) and from running Python (the GIL was held).
+
+    The read must not let go of the GIL: each release while the training thread runs Python
+    costs a forced switch (up to the 5 ms switch interval for the sampler, a handoff for the
+    training thread), three per sample with os.open/os.read/os.close. So the stat file stays
+    open and is re-read with one pread(2) called through ctypes.PyDLL, which keeps the GIL for
+    the few microseconds the kernel takes. Where ctypes is missing, os.pread (one release).
     """
-    try:
-        fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
-    except OSError:
-        return 0
-    try:
-        data = os.read(fd, 512)
-    except OSError:
-        return 0
-    finally:
-        os.close(fd)
-    close = data.rfind(b")")
-    return data[close + 2] if 0 <= close < len(data) - 2 else 0
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}
+        self._pread: Any = None
+        self._buf: Any = None
+        try:
+            import ctypes
+
+            pread = ctypes.PyDLL(None).pread
+            pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long]
+            pread.restype = ctypes.c_ssize_t
+            self._buf = ctypes.create_string_buffer(512)
+            self._pread = pread
+        except (ImportError, OSError, AttributeError):
+            pass
+
+    def __call__(self, tid: int) -> int:
+        fd = self._fds.get(tid)
+        if fd is None:
+            try:
+                fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
+            except OSError:
+                return 0
+            self._fds[tid] = fd
+        if self._pread is not None:
+            n = self._pread(fd, self._buf, 512, 0)
+            data = self._buf.raw[:n] if n > 0 else b""
+        else:
+            try:
+                data = os.pread(fd, 512, 0)
+            except OSError:
+                data = b""
+        if not data:
+            self.forget(tid)
+            return 0
+        close = data.rfind(b")")
+        return data[close + 2] if 0 <= close < len(data) - 2 else 0
+
+    def forget(self, tid: int | None = None) -> None:
+        """Close the stat file of one thread (it ended), or of all (after a fork: another
+        process's threads)."""
+        for t in list(self._fds) if tid is None else [tid]:
+            fd = self._fds.pop(t, None)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 class StackSampler:
@@ -54,6 +97,10 @@ class StackSampler:
         self._nodes: dict[tuple[int, int], int] = {}  # (parent node, frame id) -> node id
         self._tids: dict[int, int] = {}  # thread ident -> native thread id
         self._main_ident = threading.main_thread().ident
+        state = getattr(self, "_state", None)
+        if state is not None:
+            state.forget()  # after a fork: the parent's threads
+        self._state = ThreadState()
         self.samples = 0
 
     def sample(self, now: int, skip_ident: int) -> None:
@@ -65,7 +112,7 @@ class StackSampler:
             tid = self._tids.get(ident)
             if tid is None:
                 tid = self._new_thread(ident)
-            state = _thread_state(tid) if ident == self._main_ident and tid else 0
+            state = self._state(tid) if ident == self._main_ident and tid else 0
             add(fmt.STACK, pack(now, tid, self._intern(frame), state))
         self.samples += 1
 
