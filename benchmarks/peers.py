@@ -225,11 +225,34 @@ def _saw_workers(out: Path) -> bool:
     return False
 
 
+def _kill_tree(proc: subprocess.Popen[str]) -> None:
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    try:
+        os.killpg(proc.pid, 9)
+    except OSError:
+        pass
+    for child in children:  # any that left the session
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    proc.communicate()
+
+
 def run_once(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=out, text=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=out,
+        text=True,
+        start_new_session=True,  # so a run that overstays can be killed with all its children
     )
     peak = 0
     stop = threading.Event()
@@ -247,6 +270,9 @@ def run_once(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> 
     watcher.start()
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        raise RuntimeError(f"timed out after {timeout:.0f} s (bare: a few seconds)") from None
     finally:
         stop.set()
         watcher.join()
@@ -301,7 +327,7 @@ def measure(
                                 got[variant] = run_once(
                                     tool.wrap(bare, out / "tool"), out / "tool", env, timeout
                                 )
-                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    except RuntimeError as e:
                         result.status = f"failed: {str(e).strip().splitlines()[-1][:200]}"
                         print(f"{kind} / {tool.name}: {result.status}", file=sys.stderr)
                         continue
@@ -407,7 +433,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override each workload's steps")
     parser.add_argument("--out", type=Path, default=None, help="write json, md, html, png here")
     parser.add_argument("--tiny", action="store_true", help="1 pair, few steps: a smoke run")
-    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     args = parser.parse_args()
     tools = [t for t in TOOLS if args.tools is None or t.name in args.tools]
     pairs, steps = (1, 12) if args.tiny else (args.pairs, args.steps)

@@ -114,14 +114,14 @@ def python_kind(steps: int) -> Callable[[], Iterator[None]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="A CPU training loop to time under a profiler.")
     parser.add_argument("--kind", choices=("compute", "loader", "python"), default="compute")
-    parser.add_argument("--steps", type=int, default=0, help="default: about 6 s of work")
+    parser.add_argument("--steps", type=int, default=0, help="default: ~2 s of work")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--torch-profiler", default=None, metavar="DIR")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    default_steps = {"compute": 150, "loader": 400, "python": 250}
+    default_steps = {"compute": 80, "loader": 500, "python": 1500}
     steps = args.steps or default_steps[args.kind]
     if args.kind == "compute":
         loop = compute_kind(steps)
