@@ -369,25 +369,31 @@ def markdown(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def chart(results: list[Result], path: Path) -> None:
+def chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bars of the median loop ratio per workload and tool (whiskers min-max); the y axis stops
+    at 1.6 so the small ratios stay readable, and a bar beyond it is labelled with its value."""
     from bokeh.embed import file_html
-    from bokeh.models import ColumnDataSource, FactorRange, Whisker
+    from bokeh.models import ColumnDataSource, FactorRange, LabelSet, Range1d, Whisker
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
-    rows = [r.summary() for r in results if r.loop_ratios]
+    rows = [s for s in rows if s["loop_ratio"] is not None]
+    top = 1.6
     factors = [(s["kind"], s["tool"]) for s in rows]
+    medians = [s["loop_ratio"]["median"] for s in rows]
     source = ColumnDataSource(
         {
             "x": factors,
-            "median": [s["loop_ratio"]["median"] for s in rows],
-            "lo": [s["loop_ratio"]["min"] for s in rows],
-            "hi": [s["loop_ratio"]["max"] for s in rows],
+            "median": [min(m, top) for m in medians],
+            "lo": [min(s["loop_ratio"]["min"], top) for s in rows],
+            "hi": [min(s["loop_ratio"]["max"], top) for s in rows],
+            "label": [f"{m:.1f}x" if m > top else "" for m in medians],
             "color": ["#1f77b4" if s["tool"].startswith("probe") else "#aaaaaa" for s in rows],
         }
     )
     fig = figure(
         x_range=FactorRange(*factors),
+        y_range=Range1d(0.85, top + 0.05),
         height=420,
         width=1100,
         title="Training-loop time under each tool / bare (median of A/B pairs, whiskers min-max)",
@@ -395,7 +401,9 @@ def chart(results: list[Result], path: Path) -> None:
     )
     fig.vbar(x="x", top="median", bottom=1.0, width=0.8, color="color", source=source)
     fig.add_layout(Whisker(base="x", lower="lo", upper="hi", source=source))
-    fig.y_range.start = min(0.95, min(source.data["lo"], default=1.0) - 0.02)
+    fig.add_layout(
+        LabelSet(x="x", y="median", text="label", source=source, y_offset=-18, text_align="center")
+    )
     fig.xaxis.major_label_orientation = 1.0
     fig.yaxis.axis_label = "ratio to the bare run"
     fig.line(x=[factors[0], factors[-1]], y=[1.02, 1.02], line_dash="dashed", color="#d62728")
@@ -434,7 +442,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write json, md, html, png here")
     parser.add_argument("--tiny", action="store_true", help="1 pair, few steps: a smoke run")
     parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
+    parser.add_argument(
+        "--replot", type=Path, default=None, metavar="DIR", help="redraw DIR/peers.json only"
+    )
     args = parser.parse_args()
+    if args.replot:
+        chart(json.loads((args.replot / "peers.json").read_text()), args.replot / "peers.html")
+        screenshot(args.replot / "peers.html", args.replot / "peers.png")
+        return
     tools = [t for t in TOOLS if args.tools is None or t.name in args.tools]
     pairs, steps = (1, 12) if args.tiny else (args.pairs, args.steps)
     results = measure(args.kinds, tools, pairs, steps, args.timeout)
@@ -447,7 +462,7 @@ def main() -> None:
         )
         (args.out / "peers.md").write_text(table + "\n")
         if any(r.loop_ratios for r in results):
-            chart(results, args.out / "peers.html")
+            chart([r.summary() for r in results], args.out / "peers.html")
             screenshot(args.out / "peers.html", args.out / "peers.png")
 
 
