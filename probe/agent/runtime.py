@@ -194,6 +194,7 @@ class Agent:
         self._stop.set()
         if self._thread_ident and self._thread_ident != _thread.get_ident():
             self._thread_done.wait(1.0)
+        self.stacks.close()
         self._write_cost(_now())
         try:
             self.buffer.close()

@@ -88,6 +88,7 @@ class ThreadState:
 
 class StackSampler:
     def __init__(self, buffer: RecordBuffer) -> None:
+        self._state = ThreadState()
         self.reset(buffer)
 
     def reset(self, buffer: RecordBuffer) -> None:
@@ -97,11 +98,12 @@ class StackSampler:
         self._nodes: dict[tuple[int, int], int] = {}  # (parent node, frame id) -> node id
         self._tids: dict[int, int] = {}  # thread ident -> native thread id
         self._main_ident = threading.main_thread().ident
-        state = getattr(self, "_state", None)
-        if state is not None:
-            state.forget()  # after a fork: the parent's threads
-        self._state = ThreadState()
+        self._state.forget()  # after a fork: the stat files of the parent's threads
         self.samples = 0
+
+    def close(self) -> None:
+        """Close what sampling keeps open (the stat files): the agent is leaving the process."""
+        self._state.forget()
 
     def sample(self, now: int, skip_ident: int) -> None:
         add = self._buffer.add_packed

@@ -32,7 +32,12 @@ def open_files():
             out.append(os.readlink(f"/proc/self/fd/{fd}"))
         except OSError:
             pass
-    return sorted(p for p in out if p.startswith("/") and not p.startswith(("/dev", "/proc")))
+    # /proc paths are the listing itself, except a thread's files (the agent reads one: its stat).
+    return sorted(
+        p
+        for p in out
+        if p.startswith("/") and (not p.startswith(("/dev", "/proc")) or "/task/" in p)
+    )
 
 
 def probe_objects():
@@ -63,7 +68,7 @@ def snapshot(originals):
         "probe_agent": getattr(sys.modules.get("probe"), "_agent", None) is not None,
         "main_names": sorted(vars(sys.modules["__main__"])),
         "sys_path": list(sys.path),
-        "files": [f for f in open_files() if "agent-" in f or ".probe" in f],
+        "files": [f for f in open_files() if "agent-" in f or ".probe" in f or "/task/" in f],
     }
 
 
