@@ -70,22 +70,43 @@ def job_factory(tmp_path: Path) -> Iterator[list[Job]]:
         job.kill()
 
 
+def attach_args(tmp_path: Path, pid: int, *args: str, name: str = "s") -> list[str]:
+    return [
+        "attach",
+        str(pid),
+        "--collect-only",
+        "--dest",
+        str(tmp_path / "d"),
+        "--name",
+        name,
+        *args,
+    ]
+
+
 def attach(
     tmp_path: Path, pid: int, *args: str, name: str = "s"
 ) -> subprocess.CompletedProcess[str]:
-    return run_probe(
-        [
-            "attach",
-            str(pid),
-            "--collect-only",
-            "--dest",
-            str(tmp_path / "d"),
-            "--name",
-            name,
-            *args,
-        ],
-        timeout=180,
+    return run_probe(attach_args(tmp_path, pid, *args, name=name), timeout=180)
+
+
+def start_attach(tmp_path: Path, pid: int) -> subprocess.Popen[str]:
+    """`probe attach` in the background, for the tests that stop it themselves."""
+    return subprocess.Popen(
+        [PYTHON, "-m", "probe", *attach_args(tmp_path, pid)],
+        env=probe_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def wait_for_state(status: Path, state: str, timeout: float) -> None:
+    """Until the job's attach status file says ``state`` (or the timeout passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if status.exists() and json.loads(status.read_text())["state"] == state:
+            return
+        time.sleep(0.1)
 
 
 def assert_left_clean(out: str) -> dict[str, object]:
@@ -178,28 +199,9 @@ def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -
 def test_ctrl_c_ends_the_attach_not_the_job(tmp_path: Path, job_factory: list[Job]) -> None:
     job = Job(tmp_path, "--workers", "0")
     job_factory.append(job)
-    probe_proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "probe",
-            "attach",
-            str(job.pid),
-            "--collect-only",
-            "--dest",
-            str(tmp_path / "d"),
-            "--name",
-            "s",
-        ],
-        env=probe_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    probe_proc = start_attach(tmp_path, job.pid)
     session_dir = tmp_path / "d" / "s"
-    deadline = time.monotonic() + 60
-    while not (session_dir / f"attach-{job.pid}.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_state(session_dir / f"attach-{job.pid}.json", "attached", 60)
     time.sleep(1.5)
     probe_proc.send_signal(signal.SIGINT)
     _, err = probe_proc.communicate(timeout=60)
@@ -218,35 +220,12 @@ def test_a_probe_killed_mid_attach_leaves_no_agent_behind(
 ) -> None:
     job = Job(tmp_path, "--workers", "0")
     job_factory.append(job)
-    probe_proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "probe",
-            "attach",
-            str(job.pid),
-            "--collect-only",
-            "--dest",
-            str(tmp_path / "d"),
-            "--name",
-            "s",
-        ],
-        env=probe_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    probe_proc = start_attach(tmp_path, job.pid)
     status = tmp_path / "d" / "s" / f"attach-{job.pid}.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if status.exists() and json.loads(status.read_text())["state"] == "attached":
-            break
-        time.sleep(0.1)
+    wait_for_state(status, "attached", 60)
     probe_proc.kill()
     probe_proc.communicate()
-    deadline = time.monotonic() + 10  # the agent notices within half a second
-    while json.loads(status.read_text())["state"] != "detached" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_state(status, "detached", 10)  # the agent notices within half a second
     assert json.loads(status.read_text())["reason"] == "the probe attach process is gone"
     code, out, _ = job.end()
     assert code == 0
