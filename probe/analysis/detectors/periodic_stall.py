@@ -110,11 +110,12 @@ def find_period(
         return None
     lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
     rng = np.random.default_rng(0)
+    places = np.arange(int(lo), int(hi) + 1) if integer else None
+    count = int(min(n, max(hi - lo, 1)))
     as_good = 0
     for _ in range(NULL_DRAWS):
-        if integer:
-            count = int(min(n, max(hi - lo, 1)))
-            null = np.sort(rng.choice(np.arange(int(lo), int(hi) + 1), count, replace=False))
+        if places is not None:
+            null = np.sort(rng.choice(places, count, replace=False))
         else:
             null = np.sort(rng.uniform(lo, hi, n))
         other = _best_alignment(null.astype(np.float64), [], tolerance, min_period)
@@ -207,7 +208,6 @@ def detect(ctx: Context) -> Finding:
     idx = np.flatnonzero(stalls)
     times = mine.start[stalls]
     g = fisher_g(stalls.astype(np.float64))
-    gaps_steps = np.diff(idx).astype(np.float64)
     # In steps (checkpoint every N steps) and in seconds (log every T seconds): whichever lines
     # up more of the long steps on one period. A step is the unit of jitter in both.
     by_steps = find_period(
@@ -238,7 +238,7 @@ def detect(ctx: Context) -> Finding:
     use_steps = by_steps is not None and (by_time is None or by_steps.count >= by_time.count)
     best = by_steps if use_steps else by_time
     if best is None:
-        evidence["period_steps"] = round(float(np.median(gaps_steps)), 1)
+        evidence["period_steps"] = round(float(np.median(np.diff(idx))), 1)
         return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
     aligned = np.zeros_like(stalls)
     aligned[idx[best.members]] = True
