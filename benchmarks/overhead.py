@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from workloads import loop_seconds
+
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "cpu_train.py"
 
@@ -30,8 +32,10 @@ def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     start = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
-    loop = json.loads(out.stdout.strip().splitlines()[-1])["loop_s"]
-    return wall, float(loop)
+    loop = loop_seconds(out.stdout)
+    if loop is None:
+        raise SystemExit(f"the workload printed no loop time:\n{out.stdout[-1000:]}")
+    return wall, loop
 
 
 def _probe_cost(session: Path) -> dict[str, float]:

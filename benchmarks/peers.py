@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from workloads import loop_seconds
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "train_kinds.py"
@@ -279,11 +280,7 @@ def run_once(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> 
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:4]}... exited {proc.returncode}:\n{stderr[-2000:]}")
-    loop = None
-    for line in reversed(stdout.splitlines()):
-        if line.startswith('{"loop_s"'):
-            loop = float(json.loads(line)["loop_s"])
-            break
+    loop = loop_seconds(stdout)
     if loop is None:
         raise RuntimeError(f"{cmd[:4]}... printed no loop time:\n{stdout[-1000:]}{stderr[-1000:]}")
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
