@@ -68,4 +68,23 @@ def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     verdict = json.loads(out.read_text())
     found = [(i["id"], i["impact"]) for i in verdict["issues"]]
-    assert verdict["category"] == entry["id"], f"{entry['file']}: {found}\n{result.stderr[-2000:]}"
+    if verdict["category"] != entry["id"]:
+        pytest.fail(
+            f"{entry['file']}: {verdict['category']} instead of {entry['id']}; issues {found}\n"
+            f"{_why_not(tmp_path / 's', entry['id'])}\n"
+            f"program output (tail):\n{result.stdout[-1500:]}\nprobe:\n{result.stderr[-2000:]}"
+        )
+
+
+def _why_not(session: Path, verdict_id: str) -> str:
+    """What the expected verdict's detector said: a failure on another machine explains itself."""
+    from probe.analysis.diagnosis import diagnose
+    from probe.session.reader import Session
+
+    finding = diagnose(Session(session)).findings.get(verdict_id)
+    if finding is None:
+        return f"{verdict_id}: no such detector"
+    return (
+        f"{verdict_id}: {finding.status}: {finding.reason or finding.summary}\n"
+        f"evidence: {json.dumps(finding.evidence, default=str)[:3000]}"
+    )

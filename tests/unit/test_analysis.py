@@ -296,6 +296,37 @@ def test_find_period_refuses_random_positions() -> None:
     assert refused >= 194
 
 
+def test_find_period_weighs_stalls_above_many_mildly_slow_steps() -> None:
+    # Twelve 0.3-0.9 s checkpoints every 30 steps, and 30 steps at random that a noisy machine made
+    # 2-3x the 20 ms median: the checkpoints are under half of the long steps but most of their
+    # extra time. By count the period would be refused; by extra time it is found, at 30, not 15.
+    rng = np.random.default_rng(3)
+    beats = 29 + 30 * np.arange(12)
+    noise = rng.choice(np.setdiff1d(np.arange(360), beats), 30, replace=False)
+    pos = np.concatenate([beats, noise]).astype(np.float64)
+    cost = np.concatenate([rng.uniform(0.3, 0.9, 12), rng.uniform(0.02, 0.04, 30)])
+    order = np.argsort(pos)
+    tol = lambda p: max(1.0, 0.05 * p)  # noqa: E731
+    found = find_period(pos[order], [], tol, 3.0, (0, 359), integer=True, weights=cost[order])
+    assert found is not None
+    assert found.period == pytest.approx(30, abs=0.5)
+    assert set(pos[order][found.members].astype(int)) == set(beats.tolist())
+    assert find_period(pos[order], [], tol, 3.0, (0, 359), integer=True) is None
+
+
+def test_find_period_refuses_random_positions_with_random_costs() -> None:
+    rng = np.random.default_rng(12)
+    refused = 0
+    for _ in range(100):
+        pos = np.sort(rng.choice(400, 12, replace=False)).astype(np.float64)
+        cost = rng.lognormal(0, 1, 12)
+        found = find_period(
+            pos, [], lambda p: max(1.0, 0.05 * p), 3.0, (0, 399), integer=True, weights=cost
+        )
+        refused += found is None
+    assert refused >= 97
+
+
 def test_find_period_in_seconds_with_jitter() -> None:
     rng = np.random.default_rng(5)
     times = np.arange(6) * 7.5 + 2 + rng.uniform(-0.3, 0.3, 6)

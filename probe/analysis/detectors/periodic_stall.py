@@ -3,10 +3,12 @@
 Stall steps are the analysed window's steps that are far longer than the bulk: above the median
 plus 3 robust standard deviations (1.4826 MAD) and above twice the median. They recur
 periodically when one period, in steps (checkpoint every N steps) or in seconds (log every T
-seconds), puts at least 3 of them and 60 % of them on its beat (within a twentieth of the period,
-at least one step), one per beat, filling 60 % of the beats they span (`find_period`). That
-tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread of the
-gaps does not; only the stalls on the beat count towards the impact. Candidate periods are the
+seconds), puts at least 3 of them and 60 % of their extra time on its beat (within a twentieth of
+the period, at least one step), one per beat, filling 60 % of the beats they span (`find_period`).
+That tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread
+of the gaps does not; weighing by extra time rather than counting keeps a noisy machine's many
+steps that are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them.
+Only the stalls on the beat count towards the impact. Candidate periods are the
 gaps themselves and, when Fisher's g test finds a periodic component in the series of stall
 indicators (p < 0.01), its period. Steps that are long only because the training thread waited
 for a core (run-queue wait >= 30 % of their runnable time: another job stole the CPU) are
@@ -24,6 +26,7 @@ not reported here; a run shorter than three periods cannot show a period.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +75,7 @@ class Period:
     period: float
     members: np.ndarray[Any, np.dtype[np.intp]]  # indices into the positions given
     slots: np.ndarray[Any, np.dtype[np.int64]]  # the period number of each member
+    weight: float  # the members' share of the positions' weight (their extra time)
 
     @property
     def count(self) -> int:
@@ -81,6 +85,12 @@ class Period:
     def fill(self) -> float:
         return self.count / float(self.slots.max() - self.slots.min() + 1)
 
+    @property
+    def score(self) -> float:
+        """Weight on the beat times the beats kept: a half period picking up stray slow steps
+        between the real stalls gains a little weight and loses half its fill."""
+        return self.weight * self.fill
+
 
 def find_period(
     positions: np.ndarray[Any, Any],
@@ -89,37 +99,50 @@ def find_period(
     min_period: float,
     span: tuple[float, float] | None = None,
     integer: bool = False,
+    weights: np.ndarray[Any, Any] | None = None,
 ) -> Period | None:
-    """The period that puts the most of these positions (step numbers or seconds) on its beat.
+    """The period that puts most of the weight of these positions (steps or seconds) on its beat.
 
-    Candidates are the gaps between consecutive positions, their median and any ``extra`` period
-    (a spectral estimate); each is tried from several anchors, and a position is on the beat when
-    it lies within ``tolerance(period)`` of anchor + k * period, one per beat. The alignment's
-    period is refitted by least squares on its members and checked once more. An alignment counts
-    when its members fill ``MIN_FILL`` of the beats they span (a checkpoint every N steps may be
-    missing once) and the best one holds at least 3 positions and ``MIN_ALIGNED_SHARE`` of them
-    (unrelated slow steps may join). Searching that many periods finds some alignment in any set
-    of positions, so the best one must also beat chance: the same search on as many positions
-    drawn uniformly over ``span`` (whole numbers when ``integer``) must reach as many members in
-    under 1 % of ``NULL_DRAWS`` draws.
+    ``weights`` are what each position costs (a long step's extra time; all equal when omitted),
+    so a few long stalls on a beat outweigh many steps that are only somewhat slow, scattered
+    around them by a noisy machine. Candidates are the gaps between consecutive positions, their
+    median and any ``extra`` period (a spectral estimate); each is tried from several anchors
+    (spread over the positions, and the heaviest ones), and a position is on the beat when it lies
+    within ``tolerance(period)`` of anchor + k * period, one per beat. The alignment's period is
+    refitted by least squares on its members and checked once more. An alignment counts when its
+    members fill ``MIN_FILL`` of the beats they span (a checkpoint every N steps may be missing
+    once) and the best one holds at least 3 positions and ``MIN_ALIGNED_SHARE`` of the weight
+    (unrelated slow steps may join); the best is the one with the most weight times fill. Searching
+    that many periods finds some alignment in any set of positions, so the best one must also beat
+    chance: the same search on the same weights at positions drawn uniformly over ``span`` (whole
+    numbers when ``integer``) must score as well in under 1 % of ``NULL_DRAWS`` draws.
     """
-    pos = np.sort(np.asarray(positions, dtype=np.float64))
+    order = np.argsort(np.asarray(positions, dtype=np.float64), kind="stable")
+    pos = np.asarray(positions, dtype=np.float64)[order]
     n = len(pos)
-    best = _best_alignment(pos, extra, tolerance, min_period)
-    if best is None or best.count < MIN_STALLS or best.count < MIN_ALIGNED_SHARE * n:
+    if weights is None:
+        w = np.full(n, 1.0 / max(n, 1))
+    else:
+        w = np.clip(np.asarray(weights, dtype=np.float64)[order], 0.0, None)
+        w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / max(n, 1))
+    best = _best_alignment(pos, w, extra, tolerance, min_period)
+    if best is None or best.count < MIN_STALLS or best.weight < MIN_ALIGNED_SHARE - 1e-9:
         return None
     lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
     rng = np.random.default_rng(0)
     places = np.arange(int(lo), int(hi) + 1) if integer else None
-    count = int(min(n, max(hi - lo, 1)))
+    count = int(min(n, max(hi - lo, 1))) if integer else n
     as_good = 0
     for _ in range(NULL_DRAWS):
         if places is not None:
-            null = np.sort(rng.choice(places, count, replace=False))
+            null = rng.choice(places, count, replace=False).astype(np.float64)
         else:
-            null = np.sort(rng.uniform(lo, hi, n))
-        other = _best_alignment(null.astype(np.float64), [], tolerance, min_period)
-        if other is not None and other.count >= best.count:
+            null = rng.uniform(lo, hi, n)
+        # The same costs at random places: sort the places, keep each weight with its place.
+        null_w = rng.permutation(w)[:count]
+        at = np.argsort(null, kind="stable")
+        other = _best_alignment(null[at], null_w[at], [], tolerance, min_period)
+        if other is not None and other.score >= best.score - 1e-9:
             as_good += 1
             if (as_good + 1) / (NULL_DRAWS + 1) > MAX_CHANCE:
                 return None
@@ -128,6 +151,7 @@ def find_period(
 
 def _best_alignment(
     pos: np.ndarray[Any, Any],
+    w: np.ndarray[Any, Any],
     extra: Sequence[float],
     tolerance: Callable[[float], float],
     min_period: float,
@@ -135,20 +159,33 @@ def _best_alignment(
     n = len(pos)
     if n < MIN_STALLS:
         return None
-    gaps = np.diff(pos)
-    raw = [*gaps.tolist(), float(np.median(gaps)), *extra]
+    # Candidate periods: the gaps between the positions, and between the heavier half and quarter
+    # of them (stray slow steps between the stalls break up the plain gaps), each list ranked by
+    # how many of its gaps agree, taken in turn.
+    ranked: list[list[float]] = [list(extra)]
+    levels = [pos]
+    if w.max() > w.min():
+        levels += [pos[w >= np.quantile(w, q)] for q in (0.5, 0.75)]
+    for level in levels:
+        if len(level) < 2:
+            continue
+        gaps = np.diff(level)
+        raw = [*gaps.tolist(), float(np.median(gaps))]
+        ranked.append(sorted(raw, key=lambda v: -np.sum(np.abs(gaps - v) <= tolerance(v))))
     candidates: list[float] = []
-    for c in sorted(raw, key=lambda v: -np.sum(np.abs(gaps - v) <= tolerance(v))):
+    for c in (c for row in itertools.zip_longest(*ranked) for c in row if c is not None):
         if c >= min_period and all(abs(c - o) > 0.02 * o for o in candidates):
             candidates.append(c)
         if len(candidates) >= MAX_CANDIDATES:
             break
-    anchors = np.unique(np.linspace(0, n - 1, min(n, MAX_ANCHORS)).round().astype(int))
+    spread = np.linspace(0, n - 1, min(n, MAX_ANCHORS)).round().astype(int)
+    heaviest = np.argsort(-w, kind="stable")[: MAX_ANCHORS // 2]
+    anchors = np.unique(np.concatenate([spread, heaviest]))
     best: Period | None = None
-    best_key: tuple[int, float] = (0, 0.0)
+    best_key: tuple[float, int] = (0.0, 0)
     for period in candidates:
         for a in anchors:
-            found = _align(pos, float(pos[a]), period, tolerance(period))
+            found = _align(pos, w, float(pos[a]), period, tolerance(period))
             if found is None:
                 continue
             # Refit the period on the members, then align again with it.
@@ -156,28 +193,36 @@ def _best_alignment(
             if k.max() > k.min():
                 fitted, intercept = np.polyfit(k, pos[found.members], 1)
                 if fitted >= min_period:
-                    refit = _align(pos, float(intercept), float(fitted), tolerance(fitted))
-                    if refit is not None and refit.count >= found.count:
+                    refit = _align(pos, w, float(intercept), float(fitted), tolerance(fitted))
+                    if refit is not None and refit.weight >= found.weight - 1e-12:
                         found = refit
             if found.fill < MIN_FILL or found.slots.max() - found.slots.min() < MIN_STALLS - 1:
                 continue
-            key = (found.count, found.fill)
+            key = (round(found.score, 9), found.count)
             if key > best_key:
                 best, best_key = found, key
     return best
 
 
-def _align(pos: np.ndarray[Any, Any], anchor: float, period: float, tol: float) -> Period | None:
+def _align(
+    pos: np.ndarray[Any, Any],
+    w: np.ndarray[Any, Any],
+    anchor: float,
+    period: float,
+    tol: float,
+) -> Period | None:
     k = np.round((pos - anchor) / period).astype(np.int64)
     dev = np.abs(pos - anchor - k * period)
     on = np.flatnonzero(dev <= tol)
     if len(on) == 0:
         return None
-    # One stall per slot: keep the closest when two long steps share one.
-    order = on[np.argsort(dev[on], kind="stable")]
+    # One stall per slot: keep the closest (then the heaviest) when two long steps share one.
+    order = on[np.lexsort((-w[on], dev[on]))]
     _, first = np.unique(k[order], return_index=True)
     members = np.sort(order[first])
-    return Period(period=period, members=members, slots=k[members])
+    return Period(
+        period=period, members=members, slots=k[members], weight=float(w[members].sum())
+    )
 
 
 def detect(ctx: Context) -> Finding:
@@ -207,6 +252,7 @@ def detect(ctx: Context) -> Finding:
         )
     idx = np.flatnonzero(stalls)
     times = mine.start[stalls]
+    cost = durations[stalls] - median  # what each long step adds: the weight of its position
     g = fisher_g(stalls.astype(np.float64))
     # In steps (checkpoint every N steps) and in seconds (log every T seconds): whichever lines
     # up more of the long steps on one period. A step is the unit of jitter in both.
@@ -217,6 +263,7 @@ def detect(ctx: Context) -> Finding:
         min_period=MIN_PERIOD_STEPS,
         span=(0.0, float(len(mine) - 1)),
         integer=True,
+        weights=cost,
     )
     by_time = (
         None
@@ -227,6 +274,7 @@ def detect(ctx: Context) -> Finding:
             tolerance=lambda period: max(median, PHASE_TOL * period),
             min_period=MIN_PERIOD_STEPS * median,
             span=(float(mine.start[0]), float(mine.end[-1])),
+            weights=cost,
         )
     )
     evidence.update(
@@ -235,7 +283,7 @@ def detect(ctx: Context) -> Finding:
             "median_stall_ms": round(float(np.median(durations[stalls])) * 1000, 1),
         }
     )
-    use_steps = by_steps is not None and (by_time is None or by_steps.count >= by_time.count)
+    use_steps = by_steps is not None and (by_time is None or by_steps.score >= by_time.score)
     best = by_steps if use_steps else by_time
     if best is None:
         evidence["period_steps"] = round(float(np.median(np.diff(idx))), 1)
