@@ -171,7 +171,8 @@ def _best_alignment(
             continue
         gaps = np.diff(level)
         raw = [*gaps.tolist(), float(np.median(gaps))]
-        ranked.append(sorted(raw, key=lambda v: -np.sum(np.abs(gaps - v) <= tolerance(v))))
+        agree = [int(np.count_nonzero(np.abs(gaps - v) <= tolerance(v))) for v in raw]
+        ranked.append([v for _, v in sorted(zip(agree, raw), key=lambda t: -t[0])])
     candidates: list[float] = []
     for c in (c for row in itertools.zip_longest(*ranked) for c in row if c is not None):
         if c >= min_period and all(abs(c - o) > 0.02 * o for o in candidates):
@@ -220,9 +221,7 @@ def _align(
     order = on[np.lexsort((-w[on], dev[on]))]
     _, first = np.unique(k[order], return_index=True)
     members = np.sort(order[first])
-    return Period(
-        period=period, members=members, slots=k[members], weight=float(w[members].sum())
-    )
+    return Period(period=period, members=members, slots=k[members], weight=float(w[members].sum()))
 
 
 def detect(ctx: Context) -> Finding:
