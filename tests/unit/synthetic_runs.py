@@ -62,6 +62,7 @@ class Run:
     busy: float | None = None  # machine busy cores (default: from the CPU given)
     late_when_python: float = 0.003
     gc_in_stalls: bool = False  # each stall step's extra time is one full collection
+    gc_holds_gil: bool = False  # samples during a collection waited for the GIL until it ended
     graph_nodes: int = 0  # autograd nodes per backward pass, reported every 50 steps
 
     def build(self, path: Path) -> Session:
@@ -142,6 +143,7 @@ class Run:
                     np.full(len(starts), self.wait * 0.9),
                     worker=-1,
                 )
+        gcs = np.zeros(0)
         if self.gc_every:
             gcs = np.arange(self.start + 0.3, end_steps - 0.3, self.gc_every)
             b.gc(pid, gcs, np.full(len(gcs), self.gc_pause))
@@ -173,6 +175,13 @@ class Run:
                 return PYTHON_WORK
             return FORWARD
 
+        def gc_wait(x: float) -> float:
+            """How long a sample at x waited for the collector to let go of the GIL."""
+            if not self.gc_holds_gil or not len(gcs):
+                return 0.0
+            j = int(np.searchsorted(gcs, x)) - 1
+            return float(x - gcs[j]) if j >= 0 and x < gcs[j] + self.gc_pause else 0.0
+
         chosen = [frames_at(k) for k in range(len(times))]
         index = {id(f): f for f in chosen}
         b.stacks(
@@ -183,9 +192,12 @@ class Run:
                 "S" if chosen[int(round(x * self.stack_hz))] in (DATA_WAIT, SAVE) else "R"
             ),
             late=lambda x: (
-                self.late_when_python
-                if chosen[int(round(x * self.stack_hz))] is PYTHON_WORK
-                else 0.0001
+                gc_wait(x)
+                or (
+                    self.late_when_python
+                    if chosen[int(round(x * self.stack_hz))] is PYTHON_WORK
+                    else 0.0001
+                )
             ),
         )
         return Session(b.write())

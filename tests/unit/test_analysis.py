@@ -215,6 +215,24 @@ def test_python_bound(tmp_path: Path) -> None:
     assert f.evidence["interpreter_share"] == pytest.approx(0.7, abs=0.05)
 
 
+def test_samples_that_waited_on_the_collector_are_not_python_work(tmp_path: Path) -> None:
+    # Full collections 40 % of the time hold the GIL: a sampler waiting through one is late, but
+    # what ran was the collector (gc-pauses), not the program's Python (30 % of the rest).
+    run = Run(
+        main_cpu=0.98,
+        pool_cpu=0.9,
+        python_share=0.3,
+        gc_every=0.5,
+        gc_pause=0.2,
+        gc_holds_gil=True,
+    )
+    d = diagnose(run.build(tmp_path / "s"))
+    assert d.category == "gc-pauses"
+    f = d.findings["python-bound"]
+    assert f.status == "not-detected"
+    assert f.evidence["interpreter_share"] == pytest.approx(0.3, abs=0.06)
+
+
 def test_tiny_operators_are_python_bound_even_with_a_spinning_pool(tmp_path: Path) -> None:
     # OpenMP threads spin while they wait for work: the pool looks busy and the cores full.
     run = Run(step=0.03, main_cpu=0.98, pool_cpu=0.97, graph_nodes=3000, python_share=0.05)

@@ -16,7 +16,9 @@ into Python and operator dispatch rather than into computation:
   than 30 % of the cores they could, and at least half a core sat idle (tiny operators that do
   not even wake the pool).
 
-Time in the collector and in DataLoader waits is subtracted (those have their own verdicts); what
+Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter
+share (the collector held the GIL, not the program). Time in the collector and in DataLoader
+waits is subtracted (those have their own verdicts); what
 is left of the main thread's busy time is the impact. 15 % is moderate, 40 % high.
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
@@ -29,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from probe.analysis.detectors.base import (
     MIN_WINDOW_S,
@@ -132,7 +135,9 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
     capacity = max(min((intra or 1) - 1, cores - 1), 0)
     pool_use = pool / capacity if capacity > 0 else None
     mask = ctx.main_samples(pid)
-    timed = mask & np.isfinite(tl.stacks.late)
+    # A sample that waited for the GIL while the collector ran found the garbage collector, not
+    # the program's Python: gc-pauses judges that time, so it is left out of this share.
+    timed = mask & np.isfinite(tl.stacks.late) & ~_waited_on_gc(ctx, pid)
     interpreter = float(tl.stacks.gil_held[timed].mean()) if timed.sum() >= 20 else None
     nodes = tl.graph_nodes.get(pid)
     steps = ctx.steps.select(ctx.steps.pid == pid)
@@ -168,6 +173,24 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
         "machine_busy_cores": round(busy, 2),
         "cores": cores,
     }
+
+
+def _waited_on_gc(ctx: Context, pid: int) -> npt.NDArray[np.bool_]:
+    """Stack samples of ``pid`` whose wait for the GIL overlapped one of its GC pauses."""
+    st = ctx.tl.stacks
+    out = np.zeros(len(st), dtype=bool)
+    g = ctx.tl.gc.of(pid)
+    if len(g) == 0:
+        return out
+    order = np.argsort(g.start, kind="stable")
+    start, end = g.start[order], g.end[order]
+    mine = np.flatnonzero(st.pid == pid)
+    t = st.t[mine]
+    waited_from = t - np.nan_to_num(st.late[mine], nan=0.0)
+    last = np.searchsorted(start, t, side="right") - 1  # the last pause to start by the sample
+    ok = last >= 0
+    out[mine[ok]] = end[last[ok]] > waited_from[ok]
+    return out
 
 
 def _gc_share(ctx: Context, pid: int) -> float:
