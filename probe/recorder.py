@@ -191,6 +191,12 @@ class Recording:
                 continue
             if text:
                 self.meta["warnings"].append(f"agent in process {err.stem[6:]}: {text[:300]}")
+        for fault in self.directory.glob("fault-*.txt"):  # processes that ended without a fault
+            try:
+                if fault.stat().st_size == 0:
+                    fault.unlink()
+            except OSError:
+                pass
         write_meta(self.directory, self.meta)
 
     def _torch_version(self) -> str | None:

@@ -23,6 +23,7 @@ import threading
 import time
 
 from probe.agent.imports import PostImportFinder
+from probe.collectors.faults import FaultLog
 from probe.collectors.gc import GcCollector
 from probe.collectors.stacks import StackSampler
 from probe.session import format as fmt
@@ -108,6 +109,7 @@ class Agent:
         self.finder = PostImportFinder(self._error)
         self.gc = GcCollector(self.buffer)
         self.stacks = StackSampler(self.buffer)
+        self.faults = FaultLog(self.directory)
         self.torch: TorchHooks | None = None
         self.loops: LoopLagMonitor | None = None
         self._stop = threading.Event()
@@ -131,6 +133,10 @@ class Agent:
         self.active = True
         self._record_process()
         self.gc.install()
+        try:
+            self.faults.enable(self.pid)
+        except (OSError, RuntimeError, ValueError) as exc:
+            self._error("fault handler", exc)
         for name in TORCH_MODULES:
             self.finder.watch(name, self._on_torch_module)
         for name in ASYNCIO_MODULES:
@@ -195,6 +201,10 @@ class Agent:
         if self._thread_ident and self._thread_ident != _thread.get_ident():
             self._thread_done.wait(1.0)
         self.stacks.close()
+        if detach:
+            self.faults.disable()
+        else:
+            self.faults.tidy()
         self._write_cost(_now())
         try:
             self.buffer.close()
@@ -222,6 +232,7 @@ class Agent:
                 if collector is not None:
                     collector.hook_ns = 0
             self.buffer.reset_after_fork(f"agent-{self.pid}", self._header())
+            self.faults.after_fork_child(self.pid)
             self.gc.reset_after_fork(self.buffer)
             self.stacks.reset(self.buffer)
             if self.torch is not None:
@@ -242,6 +253,7 @@ class Agent:
         try:
             self.gc.close_summary(_now())
             self.buffer.flush()
+            self.faults.tidy()
         except Exception as exc:
             self._error("flush at exit", exc)
 

@@ -9,6 +9,7 @@ with the largest impact, ``healthy`` when every detector judged and found nothin
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,12 @@ from probe.analysis.detectors.base import (
     pct,
 )
 from probe.analysis.segment import Segmentation, segment
-from probe.analysis.stacks import STATES
+from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import Timeline, build_timeline
 from probe.session.reader import Session
 
 SCHEMA = "probe.diagnosis/1"
+_FAULT_FRAME = re.compile(r'\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
 HEALTHY = "healthy"
 INSUFFICIENT_DATA = "insufficient-data"
 VERDICTS = (HEALTHY, INSUFFICIENT_DATA, *(d.ID for d in DETECTORS))
@@ -245,13 +247,56 @@ def _run(session: Session, tl: Timeline) -> dict[str, Any]:
     meta = session.meta
     exit_info = meta.get("exit") or {}
     argv = meta.get("argv") or []
-    return {
+    run: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in argv),
         "exit_code": exit_info.get("code"),
         "signal": exit_info.get("signal"),
         "duration_s": round(tl.duration_s, 3),
         "steps": len(tl.steps),
         "processes": len(tl.processes),
+    }
+    crash = crash_of(session)
+    if crash is not None:
+        run["crash"] = crash
+    return run
+
+
+MAX_TRACEBACK_CHARS = 8000
+
+
+def crash_of(session: Session) -> dict[str, Any] | None:
+    """The fatal error the fault handler wrote, if a process crashed (the root process first):
+    which process, the error, the innermost frame of the thread that crashed, the text."""
+    faults = getattr(session, "faults", {})
+    if not faults:
+        return None
+    root = session.meta.get("root_pid")
+    pid = root if isinstance(root, int) and root in faults else min(faults)
+    text = faults[pid]
+    lines = text.splitlines()
+    error = next((ln.strip() for ln in lines if ln.startswith("Fatal Python error")), lines[0])
+    error = error.removeprefix("Fatal Python error:").strip()
+    current = [i for i, ln in enumerate(lines) if ln.startswith("Current thread")]
+    start = current[0] + 1 if current else 0
+    frames: list[tuple[str, str]] = []  # the crashed thread's, innermost first
+    for ln in lines[start:]:
+        m = _FAULT_FRAME.match(ln)
+        if m is None:
+            if frames:
+                break
+            continue
+        frames.append((m["file"], f"{m['func']} ({os.path.basename(m['file'])}:{m['line']})"))
+    where = frames[0][1] if frames else ""
+    if frames and is_library_file(frames[0][0]):
+        caller = next((text for file, text in frames if not is_library_file(file)), None)
+        if caller is not None:
+            where += f", called from {caller}"
+    return {
+        "pid": int(pid),
+        "error": error[:200],
+        "where": where,
+        "processes": len(faults),
+        "traceback": text[:MAX_TRACEBACK_CHARS],
     }
 
 

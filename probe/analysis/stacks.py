@@ -92,6 +92,15 @@ LEAF_DEPTH = 4  # how many innermost frames decide I/O and waits
 GIL_WAIT_S = 0.001
 
 
+_LIB_MARKERS = ("/site-packages/", "/dist-packages/", "/lib/python3", "<frozen")
+
+
+def is_library_file(path: str) -> bool:
+    """Whether a source file belongs to an installed library or the standard library rather
+    than to the program being run."""
+    return any(m in _norm(path) for m in _LIB_MARKERS)
+
+
 def _norm(path: str) -> str:
     return path.replace("\\", "/")
 

@@ -55,6 +55,10 @@ def exit_notice(d: Diagnosis) -> str:
     main = d.timeline.processes.get(root) if isinstance(root, int) else None
     crashed = next((p for p in [main, *infos] if p is not None and p.exception), None)
     why = f": {crashed.exception}" if crashed is not None else ""
+    fault = d.run.get("crash")
+    if not why and fault:
+        where = f" in {fault['where']}" if fault.get("where") else ""
+        why = f": {fault['error']}{where} (process {fault['pid']})"
     return clean(
         f"The command did not end well ({text}, after "
         f"{format_duration(d.timeline.duration_s)}){why}.",

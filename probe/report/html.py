@@ -547,6 +547,12 @@ def _alert_html(page: Page) -> str:
         + impact
         + "</div>"
         + (f'<p class="exit-notice">{e(page.exit_notice)}</p>' if page.exit_notice else "")
+        + (
+            f'<details class="crash" open><summary>Python stacks when process {page.crash_pid} '
+            f"crashed (from the fault handler)</summary><pre>{e(page.crash_trace)}</pre></details>"
+            if page.crash_trace
+            else ""
+        )
         + f'<h1 class="alert-title">{e(page.alert_title)}</h1>'
         f'<p class="alert-text">{e(page.alert_text)}</p>'
         + links
@@ -815,6 +821,8 @@ dl.facts{display:flex;flex-wrap:wrap;gap:4px 22px;margin:0}
 .fact dt{color:#8f9bab}.fact dd{margin:0}.fact.bad dd{color:#ffa8a8;font-weight:600}
 .window{margin:6px 0 0;color:#aab4c0;font-size:12.5px}
 details.warnings{margin-top:6px;color:#ffd8a8}
+details.crash{margin-top:8px}details.crash pre{max-height:320px;overflow:auto;font-size:12px;
+background:#f6f7f9;padding:8px;border-radius:4px;white-space:pre-wrap}
 section.alert{margin:16px 24px 0;padding:14px 18px;background:var(--card);border-radius:6px;
 border-left:8px solid var(--moderate);box-shadow:0 1px 2px rgba(0,0,0,.06)}
 section.alert.sev-high{border-left-color:var(--high)}

@@ -46,6 +46,7 @@ from probe.report.page import (
     Series,
     VerdictView,
     clean,
+    clean_block,
 )
 from probe.report.verdicts import verdict_views
 
@@ -112,6 +113,8 @@ def build_page(d: Diagnosis) -> Page:
         alert_severity=severity,
         next_step=clean(d.next_step or recommendations.load(d.category).first_step, 300),
         exit_notice=exit_notice(d),
+        crash_trace=clean_block(str((d.run.get("crash") or {}).get("traceback", "")), 8000),
+        crash_pid=int((d.run.get("crash") or {}).get("pid", 0)),
         also=also,
         activity=activity,
         graphs=graphs,

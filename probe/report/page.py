@@ -59,6 +59,11 @@ def clean(text: object, limit: int = 300) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def clean_block(text: object, limit: int = 8000) -> str:
+    """Like ``clean``, for preformatted text: lines are kept."""
+    return "\n".join(clean(line, limit) for line in str(text).splitlines())[:limit]
+
+
 @dataclass
 class Series:
     """One line or set of points on a graph; ``style`` names its look (see html.py)."""
@@ -211,6 +216,8 @@ class Page:
     alert_severity: str  # high | moderate | ok | unknown
     next_step: str  # the first thing to try, from the verdict's recommendation
     exit_notice: str  # when the command failed: how, and the exception seen
+    crash_trace: str  # the fault handler's report of a crashed process ("" when none)
+    crash_pid: int
     also: list[tuple[str, str]]  # (verdict id, "12 %") other issues found
     activity: list[tuple[str, str, float]]  # (state, label, share)
     graphs: list[Graph]

@@ -49,6 +49,13 @@ def summary_lines(
         label = f"verdict: {top.id}" + (f" ({top.severity})" if top.severity else "")
         lines.append(_paint(label, style, color) + " - " + top.title)
         lines.append("  " + first_sentence(top.summary))
+    crash = d.run.get("crash")
+    if crash:
+        where = f" in {crash['where']}" if crash.get("where") else ""
+        lines.append(
+            _paint(f"  crash: process {crash['pid']}: {crash['error']}{where}", "high", color)
+            + " (its Python stacks are in the report)"
+        )
     first = d.next_step or recommendations.load(d.category).first_step
     if first:
         lines.append("  next: " + first)

@@ -187,6 +187,7 @@ class Session:
                 self.warnings.append(f"{rec.name}: could not be read ({exc.strerror})")
         for f in self.files:
             self.warnings.extend(f.warnings)
+        self.faults = read_faults(self.path)
         self._build()
 
     # -- loading -------------------------------------------------------------------------------
@@ -350,6 +351,24 @@ _AGENT_KINDS = {
     "tick",
     "sync",
 }
+
+
+MAX_FAULT_BYTES = 64 * 1024
+
+
+def read_faults(path: Path) -> dict[int, str]:
+    """The fault handler's reports (``fault-<pid>.txt``) that hold one: pid -> text."""
+    faults: dict[int, str] = {}
+    for file in sorted(path.glob("fault-*.txt")):
+        try:
+            pid = int(file.stem[6:])
+            with open(file, "rb") as f:
+                text = f.read(MAX_FAULT_BYTES).decode("utf-8", "replace").strip()
+        except (ValueError, OSError):
+            continue
+        if text:
+            faults[pid] = text
+    return faults
 
 
 def is_session(path: Path) -> bool:

@@ -43,6 +43,7 @@ from probe.analysis.detectors.base import (
     pct,
     severity,
 )
+from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
 from probe.analysis.timeline import StepTable
 
@@ -401,13 +402,10 @@ def _stall_stacks(
     return st.top(mask & ctx.in_intervals(st.t, starts, ends), 5)
 
 
-_LIB_MARKERS = ("/site-packages/", "/dist-packages/", "/lib/python3", "<frozen")
-
-
 def _first_user_frame(frames: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The innermost frame that belongs to the program rather than a library."""
     for frame in reversed(frames):
-        if not any(m in frame["file"] for m in _LIB_MARKERS):
+        if not is_library_file(frame["file"]):
             return dict(frame)
     return dict(frames[-1]) if frames else None
 
