@@ -332,6 +332,15 @@ def test_find_period_weighs_stalls_above_many_mildly_slow_steps() -> None:
     assert find_period(pos[order], [], tol, 3.0, (0, 359), integer=True) is None
 
 
+def test_find_period_refuses_a_burst_of_slow_steps() -> None:
+    # The machine was busy for a while: 11 steps out of 30, then none. A beat every 3 steps
+    # (one step either side) covers every step, and a burst is not a rhythm.
+    burst = np.array([101, 103, 105, 110, 112, 115, 117, 119, 120, 122, 127], dtype=np.float64)
+    cost = np.linspace(0.06, 0.15, len(burst))
+    tol = lambda p: max(1.0, 0.05 * p)  # noqa: E731
+    assert find_period(burst, [], tol, 3.0, (0, 190), integer=True, weights=cost) is None
+
+
 def test_find_period_refuses_random_positions_with_random_costs() -> None:
     rng = np.random.default_rng(12)
     refused = 0

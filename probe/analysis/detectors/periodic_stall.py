@@ -4,7 +4,10 @@ Stall steps are the analysed window's steps that are far longer than the bulk: a
 plus 3 robust standard deviations (1.4826 MAD) and above twice the median. They recur
 periodically when one period, in steps (checkpoint every N steps) or in seconds (log every T
 seconds), puts at least 3 of them and 60 % of their extra time on its beat (within a twentieth of
-the period, at least one step), one per beat, filling 60 % of the beats they span (`find_period`).
+the period, at least one step), one per beat, filling 60 % of the beats they span and spanning
+half the window or more (a burst of slow steps in one stretch is not a rhythm), with a period of
+at least 6 steps (a beat one step wide either side covers half of any shorter period's steps)
+(`find_period`).
 That tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread
 of the gaps does not; weighing by extra time rather than counting keeps a noisy machine's many
 steps that are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them.
@@ -52,7 +55,10 @@ MIN_STALLS = 3
 PHASE_TOL = 0.05  # on the beat: within a twentieth of the period (and at least one step)
 MIN_ALIGNED_SHARE = 0.6  # of the long steps that must sit on the period
 MIN_FILL = 0.6  # of the period's slots, between the first and last stall, that must hold one
-MIN_PERIOD_STEPS = 3.0
+# A beat within one step either side covers 3 of every `period` steps: below 6 it covers half the
+# steps or more, and lines up any dense cluster of slow steps, periodic or not.
+MIN_PERIOD_STEPS = 6.0
+MIN_SPREAD = 0.5  # of the analysed window that the stalls on the beat must span, first to last
 MAX_CANDIDATES = 12
 MAX_ANCHORS = 8
 NULL_DRAWS = 99  # with none as good: chance below 1 %
@@ -126,10 +132,10 @@ def find_period(
     else:
         w = np.clip(np.asarray(weights, dtype=np.float64)[order], 0.0, None)
         w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / max(n, 1))
-    best = _best_alignment(pos, w, extra, tolerance, min_period)
+    lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
+    best = _best_alignment(pos, w, extra, tolerance, min_period, MIN_SPREAD * (hi - lo))
     if best is None or best.count < MIN_STALLS or best.weight < MIN_ALIGNED_SHARE - 1e-9:
         return None
-    lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
     rng = np.random.default_rng(0)
     places = np.arange(int(lo), int(hi) + 1) if integer else None
     count = int(min(n, max(hi - lo, 1))) if integer else n
@@ -142,7 +148,9 @@ def find_period(
         # The same costs at random places: sort the places, keep each weight with its place.
         null_w = rng.permutation(w)[:count]
         at = np.argsort(null, kind="stable")
-        other = _best_alignment(null[at], null_w[at], [], tolerance, min_period)
+        other = _best_alignment(
+            null[at], null_w[at], [], tolerance, min_period, MIN_SPREAD * (hi - lo)
+        )
         if other is not None and other.score >= best.score - 1e-9:
             as_good += 1
             if (as_good + 1) / (NULL_DRAWS + 1) > MAX_CHANCE:
@@ -156,6 +164,7 @@ def _best_alignment(
     extra: Sequence[float],
     tolerance: Callable[[float], float],
     min_period: float,
+    min_spread: float,
 ) -> Period | None:
     n = len(pos)
     if n < MIN_STALLS:
@@ -200,6 +209,8 @@ def _best_alignment(
                         found = refit
             if found.fill < MIN_FILL or found.slots.max() - found.slots.min() < MIN_STALLS - 1:
                 continue
+            if pos[found.members[-1]] - pos[found.members[0]] < min_spread:
+                continue  # a burst of slow steps in one stretch of the run, not a rhythm
             key = (round(found.score, 9), found.count)
             if key > best_key:
                 best, best_key = found, key
