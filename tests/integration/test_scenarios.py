@@ -81,10 +81,11 @@ def _why_not(session: Path, verdict_id: str) -> str:
     from probe.analysis.diagnosis import diagnose
     from probe.session.reader import Session
 
-    finding = diagnose(Session(session)).findings.get(verdict_id)
-    if finding is None:
-        return f"{verdict_id}: no such detector"
-    return (
-        f"{verdict_id}: {finding.status}: {finding.reason or finding.summary}\n"
-        f"evidence: {json.dumps(finding.evidence, default=str)[:3000]}"
+    d = diagnose(Session(session))
+    finding = d.findings.get(verdict_id)
+    shown = [finding] if finding is not None else d.issues  # healthy: what was found instead
+    return "\n".join(
+        f"{f.id}: {f.status}: {f.reason or f.summary}\n"
+        f"evidence: {json.dumps(f.evidence, default=str)[:3000]}"
+        for f in shown
     )
