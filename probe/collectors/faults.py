@@ -64,7 +64,8 @@ class FaultLog:
 
     def _open(self, pid: int) -> None:
         path = os.path.join(self._directory, f"fault-{pid}.txt")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags, 0o644)
         faulthandler.enable(file=fd, all_threads=True)
         self._fd, self._path = fd, path
 
