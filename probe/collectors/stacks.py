@@ -8,6 +8,7 @@ the analysis from these stacks, not here, to keep the sampler cheap.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -106,17 +107,37 @@ class StackSampler:
         self._state.forget()
 
     def sample(self, now: int, skip_ident: int) -> None:
-        add = self._buffer.add_packed
-        pack = fmt.STACK.struct.pack
-        for ident, frame in sys._current_frames().items():
-            if ident == skip_ident:
-                continue
-            tid = self._tids.get(ident)
-            if tid is None:
-                tid = self._new_thread(ident)
-            state = self._state(tid) if ident == self._main_ident and tid else 0
-            add(fmt.STACK, pack(now, tid, self._intern(frame), state))
-        self.samples += 1
+        """One stack sample of every thread but ``skip_ident`` (the sampler's own).
+
+        The garbage collector is held off while it runs. On CPython 3.11 (and earlier),
+        ``sys._current_frames()`` and ``frame.f_back`` create frame objects for another thread's
+        live frames while holding raw pointers to them; that allocation can start a collection,
+        a collection runs ``gc.callbacks`` and finalizers (Python code, ours included), Python
+        code can hand the GIL to the thread being sampled, and that thread then pops the very
+        frame being wrapped: the frame object is left pointing into freed memory and the process
+        later dies of SIGSEGV (seen here in the sampler's ``f_back`` during an import; the same
+        race crashes other in-process samplers, e.g. sentry-python's and ddtrace's on 3.11).
+        Without a collection no Python code runs inside those calls, so no other thread runs
+        either. A collection that falls due meanwhile runs at the next allocation after this.
+        """
+        held = gc.isenabled()
+        if held:
+            gc.disable()
+        try:
+            add = self._buffer.add_packed
+            pack = fmt.STACK.struct.pack
+            for ident, frame in sys._current_frames().items():
+                if ident == skip_ident:
+                    continue
+                tid = self._tids.get(ident)
+                if tid is None:
+                    tid = self._new_thread(ident)
+                state = self._state(tid) if ident == self._main_ident and tid else 0
+                add(fmt.STACK, pack(now, tid, self._intern(frame), state))
+            self.samples += 1
+        finally:
+            if held:
+                gc.enable()
 
     def _intern(self, frame: FrameType | None) -> int:
         frames = self._frames

@@ -143,6 +143,60 @@ def test_stack_sampler_sees_every_thread_and_names_them(session_dir: Path) -> No
     assert names[worker.native_id] == "loader-thread"
 
 
+def test_no_garbage_collection_runs_inside_a_stack_sample(session_dir: Path) -> None:
+    # A collection started by the sampler's own allocations (the frame objects it creates for
+    # another thread's frames) runs Python callbacks, which can let the sampled thread pop the
+    # frame being wrapped: a use-after-free on CPython 3.11. The sampler holds collections off.
+    sampler = StackSampler(_buffer(session_dir))
+    inside: list[str] = []
+    stop = threading.Event()
+
+    def during_sample(phase: str, info: dict[str, int]) -> None:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code is StackSampler.sample.__code__:
+                inside.append(phase)
+                return
+            frame = frame.f_back
+
+    def sample_all_the_time() -> None:
+        me = threading.get_ident()
+        while not stop.is_set():
+            sampler.sample(0, me)
+
+    def churn(depth: int) -> list[object]:
+        return [[] for _ in range(4)] if depth == 0 else churn(depth - 1)
+
+    old = gc.get_threshold()
+    gc.callbacks.append(during_sample)
+    gc.set_threshold(1, 1, 1)  # a collection at nearly every allocation
+    sampler_thread = threading.Thread(target=sample_all_the_time)
+    sampler_thread.start()
+    try:
+        for i in range(30_000):
+            churn(i % 30)
+    finally:
+        stop.set()
+        sampler_thread.join()
+        gc.callbacks.remove(during_sample)
+        gc.set_threshold(*old)
+    assert sampler.samples > 100
+    assert inside == []
+    assert gc.isenabled()
+
+
+def test_a_stack_sample_leaves_a_disabled_collector_disabled(session_dir: Path) -> None:
+    sampler = StackSampler(_buffer(session_dir))
+    gc.disable()
+    try:
+        sampler.sample(0, -1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    sampler.sample(0, -1)
+    assert gc.isenabled()
+
+
 def test_records_written_by_hooks_from_many_threads_are_all_kept(session_dir: Path) -> None:
     buf = _buffer(session_dir)
 
