@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
 
+from probe.collectors.stacks import no_collection
 from probe.session import format as fmt
 from probe.session.writer import RecordBuffer
 
@@ -175,15 +176,16 @@ def running_loops(asyncio: ModuleType) -> list[Any]:
     if run_forever is None:
         return loops
     me = threading.get_ident()
-    for ident, frame in sys._current_frames().items():
-        if ident == me:
-            continue
-        f: FrameType | None = frame
-        while f is not None:
-            if f.f_code is run_forever:
-                loop = f.f_locals.get("self")
-                if loop is not None and all(loop is not seen for seen in loops):
-                    loops.append(loop)
-                break
-            f = f.f_back
+    with no_collection():  # other threads' live frames: see StackSampler.sample
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            f: FrameType | None = frame
+            while f is not None:
+                if f.f_code is run_forever:
+                    loop = f.f_locals.get("self")
+                    if loop is not None and all(loop is not seen for seen in loops):
+                        loops.append(loop)
+                    break
+                f = f.f_back
     return loops

@@ -24,6 +24,22 @@ if TYPE_CHECKING:
 MAX_DEPTH = 256
 
 
+class no_collection:  # lower case: used like contextlib's managers
+    """Hold the garbage collector off while walking other threads' frames (see
+    ``StackSampler.sample`` for why); a collector the program disabled stays disabled."""
+
+    __slots__ = ("_held",)
+
+    def __enter__(self) -> None:
+        self._held = gc.isenabled()
+        if self._held:
+            gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            gc.enable()
+
+
 class ThreadState:
     """The kernel's state letter of one of this process's threads (R running, S sleeping, D in
     uninterruptible I/O), as its ord(); 0 when it cannot be read.
@@ -119,8 +135,10 @@ class StackSampler:
         race crashes other in-process samplers, e.g. sentry-python's and ddtrace's on 3.11).
         Without a collection no Python code runs inside those calls, so no other thread runs
         either. A collection that falls due meanwhile runs at the next allocation after this.
+        (Known gap: were the program to call ``gc.disable()`` from another thread within the
+        20 us of a sample, the switch back here would turn the collector on again.)
         """
-        held = gc.isenabled()
+        held = gc.isenabled()  # inline, not no_collection(): nothing may be allocated first
         if held:
             gc.disable()
         try:
