@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from probe.agent.imports import PostImportFinder
+from probe.collectors.faults import FaultLog
 from probe.collectors.gc import GcCollector
 from probe.collectors.stacks import StackSampler
 from probe.session import format as fmt
@@ -246,3 +249,45 @@ def test_autograd_graph_size_is_counted_without_changing_backward(session_dir: P
     counts = [e["nodes"] for e in Session(session_dir).events_of("autograd")]
     # mul, sin, add, sum and the leaf's AccumulateGrad: once at the 3rd pass, once at the 53rd
     assert counts == [5, 5]
+
+
+@pytest.fixture
+def no_fault_handler() -> Iterator[None]:
+    was = faulthandler.is_enabled()
+    faulthandler.disable()
+    yield
+    faulthandler.disable()
+    if was:
+        faulthandler.enable()
+
+
+def test_fault_log_points_the_handler_at_the_session_and_tidies_up(
+    tmp_path: Path, no_fault_handler: None
+) -> None:
+    log = FaultLog(str(tmp_path))
+    log.enable(4242)
+    assert faulthandler.is_enabled() and log.enabled
+    assert (tmp_path / "fault-4242.txt").exists()
+    log.tidy()  # at exit, nothing written: the file goes, the handler stays
+    assert not (tmp_path / "fault-4242.txt").exists()
+    assert faulthandler.is_enabled()
+
+
+def test_fault_log_hands_the_handler_back_on_detach(tmp_path: Path, no_fault_handler: None) -> None:
+    log = FaultLog(str(tmp_path))
+    log.enable(7)
+    log.disable()
+    assert not faulthandler.is_enabled() and not log.enabled
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fault_log_leaves_a_programs_own_handler_alone(
+    tmp_path: Path, no_fault_handler: None
+) -> None:
+    faulthandler.enable(file=sys.stderr)
+    log = FaultLog(str(tmp_path))
+    log.enable(9)
+    assert not log.enabled
+    assert list(tmp_path.iterdir()) == []
+    log.disable()  # not ours: nothing to hand back
+    assert faulthandler.is_enabled()
