@@ -88,7 +88,9 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
                 reason=f"the detector failed: {type(exc).__name__}: {exc}",
             )
             tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
-    issues = sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+    issues = _causes_first(
+        sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+    )
     activity = _activity(ctx)
     run = _run(session, tl)
     if issues:
@@ -134,6 +136,28 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         headline=headline,
         warnings=list(tl.warnings),
     )
+
+
+def _causes_first(issues: list[Finding]) -> list[Finding]:
+    """Put a cause before the symptom it produces, whatever their impacts.
+
+    One pair is known: a loop that waits for DataLoader workers that are busy computing
+    (input-bound) while those same workers are what oversubscribes the cores (without them the
+    job would not have more runnable threads than cores). The training thread's waits for a core
+    are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
+    workers) is input-bound's; cpu-oversubscription stays listed, after it.
+    """
+    ids = [f.id for f in issues]
+    if "input-bound" not in ids or "cpu-oversubscription" not in ids:
+        return issues
+    over = issues[ids.index("cpu-oversubscription")]
+    inputs = issues[ids.index("input-bound")]
+    if over.evidence.get("oversubscribed_without_workers", True):
+        return issues
+    if ids.index("input-bound") < ids.index("cpu-oversubscription"):
+        return issues
+    rest = [f for f in issues if f is not inputs]
+    return [inputs, *rest]
 
 
 def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:

@@ -43,6 +43,7 @@ class Run:
     wait: float = 0.0  # DataLoader wait per step
     num_workers: int = 2
     worker_cpu_share: float = 0.9  # CPU / wall of a batch in a worker
+    worker_wait: float = 0.0  # run-queue wait of each worker, cores
     main_cpu: float = 0.95
     pool_cpu: float = 0.9
     torch_threads: int = 2
@@ -125,7 +126,7 @@ class Run:
             if self.num_workers:
                 for w, wpid in enumerate([201, 202][: self.num_workers]):
                     b.process(wpid, ppid=pid, worker=w)
-                    b.cpu(wpid, main=self.worker_cpu_share)
+                    b.cpu(wpid, main=self.worker_cpu_share, main_wait=self.worker_wait)
                     batch = self.num_workers * (self.step)
                     fs = np.arange(self.start, end_steps, batch)
                     b.fetches(

@@ -207,6 +207,27 @@ def test_cpu_oversubscription(tmp_path: Path) -> None:
     assert f.evidence["main_thread_run_queue_wait_share"] == pytest.approx(0.4 / 1.35, abs=0.03)
 
 
+def test_workers_that_oversubscribe_an_input_bound_loop_are_its_input_pipeline(
+    tmp_path: Path,
+) -> None:
+    # Two busy workers on two cores: the loop waits for them, and its thread waits for a core
+    # because of them. Without the workers the job would fit the cores: input-bound comes first.
+    run = Run(
+        wait=0.02,
+        main_cpu=0.55,
+        pool_cpu=0.0,
+        main_wait=0.4,
+        worker_cpu_share=0.8,
+        worker_wait=0.3,
+    )
+    d = diagnose(run.build(tmp_path / "s"))
+    ids = [i.id for i in d.issues]
+    assert ids[:2] == ["input-bound", "cpu-oversubscription"]
+    over = d.findings["cpu-oversubscription"]
+    assert over.impact > d.findings["input-bound"].impact  # ranked by cause, not by impact
+    assert over.evidence["oversubscribed_without_workers"] is False
+
+
 def test_python_bound(tmp_path: Path) -> None:
     d = diagnose(Run(main_cpu=0.98, pool_cpu=0.05, python_share=0.7).build(tmp_path / "s"))
     assert d.category == "python-bound"

@@ -62,6 +62,7 @@ def detect(ctx: Context) -> Finding:
     main_share = main_wait / (main_cpu + main_wait) if main_cpu + main_wait > 0 else 0.0
     host_running = ctx.mean_in_window(tl.sys_running)
     pools = _pools(ctx)
+    workers = sum(p["runnable_threads"] for p in pools if p["label"] == "DataLoader worker")
     evidence: dict[str, Any] = {
         "cores": round(cores, 2),
         "runnable_threads": round(runnable, 2),
@@ -73,6 +74,9 @@ def detect(ctx: Context) -> Finding:
             sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1
         ),
         "thread_pools": pools,
+        "worker_runnable_threads": round(workers, 2),
+        # Without the DataLoader workers, would the job still oversubscribe the cores?
+        "oversubscribed_without_workers": bool((runnable - workers) / cores >= RUNNABLE_PER_CORE),
     }
     if runnable / cores < RUNNABLE_PER_CORE or tree_wait < TREE_WAIT or main_share < MAIN_WAIT:
         return not_detected(
