@@ -150,14 +150,12 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
     ids = [f.id for f in issues]
     if "input-bound" not in ids or "cpu-oversubscription" not in ids:
         return issues
-    over = issues[ids.index("cpu-oversubscription")]
-    inputs = issues[ids.index("input-bound")]
-    if over.evidence.get("oversubscribed_without_workers", True):
+    cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
+    if cause < symptom or issues[symptom].evidence.get("oversubscribed_without_workers", True):
         return issues
-    if ids.index("input-bound") < ids.index("cpu-oversubscription"):
-        return issues
-    rest = [f for f in issues if f is not inputs]
-    return [inputs, *rest]
+    reordered = [f for i, f in enumerate(issues) if i != cause]
+    reordered.insert(symptom, issues[cause])  # just before its symptom; other issues keep place
+    return reordered
 
 
 def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:
@@ -291,7 +289,7 @@ MAX_TRACEBACK_CHARS = 8000
 def crash_of(session: Session) -> dict[str, Any] | None:
     """The fatal error the fault handler wrote, if a process crashed (the root process first):
     which process, the error, the innermost frame of the thread that crashed, the text."""
-    faults = getattr(session, "faults", {})
+    faults = session.faults
     if not faults:
         return None
     root = session.meta.get("root_pid")

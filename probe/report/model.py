@@ -104,6 +104,7 @@ def build_page(d: Diagnosis) -> Page:
         for state, share in d.activity.items()
         if share >= 0.0005  # what would read "0.0 %" is left out
     ]
+    crash = d.run.get("crash") or {}
     return Page(
         title=f"probe: {d.category} · {clean(basename_command(tl), 80)}",
         header=header,
@@ -113,8 +114,8 @@ def build_page(d: Diagnosis) -> Page:
         alert_severity=severity,
         next_step=clean(d.next_step or recommendations.load(d.category).first_step, 300),
         exit_notice=exit_notice(d),
-        crash_trace=clean_block(str((d.run.get("crash") or {}).get("traceback", "")), 8000),
-        crash_pid=int((d.run.get("crash") or {}).get("pid", 0)),
+        crash_trace=clean_block(str(crash.get("traceback", "")), 8000),
+        crash_pid=int(crash.get("pid", 0)),
         also=also,
         activity=activity,
         graphs=graphs,

@@ -228,6 +228,24 @@ def test_workers_that_oversubscribe_an_input_bound_loop_are_its_input_pipeline(
     assert over.evidence["oversubscribed_without_workers"] is False
 
 
+def test_a_cause_moves_only_just_before_its_symptom() -> None:
+    from probe.analysis.detectors.base import Finding
+    from probe.analysis.diagnosis import _causes_first
+
+    def issue(id_: str, **evidence: object) -> Finding:
+        return Finding(id=id_, status="issue", impact=0.1, evidence=evidence)
+
+    over = issue("cpu-oversubscription", oversubscribed_without_workers=False)
+    ordered = _causes_first([issue("gc-pauses"), over, issue("io-bound"), issue("input-bound")])
+    assert [f.id for f in ordered] == ["gc-pauses", "input-bound", over.id, "io-bound"]
+    # Oversubscribed even without the workers: ranked by impact as found.
+    alone = issue("cpu-oversubscription", oversubscribed_without_workers=True)
+    assert [f.id for f in _causes_first([alone, issue("input-bound")])] == [
+        alone.id,
+        "input-bound",
+    ]
+
+
 def test_python_bound(tmp_path: Path) -> None:
     d = diagnose(Run(main_cpu=0.98, pool_cpu=0.05, python_share=0.7).build(tmp_path / "s"))
     assert d.category == "python-bound"
