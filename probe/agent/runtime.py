@@ -25,7 +25,7 @@ import time
 from probe.agent.imports import PostImportFinder
 from probe.collectors.faults import FaultLog
 from probe.collectors.gc import GcCollector
-from probe.collectors.stacks import StackSampler
+from probe.collectors.stacks import Pacer, StackSampler
 from probe.session import format as fmt
 from probe.session.redact import redact_argv, redact_text
 from probe.session.writer import RecordBuffer
@@ -57,6 +57,11 @@ DEFAULT_STACK_HZ = 100
 # idle core stalls the worker until the agent thread is scheduled (measured on 2 cores: 10 Hz in
 # two workers cost the training loop about 4 %).
 DEFAULT_HELPER_STACK_HZ = 5
+# The stack rate adapts to what sampling costs the program (see probe.collectors.stacks.Pacer):
+# the sampler's GIL wait and work are kept within this share of the time between samples, and the
+# rate does not go below MIN_PACED_HZ (or the configured rate, if lower).
+DEFAULT_STACK_BUDGET = 0.05
+MIN_PACED_HZ = 10.0
 # Flushes and polls wait for the next stack sample when samples come at least this often, so the
 # agent thread wakes once per sample and not also for them (each wake is a GIL handoff).
 COALESCE_NS = 250_000_000
@@ -99,6 +104,10 @@ class Agent:
         helper_hz = min(hz, float(config.get("helper_stack_hz", DEFAULT_HELPER_STACK_HZ)))
         self.helper_interval_ns = int(1e9 / helper_hz) if helper_hz > 0 else 0
         self.flush_ns = int(float(config.get("flush_ms", DEFAULT_FLUSH_MS)) * 1e6)
+        budget = float(config.get("stack_budget", DEFAULT_STACK_BUDGET))
+        slowest = int(1e9 / MIN_PACED_HZ)
+        self.pacer = Pacer(self.stack_interval_ns, budget, slowest) if hz > 0 else None
+        self._paced_ns = 0  # the interval the last pace record announced
         self.lag_interval = float(config.get("lag_ms", DEFAULT_LAG_MS)) / 1000
         self.session = str(config.get("session", ""))
         self.origin = origin
@@ -235,6 +244,9 @@ class Agent:
             self.faults.after_fork_child(self.pid)
             self.gc.reset_after_fork(self.buffer)
             self.stacks.reset(self.buffer)
+            self._paced_ns = 0  # the child's file starts without a pace record
+            if self.pacer is not None:
+                self.pacer.reset()
             if self.torch is not None:
                 self.torch.reset_after_fork(self.buffer)
             if self.loops is not None:
@@ -274,6 +286,7 @@ class Agent:
         next_sample = now
         next_flush = now + self.flush_ns
         next_poll = now
+        paced = 0  # the interval the pacer chose after the last sample (0: none yet)
         far = 1 << 62
         try:
             while not stop.is_set():
@@ -281,8 +294,18 @@ class Agent:
                 interval = self.stack_interval_ns  # may change while running
                 try:
                     if interval and now >= next_sample:
-                        self.buffer.add(fmt.TICK, now, now - next_sample)
+                        late = now - next_sample
+                        in_force = max(interval, paced)
+                        if in_force != self._paced_ns:  # the first sample, a worker's rate
+                            self._pace(now - 1, in_force)
+                        self.buffer.add(fmt.TICK, now, late)
                         self.stacks.sample(now, self._thread_ident)
+                        paced = 0
+                        if self.pacer is not None and interval < self.pacer.max_ns:
+                            paced = self.pacer.next_interval(late, _now() - now)
+                        interval = max(interval, paced)
+                        if interval != self._paced_ns:
+                            self._pace(now, interval)
                         next_sample += interval
                         if next_sample <= now:
                             next_sample = now + interval
@@ -313,6 +336,10 @@ class Agent:
                     stop.wait(delay)
         finally:
             done.set()
+
+    def _pace(self, t: int, interval: int) -> None:
+        self._paced_ns = interval
+        self.buffer.add(fmt.PACE, t, interval)
 
     # -- probe attach ---------------------------------------------------------------------------
 

@@ -84,10 +84,11 @@ def features(tl: Timeline) -> tuple[npt.NDArray[np.float64], list[str]]:
     main = _main_thread_mask(tl)
     if main.any():
         bins = np.clip(np.searchsorted(tl.edges, st.t[main], side="right") - 1, 0, n - 1)
-        total = np.bincount(bins, minlength=n).astype(np.float64)
+        w = st.weight[main]  # each sample stands for its sampling interval
+        total = np.bincount(bins, weights=w, minlength=n)
         state = st.state[main]
         startup = (state == STATE["import"]) | (state == STATE["compile"])
-        hits = np.bincount(bins, weights=startup.astype(np.float64), minlength=n)
+        hits = np.bincount(bins, weights=startup * w, minlength=n)
         share = np.divide(hits, total, out=np.zeros(n), where=total > 0)
         if share.any():
             cols.append(share)

@@ -10,7 +10,6 @@ thread's CPU time from outside (on-CPU or off-CPU) and the process's I/O counter
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +146,10 @@ class StackStates:
     state: npt.NDArray[np.int8]
     thread_state: npt.NDArray[np.uint8]  # main thread only: /proc state letter (ord), else 0
     late: npt.NDArray[np.float64]  # seconds the sampler waited to run (GIL), nan if unknown
+    # What each sample stands for: the sampling interval in force when it was taken (seconds; the
+    # agent lowers its rate while sampling is expensive), so shares of time stay unbiased. All
+    # equal for sessions written before the rate adapted.
+    weight: npt.NDArray[np.float64]
 
     @property
     def gil_held(self) -> npt.NDArray[np.bool_]:
@@ -174,28 +177,42 @@ class StackStates:
         mask: npt.NDArray[np.bool_] = (self.pid == pid) & (self.tid == tid)
         return mask
 
+    def share(self, hits: npt.NDArray[np.bool_], mask: npt.NDArray[np.bool_]) -> float:
+        """The share of the time of the ``mask`` samples that the ``hits`` samples stand for."""
+        total = float(self.weight[mask].sum())
+        return float(self.weight[mask & hits].sum()) / total if total > 0 else 0.0
+
     def shares(self, mask: npt.NDArray[np.bool_]) -> dict[str, float]:
-        """Share of the selected samples in each state (states with no sample left out)."""
-        n = int(mask.sum())
-        if n == 0:
+        """Share of the selected samples' time in each state (states with no sample left out)."""
+        if not mask.any():
+            return {}
+        w = self.weight[mask]
+        total = float(w.sum())
+        if total <= 0:
             return {}
         counts = np.bincount(self.state[mask].astype(np.int64), minlength=len(STATES))
-        return {STATES[i]: float(c) / n for i, c in enumerate(counts) if c}
+        time = np.bincount(self.state[mask].astype(np.int64), weights=w, minlength=len(STATES))
+        return {STATES[i]: float(time[i]) / total for i, c in enumerate(counts) if c}
 
     def top(self, mask: npt.NDArray[np.bool_], n: int = 5) -> list[dict[str, Any]]:
-        """The stacks seen most often among the selected samples, innermost frames last."""
-        total = int(mask.sum())
-        if total == 0:
+        """The stacks that stood for the most time among the selected samples, innermost last."""
+        if not mask.any():
             return []
-        counts = Counter(int(s) for s in self.stack[mask])
+        stacks = self.stack[mask]
+        w = self.weight[mask]
+        total = float(w.sum()) or 1.0
+        unique, inverse = np.unique(stacks, return_inverse=True)
+        time = np.bincount(inverse, weights=w, minlength=len(unique))
+        counts = np.bincount(inverse, minlength=len(unique))
         out = []
-        for sid, count in counts.most_common(n):
+        for k in np.argsort(-time, kind="stable")[:n]:
+            sid = int(unique[k])
             frames = self.session.stack_frames(sid)
             out.append(
                 {
-                    "share": count / total,
-                    "samples": count,
-                    "state": STATES[int(self.state[mask][self.stack[mask] == sid][0])],
+                    "share": float(time[k]) / total,
+                    "samples": int(counts[k]),
+                    "state": STATES[int(self.state[mask][stacks == sid][0])],
                     "frames": [{"func": f.func, "file": f.file, "line": f.line} for f in frames],
                 }
             )
@@ -231,7 +248,34 @@ def classify_stacks(session: Session, sec: Any) -> StackStates:
         state=states[inverse] if len(states) else np.zeros(0, dtype=np.int8),
         thread_state=table["state"].astype(np.uint8),
         late=late,
+        weight=_weights(session, pid, table["t"]),
     )
+
+
+def _weights(
+    session: Session, pid: npt.NDArray[np.int64], t: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """The sampling interval in force when each sample was taken, in seconds.
+
+    The agent writes a pace record when its interval changes; the one in force for a sample is
+    the last record strictly before it (the interval chosen after the previous sample: a record
+    at a sample's own time is the choice that sample led to). Samples of processes without pace
+    records (sessions written before the rate adapted) weigh one nominal interval each.
+    """
+    weight = np.full(len(t), 0.01)
+    pace = session.table("pace")
+    if not len(pace) or not len(t):
+        return weight
+    ppid = pace["pid"].astype(np.int64)
+    for p in np.unique(ppid):
+        rows = np.flatnonzero(ppid == p)
+        rows = rows[np.argsort(pace["t"][rows], kind="stable")]
+        times = pace["t"][rows].astype(np.int64)
+        intervals = pace["interval"][rows].astype(np.float64) / 1e9
+        mine = np.flatnonzero(pid == p)
+        pos = np.searchsorted(times, t[mine].astype(np.int64), side="left") - 1
+        weight[mine] = np.where(pos >= 0, intervals[np.clip(pos, 0, None)], intervals[0])
+    return weight
 
 
 def _keys(pid: npt.NDArray[np.int64], t: npt.NDArray[Any]) -> npt.NDArray[np.int64]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
@@ -243,6 +243,15 @@ TICK = Kind(
     ],
 )
 
+PACE = Kind(
+    34,
+    "pace",
+    [
+        ("t", _q),  # from now on (until the next pace record of this process)
+        ("interval", _q),  # the agent samples stacks every this many ns
+    ],
+)
+
 SYNC = Kind(
     33,
     "sync",
@@ -277,6 +286,7 @@ KINDS: dict[int, Kind] = {
         COST,
         TICK,
         SYNC,
+        PACE,
     )
 }
 KINDS_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}

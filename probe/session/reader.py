@@ -350,6 +350,7 @@ _AGENT_KINDS = {
     "cost",
     "tick",
     "sync",
+    "pace",
 }
 
 

@@ -508,3 +508,32 @@ def test_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
     session = Session(tmp_path / "s")
     assert session.meta["status"] == "interrupted"
     assert len(session.table("step")) > 5
+
+
+def test_the_stack_rate_drops_while_sampling_costs_the_program(tmp_path: Path) -> None:
+    # Sleeping, a sample costs the program nothing: full rate. Running pure Python, each sample
+    # takes the GIL by a forced switch: the agent slows down (pace records say when), and the
+    # analysis weighs each sample by its interval so the busy half still counts as half.
+    from probe.analysis.stacks import _weights
+
+    result, path = collect(tmp_path, PYTHON, str(PROGRAMS / "paced.py"), "1.5")
+    assert result.returncode == 0, result.stderr
+    session = Session(path)
+    root = session.meta["root_pid"]
+    pace = session.table("pace")
+    mine = pace.where(pace["pid"] == root)
+    assert len(mine) >= 2
+    assert int(mine["interval"][0]) == 10_000_000  # --stack-rate 100: 10 ms to start with
+    assert int(mine["interval"].max()) >= 40_000_000
+    stacks = session.table("stack")
+    main = stacks.where(stacks["pid"] == root)
+    funcs = [[f.func for f in session.stack_frames(int(s))] for s in main["stack"]]
+    spinning = np.array([any(f.endswith("spin") for f in fs) for fs in funcs])
+    resting = np.array([any(f.endswith("rest") for f in fs) for fs in funcs])
+    assert resting.sum() >= 80 and spinning.sum() >= 10
+    # Much sparser while spinning than while resting, for the same 1.5 s...
+    assert spinning.sum() < 0.6 * resting.sum()
+    # ...yet weighted by the interval each sample stood for, the two halves come out even.
+    w = _weights(session, main["pid"].astype(np.int64), main["t"])
+    share = float(w[spinning].sum() / w[spinning | resting].sum())
+    assert 0.35 <= share <= 0.65, share

@@ -14,7 +14,7 @@ import pytest
 from probe.agent.imports import PostImportFinder
 from probe.collectors.faults import FaultLog
 from probe.collectors.gc import GcCollector
-from probe.collectors.stacks import StackSampler
+from probe.collectors.stacks import Pacer, StackSampler
 from probe.session import format as fmt
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
@@ -291,3 +291,52 @@ def test_fault_log_leaves_a_programs_own_handler_alone(
     assert list(tmp_path.iterdir()) == []
     log.disable()  # not ours: nothing to hand back
     assert faulthandler.is_enabled()
+
+
+MS = 1_000_000
+
+
+def _settle(pacer: Pacer, late_ns: int, cost_ns: int = 40_000, n: int = 60) -> int:
+    interval = pacer.base_ns
+    for _ in range(n):
+        interval = pacer.next_interval(late_ns, cost_ns)
+    return interval
+
+
+def test_pacer_keeps_the_full_rate_while_samples_are_cheap() -> None:
+    pacer = Pacer(10 * MS, budget=0.05, max_ns=100 * MS)
+    # Timer slack and a 40 us sample: 1 % of a 10 ms interval.
+    assert _settle(pacer, late_ns=60_000) == 10 * MS
+
+
+def test_pacer_slows_down_while_the_sampler_waits_for_the_gil_and_recovers() -> None:
+    pacer = Pacer(10 * MS, budget=0.05, max_ns=100 * MS)
+    # Waiting 2 ms for the GIL at every sample: 2 ms must be 5 % of the interval, 40 ms.
+    slowed = _settle(pacer, late_ns=2 * MS)
+    assert 40 * MS <= slowed <= 48 * MS
+    # The switch interval (5 ms) or more: as slow as allowed.
+    assert _settle(pacer, late_ns=5 * MS) == 100 * MS
+    # Back to cheap samples: back to the full rate within a few dozen samples.
+    assert _settle(pacer, late_ns=50_000, n=40) == 10 * MS
+
+
+def test_pacer_counts_a_long_wait_as_one_switch_interval() -> None:
+    # A 300 ms wait means a C call held the GIL; it cost the program one handoff, so it must not
+    # slow sampling more than a wait of one switch interval does.
+    long, short = Pacer(10 * MS, 0.05, 100 * MS), Pacer(10 * MS, 0.05, 100 * MS)
+    for _ in range(3):
+        a = long.next_interval(300 * MS, 40_000)
+        b = short.next_interval(int(sys.getswitchinterval() * 1e9), 40_000)
+        assert a == b
+
+
+def test_pacer_intervals_sit_on_a_ladder_between_the_base_and_the_slowest() -> None:
+    pacer = Pacer(10 * MS, budget=0.05, max_ns=100 * MS)
+    seen = {pacer.next_interval(late, 0) for late in range(0, 6 * MS, 50_000)}
+    seen |= {_settle(Pacer(10 * MS, 0.05, 100 * MS), late) for late in range(0, 6 * MS, 250_000)}
+    assert min(seen) == 10 * MS and max(seen) == 100 * MS
+    rungs = sorted(seen)  # 2**0.25 apart: 10, 11.9, 14.1, ... 80, 95.1, then 100 ms
+    assert len(rungs) == 15
+    assert all(abs(b / a - 2**0.25) < 1e-3 for a, b in zip(rungs[:-2], rungs[1:-1]))
+    off = Pacer(10 * MS, budget=0.0, max_ns=100 * MS)
+    assert _settle(off, late_ns=5 * MS) == 10 * MS  # budget 0: a fixed rate

@@ -12,6 +12,8 @@ from probe.analysis.detectors.periodic_stall import find_period
 from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.segment import LOAD, segment
 from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
+from probe.session import format as fmt
+from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
 from tests.unit.synthetic_runs import IMPORTING, PYTHON_WORK, Run
 
@@ -499,3 +501,38 @@ def test_context_window_and_bins(tmp_path: Path) -> None:
     ctx = Context(tl, segment(tl))
     assert ctx.bins.sum() > 100
     assert ctx.training_pids == [100]
+
+
+# -- stack samples at an adaptive rate ----------------------------------------------------------
+
+
+def test_samples_are_weighed_by_the_interval_in_force_when_taken(tmp_path: Path) -> None:
+    # 2 s resting sampled at 100 Hz, then 2 s of Python sampled at 10 Hz (the agent slowed down):
+    # by count the Python half is a tenth of the samples, by time it is half.
+    from probe.analysis.stacks import STATE, classify_stacks
+
+    b = SessionBuilder(tmp_path / "s", duration_s=4)
+    pid = 100
+    b.process(pid, argv=["python", "train.py"])
+    rest = np.arange(0.005, 2.0, 0.01)
+    spin = np.arange(2.05, 4.0, 0.1)
+    b.stacks(pid, rest, [("train.py", "rest", 3), ("/lib/threading.py", "wait", 1)], state="S")
+    b.stacks(pid, spin, [("train.py", "spin", 9)], late=0.005)
+    agent = b.agent(pid)
+    # Written as the agent does: the first interval just before the first sample, then the new
+    # interval at the time of the sample that led to it (so it applies from the next one on).
+    agent.add(fmt.PACE, t=b.ns([0.004, 1.995]), interval=np.array([10, 100]) * 1_000_000)
+    session = Session(b.write())
+    st = classify_stacks(session, lambda t: (np.asarray(t, dtype=np.float64) - b.t0) / 1e9)
+    assert len(st) == len(rest) + len(spin)
+    assert np.all(st.weight[: len(rest)] == pytest.approx(0.01))  # 1.995 is rest's last sample
+    assert np.all(st.weight[len(rest) :] == pytest.approx(0.1))
+    everything = np.ones(len(st), dtype=bool)
+    python = st.state == STATE["python"]
+    assert python.sum() == len(spin)
+    assert st.share(python, everything) == pytest.approx(0.5, abs=0.03)
+    assert st.shares(everything)["python"] == pytest.approx(0.5, abs=0.03)
+    top = st.top(everything, 2)
+    assert {t["frames"][-1]["func"] for t in top} == {"spin", "wait"}
+    assert all(t["share"] == pytest.approx(0.5, abs=0.03) for t in top)
+    assert {t["samples"] for t in top} == {len(rest), len(spin)}

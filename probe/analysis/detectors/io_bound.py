@@ -64,16 +64,17 @@ def detect(ctx: Context) -> Finding:
         blocked = mask & _off_cpu_with_io(ctx, pid) & (st.state == STATE["python"])
         counted = io | blocked
         bins = np.floor(st.t[mask] - ctx.window[0]).astype(np.int64)
-        hits = np.bincount(bins, weights=counted[mask].astype(np.float64)).astype(np.float64)
-        totals = np.bincount(bins).astype(np.float64)
+        w = st.weight[mask]  # each sample stands for its sampling interval
+        hits = np.bincount(bins, weights=counted[mask] * w).astype(np.float64)
+        totals = np.bincount(bins, weights=w).astype(np.float64)
         interval = block_bootstrap_ratio(hits, totals)
         candidate = {
             "pid": pid,
             "io_share": round(interval.estimate, 4),
             "io_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
             "samples": n,
-            "library_io_share": round(float(io.sum()) / n, 4),
-            "off_cpu_io_share": round(float(blocked.sum()) / n, 4),
+            "library_io_share": round(st.share(io, mask), 4),
+            "off_cpu_io_share": round(st.share(blocked, mask), 4),
             "read_mb_per_s": round(
                 ctx.mean_in_window(tl.io_read.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
             ),

@@ -138,7 +138,7 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
     # A sample that waited for the GIL while the collector ran found the garbage collector, not
     # the program's Python: gc-pauses judges that time, so it is left out of this share.
     timed = mask & np.isfinite(tl.stacks.late) & ~_waited_on_gc(ctx, pid)
-    interpreter = float(tl.stacks.gil_held[timed].mean()) if timed.sum() >= 20 else None
+    interpreter = tl.stacks.share(tl.stacks.gil_held, timed) if timed.sum() >= 20 else None
     nodes = tl.graph_nodes.get(pid)
     steps = ctx.steps.select(ctx.steps.pid == pid)
     step_s = float(np.median(steps.duration)) if len(steps) else None

@@ -54,7 +54,7 @@ def detect(ctx: Context) -> Finding:
         in_sync = (st.state == STATE["torch"]) | (st.state == STATE["distributed"])
         known = mask & (st.thread_state != 0)
         if known.sum() >= MIN_SAMPLES:
-            wait = float((known & st.blocked & in_sync).sum()) / float(known.sum())
+            wait = st.share(st.blocked & in_sync, known)
         else:
             wait = 1.0 - min(cpu or 0.0, 1.0)
         rows.append(
