@@ -47,7 +47,8 @@ def recording_options(func: F) -> F:
             default=100,
             show_default=True,
             metavar="HZ",
-            help="Python stack samples per second in each process (0: none).",
+            help="Python stack samples per second in each process, at most: the agent samples "
+            "less often (down to 10 Hz) while sampling would cost the program time (0: none).",
         ),
         click.option(
             "--collect-only",

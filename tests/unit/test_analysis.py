@@ -149,10 +149,26 @@ def test_input_bound_transform_bound_workers(tmp_path: Path) -> None:
     assert top.evidence["cause"] == "transform-bound"
 
 
+def test_transform_bound_workers_on_busy_cores_are_told_to_make_samples_cheaper(
+    tmp_path: Path,
+) -> None:
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.9).build(tmp_path / "s"))
+    top = d.top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["cores_saturated"] is True
+    assert top.next_step.startswith("Make each sample cheaper")
+    # With a core to spare, the recommendation's first step (more workers) stands.
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.0).build(tmp_path / "idle"))
+    top = d.top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["cores_saturated"] is False and top.next_step == ""
+
+
 def test_input_bound_latency_bound_workers(tmp_path: Path) -> None:
     d = diagnose(Run(wait=0.02, worker_cpu_share=0.1).build(tmp_path / "s"))
     assert d.category == "input-bound"
     assert d.findings["input-bound"].evidence["cause"] == "latency-bound"
+    assert d.findings["input-bound"].next_step.startswith("Overlap the waiting")
 
 
 def test_input_bound_main_process_loading(tmp_path: Path) -> None:

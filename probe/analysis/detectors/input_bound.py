@@ -81,6 +81,17 @@ def detect(ctx: Context) -> Finding:
         )
     cause, cause_text = _cause(ctx, loaders, evidence)
     evidence["cause"] = cause
+    next_step = ""  # the recommendation's first step: build batches in parallel with training
+    if cause == "transform-bound" and evidence.get("cores_saturated"):
+        next_step = (
+            "Make each sample cheaper: the cores are already busy, so more workers cannot help; "
+            "precompute the deterministic part of the transforms once"
+        )
+    elif cause == "latency-bound":
+        next_step = (
+            "Overlap the waiting: more workers and a larger prefetch_factor, or read larger "
+            "shards and cache remote data locally"
+        )
     worst = np.argsort(per_step)[::-1][:5]
     windows = [(float(steps.start[i]), float(steps.end[i])) for i in sorted(worst)]
     stacks = _worker_stacks(ctx, loaders, cause)
@@ -100,6 +111,7 @@ def detect(ctx: Context) -> Finding:
         evidence=evidence,
         windows=windows,
         stacks=stacks,
+        next_step=next_step,
     )
 
 
