@@ -97,7 +97,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            running += float(loss)
+            running += loss.item()
             if (step + 1) % 50 == 0:
                 print(f"epoch {epoch} step {step + 1}/{steps_per_epoch} loss {running / 50:.4f}")
                 running = 0.0

@@ -251,6 +251,34 @@ def test_autograd_graph_size_is_counted_without_changing_backward(session_dir: P
     assert counts == [5, 5]
 
 
+def test_the_batch_hook_counts_its_own_cpu_not_the_wall_time_around_it(
+    session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a DataLoader worker the wall time around the hook includes other threads holding the GIL
+    # (and, on busy cores, the scheduler); probe's cost is the hook's own CPU time.
+    from probe.collectors import torch as torch_collector
+
+    buf = _buffer(session_dir)
+    hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
+
+    class Fetcher:
+        def fetch(self, index: list[int]) -> list[int]:
+            return [i * 2 for i in index]
+
+    hooks._wrap_fetch(Fetcher)
+    clock = iter(range(0, 10**12, 10_000_000))  # every reading 10 ms after the last
+    monkeypatch.setattr(torch_collector, "_now", lambda: next(clock))
+    fetcher = Fetcher()
+    for _ in range(20):
+        assert fetcher.fetch([1, 2, 3]) == [2, 4, 6]
+    hooks.uninstall()
+    buf.close()
+    fetch = Session(session_dir).table("fetch")
+    assert len(fetch) == 20 and set(int(n) for n in fetch["items"]) == {3}
+    assert int(fetch["dur"][0]) == 10_000_000  # the batch's own timing is still wall time
+    assert hooks.hook_ns < 20 * 1_000_000  # 20 hooks: well under 1 ms each, not 10 ms
+
+
 @pytest.fixture
 def no_fault_handler() -> Iterator[None]:
     was = faulthandler.is_enabled()
