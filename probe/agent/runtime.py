@@ -107,7 +107,7 @@ class Agent:
         budget = float(config.get("stack_budget", DEFAULT_STACK_BUDGET))
         slowest = int(1e9 / MIN_PACED_HZ)
         self.pacer = Pacer(self.stack_interval_ns, budget, slowest) if hz > 0 else None
-        self._paced_ns = 0  # the interval the last pace record announced
+        self._paced_ns = 0  # the interval the last pace record announced (0: none yet)
         self.lag_interval = float(config.get("lag_ms", DEFAULT_LAG_MS)) / 1000
         self.session = str(config.get("session", ""))
         self.origin = origin
@@ -286,7 +286,6 @@ class Agent:
         next_sample = now
         next_flush = now + self.flush_ns
         next_poll = now
-        paced = 0  # the interval the pacer chose after the last sample (0: none yet)
         far = 1 << 62
         try:
             while not stop.is_set():
@@ -295,15 +294,15 @@ class Agent:
                 try:
                     if interval and now >= next_sample:
                         late = now - next_sample
-                        in_force = max(interval, paced)
-                        if in_force != self._paced_ns:  # the first sample, a worker's rate
+                        # The interval this sample was taken at: the one announced after the last
+                        # sample, unless the configured one grew since (a DataLoader worker's).
+                        in_force = max(interval, self._paced_ns)
+                        if in_force != self._paced_ns:  # also the first sample (none announced)
                             self._pace(now - 1, in_force)
                         self.buffer.add(fmt.TICK, now, late)
                         self.stacks.sample(now, self._thread_ident)
-                        paced = 0
                         if self.pacer is not None and interval < self.pacer.max_ns:
-                            paced = self.pacer.next_interval(late, _now() - now)
-                        interval = max(interval, paced)
+                            interval = max(interval, self.pacer.next_interval(late, _now() - now))
                         if interval != self._paced_ns:
                             self._pace(now, interval)
                         next_sample += interval

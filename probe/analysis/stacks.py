@@ -190,9 +190,8 @@ class StackStates:
         total = float(w.sum())
         if total <= 0:
             return {}
-        counts = np.bincount(self.state[mask].astype(np.int64), minlength=len(STATES))
         time = np.bincount(self.state[mask].astype(np.int64), weights=w, minlength=len(STATES))
-        return {STATES[i]: float(time[i]) / total for i, c in enumerate(counts) if c}
+        return {STATES[i]: float(v) / total for i, v in enumerate(time) if v > 0}
 
     def top(self, mask: npt.NDArray[np.bool_], n: int = 5) -> list[dict[str, Any]]:
         """The stacks that stood for the most time among the selected samples, innermost last."""
