@@ -1,13 +1,26 @@
 """probe's overhead on a CPU training loop: bare vs `probe doctor --collect-only`, A/B interleaved.
 
-    python benchmarks/overhead.py                 # 7 pairs of the default workload
-    python benchmarks/overhead.py --pairs 5 --steps 400 --markdown results/overhead.md
+    python benchmarks/overhead.py                       # 15 rounds, with an A/A control
+    python benchmarks/overhead.py --rounds 7 --no-control --markdown results/overhead.md
+    python benchmarks/overhead.py -- --stack-rate 0     # options after -- go to `probe doctor`
 
-For each pair the bare run and the probed run alternate which goes first. Reported per variant:
-the whole command's wall time, the training loop's own time (printed by the workload), the
-median and min-max of the per-pair ratios, and probe's own CPU: the outside sampler and the
-probe process (from the session's system records) and the agents' threads (from their cost
-records). The budget is a median ratio <= 1.02.
+Each round runs the arms (the bare workload, the workload under probe, and, unless --no-control,
+the bare workload a second time) in an order that rotates from round to round, so no arm always
+runs first or last. Reported per arm: the whole command's wall time and the training loop's own
+time (the workload prints it); per ratio (probe over bare, and the control over bare): the median
+of the per-round ratios, its 95 % bootstrap interval (rounds resampled) and the min-max.
+
+The control arm is the honest yardstick: it is the bare run compared with itself, so its interval
+shows how far this machine's noise alone moves a median ratio. A probe ratio whose interval sits
+inside the control's spread is not distinguishable from no overhead at all.
+
+probe's own CPU is reported next to it, which is less noisy than wall time: the probe process and
+its outside sampler (from the session's system records), the agents' threads and hooks (from their
+cost records), as a share of a core and as a share of the whole job's CPU (the tree's user and
+system time, from the rusage of the command's process tree). On a machine with no idle core, that
+share is roughly the slowdown probe's own work can cause; waits it induces come on top.
+
+The budget is a median loop ratio <= 1.02.
 """
 
 from __future__ import annotations
@@ -15,27 +28,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from workloads import loop_seconds
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "cpu_train.py"
+BOOTSTRAP_RESAMPLES = 4000
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
+    """One run: wall time, the loop's time, and the CPU of the whole tree it started."""
+    cpu0 = _children_cpu()
     start = time.perf_counter()
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd[0]} ... exited {out.returncode}:\n{out.stderr[-2000:]}")
     loop = loop_seconds(out.stdout)
     if loop is None:
         raise SystemExit(f"the workload printed no loop time:\n{out.stdout[-1000:]}")
-    return wall, loop
+    return {"wall_s": wall, "loop_s": loop, "tree_cpu_s": _children_cpu() - cpu0}
 
 
 def _probe_cost(session: Path) -> dict[str, float]:
@@ -47,36 +73,56 @@ def _probe_cost(session: Path) -> dict[str, float]:
     agent_cpu = 0.0
     for pid in set(int(p) for p in cost["pid"]):
         rows = cost.where(cost["pid"] == pid)
-        agent_cpu += float(rows["thread_cpu"].max()) / 1e9
+        agent_cpu += float(rows["thread_cpu"].max() + rows["hook_ns"].max()) / 1e9
     duration = (s.end_ns - s.start_ns) / 1e9
     return {
         "duration_s": duration,
         "probe_process_cpu_s": float(system["probe_cpu_ns"][-1]) / 1e9 if len(system) else 0.0,
         "sampler_cpu_s": float(system["sampler_cpu_ns"][-1]) / 1e9 if len(system) else 0.0,
-        "agent_threads_cpu_s": agent_cpu,
+        "agent_cpu_s": agent_cpu,
         "session_bytes": float(sum(p.stat().st_size for p in session.iterdir())),
     }
 
 
-def measure(pairs: int, steps: int, extra: list[str]) -> dict[str, object]:
+def median_interval(
+    values: list[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """A 95 % percentile-bootstrap interval for the median of ``values``."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    medians = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(resamples))
+    return medians[int(0.025 * resamples)], medians[min(resamples - 1, int(0.975 * resamples))]
+
+
+def _ratio_summary(ratios: list[float]) -> dict[str, float]:
+    low, high = median_interval(ratios)
+    return {
+        "median": statistics.median(ratios),
+        "ci_low": low,
+        "ci_high": high,
+        "min": min(ratios),
+        "max": max(ratios),
+    }
+
+
+def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[str, Any]:
     env = dict(os.environ)
     env["PROBE_NO_OPEN"] = "1"
     env.pop("PROBE_AGENT", None)
     workload = [sys.executable, str(WORKLOAD), "--steps", str(steps)]
-    bare_wall: list[float] = []
-    bare_loop: list[float] = []
-    probe_wall: list[float] = []
-    probe_loop: list[float] = []
+    arms = ["bare", "probe"] + (["control"] if control else [])
+    runs: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
     costs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
-        for i in range(pairs):
-            order = ["bare", "probe"] if i % 2 == 0 else ["probe", "bare"]
-            for variant in order:
-                if variant == "bare":
-                    w, loop = _run(workload, env)
-                    bare_wall.append(w)
-                    bare_loop.append(loop)
-                else:
+        for i in range(rounds):
+            shift = i % len(arms)
+            order = arms[shift:] + arms[:shift]
+            if (i // len(arms)) % 2:
+                order.reverse()
+            for arm in order:
+                if arm == "probe":
                     name = f"run{i}"
                     cmd = [
                         sys.executable,
@@ -92,70 +138,96 @@ def measure(pairs: int, steps: int, extra: list[str]) -> dict[str, object]:
                         "--",
                         *workload,
                     ]
-                    w, loop = _run(cmd, env)
-                    probe_wall.append(w)
-                    probe_loop.append(loop)
+                    runs[arm].append(_run(cmd, env))
                     costs.append(_probe_cost(Path(tmp) / name))
-            print(
-                f"pair {i + 1}/{pairs}: bare {bare_wall[-1]:.2f}s probe {probe_wall[-1]:.2f}s "
-                f"(loop {bare_loop[-1]:.2f}s / {probe_loop[-1]:.2f}s)",
-                file=sys.stderr,
-            )
-    wall_ratios = [p / b for p, b in zip(probe_wall, bare_wall)]
-    loop_ratios = [p / b for p, b in zip(probe_loop, bare_loop)]
+                else:
+                    runs[arm].append(_run(workload, env))
+            line = " ".join(f"{arm} {runs[arm][-1]['loop_s']:.2f}s" for arm in arms)
+            print(f"round {i + 1}/{rounds} (loop): {line}", file=sys.stderr)
+
+    def ratios(arm: str, key: str) -> list[float]:
+        return [a[key] / b[key] for a, b in zip(runs[arm], runs["bare"])]
 
     def cost(key: str) -> float:
         return statistics.median(c[key] for c in costs)
 
     duration = cost("duration_s")
-    return {
-        "pairs": pairs,
+    own = [c["probe_process_cpu_s"] + c["agent_cpu_s"] for c in costs]
+    # The probe run's tree CPU includes the probe process; the job's CPU is what is left.
+    job_share = [o / max(r["tree_cpu_s"] - o, 1e-9) for o, r in zip(own, runs["probe"])]
+    result: dict[str, Any] = {
+        "rounds": rounds,
         "steps": steps,
-        "bare_wall_s": statistics.median(bare_wall),
-        "probe_wall_s": statistics.median(probe_wall),
-        "wall_ratio_median": statistics.median(wall_ratios),
-        "wall_ratio_min": min(wall_ratios),
-        "wall_ratio_max": max(wall_ratios),
-        "loop_ratio_median": statistics.median(loop_ratios),
-        "loop_ratio_min": min(loop_ratios),
-        "loop_ratio_max": max(loop_ratios),
+        "probe_args": extra,
+        "bare_wall_s": statistics.median(r["wall_s"] for r in runs["bare"]),
+        "probe_wall_s": statistics.median(r["wall_s"] for r in runs["probe"]),
+        "bare_loop_s": statistics.median(r["loop_s"] for r in runs["bare"]),
+        "probe_loop_s": statistics.median(r["loop_s"] for r in runs["probe"]),
+        "wall_ratio": _ratio_summary(ratios("probe", "wall_s")),
+        "loop_ratio": _ratio_summary(ratios("probe", "loop_s")),
+        "tree_cpu_ratio": _ratio_summary(ratios("probe", "tree_cpu_s")),
         "probe_process_cpu_share": cost("probe_process_cpu_s") / duration,
         "sampler_cpu_share": cost("sampler_cpu_s") / duration,
-        "agent_threads_cpu_share": cost("agent_threads_cpu_s") / duration,
+        "agent_cpu_share": cost("agent_cpu_s") / duration,
+        "probe_share_of_job_cpu": statistics.median(job_share),
         "session_mb_per_min": cost("session_bytes") / 1e6 / (duration / 60),
     }
+    if control:
+        result["control_wall_ratio"] = _ratio_summary(ratios("control", "wall_s"))
+        result["control_loop_ratio"] = _ratio_summary(ratios("control", "loop_s"))
+    return result
 
 
-def markdown(result: dict[str, object]) -> str:
-    r = result
-    return "\n".join(
-        [
-            "| measure | value |",
-            "|---|---|",
-            f"| pairs (A/B interleaved) | {r['pairs']} |",
-            f"| bare wall time (median) | {r['bare_wall_s']:.2f} s |",
-            f"| under probe (median) | {r['probe_wall_s']:.2f} s |",
-            f"| wall-time ratio, median (min-max) | {r['wall_ratio_median']:.3f} "
-            f"({r['wall_ratio_min']:.3f}-{r['wall_ratio_max']:.3f}) |",
-            f"| training-loop ratio, median (min-max) | {r['loop_ratio_median']:.3f} "
-            f"({r['loop_ratio_min']:.3f}-{r['loop_ratio_max']:.3f}) |",
-            f"| probe process CPU (share of a core) | {100 * r['probe_process_cpu_share']:.2f} % |",
-            f"| of which the outside sampler | {100 * r['sampler_cpu_share']:.2f} % |",
-            f"| agent threads CPU, all processes | {100 * r['agent_threads_cpu_share']:.2f} % |",
-            f"| session data written | {r['session_mb_per_min']:.2f} MB/min |",
-        ]
+def _ratio_cell(r: dict[str, float]) -> str:
+    return (
+        f"{r['median']:.3f} (95 % interval {r['ci_low']:.3f}-{r['ci_high']:.3f}; "
+        f"min-max {r['min']:.3f}-{r['max']:.3f})"
     )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    r = result
+    lines = [
+        "| measure | value |",
+        "|---|---|",
+        f"| rounds (arms interleaved) | {r['rounds']} |",
+        f"| `probe doctor` options | `{' '.join(['--collect-only', *r['probe_args']])}` |",
+        f"| bare loop / wall time (median) | {r['bare_loop_s']:.2f} s / {r['bare_wall_s']:.2f} s |",
+        f"| under probe (median) | {r['probe_loop_s']:.2f} s / {r['probe_wall_s']:.2f} s |",
+        f"| training-loop ratio, probe / bare | {_ratio_cell(r['loop_ratio'])} |",
+    ]
+    if "control_loop_ratio" in r:
+        lines.append(
+            f"| training-loop ratio, control / bare | {_ratio_cell(r['control_loop_ratio'])} |"
+        )
+    lines.append(f"| wall-time ratio, probe / bare | {_ratio_cell(r['wall_ratio'])} |")
+    if "control_wall_ratio" in r:
+        lines.append(
+            f"| wall-time ratio, control / bare | {_ratio_cell(r['control_wall_ratio'])} |"
+        )
+    lines += [
+        f"| tree CPU ratio, probe / bare | {_ratio_cell(r['tree_cpu_ratio'])} |",
+        f"| probe's own CPU, share of the job's CPU | {100 * r['probe_share_of_job_cpu']:.2f} % |",
+        f"| probe process CPU (share of a core) | {100 * r['probe_process_cpu_share']:.2f} % |",
+        f"| of which the outside sampler | {100 * r['sampler_cpu_share']:.2f} % |",
+        f"| agents' threads and hooks, all processes | {100 * r['agent_cpu_share']:.2f} % |",
+        f"| session data written | {r['session_mb_per_min']:.2f} MB/min |",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--rounds", "--pairs", type=int, default=15, dest="rounds")
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument(
+        "--no-control", dest="control", action="store_false", help="skip the A/A control arm"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument("probe_args", nargs="*", help="extra `probe doctor` options")
+    parser.add_argument("probe_args", nargs="*", help="extra `probe doctor` options (after --)")
     args = parser.parse_args()
-    result = measure(args.pairs, args.steps, args.probe_args)
+    result = measure(args.rounds, args.steps, args.control, args.probe_args)
     table = markdown(result)
     print(table)
     if args.json:

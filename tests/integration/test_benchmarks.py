@@ -30,11 +30,19 @@ def bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_overhead_runs(tmp_path: Path) -> None:
     out = tmp_path / "o.json"
-    bench([str(BENCH / "overhead.py"), "--pairs", "1", "--steps", "20", "--json", str(out)], 300)
+    md = tmp_path / "o.md"
+    args = ["--rounds", "2", "--steps", "20", "--json", str(out), "--markdown", str(md)]
+    bench([str(BENCH / "overhead.py"), *args, "--", "--stack-rate", "50"], 300)
     result = json.loads(out.read_text())
-    assert result["pairs"] == 1
-    assert result["wall_ratio_median"] > 0
+    assert result["rounds"] == 2
+    assert result["probe_args"] == ["--stack-rate", "50"]
+    for key in ("loop_ratio", "wall_ratio", "control_loop_ratio", "tree_cpu_ratio"):
+        ratio = result[key]
+        assert 0 < ratio["min"] <= ratio["ci_low"] <= ratio["median"] <= ratio["ci_high"]
+        assert ratio["ci_high"] <= ratio["max"]
+    assert 0 < result["probe_share_of_job_cpu"] < 1
     assert result["session_mb_per_min"] > 0
+    assert "control / bare" in md.read_text()
 
 
 def test_analysis_scale_runs_and_reports_the_report_size(tmp_path: Path) -> None:
