@@ -104,8 +104,8 @@ SCENARIOS: list[dict] = [
         "seconds": 11,
         "description": (
             "Pure Python (no torch) text-preprocessing worker fed in bursts by a listener "
-            "thread (busy ~60 %); its unbounded memo cache and audit log grow ~25 MB/s for 11 "
-            "s."
+            "thread (busy ~35-55 %); its unbounded memo cache and audit log grow ~15 MB/s for "
+            "11 s."
         ),
     },
     {

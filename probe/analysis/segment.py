@@ -3,9 +3,10 @@
 A Gaussian hidden Markov model (hmmlearn) is fitted to per-bin features: how many cores the
 process tree used, how many steps completed (when there are steps), and which share of the main
 threads' stack samples were importing modules or compiling. Its states are then named by what
-they look like: the state(s) where steps complete (or, without steps, the busiest state that is
-not importing) are *load*; states with almost nothing happening are *idle*; the rest (start-up,
-compilation, teardown, GC bursts and spinning pools between phases) are *noise*.
+they look like: the state(s) where steps complete at about the top rate or where a large share of
+the run's steps complete (or, without steps, the busiest state that is not importing) are
+*load*; states with almost nothing happening are *idle*; the rest (start-up, compilation,
+teardown, GC bursts and spinning pools between phases) are *noise*.
 
 The analysed window runs from the first to the last load bin, so stalls inside the steady state
 stay in it; with steps, it is trimmed to whole steps and the warm-up steps found by a change point
@@ -34,6 +35,9 @@ N_STATES = 3
 N_ITER = 200
 MIN_BINS = 30
 MIN_COVAR = 1e-3
+# A state in whose bins at least this share of the run's steps complete is application load,
+# whatever its mean step rate (see _name_states).
+LOAD_STEP_SHARE = 0.25
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Segmentation:
     state_means: list[dict[str, float | str]] = field(default_factory=list)
     converged: bool = False
     iterations: int = 0
+    states: int = 0  # how many states the HMM was fitted with (0: no HMM)
 
     def share(self, label: int) -> float:
         return float(np.mean(self.labels == label)) if len(self.labels) else 0.0
@@ -62,6 +67,7 @@ class Segmentation:
             "idle_share": round(self.share(IDLE), 3),
             "converged": self.converged,
             "iterations": self.iterations,
+            "states": self.states,
         }
 
 
@@ -118,30 +124,19 @@ def segment(tl: Timeline) -> Segmentation:
     mu = Xu.mean(axis=0)
     sd = Xu.std(axis=0)
     Z = (Xu - mu) / np.where(sd > 0, sd, 1.0)
-    try:
-        from hmmlearn.hmm import GaussianHMM
-
-        model = GaussianHMM(
-            n_components=N_STATES,
-            covariance_type="diag",
-            min_covar=MIN_COVAR,
-            n_iter=N_ITER,
-            tol=1e-4,
-            random_state=0,
-        )
-        hmm_log = logging.getLogger("hmmlearn")
-        level = hmm_log.level
-        hmm_log.setLevel(logging.ERROR)  # it logs non-convergence itself; we check and say so
+    fitted = None
+    failures: list[str] = []
+    for k in (N_STATES, N_STATES - 1):
+        # A state the fit leaves empty (a transition row of zeros) fails hmmlearn's checks: the
+        # run has fewer regimes than states, so fewer states are tried before giving up.
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.fit(Z)
-                raw = model.predict(Z)
-        finally:
-            hmm_log.setLevel(level)
-        iterations = int(model.monitor_.iter)
-    except Exception as exc:
-        return _whole_run(tl, f"the HMM fit failed ({type(exc).__name__}: {exc})")
+            fitted = _fit(Z, k)
+            break
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    if fitted is None:
+        return _whole_run(tl, f"the HMM fit failed ({failures[0]})")
+    raw, iterations, n_states = fitted
     converged = iterations < N_ITER
     if not converged:
         return _whole_run(tl, f"the HMM did not converge in {N_ITER} iterations")
@@ -150,18 +145,23 @@ def segment(tl: Timeline) -> Segmentation:
             unames[j]: float(Xu[raw == s, j].mean()) if (raw == s).any() else 0.0
             for j in range(len(unames))
         }
-        for s in range(N_STATES)
+        for s in range(n_states)
     ]
+    if len(tl.steps):
+        counts = np.histogram(tl.steps.end, bins=tl.edges)[0].astype(np.float64)
+        total = max(float(counts.sum()), 1.0)
+        for s in range(n_states):
+            means[s]["step_share"] = float(counts[raw == s].sum()) / total
     labels_by_state = _name_states(means, unames)
     labels = np.array([labels_by_state[s] for s in raw], dtype=np.int8)
     if not (labels == LOAD).any():
         return _whole_run(tl, "the HMM found no state that looks like application load")
-    if not _separated(Z, raw, [s for s in range(N_STATES) if labels_by_state[s] == LOAD]):
+    if not _separated(Z, raw, [s for s in range(n_states) if labels_by_state[s] == LOAD]):
         return _whole_run(tl, "the HMM states are not separated from each other")
     load_bins = np.flatnonzero(labels == LOAD)
     t0 = float(tl.edges[load_bins[0]])
     t1 = float(tl.edges[load_bins[-1] + 1])
-    order = sorted(range(N_STATES), key=lambda s: (labels_by_state[s], _load_score(means[s])))
+    order = sorted(range(n_states), key=lambda s: (labels_by_state[s], _load_score(means[s])))
     seg = Segmentation(
         labels=labels,
         window=(t0, t1),
@@ -170,8 +170,34 @@ def segment(tl: Timeline) -> Segmentation:
         state_means=[{**means[s], "label": LABELS[labels_by_state[s]]} for s in order],
         converged=converged,
         iterations=iterations,
+        states=n_states,
     )
     return _trim_to_steps(tl, seg)
+
+
+def _fit(Z: npt.NDArray[np.float64], n_states: int) -> tuple[npt.NDArray[np.int64], int, int]:
+    """Fit a Gaussian HMM of ``n_states``; the state of every bin, the iterations, the states."""
+    from hmmlearn.hmm import GaussianHMM
+
+    model = GaussianHMM(
+        n_components=n_states,
+        covariance_type="diag",
+        min_covar=MIN_COVAR,
+        n_iter=N_ITER,
+        tol=1e-4,
+        random_state=0,
+    )
+    hmm_log = logging.getLogger("hmmlearn")
+    level = hmm_log.level
+    hmm_log.setLevel(logging.ERROR)  # it logs non-convergence itself; we check and say so
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(Z)
+            raw = model.predict(Z)
+    finally:
+        hmm_log.setLevel(level)
+    return np.asarray(raw, dtype=np.int64), int(model.monitor_.iter), n_states
 
 
 def _load_score(mean: dict[str, float]) -> float:
@@ -185,7 +211,13 @@ def _name_states(means: list[dict[str, float]], names: list[str]) -> list[int]:
         rates = [m.get("steps", 0.0) for m in means]
         top = max(rates)
         for s, m in enumerate(means):
-            if top > 0.2 and rates[s] >= 0.4 * top and m.get("startup", 0.0) < 0.5:
+            # Load: steps complete about as often as anywhere in the run, or a large part of
+            # the run's steps complete in this state. The second matters when stalls fill most
+            # of the steady state (a checkpoint or an index rebuild every few steps): the HMM
+            # then puts the training and the stalls in one state whose mean step rate is low,
+            # and a handful of bins where steps bunched up would be taken for the whole load.
+            many = rates[s] >= 0.4 * top or m.get("step_share", 0.0) >= LOAD_STEP_SHARE
+            if top > 0.2 and many and m.get("startup", 0.0) < 0.5:
                 labels[s] = LOAD
             elif rates[s] < 0.05 and m.get("cpu", 0.0) < 0.1:
                 labels[s] = IDLE

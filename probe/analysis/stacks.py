@@ -104,6 +104,15 @@ def _norm(path: str) -> str:
     return path.replace("\\", "/")
 
 
+def _first_program_frame(files: list[str]) -> int:
+    """The index of the outermost frame in the program's own code (not a library, not a
+    ``<string>`` or ``<frozen ...>`` pseudo-file), or 0 when there is none."""
+    for i, f in enumerate(files):
+        if not f.startswith("<") and not is_library_file(f):
+            return i
+    return 0
+
+
 def classify_frames(frames: list[Frame]) -> int:
     """The state of one stack (outermost frame first)."""
     files = [_norm(f.file) for f in frames]
@@ -116,8 +125,13 @@ def classify_frames(frames: list[Frame]) -> int:
             return STATE["data"]
     if any(any(p in f for p in _COMPILE_PATHS) for f in files):
         return STATE["compile"]
-    leaf = files[-LEAF_DEPTH:]
-    if any(any(p in f for p in _DIST_PATHS) for f in files):
+    # Library frames that called the program's outermost frame launched it (runpy,
+    # multiprocessing's bootstrap, torch.multiprocessing.spawn's _wrap): they say nothing about
+    # what the thread is doing, so the leaf window never reaches above the program's own frames.
+    # Without a program frame (a library's own thread, a worker waiting for work) all count.
+    own = files[_first_program_frame(files) :]
+    leaf = own[-LEAF_DEPTH:]
+    if any(any(p in f for p in _DIST_PATHS) for f in own):
         return STATE["distributed"]
     if (
         leaf

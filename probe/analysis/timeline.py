@@ -157,6 +157,8 @@ class Timeline:
     io_read: dict[int, FloatArray]  # bytes/s: storage reads (read_bytes)
     io_write: dict[int, FloatArray]
     io_chars: dict[int, FloatArray]  # bytes/s through read()/write() incl. sockets and cache
+    # the same through the main thread alone (sessions from format 1.2; empty before)
+    io_chars_main: dict[int, FloatArray]
     ctx_invol: dict[int, FloatArray]  # involuntary context switches per second
     threads: dict[int, ThreadGroups]
     sys_busy: FloatArray  # cores busy on the host
@@ -288,6 +290,13 @@ def build_timeline(session: Session) -> Timeline:
     io_write: dict[int, FloatArray] = {}
     io_chars: dict[int, FloatArray] = {}
     ctx_invol: dict[int, FloatArray] = {}
+    io_chars_main: dict[int, FloatArray] = {}
+    main_io = session.table("main_io")
+    for pid in np.unique(main_io["pid"]):
+        rows = main_io.where(main_io["pid"] == pid)
+        io_chars_main[int(pid)] = rate_on_grid(
+            sec(rows["t"]), np.maximum(rows["rchar"], 0) + np.maximum(rows["wchar"], 0), edges
+        )
     for pid in np.unique(proc["pid"]):
         rows = proc.where(proc["pid"] == pid)
         t = sec(rows["t"])
@@ -387,6 +396,7 @@ def build_timeline(session: Session) -> Timeline:
         io_read=io_read,
         io_write=io_write,
         io_chars=io_chars,
+        io_chars_main=io_chars_main,
         ctx_invol=ctx_invol,
         threads=threads,
         sys_busy=sys_busy,

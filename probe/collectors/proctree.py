@@ -2,10 +2,11 @@
 
 Each interval it re-discovers the tree (DataLoader workers and ranks come and go), then reads per
 process ``stat`` (state, user/system ticks), ``status`` (RSS, anonymous RSS, context switches),
-``io`` and, per thread, ``schedstat`` (CPU and run-queue wait in nanoseconds, precise at any
-interval, unlike the 10 ms ticks of ``stat``) and ``comm`` (the thread's name). It also reads the
-host's CPU per core, iowait, runnable and blocked thread counts, available memory and the cgroup's
-memory usage, and its own cost. Nothing here touches the target's interpreter.
+``io`` and its main thread's own ``io``, and per thread ``schedstat`` (CPU and run-queue wait in
+nanoseconds, precise at any interval, unlike the 10 ms ticks of ``stat``) and ``comm`` (the
+thread's name). It also reads the host's CPU per core, iowait, runnable and blocked thread counts,
+available memory and the cgroup's memory usage, and its own cost. Nothing here touches the
+target's interpreter.
 """
 
 from __future__ import annotations
@@ -249,6 +250,17 @@ class ProcessTreeSampler:
         if io:
             rchar, wchar = _field(io, b"rchar:"), _field(io, b"wchar:")
             read_bytes, write_bytes = _field(io, b"read_bytes:"), _field(io, b"write_bytes:")
+            # The main thread's own share: whether it was the thread moving data while it was
+            # blocked (io-bound), not a communication or logging thread beside it.
+            main_io = _read(f"{base}/task/{pid}/io")
+            if main_io:
+                self.buffer.add(
+                    fmt.MAIN_IO,
+                    now,
+                    pid,
+                    _field(main_io, b"rchar:"),
+                    _field(main_io, b"wchar:"),
+                )
         else:
             rchar = wchar = read_bytes = write_bytes = -1
         rss_kb = _field(status, b"VmRSS:")

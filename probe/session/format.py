@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
@@ -110,6 +110,16 @@ SYSTEM = Kind(
         ("cgroup_mem", _q),  # memory charged to probe's cgroup, -1 if unknown
         ("probe_cpu_ns", _q),  # the probe process's own CPU
         ("sampler_cpu_ns", _q),  # the sampler thread's own CPU
+    ],
+)
+MAIN_IO = Kind(
+    16,
+    "main_io",
+    [
+        ("t", _q),
+        ("pid", _i),  # the process; its main thread is the thread group leader (tid == pid)
+        ("rchar", _q),  # that thread's own read() bytes (/proc/<pid>/task/<pid>/io)
+        ("wchar", _q),  # and write() bytes: I/O the other threads do is not in these
     ],
 )
 CORE = Kind(13, "core", [("t", _q), ("core", _H), ("busy_ns", _q), ("idle_ns", _q)])
@@ -272,6 +282,7 @@ KINDS: dict[int, Kind] = {
         CORE,
         GPU,
         GPU_PROC,
+        MAIN_IO,
         GC,
         GC_SUMMARY,
         STEP,

@@ -218,6 +218,7 @@ class SessionBuilder:
         io_chars: Series = 0.0,
         io_read: Series = 0.0,
         io_write: Series = 0.0,
+        main_io_chars: Series | None = None,
         start: float = 0.0,
         end: float | None = None,
     ) -> None:
@@ -277,6 +278,14 @@ class SessionBuilder:
             rchar=np.cumsum(_values(io_chars, t) * dt),
             wchar=0,
         )
+        if main_io_chars is not None:  # the main thread's own bytes (format 1.2)
+            self.sampler.add(
+                fmt.MAIN_IO,
+                t=self.ns(t),
+                pid=pid,
+                rchar=np.cumsum(_values(main_io_chars, t) * dt),
+                wchar=0,
+            )
 
     def system(self, *, busy: Series, running: Series = 2.0, mem_available: Series = 8e9) -> None:
         t = self.grid

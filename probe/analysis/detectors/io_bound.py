@@ -9,14 +9,15 @@ time in DataLoader waits (input-bound's). A sample counts as I/O when:
   ``json.dumps`` is computation and does not count), or
 - it is in the program's own code while the thread was blocked (its kernel state sleeping or in
   disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under 30 %
-  of a core) and the process moved data through read()/write() at the same time: a plain
+  of a core) and the thread itself moved data through read()/write() in that bin (its own
+  ``/proc/<pid>/task/<tid>/io``; the whole process's in sessions before format 1.2): a plain
   ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
 
 The share of samples is the share of time; with the same thresholds as waits for input (5 %
 moderate, 20 % high) and a block bootstrap interval over one-second windows whose lower bound
 must clear 3 %. What would fool it: I/O the kernel serves from the page cache is quick and barely
-shows (correctly: it costs little); sleeping in ``time.sleep`` while a file is being written
-elsewhere could be counted as off-CPU I/O if the process's counters move at the same time.
+shows (correctly: it costs little); sleeping in ``time.sleep`` between the main thread's own
+reads and writes within one 100 ms bin could be counted as off-CPU I/O.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def detect(ctx: Context) -> Finding:
             "rw_mb_per_s": round(
                 ctx.mean_in_window(tl.io_chars.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
             ),
+            "main_thread_rw_mb_per_s": (
+                round(ctx.mean_in_window(tl.io_chars_main[pid]) / 2**20, 2)
+                if pid in tl.io_chars_main
+                else None
+            ),
             "_mask": counted,
             "_low": interval.low,
         }
@@ -98,7 +104,8 @@ def detect(ctx: Context) -> Finding:
     if level is None or low < LOWER_BOUND:
         return not_detected(ID, f"the training thread was in I/O {pct(share)} of the time", **best)
     stacks = tl.stacks.top(mask, 5)
-    rate = best["rw_mb_per_s"] * 2**20
+    main_rate = best["main_thread_rw_mb_per_s"]
+    rate = (main_rate if main_rate is not None else best["rw_mb_per_s"]) * 2**20
     title = f"The training thread waits on file or network I/O: {pct(share)} of the time"
     summary = (
         f"Outside the DataLoader, the training loop's main thread spent {pct(share)} of the "
@@ -131,7 +138,8 @@ def _excluded(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
 
 
 def _off_cpu_with_io(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Samples of a blocked main thread taken while the process moved data through read/write.
+    """Samples of a blocked main thread taken while it moved data through read/write (the whole
+    process's bytes in sessions that did not record the main thread's own).
 
     Blocked comes from the thread's kernel state at the sample (S or D with the GIL free); when
     that was not recorded, from its CPU over the 100 ms bin (under 30 % of a core).
@@ -139,7 +147,9 @@ def _off_cpu_with_io(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool
     tl = ctx.tl
     st = tl.stacks
     groups = tl.threads.get(pid)
-    chars = tl.io_chars.get(pid)
+    # The main thread's own read/write bytes where recorded: a communication, logging or upload
+    # thread beside a sleeping main thread is not the main thread doing I/O.
+    chars = tl.io_chars_main.get(pid, tl.io_chars.get(pid))
     if chars is None:
         return np.zeros(len(st), dtype=bool)
     bins = np.clip(np.searchsorted(tl.edges, st.t, side="right") - 1, 0, tl.n_bins - 1)

@@ -8,8 +8,10 @@ process's memory grows when:
 
 - the trend is strong and significant: tau >= 0.6 and p < 0.001, and the slope's lower bound > 0;
 - it grew by at least max(32 MB, 5 % of where it started) over the window;
-- it is still growing in the second half of the window (tau >= 0.3, slope lower bound > 0):
-  caches and allocator pools that fill up and level off are not leaks.
+- it is still growing in the second half of the window: tau >= 0.3, slope lower bound > 0, the
+  slope's upper bound at least half the whole window's slope, and at least half the minimum
+  growth above within that half. Caches and allocator pools that fill up and level off are not
+  leaks, even when a small drift remains after they level off.
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
 step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
@@ -44,6 +46,7 @@ MAX_P = 1e-3
 MIN_GROWTH = 32 * 2**20
 MIN_RELATIVE = 0.05
 LATE_TAU = 0.3
+LATE_PACE = 0.5  # the second half's slope (its upper bound) against the whole window's
 HOUR = 3600.0
 
 
@@ -151,6 +154,14 @@ def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, 
     half = len(t) // 2
     late: Trend | None = trend(t[half:], values[half:])
     if late is None or late.tau < LATE_TAU or late.low <= 0:
+        return None
+    # Still growing means growing at the pace of the whole window, by a material amount: a
+    # curve that rose and levelled off keeps a small drift in its second half (allocator
+    # pools, fragmentation) that is significant but is not the leak's rate.
+    if late.high < LATE_PACE * full.slope:
+        return None
+    late_span = float(t[-1] - t[half])
+    if late.slope * late_span < 0.5 * max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
         return None
     return {
         "rate_bytes_per_s": full.slope,
