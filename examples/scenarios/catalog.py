@@ -187,6 +187,18 @@ SCENARIOS: list[dict] = [
         ),
     },
     {
+        "id": "periodic-stall",
+        "file": "periodic_stall_reindex.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 19,
+        "description": (
+            "Dual encoder in a Trainer with callbacks; every 40 steps a callback re-embeds a "
+            "40,000-item corpus and rebuilds a kNN index: stalls of 1-2 s against ~10 ms steps "
+            "fill most of the run."
+        ),
+    },
+    {
         "id": "event-loop-blocked",
         "file": "event_loop_blocked.py",
         "argv": [],
@@ -206,6 +218,17 @@ SCENARIOS: list[dict] = [
         "description": (
             "2-rank gloo DDP MLP; rank 1 decompresses and feature-engineers raw records every "
             "step, rank 0 waits in the gradient all-reduce."
+        ),
+    },
+    {
+        "id": "straggler-rank",
+        "file": "straggler_rank_spawn.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 16,
+        "description": (
+            "2 ranks from torch.multiprocessing.spawn (gloo), gradients all-reduced by hand; "
+            "rank 1 sleeps 30 ms on slow storage and runs an SVD check every step."
         ),
     },
 ]
