@@ -343,6 +343,27 @@ def test_periodic_stall_names_the_code(tmp_path: Path) -> None:
     assert f.evidence["period_steps"] == 20
     assert "save_checkpoint" in f.summary
     assert "io-bound" not in {i.id for i in d.issues}
+    assert f.evidence["stall_kind"] == "io"
+    assert f.next_step == ""  # the recommendation's own first step: checkpoint asynchronously
+
+
+@pytest.mark.parametrize(
+    ("func", "kind", "words"),
+    [
+        ("run_validation", "evaluation", "Evaluate less often"),
+        ("EvalLoop.run", "evaluation", "Evaluate less often"),
+        ("rebuild_index", "work", "periodic work cheaper"),
+    ],
+)
+def test_periodic_stall_first_step_follows_what_the_stalls_do(
+    tmp_path: Path, func: str, kind: str, words: str
+) -> None:
+    frames = [*TRAIN, ("/work/train.py", func, 70)]
+    d = diagnose(Run(stall_every=20, stall=0.5, stall_frames=frames).build(tmp_path / "s"))
+    f = d.findings["periodic-stall"]
+    assert d.category == "periodic-stall"
+    assert f.evidence["stall_kind"] == kind
+    assert words in f.next_step
 
 
 def test_irregular_long_steps_are_not_periodic(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ not reported here; a run shorter than three periods cannot show a period.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,17 @@ MIN_FILL = 0.6  # of the period's slots, between the first and last stall, that 
 # steps or more, and lines up any dense cluster of slow steps, periodic or not.
 MIN_PERIOD_STEPS = 6.0
 MIN_SPREAD = 0.5  # of the analysed window that the stalls on the beat must span, first to last
+STALL_IO = 0.3  # of the stalls' extra time in I/O: they are checkpoints or uploads
+EVAL_WORDS = ("eval", "valid", "test", "score", "metric")
+# The first thing to try, by what the stalls do ("" is the recommendation's own first step:
+# checkpoint asynchronously).
+NEXT_STEPS = {
+    "io": "",
+    "evaluation": "Evaluate less often, or on less data: a validation subset every N steps and "
+    "the full set at the end",
+    "work": "Make the periodic work cheaper or take it out of the loop: do it less often, on a "
+    "background thread or process, or incrementally a little every step",
+}
 MAX_CANDIDATES = 12
 MAX_ANCHORS = 8
 NULL_DRAWS = 99  # with none as good: chance below 1 %
@@ -352,6 +364,8 @@ def detect(ctx: Context) -> Finding:
         )
     windows = [(float(a), float(b)) for a, b in zip(mine.start[stalls], mine.end[stalls])]
     stacks = _stall_stacks(ctx, pid, mine, stalls, median)
+    kind = _stall_kind(ctx, pid, mine, stalls, median, stacks)
+    evidence["stall_kind"] = kind
     period = (
         f"every {evidence['period_steps']:.0f} steps"
         if use_steps
@@ -383,6 +397,7 @@ def detect(ctx: Context) -> Finding:
         evidence=evidence,
         windows=windows,
         stacks=stacks,
+        next_step=NEXT_STEPS[kind],
     )
 
 
@@ -411,6 +426,37 @@ def _stall_stacks(
     starts = steps.start[stalls] + median
     ends = steps.end[stalls]
     return st.top(mask & ctx.in_intervals(st.t, starts, ends), 5)
+
+
+def _stall_kind(
+    ctx: Context,
+    pid: int,
+    steps: StepTable,
+    stalls: np.ndarray[Any, Any],
+    median: float,
+    stacks: list[dict[str, Any]],
+) -> str:
+    """What the stalls do, for the first thing to try: "io" when the training thread spent at
+    least STALL_IO of the stalls' extra time in I/O (a checkpoint, an upload), "evaluation" when
+    the code seen in them is named like an evaluation, else "work"."""
+    st = ctx.tl.stacks
+    mask = ctx.main_samples(pid) & ctx.in_intervals(
+        st.t, steps.start[stalls] + median, steps.end[stalls]
+    )
+    if st.shares(mask).get("io", 0.0) >= STALL_IO:
+        return "io"
+    words = [
+        word
+        for stack in stacks
+        for frame in stack["frames"]
+        if not is_library_file(str(frame["file"]))
+        for word in re.split(
+            r"[^a-z]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", str(frame["func"])).lower()
+        )
+    ]
+    if any(word.startswith(EVAL_WORDS) for word in words):  # evaluate, ValidationLoop, test_
+        return "evaluation"
+    return "work"
 
 
 def _first_user_frame(frames: list[dict[str, Any]]) -> dict[str, Any] | None:
