@@ -281,7 +281,9 @@ class Agent:
         self._thread_ident = _thread.get_ident()
         stop = self._stop
         done = self._thread_done
-        self.buffer.event({"type": "agent_thread", "t": _now(), "tid": threading.get_native_id()})
+        tid = threading.get_native_id()
+        self.buffer.event({"type": "agent_thread", "t": _now(), "tid": tid})
+        runq = self.stacks.runq_wait(tid)  # this thread's time waiting for a CPU, cumulative
         now = _now()
         next_sample = now
         next_flush = now + self.flush_ns
@@ -299,7 +301,16 @@ class Agent:
                         in_force = max(interval, self._paced_ns)
                         if in_force != self._paced_ns:  # also the first sample (none announced)
                             self._pace(now - 1, in_force)
-                        self.buffer.add(fmt.TICK, now, late)
+                        # The tick records the wait for the GIL: the lateness less the time this
+                        # thread waited for a CPU since the last sample (on busy cores a timer's
+                        # wake-up queues for a core, which says nothing about Python running).
+                        gil_late = late
+                        if runq >= 0:
+                            runq_now = self.stacks.runq_wait(tid)
+                            if runq_now >= runq:
+                                gil_late = max(0, late - (runq_now - runq))
+                                runq = runq_now
+                        self.buffer.add(fmt.TICK, now, gil_late)
                         self.stacks.sample(now, self._thread_ident)
                         if self.pacer is not None and interval < self.pacer.max_ns:
                             interval = max(interval, self.pacer.next_interval(late, _now() - now))

@@ -91,6 +91,31 @@ class ThreadState:
         close = data.rfind(b")")
         return data[close + 2] if 0 <= close < len(data) - 2 else 0
 
+    def runq_wait(self, tid: int) -> int:
+        """The thread's cumulative time runnable but waiting for a CPU (ns, from its schedstat),
+        read the same GIL-keeping way; -1 when it cannot be read."""
+        key = -tid  # schedstat files share the dict with the stat files, under negative keys
+        fd = self._fds.get(key)
+        if fd is None:
+            try:
+                fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+            except OSError:
+                return -1
+            self._fds[key] = fd
+        if self._pread is not None:
+            n = self._pread(fd, self._buf, 512, 0)
+            data = self._buf.raw[:n] if n > 0 else b""
+        else:
+            try:
+                data = os.pread(fd, 512, 0)
+            except OSError:
+                data = b""
+        parts = data.split()
+        if len(parts) < 2:
+            self.forget(key)
+            return -1
+        return int(parts[1])
+
     def forget(self, tid: int | None = None) -> None:
         """Close the stat file of one thread (it ended), or of all (after a fork: another
         process's threads)."""
@@ -180,6 +205,10 @@ class StackSampler:
     def close(self) -> None:
         """Close what sampling keeps open (the stat files): the agent is leaving the process."""
         self._state.forget()
+
+    def runq_wait(self, tid: int) -> int:
+        """``tid``'s cumulative run-queue wait in ns (-1: unknown); the agent reads its own."""
+        return self._state.runq_wait(tid)
 
     def sample(self, now: int, skip_ident: int) -> None:
         """One stack sample of every thread but ``skip_ident`` (the sampler's own).

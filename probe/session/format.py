@@ -249,7 +249,9 @@ TICK = Kind(
     "tick",
     [
         ("t", _q),  # the agent thread woke to sample stacks
-        ("late", _q),  # this long after it asked to: scheduler delay plus waiting for the GIL
+        # this long after it asked to, waiting for the GIL: from format 1.2 less the time the
+        # agent thread waited for a CPU meanwhile (its schedstat); before, both together
+        ("late", _q),
     ],
 )
 

@@ -537,3 +537,23 @@ def test_the_stack_rate_drops_while_sampling_costs_the_program(tmp_path: Path) -
     w = _weights(session, main["pid"].astype(np.int64), main["t"])
     share = float(w[spinning].sum() / w[spinning | resting].sum())
     assert 0.35 <= share <= 0.65, share
+
+
+def test_waiting_for_a_cpu_is_not_read_as_waiting_for_the_gil(tmp_path: Path) -> None:
+    # Every core is busy with shell loops while the program sleeps: the sampler's wake-ups queue
+    # for a CPU, but the GIL is free, so the ticks must not say that Python held it.
+    from probe.analysis.stacks import GIL_WAIT_S, classify_stacks
+
+    result, path = collect(tmp_path, PYTHON, str(PROGRAMS / "asleep_on_busy_cores.py"), "2.0")
+    assert result.returncode == 0, result.stderr
+    session = Session(path)
+    st = classify_stacks(session, lambda ns: ns / 1e9)
+    root = session.meta["root_pid"]
+    funcs = [[f.func for f in session.stack_frames(int(s))] for s in st.stack]
+    resting = np.array(
+        [st.pid[i] == root and any(f == "rest" for f in fs) for i, fs in enumerate(funcs)]
+    )
+    assert resting.sum() >= 50
+    late = st.late[resting]
+    assert np.isfinite(late).all()
+    assert float(np.mean(late >= GIL_WAIT_S)) < 0.1, np.percentile(late, [50, 90, 99])
