@@ -81,7 +81,7 @@ def features(tl: Timeline) -> tuple[npt.NDArray[np.float64], list[str]]:
     cols.append(cpu)
     names.append("cpu")
     if len(tl.steps):
-        counts = np.histogram(tl.steps.end, bins=tl.edges)[0].astype(np.float64)
+        counts = _step_counts(tl)
         positive = counts[counts > 0]
         scale = float(np.median(positive)) if len(positive) else 1.0
         cols.append(np.clip(counts / scale, 0.0, 3.0))
@@ -100,6 +100,11 @@ def features(tl: Timeline) -> tuple[npt.NDArray[np.float64], list[str]]:
             cols.append(share)
             names.append("startup")
     return np.column_stack(cols), names
+
+
+def _step_counts(tl: Timeline) -> npt.NDArray[np.float64]:
+    """How many steps ended in each bin."""
+    return np.histogram(tl.steps.end, bins=tl.edges)[0].astype(np.float64)
 
 
 def _main_thread_mask(tl: Timeline) -> npt.NDArray[np.bool_]:
@@ -125,7 +130,7 @@ def segment(tl: Timeline) -> Segmentation:
     sd = Xu.std(axis=0)
     Z = (Xu - mu) / np.where(sd > 0, sd, 1.0)
     fitted = None
-    failures: list[str] = []
+    failure = ""  # why the first fit failed
     for k in (N_STATES, N_STATES - 1):
         # A state the fit leaves empty (a transition row of zeros) fails hmmlearn's checks: the
         # run has fewer regimes than states, so fewer states are tried before giving up.
@@ -133,9 +138,9 @@ def segment(tl: Timeline) -> Segmentation:
             fitted = _fit(Z, k)
             break
         except Exception as exc:
-            failures.append(f"{type(exc).__name__}: {exc}")
+            failure = failure or f"{type(exc).__name__}: {exc}"
     if fitted is None:
-        return _whole_run(tl, f"the HMM fit failed ({failures[0]})")
+        return _whole_run(tl, f"the HMM fit failed ({failure})")
     raw, iterations, n_states = fitted
     converged = iterations < N_ITER
     if not converged:
@@ -148,7 +153,7 @@ def segment(tl: Timeline) -> Segmentation:
         for s in range(n_states)
     ]
     if len(tl.steps):
-        counts = np.histogram(tl.steps.end, bins=tl.edges)[0].astype(np.float64)
+        counts = _step_counts(tl)
         total = max(float(counts.sum()), 1.0)
         for s in range(n_states):
             means[s]["step_share"] = float(counts[raw == s].sum()) / total

@@ -70,23 +70,8 @@ class ThreadState:
             pass
 
     def __call__(self, tid: int) -> int:
-        fd = self._fds.get(tid)
-        if fd is None:
-            try:
-                fd = os.open(f"/proc/self/task/{tid}/stat", os.O_RDONLY)
-            except OSError:
-                return 0
-            self._fds[tid] = fd
-        if self._pread is not None:
-            n = self._pread(fd, self._buf, 512, 0)
-            data = self._buf.raw[:n] if n > 0 else b""
-        else:
-            try:
-                data = os.pread(fd, 512, 0)
-            except OSError:
-                data = b""
+        data = self._reread(tid, f"/proc/self/task/{tid}/stat")
         if not data:
-            self.forget(tid)
             return 0
         close = data.rfind(b")")
         return data[close + 2] if 0 <= close < len(data) - 2 else 0
@@ -94,27 +79,34 @@ class ThreadState:
     def runq_wait(self, tid: int) -> int:
         """The thread's cumulative time runnable but waiting for a CPU (ns, from its schedstat),
         read the same GIL-keeping way; -1 when it cannot be read."""
-        key = -tid  # schedstat files share the dict with the stat files, under negative keys
+        # schedstat files share the dict with the stat files, under negative keys
+        parts = self._reread(-tid, f"/proc/self/task/{tid}/schedstat").split()
+        if len(parts) < 2:
+            self.forget(-tid)
+            return -1
+        return int(parts[1])
+
+    def _reread(self, key: int, path: str) -> bytes:
+        """The file's contents from offset 0, through a descriptor kept open under ``key``;
+        b"" when it cannot be opened or read (a descriptor that reads nothing is closed)."""
         fd = self._fds.get(key)
         if fd is None:
             try:
-                fd = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY)
             except OSError:
-                return -1
+                return b""
             self._fds[key] = fd
         if self._pread is not None:
             n = self._pread(fd, self._buf, 512, 0)
-            data = self._buf.raw[:n] if n > 0 else b""
+            data: bytes = self._buf.raw[:n] if n > 0 else b""
         else:
             try:
                 data = os.pread(fd, 512, 0)
             except OSError:
                 data = b""
-        parts = data.split()
-        if len(parts) < 2:
+        if not data:
             self.forget(key)
-            return -1
-        return int(parts[1])
+        return data
 
     def forget(self, tid: int | None = None) -> None:
         """Close the stat file of one thread (it ended), or of all (after a fork: another

@@ -363,8 +363,9 @@ def detect(ctx: Context) -> Finding:
             **evidence,
         )
     windows = [(float(a), float(b)) for a, b in zip(mine.start[stalls], mine.end[stalls])]
-    stacks = _stall_stacks(ctx, pid, mine, stalls, median)
-    kind = _stall_kind(ctx, pid, mine, stalls, median, stacks)
+    in_stalls = _stall_samples(ctx, pid, mine, stalls, median)
+    stacks = ctx.tl.stacks.top(in_stalls, 5)
+    kind = _stall_kind(ctx, in_stalls, stacks)
     evidence["stall_kind"] = kind
     period = (
         f"every {evidence['period_steps']:.0f} steps"
@@ -417,33 +418,27 @@ def _run_queue_wait_during(
     return wait / (cpu + wait) if cpu + wait > 0 else 0.0
 
 
-def _stall_stacks(
+def _stall_samples(
     ctx: Context, pid: int, steps: StepTable, stalls: np.ndarray[Any, Any], median: float
-) -> list[dict[str, Any]]:
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """The training thread's stack samples in the stalls' extra time: from a median step's length
+    into each stall step to its end."""
     st = ctx.tl.stacks
-    mask = ctx.main_samples(pid)
-    # The extra time: from a median step's length into the stall step to its end.
-    starts = steps.start[stalls] + median
-    ends = steps.end[stalls]
-    return st.top(mask & ctx.in_intervals(st.t, starts, ends), 5)
+    mask: np.ndarray[Any, np.dtype[np.bool_]] = ctx.main_samples(pid) & ctx.in_intervals(
+        st.t, steps.start[stalls] + median, steps.end[stalls]
+    )
+    return mask
 
 
 def _stall_kind(
     ctx: Context,
-    pid: int,
-    steps: StepTable,
-    stalls: np.ndarray[Any, Any],
-    median: float,
+    in_stalls: np.ndarray[Any, np.dtype[np.bool_]],
     stacks: list[dict[str, Any]],
 ) -> str:
     """What the stalls do, for the first thing to try: "io" when the training thread spent at
-    least STALL_IO of the stalls' extra time in I/O (a checkpoint, an upload), "evaluation" when
-    the code seen in them is named like an evaluation, else "work"."""
-    st = ctx.tl.stacks
-    mask = ctx.main_samples(pid) & ctx.in_intervals(
-        st.t, steps.start[stalls] + median, steps.end[stalls]
-    )
-    if st.shares(mask).get("io", 0.0) >= STALL_IO:
+    least STALL_IO of the stalls' extra time (the ``in_stalls`` samples) in I/O (a checkpoint, an
+    upload), "evaluation" when the code seen in them is named like an evaluation, else "work"."""
+    if ctx.tl.stacks.shares(in_stalls).get("io", 0.0) >= STALL_IO:
         return "io"
     words = [
         word
