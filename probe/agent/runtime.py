@@ -58,9 +58,12 @@ DEFAULT_STACK_HZ = 100
 # two workers cost the training loop about 4 %).
 DEFAULT_HELPER_STACK_HZ = 5
 # The stack rate adapts to what sampling costs the program (see probe.collectors.stacks.Pacer):
-# the sampler's GIL wait and work are kept within this share of the time between samples, and the
-# rate does not go below MIN_PACED_HZ (or the configured rate, if lower).
-DEFAULT_STACK_BUDGET = 0.05
+# the sampler's GIL wait and its thread's CPU (wake-up, sample, flushes) are kept within this
+# share of the time between samples, and the rate does not go below MIN_PACED_HZ (or the
+# configured rate, if lower). 2 %, the overhead budget of the whole tool: where a wake-up is cheap
+# (~50 us of CPU a round) the full 100 Hz stays well inside it; on a VM where a round costs
+# ~250 us it comes down to ~80 Hz, and lower while the program holds the GIL.
+DEFAULT_STACK_BUDGET = 0.02
 MIN_PACED_HZ = 10.0
 # Flushes and polls wait for the next stack sample when samples come at least this often, so the
 # agent thread wakes once per sample and not also for them (each wake is a GIL handoff).
@@ -70,6 +73,36 @@ POLL_NS = 500_000_000
 MAX_ERRORS = 50
 
 _now = time.monotonic_ns
+
+
+class _StopFlag:
+    """The agent thread's stop flag, which it also sleeps on between samples: a wait is one
+    acquire of a lock with a timeout (``threading.Event.wait`` builds a Condition waiter, and
+    takes and drops two more locks, on every call), and ``set`` wakes it at once."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()  # held while not set: a wait times out
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            try:
+                self._lock.release()
+            except RuntimeError:  # set by two threads at once: released already
+                pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds or until set; whether it is set."""
+        if self._lock.acquire(True, timeout):
+            self._lock.release()  # stays released: later waits return at once
+        return self._set
 
 
 class _Span:
@@ -121,7 +154,7 @@ class Agent:
         self.faults = FaultLog(self.directory)
         self.torch: TorchHooks | None = None
         self.loops: LoopLagMonitor | None = None
-        self._stop = threading.Event()
+        self._stop = _StopFlag()
         self._thread_done = threading.Event()
         self._thread_ident = 0
         self._steps = 0
@@ -221,7 +254,7 @@ class Agent:
             pass
 
     def _start_thread(self) -> None:
-        self._stop = threading.Event()
+        self._stop = _StopFlag()
         self._thread_done = threading.Event()
         _thread.start_new_thread(self._run, ())
 
@@ -284,6 +317,8 @@ class Agent:
         tid = threading.get_native_id()
         self.buffer.event({"type": "agent_thread", "t": _now(), "tid": tid})
         runq = self.stacks.runq_wait(tid)  # this thread's time waiting for a CPU, cumulative
+        thread_cpu = time.thread_time_ns
+        cpu = thread_cpu()
         now = _now()
         next_sample = now
         next_flush = now + self.flush_ns
@@ -312,8 +347,14 @@ class Agent:
                                 runq = runq_now
                         self.buffer.add(fmt.TICK, now, gil_late)
                         self.stacks.sample(now, self._thread_ident)
+                        # What this round cost the program: the GIL wait (a forced switch of
+                        # the thread running Python; a wait for a CPU costs the program nothing)
+                        # and the thread's CPU since the last sample, its wake-up, flushes and
+                        # polls included, not only the sample's own work.
+                        cpu_now = thread_cpu()
+                        cost, cpu = cpu_now - cpu, cpu_now
                         if self.pacer is not None and interval < self.pacer.max_ns:
-                            interval = max(interval, self.pacer.next_interval(late, _now() - now))
+                            interval = max(interval, self.pacer.next_interval(gil_late, cost))
                         if interval != self._paced_ns:
                             self._pace(now, interval)
                         next_sample += interval

@@ -129,8 +129,10 @@ class Pacer:
     6-11 % and a loop of small ops 5-8 %, at 20 Hz about 1-2 %. How long the sampler waited for
     the GIL after its timer (its lateness) shows that contention from the inside: it is near zero
     while the program waits, or computes in C without the GIL, and grows towards the switch
-    interval while it runs Python. So the pacer keeps the sampler's wait plus its own work within
-    ``budget`` of the time between samples (an exponential average over the last ~10 samples):
+    interval while it runs Python. So the pacer keeps the sampler's wait plus its own cost (the
+    agent thread's CPU for the round: wake-up, sample, flush; on a 2-core VM ~250 us, five times
+    the sample's own work) within ``budget`` of the time between samples (an exponential average
+    over the last ~10 samples):
     the full rate while sampling is cheap, down to one sample per ``max_ns`` while it is not. A
     wait longer than the switch interval counts as the switch interval: the GIL was held in C, and
     the program paid one handoff, not the whole wait.
@@ -167,7 +169,8 @@ class Pacer:
         self._load = 0.0
 
     def next_interval(self, late_ns: int, cost_ns: int) -> int:
-        """The interval to the next sample, given this sample's lateness and duration."""
+        """The interval to the next sample, given this sample's lateness and the CPU its round
+        cost the agent thread."""
         load = min(max(late_ns, 0), self.cap_ns) + max(cost_ns, 0)
         self._load += self.ALPHA * (load - self._load)
         if self.budget <= 0:
@@ -187,8 +190,9 @@ class StackSampler:
     def reset(self, buffer: RecordBuffer) -> None:
         self._buffer = buffer
         self._frames: dict[int, int] = {}  # (id(code) << 24 | line) -> frame id
+        self._at: dict[int, int] = {}  # (id(code) << 32 | instruction offset) -> frame id
         self._codes: list[CodeType] = []  # keeps interned code objects alive: ids stay unique
-        self._nodes: dict[tuple[int, int], int] = {}  # (parent node, frame id) -> node id
+        self._nodes: dict[int, int] = {}  # (parent node << 32 | frame id) -> node id
         self._tids: dict[int, int] = {}  # thread ident -> native thread id
         self._main_ident = threading.main_thread().ident
         self._state.forget()  # after a fork: the stat files of the parent's threads
@@ -238,23 +242,28 @@ class StackSampler:
                 gc.enable()
 
     def _intern(self, frame: FrameType | None) -> int:
-        frames = self._frames
-        keys: list[int] = []
-        walked: list[FrameType] = []
+        """The trie node of ``frame``'s stack, writing the frames and nodes not seen before.
+
+        A frame is looked up by its code and instruction offset (``f_lasti``: a field read),
+        and its line (``f_lineno``: a scan of the code's line table, the costliest part of a
+        sample when done for every frame) is worked out only the first time an offset is seen.
+        """
+        at = self._at
+        fids: list[int] = []
         depth = 0
         while frame is not None and depth < MAX_DEPTH:
-            code = frame.f_code
-            keys.append(id(code) << 24 | (frame.f_lineno or 0) & 0xFFFFFF)
-            walked.append(frame)
+            key = id(frame.f_code) << 32 | (frame.f_lasti & 0xFFFFFFFF)
+            fid = at.get(key)
+            if fid is None:
+                fid = at[key] = self._new_frame(frame)
+            fids.append(fid)
             frame = frame.f_back
             depth += 1
         node = 0
         nodes = self._nodes
-        for i in range(len(keys) - 1, -1, -1):
-            fid = frames.get(keys[i])
-            if fid is None:
-                fid = self._new_frame(keys[i], walked[i])
-            key = (node, fid)
+        for i in range(len(fids) - 1, -1, -1):
+            fid = fids[i]
+            key = node << 32 | fid
             nid = nodes.get(key)
             if nid is None:
                 nid = len(nodes) + 1
@@ -263,8 +272,14 @@ class StackSampler:
             node = nid
         return node
 
-    def _new_frame(self, key: int, frame: FrameType) -> int:
+    def _new_frame(self, frame: FrameType) -> int:
+        """The frame id of ``frame``'s (code, line), written out the first time it is seen."""
         code = frame.f_code
+        line = (frame.f_lineno or 0) & 0xFFFFFF
+        key = id(code) << 24 | line
+        fid = self._frames.get(key)
+        if fid is not None:
+            return fid
         fid = len(self._frames) + 1
         self._frames[key] = fid
         self._codes.append(code)
@@ -274,7 +289,7 @@ class StackSampler:
             fid,
             self._buffer.intern(code.co_filename),
             self._buffer.intern(name),
-            key & 0xFFFFFF,
+            line,
         )
         return fid
 

@@ -530,7 +530,9 @@ def test_the_stack_rate_drops_while_sampling_costs_the_program(tmp_path: Path) -
     funcs = [[f.func for f in session.stack_frames(int(s))] for s in main["stack"]]
     spinning = np.array([any(f.endswith("spin") for f in fs) for fs in funcs])
     resting = np.array([any(f.endswith("rest") for f in fs) for fs in funcs])
-    assert resting.sum() >= 80 and spinning.sum() >= 10
+    # Resting, each round still costs the agent thread its wake-up (~70 us of CPU on a 2-core VM,
+    # ~230 us with the sample and the writes): within the 2 % budget that is 60-100 Hz.
+    assert resting.sum() >= 40 and spinning.sum() >= 10
     # Much sparser while spinning than while resting, for the same 1.5 s...
     assert spinning.sum() < 0.6 * resting.sum()
     # ...yet weighted by the interval each sample stood for, the two halves come out even.
