@@ -219,7 +219,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", "--pairs", type=int, default=15, dest="rounds")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument(
         "--no-control", dest="control", action="store_false", help="skip the A/A control arm"
     )
