@@ -200,7 +200,7 @@ class Recording:
         write_meta(self.directory, self.meta)
 
     def _torch_version(self) -> str | None:
-        from probe.session.reader import read_record_file  # numpy: not needed before the end
+        from probe.session.records import read_record_file  # numpy-free
 
         for path in sorted(self.directory.glob("agent-*.rec")):
             try:

@@ -459,6 +459,11 @@ class Agent:
         if self._exit_recorded:
             return
         self._exit_recorded = True
+        if self.torch is not None:  # a short program may end before the thread's first poll
+            try:
+                self.torch.poll(_now())
+            except Exception as exc:
+                self._error("torch facts at exit", exc)
         exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
         self.buffer.event(
             {

@@ -5,7 +5,8 @@
   iterator's loader is described once (workers, batch size, pin_memory, ...), with worker pids.
 - Batch production: the dataset fetchers timed (wall and CPU) where they run: in each DataLoader
   worker, or in the main process when ``num_workers=0``.
-- Graph size: every 50th backward pass, the number of nodes in its autograd graph.
+- Graph size: the number of nodes in a backward pass's autograd graph, counted at the 3rd pass and
+  then at most every 50th, no more often than its own cost allows (see GRAPH_EVERY).
 - Facts: version, intra/inter-op threads, distributed rank and world size, CUDA memory when the
   program itself initialised CUDA (probe never initialises CUDA: that would break fork).
 """
@@ -31,10 +32,16 @@ WATCHED = {
     "torch.utils.data._utils.fetch": "_hook_fetch",
     "torch.autograd": "_hook_autograd",
 }
-# Every this many backward passes, count the autograd graph's nodes (how many differentiable
-# operators one step ran). Walking a graph costs about 1 us per node, so this stays far below
-# 0.1 % of a step; the count tells tiny-operator (dispatch-bound) loops from big-kernel ones.
+# Count the autograd graph's nodes (how many differentiable operators one step ran: it tells
+# tiny-operator, dispatch-bound loops from big-kernel ones) at the 3rd backward pass, then at every
+# GRAPH_EVERY-th pass at the earliest, and no sooner than GRAPH_PERIOD_NS, nor than
+# GRAPH_COST_FACTOR times the last walk's own time, after the last count. A walk costs 1-4 us per
+# node (measured on the 2-core VM: 151 nodes, 120-600 us), about a third of what the step spent
+# per node in a tiny-operator loop; counting every 50th pass cost such a loop ~0.2 % (up to 0.9 %),
+# the gates keep it under 0.1 % at any graph size and step rate.
 GRAPH_EVERY = 50
+GRAPH_PERIOD_NS = 2_000_000_000
+GRAPH_COST_FACTOR = 1000
 GRAPH_CAP = 50_000
 
 _now = time.monotonic_ns
@@ -62,6 +69,7 @@ class TorchHooks:
         self._facts_seen: tuple[Any, ...] | None = None
         self._step_index = 0
         self._backwards = 0
+        self._next_graph = 0  # monotonic ns before which the graph is not counted again
         self._sync_hooked = False
         self.hook_ns = 0
 
@@ -90,6 +98,7 @@ class TorchHooks:
         self._facts_seen = None
         self._step_index = 0
         self._backwards = 0
+        self._next_graph = 0
 
     def _on_torch(self, torch: ModuleType) -> None:
         self.record_facts(torch)
@@ -129,7 +138,8 @@ class TorchHooks:
 
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
             hooks._backwards += 1
-            if hooks._backwards % GRAPH_EVERY == 3:  # the 3rd, 53rd, ...: past the first steps
+            # the 3rd pass (past the first steps), then the 53rd, 103rd, ... once the time is up
+            if hooks._backwards % GRAPH_EVERY == 3 and _now() >= hooks._next_graph:
                 hooks._count_graph(tensors)
             return original(tensors, *args, **kwargs)
 
@@ -156,7 +166,9 @@ class TorchHooks:
             )
         except Exception as exc:
             self._on_error("autograd graph size", exc)
-        self.hook_ns += _now() - start
+        end = _now()
+        self._next_graph = end + max(GRAPH_PERIOD_NS, (end - start) * GRAPH_COST_FACTOR)
+        self.hook_ns += end - start
 
     def _hook_fetch(self, module: ModuleType) -> None:
         for name in ("_MapDatasetFetcher", "_IterableDatasetFetcher"):
@@ -407,10 +419,14 @@ class TorchHooks:
             )
 
     def poll(self, now: int) -> None:
-        """Distributed facts and CUDA memory; cheap, from the agent thread."""
+        """Version and threads, distributed facts and CUDA memory; cheap, from the agent thread
+        (and once at exit). The facts are also taken at the first optimizer or DataLoader, but a
+        program with neither (inference) has them only from here: when the import hook runs, torch
+        is not yet marked imported."""
         torch = sys.modules.get("torch")
         if torch is None or not _ready(torch):
             return
+        self.record_facts(torch)
         self._poll_distributed()
         self._poll_cuda(torch, now)
 

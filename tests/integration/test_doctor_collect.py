@@ -154,6 +154,34 @@ def test_collect_only_prints_the_session_and_the_report_command(tmp_path: Path) 
     assert result.stdout == ""
 
 
+def test_recording_imports_none_of_the_analysis_stack(tmp_path: Path) -> None:
+    # While a job runs, and when it ends with --collect-only, probe's own process holds the
+    # launcher and the sampler only: numpy alone costs ~100 ms of CPU to import, on cores the job
+    # is using (meta.json's torch version is read from the agent files without it).
+    script = (
+        "import atexit, sys\n"
+        "heavy = ('numpy', 'scipy', 'hmmlearn', 'bokeh')\n"
+        "atexit.register(lambda: print('heavy:', [m for m in heavy if m in sys.modules]))\n"
+        "from probe.cli import run\n"
+        "sys.argv = ['probe', 'doctor', '--collect-only', '--dest', sys.argv[1], '--name', 's',"
+        " '--', sys.argv[2], '-c', 'import torch; torch.ones(1)']\n"
+        "run()\n"
+    )
+    result = subprocess.run(
+        [PYTHON, "-c", script, str(tmp_path), PYTHON],
+        env=probe_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    import torch
+
+    assert meta["torch"] == torch.__version__
+
+
 def test_version_and_help_via_python_m(tmp_path: Path) -> None:
     from probe import __version__
 

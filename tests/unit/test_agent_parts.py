@@ -6,6 +6,7 @@ import faulthandler
 import gc
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -228,10 +229,16 @@ def test_the_agent_watches_every_module_the_torch_collector_hooks() -> None:
     assert set(runtime.TORCH_MODULES) == set(torch_collector.WATCHED)
 
 
-def test_autograd_graph_size_is_counted_without_changing_backward(session_dir: Path) -> None:
+def test_autograd_graph_size_is_counted_without_changing_backward(
+    session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import torch
 
+    from probe.collectors import torch as torch_collector
     from probe.collectors.torch import GRAPH_EVERY, TorchHooks
+
+    monkeypatch.setattr(torch_collector, "GRAPH_PERIOD_NS", 0)  # only the pass count gates here
+    monkeypatch.setattr(torch_collector, "GRAPH_COST_FACTOR", 0)
 
     buf = _buffer(session_dir)
     hooks = TorchHooks(buf, lambda where, exc: None)
@@ -249,6 +256,39 @@ def test_autograd_graph_size_is_counted_without_changing_backward(session_dir: P
     counts = [e["nodes"] for e in Session(session_dir).events_of("autograd")]
     # mul, sin, add, sum and the leaf's AccumulateGrad: once at the 3rd pass, once at the 53rd
     assert counts == [5, 5]
+
+
+def test_autograd_graph_is_counted_no_more_often_than_its_cost_allows(session_dir: Path) -> None:
+    # A fast loop passes the 50-pass mark many times a second; the walk (1-4 us a node) waits for
+    # GRAPH_PERIOD_NS, and for a thousand times its own duration, after the last count.
+    import torch
+
+    from probe.collectors import torch as torch_collector
+
+    buf = _buffer(session_dir)
+    hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
+    hooks.on_module("torch.autograd", torch.autograd)
+    try:
+        w = torch.ones(3, requires_grad=True)
+        started = time.monotonic_ns()
+        for _ in range(4 * torch_collector.GRAPH_EVERY):
+            ((w * 2).sin() + w).sum().backward()
+        elapsed = time.monotonic_ns() - started
+    finally:
+        hooks.uninstall()
+    buf.close()
+    walks = list(Session(session_dir).events_of("autograd"))
+    assert walks, "the 3rd pass is always counted"
+    if elapsed < torch_collector.GRAPH_PERIOD_NS:  # the passes at 53, 103, 153 came too soon
+        assert len(walks) == 1
+    gate = hooks._next_graph - walks[0]["t"]
+    assert (
+        gate
+        >= max(
+            torch_collector.GRAPH_PERIOD_NS, torch_collector.GRAPH_COST_FACTOR * walks[0]["walk_ns"]
+        )
+        - 1_000_000
+    )
 
 
 def test_the_batch_hook_counts_its_own_cpu_not_the_wall_time_around_it(

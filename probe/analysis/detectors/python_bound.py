@@ -4,11 +4,12 @@ The training loop's main thread must be on a core nearly all the time (>= 80 % o
 the outside sampler's schedstat), and at least one of three signs must say that the time goes
 into Python and operator dispatch rather than into computation:
 
-- **tiny operators**: the agent counts the nodes of an autograd graph every 50th backward pass
-  (how many differentiable operators one step ran). When a step takes 40 us or less per node,
-  the operators are so small that the fixed cost of dispatching each from Python (several
-  microseconds forward and backward) is most of the time. Note that torch's OpenMP pool spins
-  while it waits for work, so its CPU time cannot show that it idles: this sign does not need it.
+- **tiny operators**: the agent counts the nodes of an autograd graph (how many differentiable
+  operators one step ran) at the 3rd backward pass, then every 50th or every 2 s, whichever is
+  rarer. When a step takes 40 us or less per node, the operators are so small that the fixed
+  cost of dispatching each from Python (several microseconds forward and backward) is most of
+  the time. Note that torch's OpenMP pool spins while it waits for work, so its CPU time cannot
+  show that it idles: this sign does not need it.
 - **the interpreter itself**: at least half of the main thread's stack samples were taken after
   the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element loops)
   was running without calling into torch.
