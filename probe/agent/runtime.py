@@ -462,8 +462,8 @@ class Agent:
         if self.torch is not None:  # a short program may end before the thread's first poll
             try:
                 self.torch.poll(_now())
-            except Exception as exc:
-                self._error("torch facts at exit", exc)
+            except Exception as error:
+                self._error("torch facts at exit", error)
         exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
         self.buffer.event(
             {
