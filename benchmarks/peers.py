@@ -345,25 +345,41 @@ def measure(
     return sorted(results, key=lambda r: (KINDS.index(r.kind), order[r.tool]))
 
 
-def markdown(results: list[Result]) -> str:
+def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| workload | tool | loop ratio, median (min-max) | command ratio, median (min-max) "
         "| peak RSS added | written | saw DataLoader workers |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in results:
-        s = r.summary()
+    for s in rows:
+        kind, tool = s["kind"], s["tool"]
         if s["loop_ratio"] is None:
-            lines.append(f"| {r.kind} | {r.tool} | {r.status} | | | | |")
+            lines.append(f"| {kind} | {tool} | {s['status']} | | | | |")
             continue
         loop, wall = s["loop_ratio"], s["wall_ratio"]
-        saw = "" if r.kind != "loader" else ("yes" if s["saw_workers"] else "no")
+        saw = "" if kind != "loader" else ("yes" if s["saw_workers"] else "no")
         lines.append(
-            f"| {r.kind} | {r.tool} | {loop['median']:.3f} ({loop['min']:.3f}-{loop['max']:.3f}) "
+            f"| {kind} | {tool} | {loop['median']:.3f} ({loop['min']:.3f}-{loop['max']:.3f}) "
             f"| {wall['median']:.3f} ({wall['min']:.3f}-{wall['max']:.3f}) "
             f"| {s['rss_added_mb']:.0f} MB | {s['mb_per_min']:.2f} MB/min | {saw} |"
         )
     return "\n".join(lines)
+
+
+def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with the rows of the tool and workload pairs measured anew replaced by ``new``, in
+    the table's order (workload, then tool)."""
+    fresh = {(r["kind"], r["tool"]): r for r in new}
+    rows = [fresh.pop((r["kind"], r["tool"]), r) for r in old]
+    rows.extend(fresh.values())
+    order = {t.name: i for i, t in enumerate(TOOLS)}
+    return sorted(
+        rows,
+        key=lambda r: (
+            KINDS.index(r["kind"]) if r["kind"] in KINDS else len(KINDS),
+            order.get(r["tool"], len(order)),
+        ),
+    )
 
 
 def chart(rows: list[dict[str, Any]], path: Path) -> None:
@@ -440,6 +456,11 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="1 pair, few steps: a smoke run")
     parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --out: replace only the rows measured now in DIR/peers.json, keep the others",
+    )
+    parser.add_argument(
         "--replot", type=Path, default=None, metavar="DIR", help="redraw DIR/peers.json only"
     )
     args = parser.parse_args()
@@ -450,16 +471,17 @@ def main() -> None:
     tools = [t for t in TOOLS if args.tools is None or t.name in args.tools]
     pairs, steps = (1, 12) if args.tiny else (args.pairs, args.steps)
     results = measure(args.kinds, tools, pairs, steps, args.timeout)
-    table = markdown(results)
-    print(table)
+    rows = [r.summary() for r in results]
+    print(markdown(rows))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "peers.json").write_text(
-            json.dumps([r.summary() for r in results], indent=2) + "\n"
-        )
-        (args.out / "peers.md").write_text(table + "\n")
-        if any(r.loop_ratios for r in results):
-            chart([r.summary() for r in results], args.out / "peers.html")
+        previous = args.out / "peers.json"
+        if args.update and previous.exists():
+            rows = merge(json.loads(previous.read_text()), rows)
+        previous.write_text(json.dumps(rows, indent=2) + "\n")
+        (args.out / "peers.md").write_text(markdown(rows) + "\n")
+        if any(r["loop_ratio"] for r in rows):
+            chart(rows, args.out / "peers.html")
             screenshot(args.out / "peers.html", args.out / "peers.png")
 
 

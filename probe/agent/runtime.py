@@ -60,10 +60,13 @@ DEFAULT_HELPER_STACK_HZ = 5
 # The stack rate adapts to what sampling costs the program (see probe.collectors.stacks.Pacer):
 # the sampler's GIL wait and its thread's CPU (wake-up, sample, flushes) are kept within this
 # share of the time between samples, and the rate does not go below MIN_PACED_HZ (or the
-# configured rate, if lower). 2 %, the overhead budget of the whole tool: where a wake-up is cheap
-# (~50 us of CPU a round) the full 100 Hz stays well inside it; on a VM where a round costs
-# ~250 us it comes down to ~80 Hz, and lower while the program holds the GIL.
-DEFAULT_STACK_BUDGET = 0.02
+# configured rate, if lower). 1 %, half the overhead budget of the whole tool (2 %): a round holds
+# the GIL for most of its CPU, so a thread that comes back from C code for it waits up to that
+# long, and the stacks must leave room for the hooks, the other processes' agents and the outside
+# sampler. Where a wake-up is cheap (~50 us of CPU a round) the full 100 Hz stays inside it; on a
+# VM where a round costs ~250 us it comes down to ~40 Hz, and lower while the program holds the
+# GIL.
+DEFAULT_STACK_BUDGET = 0.01
 MIN_PACED_HZ = 10.0
 # Flushes and polls wait for the next stack sample when samples come at least this often, so the
 # agent thread wakes once per sample and not also for them (each wake is a GIL handoff).

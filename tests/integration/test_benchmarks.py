@@ -62,6 +62,12 @@ def test_attach_latency_runs() -> None:
 
 def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
     out = tmp_path / "peers"
+    out.mkdir()
+    # --update keeps the rows of tools not measured now and replaces those measured again
+    kept = {"tool": "scalene run", "kind": "loader", "status": "not run this time"}
+    kept.update(pairs=0, loop_ratio=None, wall_ratio=None, rss_added_mb=None, mb_per_min=None)
+    stale = dict(kept, tool="probe doctor --collect-only", status="stale", pairs=99)
+    (out / "peers.json").write_text(json.dumps([stale, kept]))
     bench(
         [
             str(BENCH / "peers.py"),
@@ -74,10 +80,13 @@ def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
             "pyinstrument",
             "--out",
             str(out),
+            "--update",
         ],
         600,
     )
     rows = {r["tool"]: r for r in json.loads((out / "peers.json").read_text())}
+    assert rows["scalene run"] == kept
+    assert "not run this time" in (out / "peers.md").read_text()
     probe = rows["probe doctor --collect-only"]
     assert probe["status"] == "ok" and probe["pairs"] == 1
     assert probe["loop_ratio"]["median"] > 0

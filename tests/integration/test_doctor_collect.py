@@ -568,8 +568,8 @@ def test_the_stack_rate_drops_while_sampling_costs_the_program(tmp_path: Path) -
     spinning = np.array([any(f.endswith("spin") for f in fs) for fs in funcs])
     resting = np.array([any(f.endswith("rest") for f in fs) for fs in funcs])
     # Resting, each round still costs the agent thread its wake-up (~70 us of CPU on a 2-core VM,
-    # ~230 us with the sample and the writes): within the 2 % budget that is 60-100 Hz.
-    assert resting.sum() >= 40 and spinning.sum() >= 10
+    # ~250 us with the sample and the writes): within the 1 % budget that is 30-100 Hz.
+    assert resting.sum() >= 30 and spinning.sum() >= 10
     # Much sparser while spinning than while resting, for the same 1.5 s...
     assert spinning.sum() < 0.6 * resting.sum()
     # ...yet weighted by the interval each sample stood for, the two halves come out even.
@@ -592,7 +592,7 @@ def test_waiting_for_a_cpu_is_not_read_as_waiting_for_the_gil(tmp_path: Path) ->
     resting = np.array(
         [st.pid[i] == root and any(f == "rest" for f in fs) for i, fs in enumerate(funcs)]
     )
-    assert resting.sum() >= 50
+    assert resting.sum() >= 30
     late = st.late[resting]
     assert np.isfinite(late).all()
     assert float(np.mean(late >= GIL_WAIT_S)) < 0.1, np.percentile(late, [50, 90, 99])
