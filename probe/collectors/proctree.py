@@ -43,6 +43,56 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
+class _KeptFiles:
+    """/proc files kept open and re-read with ``pread`` from offset 0 (the kernel regenerates them
+    on every read): one system call a file and pass instead of three (open, read, close), and no
+    path lookup. Measured on the 2-core VM: 1-8 us a read instead of 6-12. At most ``limit`` files
+    stay open (a tree of many ranks, workers and threads must not exhaust probe's descriptors);
+    past it a file is opened for each read. A file whose task has gone reads as nothing and is
+    closed; a pid reused by a new process gets new files, as the old ones stay bound to the old
+    task."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self.limit = limit
+        self._fds: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def read(self, path: str) -> bytes | None:
+        fd = self._fds.get(path)
+        if fd is None:
+            if len(self._fds) >= self.limit:
+                return _read(path)
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                return None
+            self._fds[path] = fd
+        try:
+            data = os.pread(fd, 65536, 0)
+        except OSError:
+            data = b""
+        if not data:
+            self.close(path)
+            return None
+        return data
+
+    def close(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close_under(self, prefix: str) -> None:
+        """Close every file whose path starts with ``prefix`` (a process that ended)."""
+        for path in [p for p in self._fds if p.startswith(prefix)]:
+            self.close(path)
+
+    def close_all(self) -> None:
+        for path in list(self._fds):
+            self.close(path)
+
+
 def _field(blob: bytes, key: bytes) -> int:
     i = blob.find(key)
     if i < 0:
@@ -117,6 +167,7 @@ class ProcessTreeSampler:
         self.sampler_cpu_ns = 0
         self.totals = TreeTotals()
         self._exited_cpu_ns = 0
+        self.files = _KeptFiles()
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -178,6 +229,7 @@ class ProcessTreeSampler:
         for pid in list(self.procs):
             if not self._sample_proc(self.procs[pid], now):
                 self._exited(self.procs.pop(pid), now)
+                self.files.close_under(f"/proc/{pid}/")
         self._sample_system(now)
         if self.gpu is not None:
             self.gpu.sample(self.buffer, now)
@@ -194,7 +246,8 @@ class ProcessTreeSampler:
     def _sample_proc(self, proc: _Proc, now: int) -> bool:
         pid = proc.pid
         base = f"/proc/{pid}"
-        blob = _read(base + "/stat")
+        read = self.files.read
+        blob = read(base + "/stat")
         fields = _parse_stat(blob) if blob else None
         if not fields or int(fields[19]) != proc.start_ticks:
             return False
@@ -204,8 +257,8 @@ class ProcessTreeSampler:
             if len(fields) > 49:
                 proc.exit_code = int(fields[49])
             return False
-        status = _read(base + "/status") or b""
-        io = _read(base + "/io")
+        status = read(base + "/status") or b""
+        io = read(base + "/io")
         try:
             tids = os.listdir(base + "/task")
         except OSError:
@@ -224,7 +277,7 @@ class ProcessTreeSampler:
         wait_sum = proc.dead_wait
         for entry in tids:
             tid = int(entry)
-            sched = _read(f"{base}/task/{entry}/schedstat")
+            sched = read(f"{base}/task/{entry}/schedstat")
             if not sched:
                 continue
             parts = sched.split()
@@ -242,6 +295,7 @@ class ProcessTreeSampler:
             add(fmt.THREAD, pack(now, pid, tid, cpu, wait, 0, thread.name))
         for tid, gone in proc.threads.items():
             if tid not in live:
+                self.files.close(f"{base}/task/{tid}/schedstat")
                 proc.dead_cpu += gone.cpu
                 proc.dead_wait += gone.wait
                 cpu_sum += gone.cpu
@@ -252,7 +306,7 @@ class ProcessTreeSampler:
             read_bytes, write_bytes = _field(io, b"read_bytes:"), _field(io, b"write_bytes:")
             # The main thread's own share: whether it was the thread moving data while it was
             # blocked (io-bound), not a communication or logging thread beside it.
-            main_io = _read(f"{base}/task/{pid}/io")
+            main_io = read(f"{base}/task/{pid}/io")
             if main_io:
                 self.buffer.add(
                     fmt.MAIN_IO,
@@ -301,8 +355,8 @@ class ProcessTreeSampler:
         self.buffer.event(event)
 
     def _sample_system(self, now: int) -> None:
-        stat = _read("/proc/stat") or b""
-        meminfo = _read("/proc/meminfo") or b""
+        stat = self.files.read("/proc/stat") or b""
+        meminfo = self.files.read("/proc/meminfo") or b""
         user = system = idle = iowait = steal = 0
         running = blocked = -1
         pack = fmt.CORE.struct.pack
@@ -347,6 +401,7 @@ class ProcessTreeSampler:
         alive = sorted(self.procs)
         if alive:
             self.buffer.event({"type": "tree_end", "t": now, "alive": alive})
+        self.files.close_all()
 
 
 class SamplerThread:

@@ -1,0 +1,100 @@
+"""The outside sampler keeps its /proc files open between passes, and lets go of them in time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from probe.collectors.proctree import ProcessTreeSampler, _KeptFiles
+from probe.session import format as fmt
+from probe.session.records import read_record_file
+from probe.session.writer import RecordBuffer
+
+# A child with a second thread that ends on the first line of stdin; the process ends on the next.
+CHILD = """
+import sys, threading
+done = threading.Event()
+t = threading.Thread(target=done.wait, name="helper")
+t.start()
+print(t.native_id, flush=True)
+sys.stdin.readline()
+done.set()
+t.join()
+print("joined", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_files_stay_open_while_their_task_lives_and_close_when_it_ends(tmp_path: Path) -> None:
+    fds_before = _open_fds()
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    buffer = RecordBuffer(str(tmp_path), "sampler", {"writer": "sampler"})
+    sampler = ProcessTreeSampler(buffer, child.pid)
+    try:
+        helper = int(child.stdout.readline())
+        helper_file = f"/proc/{child.pid}/task/{helper}/schedstat"
+        sampler.sample()
+        kept = set(sampler.files._fds)
+        assert f"/proc/{child.pid}/stat" in kept and helper_file in kept
+        assert "/proc/stat" in kept
+        first = len(sampler.files)
+        sampler.sample()  # the same files, re-read: none opened anew
+        assert set(sampler.files._fds) == kept and len(sampler.files) == first
+
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "joined"
+        sampler.sample()
+        assert helper_file not in sampler.files._fds  # the thread ended: its file is closed
+        assert f"/proc/{child.pid}/stat" in sampler.files._fds
+
+        child.stdin.write("\n")
+        child.stdin.flush()
+        child.wait(timeout=10)
+        sampler.sample()
+        assert not [p for p in sampler.files._fds if p.startswith(f"/proc/{child.pid}/")]
+        sampler.finish()
+        assert len(sampler.files) == 0
+    finally:
+        child.kill()
+        child.wait()
+        child.stdin.close()
+        child.stdout.close()
+        buffer.close()
+    assert _open_fds() <= fds_before | {str(fd) for fd in range(3)}
+    data = read_record_file(tmp_path / "sampler.rec")
+    assert [e["pid"] for e in data.events if e["type"] == "proc_exit"] == [child.pid]
+    size = fmt.THREAD.struct.size
+    payload = b"".join(data.chunks[fmt.THREAD.code])
+    tids = {fmt.THREAD.struct.unpack_from(payload, i)[2] for i in range(0, len(payload), size)}
+    assert helper in tids
+
+
+def test_past_the_limit_files_are_read_without_being_kept() -> None:
+    files = _KeptFiles(limit=1)
+    assert files.read("/proc/self/status") == files.read("/proc/self/status")
+    first = files.read("/proc/self/stat")
+    assert first is not None and first.split()[0] == str(os.getpid()).encode()
+    assert len(files) == 1  # status kept, stat read through a fresh open
+    assert files.read("/proc/self/does-not-exist") is None
+    files.close_all()
+    assert len(files) == 0
+
+
+def test_a_file_of_a_process_that_is_gone_reads_as_nothing() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    path = f"/proc/{child.pid}/stat"
+    files = _KeptFiles()
+    assert files.read(path) is not None
+    child.wait()  # reaped: the pid may be reused, but the open file stays bound to the old task
+    assert files.read(path) is None
+    assert len(files) == 0
