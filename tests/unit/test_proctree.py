@@ -90,6 +90,18 @@ def test_past_the_limit_files_are_read_without_being_kept() -> None:
     assert len(files) == 0
 
 
+def test_the_limit_leaves_most_of_a_low_descriptor_limit_free() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+    try:
+        assert _KeptFiles().limit == 32
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert _KeptFiles(limit=8).limit == 8
+
+
 def test_a_file_of_a_process_that_is_gone_reads_as_nothing() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     path = f"/proc/{child.pid}/stat"
