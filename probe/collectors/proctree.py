@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from probe.collectors.gpu import GpuSampler
+from probe.collectors.procfiles import KeptFiles, read_once
 from probe.collectors.system import Cgroup
 from probe.session import format as fmt
 from probe.session.redact import redact_argv
@@ -30,27 +31,10 @@ NAME_REFRESH = 20  # re-read thread names every this many samples
 CMDLINE_RECHECK = 3  # re-read a process's command line at this sample (it may have exec'd)
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, 65536)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-class _KeptFiles:
-    """/proc files kept open and re-read with ``pread`` from offset 0 (the kernel regenerates them
-    on every read): one system call a file and pass instead of three (open, read, close), and no
-    path lookup. Measured on the 2-core VM: 1-8 us a read instead of 6-12. At most ``limit`` files
-    stay open, and no more than a quarter of the process's descriptor limit (a tree of many
-    ranks, workers and threads must not exhaust probe's descriptors); past it a file is opened for
-    each read. A file whose task has gone reads as nothing and is closed; a pid reused by a new
-    process gets new files, as the old ones stay bound to the old task."""
+class _KeptFiles(KeptFiles):
+    """The sampler's kept /proc files: at most ``limit``, and no more than a quarter of the
+    process's descriptor limit (a tree of many ranks, workers and threads must not exhaust
+    probe's descriptors)."""
 
     def __init__(self, limit: int = 512) -> None:
         try:
@@ -59,44 +43,7 @@ class _KeptFiles:
             soft = resource.RLIM_INFINITY
         if soft != resource.RLIM_INFINITY:
             limit = min(limit, max(16, soft // 4))
-        self.limit = limit
-        self._fds: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._fds)
-
-    def read(self, path: str) -> bytes | None:
-        fd = self._fds.get(path)
-        if fd is None:
-            if len(self._fds) >= self.limit:
-                return _read(path)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                return None
-            self._fds[path] = fd
-        try:
-            data = os.pread(fd, 65536, 0)
-        except OSError:
-            data = b""
-        if not data:
-            self.close(path)
-            return None
-        return data
-
-    def close(self, path: str) -> None:
-        fd = self._fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
-
-    def close_under(self, prefix: str) -> None:
-        """Close every file whose path starts with ``prefix`` (a process that ended)."""
-        for path in [p for p in self._fds if p.startswith(prefix)]:
-            self.close(path)
-
-    def close_all(self) -> None:
-        for path in list(self._fds):
-            self.close(path)
+        super().__init__(limit)
 
 
 def _field(blob: bytes, key: bytes) -> int:
@@ -190,7 +137,7 @@ class ProcessTreeSampler:
             pid = int(entry)
             if pid in procs or pid in self._foreign or pid == self._self_pid:
                 continue
-            blob = _read(f"/proc/{pid}/stat")
+            blob = read_once(f"/proc/{pid}/stat")
             fields = _parse_stat(blob) if blob else None
             if not fields:
                 continue
@@ -218,12 +165,12 @@ class ProcessTreeSampler:
                 "pid": pid,
                 "ppid": ppid,
                 "argv": proc.cmdline,
-                "comm": (_read(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip(),
+                "comm": (read_once(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip(),
             }
         )
 
     def _cmdline(self, pid: int) -> list[str]:
-        raw = _read(f"/proc/{pid}/cmdline") or b""
+        raw = read_once(f"/proc/{pid}/cmdline") or b""
         return redact_argv(p.decode(errors="replace") for p in raw.split(b"\0") if p)
 
     # -- one pass -------------------------------------------------------------------------------
@@ -290,7 +237,7 @@ class ProcessTreeSampler:
             cpu, wait = int(parts[0]), int(parts[1])
             thread = proc.threads.get(tid)
             if thread is None or refresh_names:
-                comm = _read(f"{base}/task/{entry}/comm") or b"?"
+                comm = read_once(f"{base}/task/{entry}/comm") or b"?"
                 name = self.buffer.intern(comm.decode(errors="replace").strip())
                 thread = thread or _Thread()
                 thread.name = name

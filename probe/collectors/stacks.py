@@ -9,10 +9,10 @@ the analysis from these stacks, not here, to keep the sampler cheap.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import threading
 
+from probe.collectors.procfiles import KeptFiles
 from probe.session import format as fmt
 from probe.session.writer import RecordBuffer
 
@@ -40,7 +40,7 @@ class no_collection:  # lower case: used like contextlib's managers
             gc.enable()
 
 
-class ThreadState:
+class ThreadState(KeptFiles):
     """The kernel's state letter of one of this process's threads (R running, S sleeping, D in
     uninterruptible I/O), as its ord(); 0 when it cannot be read.
 
@@ -54,9 +54,11 @@ class ThreadState:
     the few microseconds the kernel takes. Where ctypes is missing, os.pread (one release).
     """
 
+    size = 512
+
     def __init__(self) -> None:
-        self._fds: dict[int, int] = {}
-        self._pread: Any = None
+        super().__init__()
+        self._ctypes_pread: Any = None
         self._buf: Any = None
         try:
             import ctypes
@@ -64,13 +66,13 @@ class ThreadState:
             pread = ctypes.PyDLL(None).pread
             pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long]
             pread.restype = ctypes.c_ssize_t
-            self._buf = ctypes.create_string_buffer(512)
-            self._pread = pread
+            self._buf = ctypes.create_string_buffer(self.size)
+            self._ctypes_pread = pread
         except (ImportError, OSError, AttributeError):
             pass
 
     def __call__(self, tid: int) -> int:
-        data = self._reread(tid, f"/proc/self/task/{tid}/stat")
+        data = self.read(f"/proc/self/task/{tid}/stat")
         if not data:
             return 0
         close = data.rfind(b")")
@@ -79,45 +81,19 @@ class ThreadState:
     def runq_wait(self, tid: int) -> int:
         """The thread's cumulative time runnable but waiting for a CPU (ns, from its schedstat),
         read the same GIL-keeping way; -1 when it cannot be read."""
-        # schedstat files share the dict with the stat files, under negative keys
-        parts = self._reread(-tid, f"/proc/self/task/{tid}/schedstat").split()
+        path = f"/proc/self/task/{tid}/schedstat"
+        parts = (self.read(path) or b"").split()
         if len(parts) < 2:
-            self.forget(-tid)
+            self.close(path)
             return -1
         return int(parts[1])
 
-    def _reread(self, key: int, path: str) -> bytes:
-        """The file's contents from offset 0, through a descriptor kept open under ``key``;
-        b"" when it cannot be opened or read (a descriptor that reads nothing is closed)."""
-        fd = self._fds.get(key)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                return b""
-            self._fds[key] = fd
-        if self._pread is not None:
-            n = self._pread(fd, self._buf, 512, 0)
-            data: bytes = self._buf.raw[:n] if n > 0 else b""
-        else:
-            try:
-                data = os.pread(fd, 512, 0)
-            except OSError:
-                data = b""
-        if not data:
-            self.forget(key)
+    def _pread(self, fd: int) -> bytes:
+        if self._ctypes_pread is None:
+            return super()._pread(fd)
+        n = self._ctypes_pread(fd, self._buf, self.size, 0)
+        data: bytes = self._buf.raw[:n] if n > 0 else b""
         return data
-
-    def forget(self, tid: int | None = None) -> None:
-        """Close the stat file of one thread (it ended), or of all (after a fork: another
-        process's threads)."""
-        for t in list(self._fds) if tid is None else [tid]:
-            fd = self._fds.pop(t, None)
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
 
 
 class Pacer:
@@ -195,12 +171,12 @@ class StackSampler:
         self._nodes: dict[int, int] = {}  # (parent node << 32 | frame id) -> node id
         self._tids: dict[int, int] = {}  # thread ident -> native thread id
         self._main_ident = threading.main_thread().ident
-        self._state.forget()  # after a fork: the stat files of the parent's threads
+        self._state.close_all()  # after a fork: the stat files of the parent's threads
         self.samples = 0
 
     def close(self) -> None:
         """Close what sampling keeps open (the stat files): the agent is leaving the process."""
-        self._state.forget()
+        self._state.close_all()
 
     def runq_wait(self, tid: int) -> int:
         """``tid``'s cumulative run-queue wait in ns (-1: unknown); the agent reads its own."""
