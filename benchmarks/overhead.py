@@ -1,14 +1,16 @@
 """probe's overhead on a CPU training loop: bare vs `probe doctor --collect-only`, A/B interleaved.
 
-    python benchmarks/overhead.py                       # 15 rounds, with an A/A control
-    python benchmarks/overhead.py --rounds 7 --no-control --markdown results/overhead.md
+    python benchmarks/overhead.py                       # 8 rounds, with an A/A control
+    python benchmarks/overhead.py --rounds 12 --no-control --markdown results/overhead.md
     python benchmarks/overhead.py -- --stack-rate 0     # options after -- go to `probe doctor`
 
 Each round runs the arms (the bare workload, the workload under probe, and, unless --no-control,
-the bare workload a second time) in an order that rotates from round to round, so no arm always
-runs first or last. Reported per arm: the whole command's wall time and the training loop's own
-time (the workload prints it); per ratio (probe over bare, and the control over bare): the median
-of the per-round ratios, its 95 % bootstrap interval (rounds resampled) and the min-max.
+the bare workload a second time) forwards and then backwards (bare probe control control probe
+bare, rotated from round to round): each arm's two runs are centred on the same instant, so a
+machine whose speed drifts during the round weighs on every arm alike (mirrored.py). Reported per
+arm: the whole command's wall time and the training loop's own time (the workload prints it); per
+ratio (probe over bare, and the control over bare): each round's ratio of the two arms' totals,
+and over the rounds their median, its 95 % bootstrap interval (rounds resampled) and the min-max.
 
 The control arm is the honest yardstick: it is the bare run compared with itself, so its interval
 shows how far this machine's noise alone moves a median ratio. A probe ratio whose interval sits
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mirrored
 from workloads import loop_seconds
 
 HERE = Path(__file__).resolve().parent
@@ -113,17 +116,15 @@ def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[st
     env.pop("PROBE_AGENT", None)
     workload = [sys.executable, str(WORKLOAD), "--steps", str(steps)]
     arms = ["bare", "probe"] + (["control"] if control else [])
-    runs: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+    # One dict per round: arm -> its two runs (mirrored order, see mirrored.py).
+    rounds_runs: list[dict[str, list[dict[str, float]]]] = []
     costs: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
         for i in range(rounds):
-            shift = i % len(arms)
-            order = arms[shift:] + arms[:shift]
-            if (i // len(arms)) % 2:
-                order.reverse()
-            for arm in order:
+            got: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+            for k, arm in enumerate(mirrored.order(arms, i)):
                 if arm == "probe":
-                    name = f"run{i}"
+                    name = f"run{i}-{k}"
                     cmd = [
                         sys.executable,
                         "-m",
@@ -138,31 +139,42 @@ def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[st
                         "--",
                         *workload,
                     ]
-                    runs[arm].append(_run(cmd, env))
+                    got[arm].append(_run(cmd, env))
                     costs.append(_probe_cost(Path(tmp) / name))
                 else:
-                    runs[arm].append(_run(workload, env))
-            line = " ".join(f"{arm} {runs[arm][-1]['loop_s']:.2f}s" for arm in arms)
+                    got[arm].append(_run(workload, env))
+            rounds_runs.append(got)
+            line = " ".join(
+                arm + " " + "+".join(f"{r['loop_s']:.2f}" for r in got[arm]) + "s" for arm in arms
+            )
             print(f"round {i + 1}/{rounds} (loop): {line}", file=sys.stderr)
 
     def ratios(arm: str, key: str) -> list[float]:
-        return [a[key] / b[key] for a, b in zip(runs[arm], runs["bare"])]
+        return [
+            mirrored.ratio({a: [r[key] for r in got[a]] for a in (arm, "bare")}, arm, "bare")
+            for got in rounds_runs
+        ]
 
     def cost(key: str) -> float:
         return statistics.median(c[key] for c in costs)
 
+    def median_of(arm: str, key: str) -> float:
+        return statistics.median(r[key] for got in rounds_runs for r in got[arm])
+
     duration = cost("duration_s")
+    probe_runs = [r for got in rounds_runs for r in got["probe"]]
     own = [c["probe_process_cpu_s"] + c["agent_cpu_s"] for c in costs]
     # The probe run's tree CPU includes the probe process; the job's CPU is what is left.
-    job_share = [o / max(r["tree_cpu_s"] - o, 1e-9) for o, r in zip(own, runs["probe"])]
+    job_share = [o / max(r["tree_cpu_s"] - o, 1e-9) for o, r in zip(own, probe_runs)]
     result: dict[str, Any] = {
         "rounds": rounds,
+        "runs_per_arm": 2 * rounds,
         "steps": steps,
         "probe_args": extra,
-        "bare_wall_s": statistics.median(r["wall_s"] for r in runs["bare"]),
-        "probe_wall_s": statistics.median(r["wall_s"] for r in runs["probe"]),
-        "bare_loop_s": statistics.median(r["loop_s"] for r in runs["bare"]),
-        "probe_loop_s": statistics.median(r["loop_s"] for r in runs["probe"]),
+        "bare_wall_s": median_of("bare", "wall_s"),
+        "probe_wall_s": median_of("probe", "wall_s"),
+        "bare_loop_s": median_of("bare", "loop_s"),
+        "probe_loop_s": median_of("probe", "loop_s"),
         "wall_ratio": _ratio_summary(ratios("probe", "wall_s")),
         "loop_ratio": _ratio_summary(ratios("probe", "loop_s")),
         "tree_cpu_ratio": _ratio_summary(ratios("probe", "tree_cpu_s")),
@@ -190,7 +202,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| measure | value |",
         "|---|---|",
-        f"| rounds (arms interleaved) | {r['rounds']} |",
+        f"| rounds (mirrored: each arm twice a round) | {r['rounds']} |",
         f"| `probe doctor` options | `{' '.join(['--collect-only', *r['probe_args']])}` |",
         f"| bare loop / wall time (median) | {r['bare_loop_s']:.2f} s / {r['bare_wall_s']:.2f} s |",
         f"| under probe (median) | {r['probe_loop_s']:.2f} s / {r['probe_wall_s']:.2f} s |",
@@ -218,7 +230,9 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", "--pairs", type=int, default=15, dest="rounds")
+    parser.add_argument(
+        "--rounds", type=int, default=8, help="mirrored rounds: each arm runs twice a round"
+    )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument(
         "--no-control", dest="control", action="store_false", help="skip the A/A control arm"

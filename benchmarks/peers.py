@@ -1,8 +1,8 @@
 """probe side by side with the profilers users would reach for instead, on the same workloads.
 
     pip install -c constraints.txt -e '.[torch,benchmark]'
-    python benchmarks/peers.py                          # 3 workloads x 7 tools x 5 pairs
-    python benchmarks/peers.py --pairs 7 --out benchmarks/results
+    python benchmarks/peers.py                          # 3 workloads x 7 tools x 3 rounds
+    python benchmarks/peers.py --rounds 5 --out benchmarks/results
     python benchmarks/peers.py --tiny                   # a smoke run (what the test suite does)
 
 Workloads (benchmarks/workloads/train_kinds.py): a compute-bound MLP loop, a loop fed by a
@@ -12,8 +12,10 @@ and with `--collect-only`, `py-spy record` (default, and `--nonblocking`), pyins
 Scalene (`scalene run`, its defaults), and torch.profiler with a recipe's schedule. A tool that
 is not installed is reported as such, never dropped.
 
-For every workload and tool, each pair runs the bare command and the tool's command back to back,
-alternating which goes first. Per tool: the median and min-max of the per-pair ratios of the
+For every workload and tool, each round runs the bare command and the tool's command twice,
+mirrored (bare tool tool bare, or tool bare bare tool: see mirrored.py), so that the machine's
+speed drifting during the round weighs on both alike; a round's ratio is the tool's total over
+the bare runs'. Per tool: the median and min-max over the rounds of the ratios of the
 training loop's own time (what the job feels; the loop prints it) and of the whole command's wall
 time (which includes the tool's start-up and what it does after the run: writing a flame graph,
 probe's analysis and report), the peak RSS of the whole process tree above the bare run's, the
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mirrored
 import psutil
 from workloads import loop_seconds
 
@@ -190,7 +193,8 @@ class Result:
             "tool": self.tool,
             "kind": self.kind,
             "status": self.status,
-            "pairs": len(self.loop_ratios),
+            "rounds": len(self.loop_ratios),
+            "pairs": 2 * len(self.loop_ratios),
             "loop_ratio": stats(self.loop_ratios),
             "wall_ratio": stats(self.wall_ratios),
             "rss_added_mb": statistics.median(self.rss_added) / 2**20 if self.rss_added else None,
@@ -288,7 +292,7 @@ def run_once(cmd: list[str], out: Path, env: dict[str, str], timeout: float) -> 
 
 
 def measure(
-    kinds: list[str], tools: list[Tool], pairs: int, steps: int | None, timeout: float
+    kinds: list[str], tools: list[Tool], rounds: int, steps: int | None, timeout: float
 ) -> list[Result]:
     env = dict(os.environ)
     env["PROBE_NO_OPEN"] = "1"
@@ -309,34 +313,33 @@ def measure(
                     results.append(Result(tool.name, kind, status=why))
             # Warm the page cache and torch's import once before timing anything.
             run_once(bare, Path(tmp) / "warm", env, timeout)
-            for i in range(pairs):
+            for i in range(rounds):
                 for j, (tool, result) in enumerate(usable):
                     if result.status != "ok":
                         continue
                     out = Path(tmp) / f"{kind}-{i}-{j}"
-                    order = ("bare", "tool") if (i + j) % 2 == 0 else ("tool", "bare")
-                    got: dict[str, Run] = {}
+                    got: dict[str, list[Run]] = {"bare": [], "tool": []}
                     try:
-                        for variant in order:
-                            if variant == "bare":
-                                got[variant] = run_once(bare, out / "bare", env, timeout)
-                            else:
-                                got[variant] = run_once(
-                                    tool.wrap(bare, out / "tool"), out / "tool", env, timeout
-                                )
+                        for k, variant in enumerate(mirrored.order(("bare", "tool"), i + j)):
+                            where = out / f"{variant}{k}"  # a run's own output directory
+                            cmd = bare if variant == "bare" else tool.wrap(bare, where)
+                            got[variant].append(run_once(cmd, where, env, timeout))
                     except RuntimeError as e:
                         result.status = f"failed: {str(e).strip().splitlines()[-1][:200]}"
                         print(f"{kind} / {tool.name}: {result.status}", file=sys.stderr)
                         continue
-                    b, t = got["bare"], got["tool"]
-                    result.loop_ratios.append(t.loop / b.loop)
-                    result.wall_ratios.append(t.wall / b.wall)
-                    result.rss_added.append(max(0, t.peak_rss - b.peak_rss))
-                    result.bytes_per_min.append(t.written / (t.wall / 60))
-                    result.saw_workers.append(t.saw_workers)
+                    loops = {v: [r.loop for r in runs] for v, runs in got.items()}
+                    walls = {v: [r.wall for r in runs] for v, runs in got.items()}
+                    result.loop_ratios.append(mirrored.ratio(loops, "tool", "bare"))
+                    result.wall_ratios.append(mirrored.ratio(walls, "tool", "bare"))
+                    for b, t in zip(got["bare"], got["tool"]):
+                        result.rss_added.append(max(0, t.peak_rss - b.peak_rss))
+                        result.bytes_per_min.append(t.written / (t.wall / 60))
+                        result.saw_workers.append(t.saw_workers)
                     print(
-                        f"{kind} pair {i + 1}/{pairs} {tool.name}: loop {t.loop / b.loop:.3f} "
-                        f"wall {t.wall / b.wall:.3f} (bare {b.wall:.1f} s)",
+                        f"{kind} round {i + 1}/{rounds} {tool.name}: "
+                        f"loop {result.loop_ratios[-1]:.3f} wall {result.wall_ratios[-1]:.3f} "
+                        f"(bare {statistics.mean(walls['bare']):.1f} s)",
                         file=sys.stderr,
                     )
                     shutil.rmtree(out, ignore_errors=True)
@@ -409,7 +412,7 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         y_range=Range1d(0.85, top + 0.05),
         height=420,
         width=1100,
-        title="Training-loop time under each tool / bare (median of A/B pairs, whiskers min-max)",
+        title="Training-loop time under each tool / bare (median of rounds, whiskers min-max)",
         toolbar_location=None,
     )
     fig.vbar(x="x", top="median", bottom=1.0, width=0.8, color="color", source=source)
@@ -448,12 +451,14 @@ def screenshot(html: Path, png: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="mirrored rounds (bare tool tool bare): 2 pairs each"
+    )
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS)
     parser.add_argument("--tools", nargs="*", default=None, help="names, as in the table")
     parser.add_argument("--steps", type=int, default=None, help="override each workload's steps")
     parser.add_argument("--out", type=Path, default=None, help="write json, md, html, png here")
-    parser.add_argument("--tiny", action="store_true", help="1 pair, few steps: a smoke run")
+    parser.add_argument("--tiny", action="store_true", help="1 round, few steps: a smoke run")
     parser.add_argument("--timeout", type=float, default=120.0, help="per run, seconds")
     parser.add_argument(
         "--update",
@@ -469,8 +474,8 @@ def main() -> None:
         screenshot(args.replot / "peers.html", args.replot / "peers.png")
         return
     tools = [t for t in TOOLS if args.tools is None or t.name in args.tools]
-    pairs, steps = (1, 12) if args.tiny else (args.pairs, args.steps)
-    results = measure(args.kinds, tools, pairs, steps, args.timeout)
+    rounds, steps = (1, 12) if args.tiny else (args.rounds, args.steps)
+    results = measure(args.kinds, tools, rounds, steps, args.timeout)
     rows = [r.summary() for r in results]
     print(markdown(rows))
     if args.out:

@@ -3,16 +3,44 @@ timings on shared machines are for the benchmark commands, never for tests)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from tests.conftest import PYTHON, REPO
 
 BENCH = REPO / "benchmarks"
+
+
+def _mirrored() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("mirrored", BENCH / "mirrored.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mirrored_rounds_cancel_a_linear_drift() -> None:
+    mirrored = _mirrored()
+    arms = ["bare", "probe", "control"]
+    orders = [mirrored.order(arms, i) for i in range(3)]
+    assert orders[0] == ["bare", "probe", "control", "control", "probe", "bare"]
+    # Each arm takes the outer places in turn, and runs twice a round.
+    assert [o[0] for o in orders] == arms
+    assert all(sorted(o) == sorted(arms * 2) for o in orders)
+    # A machine that slows by 3 % a run: a 2 % overhead is read as 2 %, and the control as
+    # nothing, whichever arm runs first; a plain A-then-B pair reads ~5 % and ~3 %.
+    for i in range(3):
+        got: dict[str, list[float]] = {arm: [] for arm in arms}
+        for k, arm in enumerate(mirrored.order(arms, i)):
+            got[arm].append((1.02 if arm == "probe" else 1.0) * (1 + 0.03 * k))
+        assert mirrored.ratio(got, "probe", "bare") == pytest.approx(1.02)
+        assert mirrored.ratio(got, "control", "bare") == pytest.approx(1.0)
 
 
 def bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -34,7 +62,7 @@ def test_overhead_runs(tmp_path: Path) -> None:
     args = ["--rounds", "2", "--steps", "20", "--json", str(out), "--markdown", str(md)]
     bench([str(BENCH / "overhead.py"), *args, "--", "--stack-rate", "50"], 300)
     result = json.loads(out.read_text())
-    assert result["rounds"] == 2
+    assert result["rounds"] == 2 and result["runs_per_arm"] == 4
     assert result["probe_args"] == ["--stack-rate", "50"]
     for key in ("loop_ratio", "wall_ratio", "control_loop_ratio", "tree_cpu_ratio"):
         ratio = result[key]
@@ -88,7 +116,7 @@ def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
     assert rows["scalene run"] == kept
     assert "not run this time" in (out / "peers.md").read_text()
     probe = rows["probe doctor --collect-only"]
-    assert probe["status"] == "ok" and probe["pairs"] == 1
+    assert probe["status"] == "ok" and probe["rounds"] == 1 and probe["pairs"] == 2
     assert probe["loop_ratio"]["median"] > 0
     # probe records the DataLoader workers' own stacks; torch.profiler stays in the main process.
     assert probe["saw_workers"] is True

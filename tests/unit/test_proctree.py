@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from probe.collectors.proctree import ProcessTreeSampler, _KeptFiles
+from probe.collectors.system import Cgroup
 from probe.session import format as fmt
 from probe.session.records import read_record_file
 from probe.session.writer import RecordBuffer
@@ -110,3 +111,29 @@ def test_a_file_of_a_process_that_is_gone_reads_as_nothing() -> None:
     child.wait()  # reaped: the pid may be reused, but the open file stays bound to the old task
     assert files.read(path) is None
     assert len(files) == 0
+
+
+def test_the_cgroup_memory_file_is_kept_open_and_followed(tmp_path: Path) -> None:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory")
+    usage = root / "memory.current"
+    usage.write_text("1000\n")
+    session = tmp_path / "session"
+    session.mkdir()
+    buffer = RecordBuffer(str(session), "sampler", {"writer": "sampler"})
+    sampler = ProcessTreeSampler(buffer, os.getpid(), cgroup=Cgroup(root=root))
+    sampler.sample()
+    assert str(usage) in sampler.files._fds
+    usage.write_text("2500\n")  # rewritten in place, as the kernel's file changes
+    sampler.sample()
+    sampler.finish()
+    assert len(sampler.files) == 0
+    buffer.close()
+    data = read_record_file(session / "sampler.rec")
+    size = fmt.SYSTEM.struct.size
+    payload = b"".join(data.chunks[fmt.SYSTEM.code])
+    names = [name for name, _ in fmt.SYSTEM.fields]
+    col = names.index("cgroup_mem")
+    got = [fmt.SYSTEM.struct.unpack_from(payload, i)[col] for i in range(0, len(payload), size)]
+    assert got == [1000, 2500]
