@@ -343,19 +343,10 @@ class ProcessTreeSampler:
             blocked,
             _field(meminfo, b"MemTotal:") * 1024,
             _field(meminfo, b"MemAvailable:") * 1024,
-            self._cgroup_memory(),
+            self.cgroup.memory_usage(self.files.read),
             int((usage.ru_utime + usage.ru_stime) * 1e9),
             self.sampler_cpu_ns,
         )
-
-    def _cgroup_memory(self) -> int:
-        """The cgroup's memory usage (bytes; -1 unknown), through a kept-open file."""
-        path = self.cgroup.memory_usage_file
-        text = self.files.read(str(path)) if path is not None else None
-        try:
-            return int(text) if text else -1
-        except ValueError:
-            return -1
 
     def finish(self, now: int | None = None) -> None:
         """Report the processes still alive as seen at the end (no exit event for them)."""

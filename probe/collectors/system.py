@@ -9,6 +9,7 @@ memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,13 @@ class Cgroup:
                 return d / name
         return None
 
-    def memory_usage(self) -> int:
+    def memory_usage(self, read: Callable[[str], bytes | None] | None = None) -> int:
+        """The cgroup's memory usage in bytes (-1: unknown). ``read`` reads the file instead of a
+        fresh open (the outside sampler passes its kept-open files)."""
         if self.memory_usage_file is None:
             return -1
-        text = _read(self.memory_usage_file)
+        path = self.memory_usage_file
+        text = read(str(path)) if read is not None else _read(path)
         try:
             return int(text) if text else -1
         except ValueError:
