@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import faulthandler
 import gc
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,6 +201,110 @@ def test_a_stack_sample_leaves_a_disabled_collector_disabled(session_dir: Path) 
     finally:
         gc.enable()
     sampler.sample(0, -1)
+    assert gc.isenabled()
+
+
+def _park(name: str, release: threading.Event) -> tuple[threading.Thread, Any]:
+    """A thread parked in a function of its own, compiled here (so its code can die)."""
+    namespace: dict[str, Any] = {}
+    exec(f"def {name}(release):\n    release.wait(10)\n", namespace)
+    function = namespace[name]
+    thread = threading.Thread(target=function, args=(release,))
+    thread.start()
+    return thread, function
+
+
+def test_the_stack_sampler_does_not_keep_the_programs_code_alive(session_dir: Path) -> None:
+    sampler = StackSampler(_buffer(session_dir))
+    release = threading.Event()
+    thread, function = _park("short_lived", release)
+    try:
+        sampler.sample(1_000, skip_ident=-1)
+    finally:
+        release.set()
+        thread.join()
+    code = weakref.ref(function.__code__)
+    del function, thread
+    gc.collect()
+    assert code() is None
+    sampler.sample(2_000, skip_ident=-1)  # the table copes with a code that died
+
+
+def test_a_reused_code_id_is_not_taken_for_the_code_that_died(session_dir: Path) -> None:
+    # CPython hands a freed object's address (its id) to the next object of that size: a new
+    # function's code takes the id of one that was sampled and died. Its frames must be its own.
+    buf = _buffer(session_dir)
+    sampler = StackSampler(buf)
+    release = threading.Event()
+    first, function = _park("parked_first", release)
+    try:
+        sampler.sample(1_000, skip_ident=-1)
+    finally:
+        release.set()
+        first.join()
+    release.clear()
+    old_id = id(function.__code__)
+    del function
+    gc.collect()
+    kept: list[Any] = []  # functions that did not land on the old id stay alive meanwhile
+    for _ in range(1000):
+        second, function = _park("parked_secnd", release)  # same size as the first
+        if id(function.__code__) == old_id:
+            break
+        release.set()
+        second.join()
+        release.clear()
+        kept.append(function)
+    assert id(function.__code__) == old_id  # the precondition: CPython reused the id
+    try:
+        sampler.refresh_threads()  # the agent's poll: the second thread may reuse the ident
+        sampler.sample(2_000, skip_ident=-1)
+    finally:
+        release.set()
+        second.join()
+    buf.close()
+    s = Session(session_dir)
+    stacks = s.table("stack")
+    funcs = {
+        (int(t), int(tid)): {f.func for f in s.stack_frames(int(x))}
+        for t, tid, x in zip(stacks["t"], stacks["tid"], stacks["stack"])
+    }
+    assert "parked_first" in funcs[(1_000, first.native_id)]
+    assert "parked_secnd" in funcs[(2_000, second.native_id)]
+    assert "parked_first" not in funcs[(2_000, second.native_id)]
+
+
+def test_a_fork_in_the_middle_of_a_sample_leaves_the_childs_collector_on(
+    session_dir: Path,
+) -> None:
+    # The sampling thread can lose the GIL mid-sample (after the switch interval, or in a
+    # write) while the collector is held off; a fork then copies the collector switched off
+    # into a child that has no sampling thread to switch it on again.
+    sampler = StackSampler(_buffer(session_dir))
+    inside = threading.Event()
+    release = threading.Event()
+    intern = sampler._intern
+
+    def slow_intern(frame: Any) -> int:
+        inside.set()
+        release.wait(10)
+        return intern(frame)
+
+    sampler._intern = slow_intern  # type: ignore[method-assign]
+    thread = threading.Thread(target=sampler.sample, args=(0, -1))
+    thread.start()
+    try:
+        assert inside.wait(10)
+        assert not gc.isenabled()
+        pid = os.fork()
+        if pid == 0:  # the child: what the agent does after a fork
+            sampler.reset(sampler._buffer)
+            os._exit(0 if gc.isenabled() else 1)
+    finally:
+        release.set()
+        thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
     assert gc.isenabled()
 
 
