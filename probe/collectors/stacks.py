@@ -218,8 +218,14 @@ class StackSampler:
         self.samples = 0
 
     def close(self) -> None:
-        """Close what sampling keeps open (the stat files): the agent is leaving the process."""
+        """Close what sampling keeps open (the stat files) and drop its weak references to the
+        program's code (their callbacks go with them): the agent is leaving the process."""
         self._state.close_all()
+        for forget in self._codes.values():
+            forget.ref = None  # the weak reference and its callback refer to each other
+        self._codes.clear()
+        self._at.clear()  # their keys hold ids that are no longer watched
+        self._frames.clear()
 
     def runq_wait(self, tid: int) -> int:
         """``tid``'s cumulative run-queue wait in ns (-1: unknown); the agent reads its own."""

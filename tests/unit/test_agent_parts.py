@@ -224,10 +224,15 @@ def test_the_stack_sampler_does_not_keep_the_programs_code_alive(session_dir: Pa
         release.set()
         thread.join()
     code = weakref.ref(function.__code__)
+    assert weakref.getweakrefcount(function.__code__) == 2  # the sampler's and this test's
     del function, thread
     gc.collect()
     assert code() is None
     sampler.sample(2_000, skip_ident=-1)  # the table copes with a code that died
+    here = sys._getframe().f_code  # sampled too: this thread is on the stack
+    assert weakref.getweakrefcount(here) == 1
+    sampler.close()  # leaving the process (probe attach): no weak reference stays behind
+    assert weakref.getweakrefcount(here) == 0
 
 
 def test_a_reused_code_id_is_not_taken_for_the_code_that_died(session_dir: Path) -> None:
