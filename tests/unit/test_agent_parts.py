@@ -214,15 +214,23 @@ def _park(name: str, release: threading.Event) -> tuple[threading.Thread, Any]:
     return thread, function
 
 
-def test_the_stack_sampler_does_not_keep_the_programs_code_alive(session_dir: Path) -> None:
-    sampler = StackSampler(_buffer(session_dir))
-    release = threading.Event()
-    thread, function = _park("short_lived", release)
+def _sample_parked(
+    sampler: StackSampler, name: str, t: int, release: threading.Event
+) -> tuple[threading.Thread, Any]:
+    """One sample at ``t`` of a thread parked in a fresh function ``name``, which then ends."""
+    thread, function = _park(name, release)
     try:
-        sampler.sample(1_000, skip_ident=-1)
+        sampler.sample(t, skip_ident=-1)
     finally:
         release.set()
         thread.join()
+    release.clear()
+    return thread, function
+
+
+def test_the_stack_sampler_does_not_keep_the_programs_code_alive(session_dir: Path) -> None:
+    sampler = StackSampler(_buffer(session_dir))
+    thread, function = _sample_parked(sampler, "short_lived", 1_000, threading.Event())
     code = weakref.ref(function.__code__)
     assert weakref.getweakrefcount(function.__code__) == 2  # the sampler's and this test's
     del function, thread
@@ -241,13 +249,7 @@ def test_a_reused_code_id_is_not_taken_for_the_code_that_died(session_dir: Path)
     buf = _buffer(session_dir)
     sampler = StackSampler(buf)
     release = threading.Event()
-    first, function = _park("parked_first", release)
-    try:
-        sampler.sample(1_000, skip_ident=-1)
-    finally:
-        release.set()
-        first.join()
-    release.clear()
+    first, function = _sample_parked(sampler, "parked_first", 1_000, release)
     old_id = id(function.__code__)
     del function
     gc.collect()
