@@ -27,3 +27,12 @@ def order(arms: Sequence[str], index: int) -> list[str]:
 def ratio(round_values: Mapping[str, Sequence[float]], arm: str, base: str) -> float:
     """``arm``'s total over ``base``'s in one round (each ran twice, mirrored)."""
     return sum(round_values[arm]) / sum(round_values[base])
+
+
+def pooled_ratio(
+    round_values: Mapping[str, Sequence[float]], arm: str, bases: Sequence[str]
+) -> float:
+    """``arm``'s total over the mean of ``bases``' totals in one round: where two arms run the
+    same thing (the bare workload and its A/A control), both are measurements of the baseline,
+    and their mean is a baseline with half the variance of either one."""
+    return sum(round_values[arm]) / (sum(sum(round_values[b]) for b in bases) / len(bases))

@@ -41,6 +41,14 @@ def test_mirrored_rounds_cancel_a_linear_drift() -> None:
             got[arm].append((1.02 if arm == "probe" else 1.0) * (1 + 0.03 * k))
         assert mirrored.ratio(got, "probe", "bare") == pytest.approx(1.02)
         assert mirrored.ratio(got, "control", "bare") == pytest.approx(1.0)
+        assert mirrored.pooled_ratio(got, "probe", ["bare", "control"]) == pytest.approx(1.02)
+
+
+def test_the_pooled_ratio_sets_an_arm_against_the_mean_of_its_baselines() -> None:
+    mirrored = _mirrored()
+    got = {"bare": [1.0, 1.0], "control": [1.1, 1.1], "probe": [1.05, 1.05]}
+    assert mirrored.pooled_ratio(got, "probe", ["bare", "control"]) == pytest.approx(1.0)
+    assert mirrored.pooled_ratio(got, "probe", ["bare"]) == pytest.approx(1.05)
 
 
 def bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -64,13 +72,14 @@ def test_overhead_runs(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["rounds"] == 2 and result["runs_per_arm"] == 4
     assert result["probe_args"] == ["--stack-rate", "50"]
-    for key in ("loop_ratio", "wall_ratio", "control_loop_ratio", "tree_cpu_ratio"):
+    keys = ("loop_ratio", "wall_ratio", "control_loop_ratio", "pooled_loop_ratio", "tree_cpu_ratio")
+    for key in keys:
         ratio = result[key]
         assert 0 < ratio["min"] <= ratio["ci_low"] <= ratio["median"] <= ratio["ci_high"]
         assert ratio["ci_high"] <= ratio["max"]
     assert 0 < result["probe_share_of_job_cpu"] < 1
     assert result["session_mb_per_min"] > 0
-    assert "control / bare" in md.read_text()
+    assert "control / bare" in md.read_text() and "both bare arms" in md.read_text()
 
 
 def test_analysis_scale_runs_and_reports_the_report_size(tmp_path: Path) -> None:
