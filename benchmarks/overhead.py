@@ -17,7 +17,7 @@ shows how far this machine's noise alone moves a median ratio. A probe ratio who
 inside the control's spread is not distinguishable from no overhead at all. The control is also
 a second measurement of the baseline: the pooled ratio sets probe's loop against the mean of both
 bare arms in each round, which halves the baseline's share of the scatter (measured over 24
-rounds on the 2-core VM: probe / bare 1.034, control / bare 1.039, probe / both 1.010: the bare
+rounds on the 2-core VM: probe / bare 1.035, control / bare 1.039, probe / both 1.010: the bare
 arm alone happened to run fast, which the single-baseline ratios both carry).
 
 probe's own CPU is reported next to it, which is less noisy than wall time: the probe process and
