@@ -26,7 +26,7 @@ def order(arms: Sequence[str], index: int) -> list[str]:
 
 def ratio(round_values: Mapping[str, Sequence[float]], arm: str, base: str) -> float:
     """``arm``'s total over ``base``'s in one round (each ran twice, mirrored)."""
-    return sum(round_values[arm]) / sum(round_values[base])
+    return pooled_ratio(round_values, arm, [base])
 
 
 def pooled_ratio(

@@ -153,9 +153,10 @@ def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[st
             )
             print(f"round {i + 1}/{rounds} (loop): {line}", file=sys.stderr)
 
-    def ratios(arm: str, key: str) -> list[float]:
+    def ratios(arm: str, key: str, bases: tuple[str, ...] = ("bare",)) -> list[float]:
+        """Each round's ratio of ``arm`` over the mean of ``bases`` (by default the bare arm)."""
         return [
-            mirrored.ratio({a: [r[key] for r in got[a]] for a in (arm, "bare")}, arm, "bare")
+            mirrored.pooled_ratio({a: [r[key] for r in got[a]] for a in (arm, *bases)}, arm, bases)
             for got in rounds_runs
         ]
 
@@ -192,14 +193,7 @@ def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[st
         result["control_wall_ratio"] = _ratio_summary(ratios("control", "wall_s"))
         result["control_loop_ratio"] = _ratio_summary(ratios("control", "loop_s"))
         # The bare arm and the control run the same command: pooled, they are the baseline.
-        result["pooled_loop_ratio"] = _ratio_summary(
-            [
-                mirrored.pooled_ratio(
-                    {a: [r["loop_s"] for r in got[a]] for a in arms}, "probe", ["bare", "control"]
-                )
-                for got in rounds_runs
-            ]
-        )
+        result["pooled_loop_ratio"] = _ratio_summary(ratios("probe", "loop_s", ("bare", "control")))
     return result
 
 
