@@ -1,16 +1,17 @@
 """probe side by side with the profilers users would reach for instead, on the same workloads.
 
     pip install -c constraints.txt -e '.[torch,benchmark]'
-    python benchmarks/peers.py                          # 3 workloads x 7 tools x 3 rounds
+    python benchmarks/peers.py          # 3 workloads x (7 tools + an A/A control) x 3 rounds
     python benchmarks/peers.py --rounds 5 --out benchmarks/results
-    python benchmarks/peers.py --tiny                   # a smoke run (what the test suite does)
+    python benchmarks/peers.py --tiny   # a smoke run (what the test suite does)
 
 Workloads (benchmarks/workloads/train_kinds.py): a compute-bound MLP loop, a loop fed by a
 DataLoader with 2 workers doing per-sample augmentation, and a recurrent cell stepped in Python
 (many small operators). Tools: `probe doctor` at its defaults (recording, analysis and report)
 and with `--collect-only`, `py-spy record` (default, and `--nonblocking`), pyinstrument,
 Scalene (`scalene run`, its defaults), and torch.profiler with a recipe's schedule. A tool that
-is not installed is reported as such, never dropped.
+is not installed is reported as such, never dropped. A last row, the A/A control, times the
+bare command against itself the same way: what the machine's noise alone makes of a ratio.
 
 For every workload and tool, each round runs the bare command and the tool's command twice,
 mirrored (bare tool tool bare, or tool bare bare tool: see mirrored.py), so that the machine's
@@ -147,6 +148,15 @@ def _torch_profiler(cmd: list[str], out: Path) -> list[str]:
     return [*cmd, "--torch-profiler", str(out)]
 
 
+def _unchanged(cmd: list[str], out: Path) -> list[str]:
+    return cmd
+
+
+# The A/A control: the bare command measured as if it were a tool. Its ratios are what the VM's
+# noise alone makes of a round, the yardstick for the tools' rows on the same workload.
+CONTROL = "bare (A/A control)"
+
+
 TOOLS = [
     Tool("probe doctor", _probe([]), _always, True),
     Tool("probe doctor --collect-only", _probe(["--collect-only"]), _always, True),
@@ -160,6 +170,7 @@ TOOLS = [
     Tool("pyinstrument", _pyinstrument, _module("pyinstrument", "pyinstrument"), False),
     Tool("scalene run", _scalene, _module("scalene", "scalene"), False),
     Tool("torch.profiler", _torch_profiler, _module("torch", "torch"), False),
+    Tool(CONTROL, _unchanged, _always, False),
 ]
 
 
@@ -360,7 +371,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {kind} | {tool} | {s['status']} | | | | |")
             continue
         loop, wall = s["loop_ratio"], s["wall_ratio"]
-        saw = "" if kind != "loader" else ("yes" if s["saw_workers"] else "no")
+        saw = "" if kind != "loader" or tool == CONTROL else ("yes" if s["saw_workers"] else "no")
         lines.append(
             f"| {kind} | {tool} | {loop['median']:.3f} ({loop['min']:.3f}-{loop['max']:.3f}) "
             f"| {wall['median']:.3f} ({wall['min']:.3f}-{wall['max']:.3f}) "

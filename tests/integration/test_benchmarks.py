@@ -115,6 +115,7 @@ def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
             "probe doctor --collect-only",
             "torch.profiler",
             "pyinstrument",
+            "bare (A/A control)",
             "--out",
             str(out),
             "--update",
@@ -133,4 +134,8 @@ def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
     if rows["pyinstrument"]["status"] != "ok":
         assert "not installed" in rows["pyinstrument"]["status"]
         assert "not installed" in (out / "peers.md").read_text()
+    # the A/A control: the bare command timed as a tool, in the table with no workers column
+    control = rows["bare (A/A control)"]
+    assert control["status"] == "ok" and control["loop_ratio"]["median"] > 0
+    assert "| loader | bare (A/A control) |" in (out / "peers.md").read_text()
     assert (out / "peers.html").stat().st_size > 10_000
