@@ -148,7 +148,7 @@ class GdbInjector:
                 "needs no debugger). Install it (apt-get install gdb, dnf install gdb). "
                 + permissions.LISTEN_ADVICE
             )
-        return _debugger_obstacle(target, self.proc)
+        return _debugger_obstacle(target, self.proc) or gdb_corrupts_calls(self.gdb)
 
     def inject(self, target: Target, plan: Plan) -> None:
         assert self.gdb is not None
@@ -182,8 +182,84 @@ class GdbInjector:
         raise_for_gdb_output(result.stdout + result.stderr)
 
 
+# gdb's own words when it cannot put the registers back after a call into the process (seen on
+# some kernels and hypervisors, where writing the x86 extended state fails): the process then
+# resumes with a broken system call (a sleep returns errno 514) and usually dies.
+_REGISTERS_NOT_RESTORED = ("couldn't write extended state", "couldn't write registers")
+_gdb_checked: dict[str, str | None] = {}
+
+
+def gdb_corrupts_calls(gdb: str, timeout: float = 20.0) -> str | None:
+    """Why gdb must not call into a process on this machine, or None when it can.
+
+    Before gdb touches the job, it makes the same kind of call (a function call in the process,
+    which saves and restores the registers) into a throwaway ``sleep`` of probe's own. If gdb
+    reports that it could not restore the registers, or the sleep does not survive the call,
+    the job would not either. Checked once per gdb per probe process. A check that cannot run
+    (no ``sleep``, no permission to trace) says nothing: the real attempt then explains itself.
+    """
+    if gdb in _gdb_checked:
+        return _gdb_checked[gdb]
+    sleeper_path = shutil.which("sleep")
+    if sleeper_path is None:
+        return None
+    try:
+        sleeper = subprocess.Popen(
+            [sleeper_path, "60"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        return None
+    reason: str | None = None
+    try:
+        time.sleep(0.05)  # into its nanosleep, where a job sits most of the time too
+        argv = [
+            *script.gdb_argv(gdb, sleeper.pid, Path(os.devnull)),
+            "-ex",
+            "sharedlibrary libc[.-]",
+            "-ex",
+            "print (int) getpid()",
+            "-ex",
+            "detach",
+        ]
+        try:
+            result = _run_debugger(argv, timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        output = (result.stdout + result.stderr).lower()
+        if "not permitted" in output or "ptrace:" in output:
+            return None
+        time.sleep(0.1)  # a broken sleep fails at once
+        died = sleeper.poll() is not None
+        broken = next((w for w in _REGISTERS_NOT_RESTORED if w in output), None)
+        if broken is not None or died:
+            what = f'"{broken}"' if broken is not None else "the process died after it"
+            reason = (
+                f"gdb cannot call into a process safely on this machine: a test call into a "
+                f"process of probe's own failed ({what}; this kernel or hypervisor does not "
+                "let gdb restore the registers), and the job would be left broken. "
+                + permissions.LISTEN_ADVICE
+            )
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait()
+    _gdb_checked[gdb] = reason
+    return reason
+
+
 def raise_for_gdb_output(output: str) -> None:
     """Turn gdb's output into success (the call was queued) or InjectionFailed with a reason."""
+    lowered = output.lower()
+    broken = next((w for w in _REGISTERS_NOT_RESTORED if w in lowered), None)
+    if broken is not None:
+        raise InjectionFailed(
+            f'gdb could not restore the process\'s registers after its call ("{broken}"): the '
+            "process may have been left broken by it. " + permissions.LISTEN_ADVICE
+        )
     for line in output.splitlines():
         if line.startswith(script.GDB_OK):
             rc = line.split()[1:2]
@@ -195,7 +271,6 @@ def raise_for_gdb_output(output: str) -> None:
             )
     if "PROBE_MMAP_FAILED" in output:
         raise InjectionFailed("gdb could not map memory in the process (out of memory?)")
-    lowered = output.lower()
     if "operation not permitted" in lowered or "ptrace:" in lowered:
         denied = next(
             (ln.strip() for ln in output.splitlines() if "not permitted" in ln.lower()),
@@ -416,6 +491,7 @@ __all__ = [
     "RemoteExecInjector",
     "best_reason",
     "default_injectors",
+    "gdb_corrupts_calls",
     "inject",
     "raise_for_gdb_output",
 ]

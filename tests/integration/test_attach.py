@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from probe.attach.inject import gdb_corrupts_calls
 from probe.attach.permissions import ptrace_obstacle
 from probe.session.reader import Session
 from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
@@ -24,10 +25,12 @@ TRAIN = PROGRAMS / "attach_train.py"
 
 
 def gdb_usable() -> str | None:
-    """Why gdb injection cannot be exercised here, or None when it can."""
-    if shutil.which("gdb") is None:
+    """Why gdb injection cannot be exercised here, or None when it can (probe's own pre-flight
+    check refuses gdb on a machine where its calls would break the job)."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
         return "gdb is not installed"
-    return ptrace_obstacle(0)
+    return ptrace_obstacle(0) or gdb_corrupts_calls(gdb)
 
 
 needs_gdb = pytest.mark.skipif(gdb_usable() is not None, reason=str(gdb_usable()))
@@ -333,6 +336,38 @@ def test_no_way_to_inject_says_why_and_records_from_outside(
     assert not session.has_agent_data
     assert "PYTHON_DISABLE_REMOTE_DEBUG" in session.meta["attach"]["no_inside_data"]
     assert len(session.table("proc")) >= 3
+
+
+def test_a_gdb_that_would_break_the_job_is_never_pointed_at_it(
+    tmp_path: Path, job_factory: list[Job]
+) -> None:
+    # A gdb that cannot restore registers after a call (as on some kernels and hypervisors):
+    # probe's pre-flight call into a throwaway process shows it, and the job is left alone.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "gdb-calls"
+    fake = bin_dir / "gdb"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        'echo "Couldn\'t write extended state status: Bad address." >&2\n'
+    )
+    fake.chmod(0o755)
+    job = Job(tmp_path, "--workers", "0")
+    job_factory.append(job)
+    env = probe_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = run_probe(attach_args(tmp_path, job.pid, "--duration", "2"), env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "cannot call into a process safely" in result.stderr
+    assert "recording from outside only" in result.stderr
+    # gdb was run once, on probe's own throwaway process, never on the job.
+    pids = [line.split(" -p ")[1].split()[0] for line in calls.read_text().splitlines()]
+    assert len(pids) == 1 and int(pids[0]) != job.pid
+    code, out, _ = job.end()
+    assert code == 0
+    assert_left_clean(out)
+    session = Session(tmp_path / "d" / "s")
+    assert "cannot call into a process safely" in session.meta["attach"]["no_inside_data"]
 
 
 # -- bad input -------------------------------------------------------------------------------------

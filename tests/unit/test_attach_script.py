@@ -17,6 +17,7 @@ from probe.attach.inject import (
     InjectionFailed,
     Plan,
     RemoteExecInjector,
+    gdb_corrupts_calls,
     raise_for_gdb_output,
 )
 from probe.attach.target import Target
@@ -202,6 +203,47 @@ def test_gdb_injector_says_what_is_missing() -> None:
     assert traced is not None and "already traced by process 77" in traced
 
 
+# -- gdb's pre-flight check: a call into a throwaway process first ---------------------------------
+
+
+def fake_gdb(tmp_path: Path, body: str) -> str:
+    """A stand-in for gdb: a shell script that gets gdb's arguments (the pid after -p)."""
+    path = tmp_path / "gdb"
+    path.write_text(
+        '#!/bin/sh\nwhile [ "$#" -gt 0 ]; do [ "$1" = "-p" ] && pid=$2; shift; done\n' + body + "\n"
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_gdb_that_cannot_restore_registers_is_refused_before_it_touches_the_job(
+    tmp_path: Path,
+) -> None:
+    gdb = fake_gdb(tmp_path, 'echo "Couldn\'t write extended state status: Bad address." >&2')
+    reason = gdb_corrupts_calls(gdb)
+    assert reason is not None
+    assert "cannot call into a process safely" in reason
+    assert "couldn't write extended state" in reason
+    assert "PROBE_LISTEN=1" in reason
+    injector = GdbInjector(gdb=gdb)
+    assert injector.unavailable(target((3, 11), pid=os.getpid())) == reason
+
+
+def test_gdb_whose_call_kills_the_test_process_is_refused(tmp_path: Path) -> None:
+    reason = gdb_corrupts_calls(fake_gdb(tmp_path, 'kill -9 "$pid"; echo "$1 = 42"'))
+    assert reason is not None and "the process died after it" in reason
+
+
+def test_gdb_that_calls_cleanly_is_used(tmp_path: Path) -> None:
+    assert gdb_corrupts_calls(fake_gdb(tmp_path, 'echo "$1 = 4242"')) is None
+
+
+def test_gdb_without_permission_to_trace_says_nothing_in_the_check(tmp_path: Path) -> None:
+    # The real attempt then explains the permission problem itself.
+    body = 'echo "ptrace: Operation not permitted." >&2; exit 1'
+    assert gdb_corrupts_calls(fake_gdb(tmp_path, body)) is None
+
+
 # -- reading gdb's output --------------------------------------------------------------------------
 
 
@@ -222,6 +264,10 @@ def test_gdb_success_is_the_marker_with_zero() -> None:
             "no C library",
         ),
         ("", "gdb failed: no output"),
+        (
+            "Couldn't write extended state status: Bad address.\nPROBE_RC 0\n",
+            "may have been left broken",
+        ),
     ],
 )
 def test_gdb_failures_become_reasons(output: str, expected: str) -> None:
