@@ -1,19 +1,21 @@
 """Chrome's Trace Event format (JSON), which the Perfetto UI and chrome://tracing open.
 
 One process per process of the run, named for what it is ("rank 0", "DataLoader worker 1", "main:
-python train.py"), and one track per thread with its real name. On the threads, as slices (B/E
-pairs): DataLoader waits, GC pauses, ``probe.span()`` phases, the host waiting for the GPU, and
-the batches a DataLoader worker built. Steps and event-loop lag are not calls of one thread (a
+python train.py"), and one track per thread with its real name. On the threads, as slices
+(complete events, ``X``): DataLoader waits, GC pauses, ``probe.span()`` phases, the host waiting
+for the GPU, and the batches a DataLoader worker built. Steps and event-loop lag are not calls of one thread (a
 step runs from one optimizer step to the next and may cross a span), so each has a track of its
 own in its process ("steps", "event-loop lag"). CPU (cores), RSS, CUDA memory and event-loop lag
-are counters of their process. A pseudo-process "probe" (pid 0) holds the analysed window and each
+are counters of their process. A pseudo-process "probe: the run" (pid 0) holds the analysed window and each
 issue of the verdict as slices (with an instant event where each of its windows begins), and the
 host's CPU and the GPUs' utilisation and memory as counters.
 
 Timestamps are microseconds since the start of the run, the time axis of the report and of the
 diagnosis JSON; ``otherData`` gives the start on the session's monotonic clock and as Unix time.
 Slices on one track nest by construction (they are calls on one thread); where clock edges make
-one cross its parent's end, it is cut at that end, so every B has its E in the right order.
+one cross its parent's end, it is cut at that end. Slices are complete events rather than B/E
+pairs: one event each instead of two, and each consumer pairs the ends itself (speedscope, for
+one, matches an E to its B by name and arguments, which the format lets an E leave out).
 
 The file is written as it is produced: the events of one track at a time, from the session's
 columns, never the whole trace as objects in memory.
@@ -168,7 +170,8 @@ def _has_slices(track: Track) -> bool:
 
 
 def _write_track(events: _Events, track: Track, window: tuple[float, float]) -> None:
-    """B and E events of one track, in time order and properly nested."""
+    """Complete (X) events of one track, in time order and properly nested, in whole
+    microseconds so that every consumer computes the same ends (ts + dur) exactly."""
     sets = [s for s in track.slices if len(s.start)]
     if not sets:
         return
@@ -179,32 +182,26 @@ def _write_track(events: _Events, track: Track, window: tuple[float, float]) -> 
     row = np.concatenate([np.arange(len(s.start), dtype=np.int64) for s in sets])
     depth = np.concatenate([np.full(len(s.start), s.depth, dtype=np.int64) for s in sets])
     keep = (end >= w0) & (start <= w1)
-    start, end, which, row, depth = (
-        np.clip(start[keep], w0, w1),
-        np.clip(end[keep], w0, w1),
-        which[keep],
-        row[keep],
-        depth[keep],
-    )
-    order = np.lexsort((depth, -end, start))
-    head = f'"pid":{track.pid},"tid":{track.tid},"ts":'
-    open_ends: list[float] = []
+    start_us = np.rint(np.clip(start[keep], w0, w1) * 1e6).astype(np.int64)
+    end_us = np.rint(np.clip(end[keep], w0, w1) * 1e6).astype(np.int64)
+    which, row, depth = which[keep], row[keep], depth[keep]
+    order = np.lexsort((depth, -end_us, start_us))
+    head = f'{{"ph":"X","pid":{track.pid},"tid":{track.tid},"ts":'
+    open_ends: list[int] = []
     add = events.add
     for i in order.tolist():
-        s = float(start[i])
-        e = float(end[i])
+        s = int(start_us[i])
+        e = int(end_us[i])
         while open_ends and open_ends[-1] <= s:
-            add(f'{{"ph":"E",{head}{open_ends.pop() * 1e6:.3f}}}')
+            open_ends.pop()
         if open_ends and e > open_ends[-1]:
             e = open_ends[-1]  # crosses its parent's end by a clock edge: cut there
         kind = sets[int(which[i])]
         r = int(row[i])
         name = kind.name if isinstance(kind.name, str) else kind.name(r)
         args = f',"args":{kind.args(r)}' if kind.args is not None else ""
-        add(f'{{"ph":"B",{head}{s * 1e6:.3f},"cat":"{kind.cat}","name":{name}{args}}}')
+        add(f'{head}{s},"dur":{e - s},"cat":"{kind.cat}","name":{name}{args}}}')
         open_ends.append(e)
-    while open_ends:
-        add(f'{{"ph":"E",{head}{open_ends.pop() * 1e6:.3f}}}')
 
 
 def _process_tracks(data: ExportData) -> list[Track]:

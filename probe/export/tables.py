@@ -10,7 +10,8 @@ A directory of three tables:
 - ``samples``: the outside sampler's readings of every process (every 100 ms by default): CPU
   (cores: user, system, waiting for a CPU), RSS, threads, involuntary context switches and
   storage I/O. Rates are over the interval that ends at the sample; the first sample of a process
-  has none (empty in CSV, NaN in Parquet).
+  has none, and a reading the sampler could not take (a process exiting) is missing too (empty in
+  CSV, NaN in Parquet).
 
 Times are seconds since the start of the run (``t_s``, ``start_s``, ``end_s``), as in the report.
 With ``--window``, the steps that end and the samples taken inside it; with ``--pid``, those
@@ -137,8 +138,9 @@ def samples_table(data: ExportData) -> Table:
         }
         for column, field, scale in _RATES + _IO_RATES:
             part[column] = _rate(t, rows[field], scale)
-        for column, field in _LEVELS:
-            part[column] = rows[field].astype(np.int64)
+        for column, field in _LEVELS:  # -1: not readable (the process was exiting)
+            level = rows[field].astype(np.float64)
+            part[column] = np.where(level >= 0, level, math.nan)
         keep = (t >= a) & (t <= b)
         parts.append({k: v[keep] for k, v in part.items()})
     if parts:
@@ -151,6 +153,7 @@ def samples_table(data: ExportData) -> Table:
         }
     titles = {p: data.process_name(p) for p in np.unique(cols["pid"]).astype(int).tolist()}
     decimals = {"t_s": 6, "ctx_invol_per_s": 2, "read_bytes_per_s": 1, "write_bytes_per_s": 1}
+    decimals.update({column: 0 for column, _ in _LEVELS})
     table = [
         Column("t_s", cols["t_s"], 6),
         Column("pid", cols["pid"].astype(np.int64)),
@@ -183,8 +186,11 @@ TABLES: dict[str, Callable[[ExportData], Table]] = {
 }
 
 
-def _cells(column: Column) -> list[str]:
-    values = column.values
+CSV_ROWS = 20_000  # rows formatted at a time
+
+
+def _cells(column: Column, start: int, stop: int) -> list[str]:
+    values = column.values[start:stop]
     if isinstance(values, np.ndarray) and values.dtype.kind == "f":
         digits = column.decimals if column.decimals is not None else 6
         return ["" if math.isnan(v) else f"{v:.{digits}f}" for v in values.tolist()]
@@ -193,11 +199,12 @@ def _cells(column: Column) -> list[str]:
 
 
 def write_csv(table: Table, path: Path) -> None:
-    columns = [_cells(c) for c in table]
+    rows = len(table[0].values) if table else 0
     with atomic_text(path) as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow([c.name for c in table])
-        writer.writerows(zip(*columns))
+        for start in range(0, rows, CSV_ROWS):
+            writer.writerows(zip(*(_cells(c, start, start + CSV_ROWS) for c in table)))
 
 
 def write_parquet(table: Table, path: Path) -> None:
