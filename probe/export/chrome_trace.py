@@ -3,12 +3,12 @@
 One process per process of the run, named for what it is ("rank 0", "DataLoader worker 1", "main:
 python train.py"), and one track per thread with its real name. On the threads, as slices
 (complete events, ``X``): DataLoader waits, GC pauses, ``probe.span()`` phases, the host waiting
-for the GPU, and the batches a DataLoader worker built. Steps and event-loop lag are not calls of one thread (a
-step runs from one optimizer step to the next and may cross a span), so each has a track of its
-own in its process ("steps", "event-loop lag"). CPU (cores), RSS, CUDA memory and event-loop lag
-are counters of their process. A pseudo-process "probe: the run" (pid 0) holds the analysed window and each
-issue of the verdict as slices (with an instant event where each of its windows begins), and the
-host's CPU and the GPUs' utilisation and memory as counters.
+for the GPU, and the batches a DataLoader worker built. Steps and event-loop lag are not calls of
+one thread (a step runs from one optimizer step to the next and may cross a span), so each has a
+track of its own in its process ("steps", "event-loop lag"). CPU (cores), RSS, CUDA memory and
+event-loop lag are counters of their process. A pseudo-process "probe: the run" (pid 0) holds the
+analysed window and each issue of the verdict as slices (with an instant event where each of its
+windows begins), and the host's CPU and the GPUs' utilisation and memory as counters.
 
 Timestamps are microseconds since the start of the run, the time axis of the report and of the
 diagnosis JSON; ``otherData`` gives the start on the session's monotonic clock and as Unix time.
