@@ -407,3 +407,12 @@ def test_a_session_without_stacks_says_so(
     assert not (tmp_path / "s.speedscope.json").exists()
     assert main(["export", str(tmp_path / "s"), "-f", "chrome-trace"]) == 0
     check_trace_events(json.loads((tmp_path / "s.trace.json").read_text()))
+
+
+def test_the_report_says_how_to_open_the_run_in_perfetto(
+    sessions: dict[str, Path], tmp_path: Path
+) -> None:
+    from probe.report import html
+
+    page = html.write(diagnose(Session(sessions["ranks"])), tmp_path / "r.html").read_text()
+    assert f"probe export {sessions['ranks']} --format chrome-trace" in page
