@@ -59,7 +59,7 @@ def test_only_the_block_is_judged(block: tuple[dict[str, object], Path]) -> None
 
 
 def test_the_process_is_left_as_it_was(block: tuple[dict[str, object], Path]) -> None:
-    facts, dest = block
+    facts, _ = block
     assert facts["env_restored"] is True
     assert facts["threads_left"] == 0
     assert facts["children_left"] == 0  # the sampler helper ended with the block
