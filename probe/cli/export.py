@@ -62,7 +62,7 @@ def export(
     pids: tuple[int, ...],
     threads: tuple[str, ...],
 ) -> int:
-    """Export SESSION (a directory `probe doctor` or `probe attach` recorded) to FORMAT.
+    """Export SESSION (a directory probe recorded: doctor, attach or probe.profile) to FORMAT.
 
     \b
       probe export .probe/20261121-101500-4242 --format chrome-trace
