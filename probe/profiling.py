@@ -220,7 +220,7 @@ class Profile:
             "root_pid": os.getpid(),
             "interval_s": recording.settings.sample_interval_ms / 1000,
         }
-        env = dict(self._saved_env_base())
+        env = self._helper_env()
         try:
             helper = subprocess.Popen(
                 [sys.executable, "-m", "probe.profiling", json.dumps(config)],
@@ -246,7 +246,7 @@ class Profile:
         if ready.get("gpus"):
             recording.meta["gpus"] = ready["gpus"]
 
-    def _saved_env_base(self) -> dict[str, str]:
+    def _helper_env(self) -> dict[str, str]:
         """The helper's environment: this process's, without probe's agent in it."""
         from probe.recorder import BOOTSTRAP_DIR
 

@@ -6,7 +6,7 @@ python train.py"), and one track per thread with its real name. On the threads, 
 for the GPU, and the batches a DataLoader worker built. Steps and event-loop lag are not calls of
 one thread (a step runs from one optimizer step to the next and may cross a span), so each has a
 track of its own in its process ("steps", "event-loop lag"). CPU (cores), RSS, CUDA memory and
-event-loop lag are counters of their process. A pseudo-process "probe: the run" (pid 0) holds the
+event-loop lag are counters of their process. A pseudo-process "probe: the run" holds the
 analysed window and each issue of the verdict as slices (with an instant event where each of its
 windows begins), and the host's CPU and the GPUs' utilisation and memory as counters.
 
@@ -24,6 +24,7 @@ columns, never the whole trace as objects in memory.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -39,9 +40,11 @@ from probe.session import format as fmt
 
 FloatArray = npt.NDArray[np.float64]
 
-PROBE_PID = 0  # the pseudo-process of the run as a whole (no process of a tree has pid 0)
-# Tracks that are not threads get ids no thread has (Linux tids stay below 2**22), distinct
-# in every process: 2**30 + 4 * pid + k.
+# The pseudo-process of the run as a whole: a pid no process can have (Linux pids stay below
+# pid_max, at most 2**22). Not 0: Perfetto takes pid 0 for the kernel's idle task.
+PROBE_PID = 1 << 22
+# Tracks that are not threads get ids no thread has (Linux tids stay below 2**22 too), distinct
+# in every process and below 2**31: 2**30 + 4 * pid + k.
 _VIRTUAL = 1 << 30
 STEPS, LAG = 0, 1
 MIB = 1024 * 1024
@@ -50,6 +53,11 @@ FLUSH_EVERY = 4096
 
 def virtual_tid(pid: int, k: int) -> int:
     return _VIRTUAL + 4 * pid + k
+
+
+def _probe_tid(k: int) -> int:
+    """The pseudo-process's tracks: 0 the analysed window, 1 + i the verdict's i-th issue."""
+    return virtual_tid(PROBE_PID, 0) + k
 
 
 @dataclass
@@ -80,10 +88,6 @@ def _q(text: str) -> str:
 
 def _args(**values: Any) -> str:
     return json.dumps(values, separators=(",", ":"), allow_nan=False)
-
-
-def _ms(seconds: float) -> float:
-    return round(float(seconds) * 1000, 3)
 
 
 class _Events:
@@ -151,7 +155,7 @@ class ChromeTrace(StreamExporter):
                 _write_track(events, track, data.window)
         for counter in counters:
             _write_counter(events, counter, data.window)
-        for text in _instants(data):
+        for text in _instants(data, set(pids)):
             events.add(text)
         events.flush()
         out.write("\n]}\n")
@@ -304,47 +308,59 @@ def _names(texts: dict[int, str], keys: npt.NDArray[Any]) -> Callable[[int], str
     return name
 
 
+# The per-row arguments are formatted directly (numbers only): json.dumps for each of a long
+# run's hundreds of thousands of slices would take most of the export's time.
+
+
 def _step_args(steps: StepTable) -> Callable[[int], str]:
+    wait = (steps.data_wait * 1000).tolist()
+    gc = (steps.gc * 1000).tolist()
+    opt = (steps.opt * 1000).tolist()
+
     def args(i: int) -> str:
-        return _args(
-            step=i + 1,
-            data_wait_ms=_ms(steps.data_wait[i]),
-            gc_ms=_ms(steps.gc[i]),
-            optimizer_ms=_ms(steps.opt[i]),
+        return (
+            f'{{"step":{i + 1},"data_wait_ms":{_num(wait[i])},"gc_ms":{_num(gc[i])},'
+            f'"optimizer_ms":{_num(opt[i])}}}'
         )
 
     return args
 
 
 def _wait_args(waits: Intervals) -> Callable[[int], str]:
+    loader = waits.extra["loader"].tolist()
+    exhausted = ((waits.extra["flags"] & 1) != 0).tolist()
+
     def args(i: int) -> str:
-        flags = int(waits.extra["flags"][i])
-        return _args(loader=int(waits.extra["loader"][i]), exhausted=bool(flags & 1))
+        return f'{{"loader":{loader[i]},"exhausted":{"true" if exhausted[i] else "false"}}}'
 
     return args
 
 
 def _gc_args(pauses: Intervals) -> Callable[[int], str]:
+    collected = pauses.extra["collected"].tolist()
+
     def args(i: int) -> str:
-        return _args(collected=int(pauses.extra["collected"][i]))
+        return f'{{"collected":{collected[i]}}}'
 
     return args
 
 
 def _fetch_args(fetches: Intervals) -> Callable[[int], str]:
+    items = fetches.extra["items"].tolist()
+    cpu = (fetches.extra["cpu"] / 1e6).tolist()
+    worker = fetches.extra["worker"].tolist()
+
     def args(i: int) -> str:
-        return _args(
-            items=int(fetches.extra["items"][i]),
-            cpu_ms=_ms(fetches.extra["cpu"][i] / 1e9),
-            worker=int(fetches.extra["worker"][i]),
-        )
+        return f'{{"items":{items[i]},"cpu_ms":{_num(cpu[i])},"worker":{worker[i]}}}'
 
     return args
 
 
 def _lag_args(lag: Intervals) -> Callable[[int], str]:
+    lag_ms = (lag.dur * 1000).tolist()
+
     def args(i: int) -> str:
-        return _args(lag_ms=_ms(lag.dur[i]))
+        return f'{{"lag_ms":{_num(lag_ms[i])}}}'
 
     return args
 
@@ -364,7 +380,7 @@ def _probe_tracks(data: ExportData) -> list[Track]:
     """The analysed window and each issue of the verdict, on the pseudo-process."""
     d = data.diagnosis
     seg = d.segmentation
-    window = Track(PROBE_PID, virtual_tid(PROBE_PID, 0), "analysed window", 0)
+    window = Track(PROBE_PID, _probe_tid(0), "analysed window", 0)
     window.slices.append(
         Slices(
             np.array([d.window[0]]),
@@ -381,7 +397,7 @@ def _probe_tracks(data: ExportData) -> list[Track]:
         tracks.append(
             Track(
                 PROBE_PID,
-                _VIRTUAL + 16 + k,
+                _probe_tid(1 + k),
                 label,
                 1 + k,
                 [
@@ -414,13 +430,13 @@ def _merged(windows: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def _instants(data: ExportData) -> Iterator[str]:
+def _instants(data: ExportData, pids: set[int]) -> Iterator[str]:
     """Where each window of the verdict's issues begins (global instants), and how processes
     ended (an exit code, a signal, an uncaught exception, a crash)."""
     d = data.diagnosis
     w0, w1 = data.window
     for k, issue in enumerate(d.issues):
-        tid = _VIRTUAL + 16 + k
+        tid = _probe_tid(1 + k)
         for a, b in _merged(issue.windows):
             if w0 <= a <= w1:
                 yield (
@@ -430,7 +446,7 @@ def _instants(data: ExportData) -> Iterator[str]:
                 )
     crash = d.run.get("crash") or {}
     for pid, info in data.timeline.processes.items():
-        if not data.wants_pid(pid) or info.end_s is None or not (w0 <= info.end_s <= w1):
+        if pid not in pids or info.end_s is None or not (w0 <= info.end_s <= w1):
             continue
         crashed = crash.get("pid") == pid
         if crashed:
@@ -512,20 +528,22 @@ def _write_counter(events: _Events, c: Counter, window: tuple[float, float]) -> 
     if not len(c.t):
         return
     w0, w1 = window
-    inside = np.flatnonzero((c.t >= w0) & (c.t <= w1))
+    inside = (c.t >= w0) & (c.t <= w1)
     before = np.flatnonzero(c.t < w0)
-    rows = inside.tolist()
     head = f'{{"ph":"C","pid":{c.pid},"name":{_q(c.name)},"ts":'
     key = _q(c.key)
     if len(before):  # the value in force where the window begins
-        events.add(f'{head}{w0 * 1e6:.3f},"args":{{{key}:{_num(c.value[before[-1]])}}}}}')
-    for i in rows:
-        events.add(f'{head}{c.t[i] * 1e6:.3f},"args":{{{key}:{_num(c.value[i])}}}}}')
+        value = float(c.value[before[-1]])
+        if math.isfinite(value):
+            events.add(f'{head}{w0 * 1e6:.3f},"args":{{{key}:{value:.3f}}}}}')
+    for t, value in zip((c.t[inside] * 1e6).tolist(), c.value[inside].tolist()):
+        if math.isfinite(value):  # a reading that could not be taken is left out
+            events.add(f'{head}{t:.3f},"args":{{{key}:{value:.3f}}}}}')
 
 
 def _num(value: float) -> str:
-    v = float(value)
-    return f"{v:.3f}" if np.isfinite(v) else "0"
+    """A number for JSON: three decimals, null when not finite."""
+    return f"{value:.3f}" if math.isfinite(value) else "null"
 
 
 EXPORTERS = {ChromeTrace.name: ChromeTrace()}

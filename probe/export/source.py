@@ -98,10 +98,9 @@ class ExportData:
             )
 
     def known_pids(self) -> set[int]:
-        pids = {int(e["pid"]) for e in self.session.events if "pid" in e and e.get("pid")}
-        pids.discard(-1)
-        proc = self.session.table("proc")
-        pids.update(int(p) for p in np.unique(proc["pid"]))
+        """The processes of the tree: sampled from outside, or with an agent inside."""
+        pids = {f.pid for f in self.session.files if f.writer == "agent"}
+        pids.update(int(p) for p in np.unique(self.session.table("proc")["pid"]))
         return pids
 
     def wants_pid(self, pid: int) -> bool:
@@ -119,11 +118,6 @@ class ExportData:
             if wanted == str(tid) or wanted == name:
                 return True
         return False
-
-    def window_mask(self, start_s: npt.NDArray[Any], end_s: npt.NDArray[Any]) -> Any:
-        """Which intervals overlap the window (an instant counts when inside it)."""
-        a, b = self.window
-        return (end_s >= a) & (start_s <= b)
 
     def to_s(self, t_ns: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
         return (np.asarray(t_ns, dtype=np.int64) - self.t0_ns) / 1e9
@@ -261,17 +255,11 @@ class ThreadSamples:
 NO_FRAME = "(no Python frame)"
 
 
-def frame_label(frame: Frame) -> str:
-    """How a frame is named in the stack formats: ``func (file.py:line)``, as in the report."""
-    return str(frame)
-
-
 __all__ = [
     "MAIN",
     "NO_FRAME",
     "ExportData",
     "Selection",
     "ThreadSamples",
-    "frame_label",
     "parse_window",
 ]
