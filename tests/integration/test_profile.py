@@ -72,4 +72,27 @@ def test_an_exception_in_the_block_is_recorded(block: tuple[dict[str, object], P
     meta = Session(dest / "raises").meta
     assert meta["exit"]["code"] == 1
     assert meta["profile"]["exception"] == "ValueError: bad batch"
-    assert meta["profile"]["block"].endswith("profile_block.py:60")
+    source = (PROGRAMS / "profile_block.py").read_text().splitlines()
+    line = next(n for n, text in enumerate(source, 1) if 'probe.profile("raises"' in text)
+    assert meta["profile"]["block"] == f"{PROGRAMS / 'profile_block.py'}:{line}"
+
+
+def test_a_profiled_block_exports_like_any_session(
+    block: tuple[dict[str, object], Path], tmp_path: Path
+) -> None:
+    from probe.cli import main
+    from tests.export_checks import check_speedscope, check_trace_events
+
+    _, dest = block
+    assert (
+        main(["export", str(dest / "block"), "-f", "chrome-trace", "-o", str(tmp_path / "t")]) == 0
+    )
+    facts = check_trace_events(json.loads((tmp_path / "t").read_text()))
+    assert sorted(n for n in facts.process_names.values() if n.startswith("DataLoader")) == [
+        "DataLoader worker 0",
+        "DataLoader worker 0",
+        "DataLoader worker 1",
+        "DataLoader worker 1",
+    ]
+    assert main(["export", str(dest / "block"), "-f", "speedscope", "-o", str(tmp_path / "s")]) == 0
+    check_speedscope(json.loads((tmp_path / "s").read_text()))
