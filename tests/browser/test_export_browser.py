@@ -23,13 +23,15 @@ from typing import Any
 import pytest
 
 from probe.cli import main
-from tests.browser.test_report_browser import ARTIFACTS, CHROMIUM_ARGS, _need
+from tests.conftest import REPO
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
 from tests.export_sessions import KINDS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SPEEDSCOPE = "speedscope@1.25.0"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 IMPORTERS = {
     "speedscope": "Importing as speedscope json file",
     "collapsed": "Importing as collapsed stack format",
@@ -37,9 +39,18 @@ IMPORTERS = {
 }
 
 
-@pytest.fixture(scope="module")
+def _need(reason: str) -> None:
+    if os.environ.get("PROBE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (PROBE_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
 def speedscope(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """speedscope's index.html from its npm package."""
+    """speedscope's index.html from its npm package (session-scoped, and asked for before the
+    recorded sessions, so that a machine without the browser skips before recording them)."""
+    if shutil.which("chromium") is None:
+        _need("Debian's chromium is not installed (apt-get install chromium)")
     given = os.environ.get("PROBE_SPEEDSCOPE_DIR")
     if given:
         root = Path(given)
@@ -119,8 +130,8 @@ def problems(said: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_speedscope_opens_every_export_of_every_kind(
-    recorded_sessions: dict[str, Path],
     speedscope: Path,
+    recorded_sessions: dict[str, Path],
     browser: Any,
     kind: str,
     tmp_path: Path,
