@@ -416,3 +416,43 @@ def test_the_report_says_how_to_open_the_run_in_perfetto(
 
     page = html.write(diagnose(Session(sessions["ranks"])), tmp_path / "r.html").read_text()
     assert f"probe export {sessions['ranks']} --format chrome-trace" in page
+
+
+def test_gpu_and_cuda_facts_become_counters_and_slices(tmp_path: Path) -> None:
+    """A CUDA run: the GPU's utilisation and memory (NVML, outside), the process's CUDA memory
+    and the host waiting for the GPU (.item(), synchronize) inside its steps."""
+    from probe.session import format as fmt
+
+    b = SessionBuilder(tmp_path / "s", duration_s=10.0)
+    b.process(100, torch_threads=2)
+    b.cpu(100, main=0.9)
+    b.system(busy=1.0)
+    ends = np.arange(0.5, 9.5, 0.1)
+    b.steps(100, ends)
+    t = np.arange(0.0, 10.0, 0.1)
+    b.sampler.add(
+        fmt.GPU, t=b.ns(t), index=0, util=40.0, mem_util=10.0, mem_used=2 << 30, mem_total=80 << 30
+    )
+    b.agent(100).add(
+        fmt.CUDA, t=b.ns(t), device=0, allocated=1 << 30, reserved=3 << 29, peak=1 << 30
+    )
+    syncs = ends[:-1] + 0.05
+    b.agent(100).add(
+        fmt.SYNC,
+        t=b.ns(syncs),
+        dur=np.full(len(syncs), 20_000_000),
+        tid=100,
+        what=np.where(np.arange(len(syncs)) % 2 == 0, 1, 0),
+    )
+    b.write()
+    doc = json.loads(export_text(tmp_path / "s", "chrome-trace"))
+    facts = check_trace_events(doc)
+    assert {(PROBE_PID, "GPU 0 utilisation"), (PROBE_PID, "GPU 0 memory")} <= facts.counters
+    assert {(100, "CUDA allocated (device 0)"), (100, "CUDA reserved (device 0)")} <= facts.counters
+    item = facts.slices[(100, "waits for the GPU: item")]
+    sync = facts.slices[(100, "waits for the GPU: synchronize")]
+    assert item + sync == len(syncs) and abs(item - sync) <= 1
+    utilisation = [
+        e["args"]["%"] for e in doc["traceEvents"] if e.get("name") == "GPU 0 utilisation"
+    ]
+    assert set(utilisation) == {40.0}
