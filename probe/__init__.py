@@ -19,6 +19,12 @@ A long job that may need diagnosing later, where no debugger can attach (see doc
     probe.listen()                # or PROBE_LISTEN=1 in the environment of a job that imports probe
 
 lets ``probe attach PID`` switch the agent on and off in it later.
+
+From Python, or in Jupyter after ``%load_ext probe`` with ``%%probe`` on a cell::
+
+    with probe.profile() as run:  # records this block of this process, and what it starts
+        train(model, loader)
+    run.diagnosis                 # the verdict (probe.diagnosis/1), run.report() the HTML
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ if TYPE_CHECKING:
 
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "listen", "span", "step"]
+__all__ = ["__version__", "listen", "profile", "span", "step"]
 
 # Set by probe.agent.runtime when this process is profiled: an object with step() and span().
 _agent: Any = None
@@ -67,6 +73,28 @@ def span(name: str) -> Any:
     if agent is None:
         return _NO_SPAN
     return agent.span(str(name))
+
+
+def profile(name: str | None = None, dest: str = ".probe", *, force: bool = False) -> Any:
+    """Record a block of this process (and what it starts), then diagnose it::
+
+        with probe.profile() as run:
+            train(model, loader)
+        run.diagnosis["category"], run.report()
+
+    The session is written to ``dest/name`` (default name: the time and pid), as ``probe doctor``
+    writes it; ``force`` overwrites a session of that name. See probe.profiling.
+    """
+    from probe.profiling import profile as _profile
+
+    return _profile(name, dest, force=force)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext probe`` in IPython or Jupyter: adds the ``%%probe`` cell magic."""
+    from probe.notebook import load
+
+    load(ipython)
 
 
 def listen() -> str | None:

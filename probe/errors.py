@@ -56,3 +56,11 @@ class AttachError(ProbeError):
 
 class AnalysisError(ProbeError):
     """The session cannot be analysed."""
+
+
+class ExportError(ProbeError):
+    """A session cannot be exported as asked (an unknown format, a window outside the run...)."""
+
+
+class ProfileError(ProbeError):
+    """``probe.profile()`` cannot record here (already recorded, or the sampler did not start)."""

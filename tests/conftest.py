@@ -47,6 +47,14 @@ def run_probe(
     )
 
 
+@pytest.fixture(scope="session")
+def recorded_sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real sessions of every kind (tests/export_sessions.py), recorded once per test run."""
+    from tests.export_sessions import record_all
+
+    return record_all(tmp_path_factory.mktemp("recorded"))
+
+
 @pytest.fixture(autouse=True)
 def _leaves_nothing_behind() -> Iterator[None]:
     """Fail a test that leaves a thread or a child process running (STYLE 9)."""

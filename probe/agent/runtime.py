@@ -575,6 +575,15 @@ def start_from_env() -> Agent | None:
     if config is None:
         return None
     agent = Agent(config)
+    if config.get("stop_file"):
+        # Started during a probe.profile() block: the recording ends with the block (its stop
+        # file), or when the process that profiles is gone, as an attach does.
+        from probe.agent.attached import Lease
+
+        lease = Lease(config)
+        if lease.over() is not None:
+            return None
+        agent.end_when = lambda: lease.over() is not None
     agent.start()
     _agent = agent
     return agent

@@ -12,6 +12,7 @@ import click
 from probe import __version__
 from probe.cli.attach import attach
 from probe.cli.doctor import doctor
+from probe.cli.export import export
 from probe.cli.report import report
 from probe.errors import ProbeError
 
@@ -32,12 +33,14 @@ def cli() -> None:
       probe doctor -- python train.py --epochs 3
       probe report .probe/<name>
       probe attach 12345 --duration 60
+      probe export .probe/<name> --format chrome-trace
     """
 
 
 cli.add_command(doctor)
 cli.add_command(report)
 cli.add_command(attach)
+cli.add_command(export)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -796,7 +796,12 @@ def _footer_html(page: Page, session_dir: str | None) -> str:
     if session_dir:
         import shlex
 
-        again = f" · render again: <code>probe report {e(shlex.quote(session_dir))}</code>"
+        quoted = e(shlex.quote(session_dir))
+        again = (
+            f" · render again: <code>probe report {quoted}</code>"
+            f" · open this run in Perfetto: <code>probe export {quoted} --format chrome-trace"
+            "</code> (or speedscope, collapsed, csv)"
+        )
     return f"<footer>probe {e(__version__)}{again}</footer>"
 
 

@@ -91,6 +91,16 @@ def test_analysis_scale_runs_and_reports_the_report_size(tmp_path: Path) -> None
     assert 0.1 < report_mb < 2.0
 
 
+def test_export_scale_runs_every_format(tmp_path: Path) -> None:
+    md = tmp_path / "export.md"
+    bench([str(BENCH / "export_scale.py"), "--minutes", "0.25", "--markdown", str(md)], 300)
+    rows = md.read_text().splitlines()[2:]
+    assert [r.split("|")[3].strip() for r in rows] == [
+        "`probe report` (for comparison)",
+        *(f"`--format {f}`" for f in ("chrome-trace", "speedscope", "collapsed", "csv", "parquet")),
+    ]
+
+
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
 def test_attach_latency_runs() -> None:
     result = bench([str(BENCH / "attach_latency.py"), "--runs", "1"], 300)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("numpy", "scipy", "hmmlearn", "bokeh", "torch", "sklearn")
 
@@ -30,4 +31,9 @@ def test_the_recording_side_of_the_cli_loads_no_analysis_library() -> None:
         "import probe.cli, probe.cli.doctor, probe.cli.attach, probe.recorder, probe.launcher\n"
         "import probe.agent.runtime, probe.report.status"
     )
+    assert loaded_after(code) == []
+
+
+def test_a_profiled_block_loads_nothing_heavy_until_its_diagnosis(tmp_path: Path) -> None:
+    code = f"import probe\nwith probe.profile(dest={str(tmp_path)!r}) as run:\n    sum(range(1000))"
     assert loaded_after(code) == []
