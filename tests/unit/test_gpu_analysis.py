@@ -152,6 +152,20 @@ def test_waits_on_the_gpu_are_not_counted_as_python(tmp_path: Path) -> None:
     assert f.status == "not-detected"
 
 
+def test_host_work_that_follows_a_sync_is_the_syncs_to_fix(tmp_path: Path) -> None:
+    # .item() waits 60 % of each step, then the host computes metrics while the GPU idles 33 %:
+    # the main thread is busy throughout, but the host work only blocks the GPU because of the
+    # sync before it
+    run = Run(duration=20, sync=0.03, gpu_util=67.0, main_cpu=0.95, pool_cpu=0.0)
+    d = diagnose(run.build(tmp_path / "s"))
+    assert d.category == "host-sync-stalls", [(i.id, i.impact) for i in d.issues]
+    assert d.findings["host-sync-stalls"].impact == pytest.approx(0.33, abs=0.01)
+    python = d.findings["python-bound"]
+    assert python.status == "not-detected", python.summary
+    assert python.evidence["gpu_idle_unexplained"] == pytest.approx(0.0, abs=0.01)
+    assert d.findings["gpu-underutilized"].status == "not-detected"
+
+
 def test_cuda_memory_that_keeps_growing_is_memory_growth(tmp_path: Path) -> None:
     # 300 MB/s of CUDA tensors kept alive; 5 GB of the GPU held by others and contexts
     def alloc(t: np.ndarray) -> np.ndarray:

@@ -11,7 +11,9 @@ measures, so that the share of time one of them blames is the share the others t
 
 A host that waits on the GPU loses nothing while the GPU is busy: the wait only costs time when
 the GPU then idles (the queue drained, the host has to launch the next step's work before the GPU
-has any). So the GPU's idle share bounds what a host-side cause can have cost a GPU loop.
+has any). So the GPU's idle share bounds what a host-side cause can have cost a GPU loop, and
+``idle_left`` is what is left of it once the loop's waits for its input and on the GPU are taken
+out: the idle time that only the host's own pace (Python, launches) can explain.
 """
 
 from __future__ import annotations
@@ -115,3 +117,40 @@ def sync_share(ctx: Context, pid: int | None = None) -> float:
     waited, _ = sync_per_step(ctx)
     total = float(np.nansum(steps.duration[mine]))
     return float(waited[mine].sum() / max(total, 1e-9))
+
+
+def data_wait_share(ctx: Context) -> float:
+    """The share of step time the loop waited on its training DataLoaders."""
+    steps = ctx.steps
+    if not len(steps):
+        return 0.0
+    return float(ctx.training_wait_per_step.sum() / max(float(steps.duration.sum()), 1e-9))
+
+
+@dataclass
+class IdleTime:
+    """The GPU's idle share of the window, and what the loop's waits explain of it."""
+
+    idle: float
+    data: float  # share of step time waiting on the input pipeline
+    syncs: float  # share of step time waiting on the GPU
+
+    @property
+    def sync_cost(self) -> float:
+        """What the host syncs can have cost: their waits, within the idle time the input
+        waits leave."""
+        return max(min(self.syncs, self.idle - self.data), 0.0)
+
+    @property
+    def left(self) -> float:
+        """The idle share neither input waits nor host syncs explain."""
+        return max(self.idle - min(self.data + self.syncs, self.idle), 0.0)
+
+
+def idle_time(ctx: Context, pids: list[int] | None = None) -> IdleTime | None:
+    """The busiest used GPU's idle share and its explanations; None when NVML saw no GPU use."""
+    idle = utilization(ctx, pids).idle_share
+    if idle is None:
+        return None
+    pid = pids[0] if pids and len(pids) == 1 else None
+    return IdleTime(idle=idle, data=data_wait_share(ctx), syncs=sync_share(ctx, pid))

@@ -15,7 +15,13 @@ shows that job's work too.
 from __future__ import annotations
 
 from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected, pct
-from probe.analysis.detectors.gpu_share import gpus_used, sync_share, utilization
+from probe.analysis.detectors.gpu_share import (
+    IdleTime,
+    data_wait_share,
+    gpus_used,
+    sync_share,
+    utilization,
+)
 
 ID = "gpu-underutilized"
 MODERATE = 50.0
@@ -37,16 +43,9 @@ def detect(ctx: Context) -> Finding:
     if util >= MODERATE:
         return not_detected(ID, f"the GPU was busy {util:.0f} % of the time", **evidence)
     idle = 1 - util / 100
-    steps = ctx.steps
-    data = (
-        float(ctx.training_wait_per_step.sum() / max(steps.duration.sum(), 1e-9))
-        if len(steps)
-        else 0.0
-    )
-    syncs = sync_share(ctx)
-    explained = min(data + syncs, idle)
-    evidence["explained_by_data_waits"] = round(data, 3)
-    evidence["explained_by_host_syncs"] = round(syncs, 3)
+    why = IdleTime(idle=idle, data=data_wait_share(ctx), syncs=sync_share(ctx))
+    evidence["explained_by_data_waits"] = round(why.data, 3)
+    evidence["explained_by_host_syncs"] = round(why.syncs, 3)
     return Finding(
         id=ID,
         status="issue",
@@ -56,7 +55,7 @@ def detect(ctx: Context) -> Finding:
             "host does between launches (Python, data, syncs) leaves it waiting."
         ),
         severity="high" if util < HIGH else "moderate",
-        impact=max(idle - explained, 0.0),
+        impact=why.left,
         evidence=evidence,
         windows=[ctx.window],
     )

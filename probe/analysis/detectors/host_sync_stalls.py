@@ -36,7 +36,7 @@ from probe.analysis.detectors.base import (
     pct,
     severity,
 )
-from probe.analysis.detectors.gpu_share import sync_per_step, utilization
+from probe.analysis.detectors.gpu_share import idle_time, sync_per_step
 from probe.session import format as fmt
 
 ID = "host-sync-stalls"
@@ -70,18 +70,17 @@ def detect(ctx: Context) -> Finding:
     }
     if severity(share, MODERATE, HIGH) is None or coverage < STEP_COVERAGE:
         return not_detected(ID, f"the host waited on the GPU {pct(share)} of step time", **evidence)
-    gpu = utilization(ctx, ctx.training_pids)
-    idle = gpu.idle_share
-    if idle is None:
+    gpu = idle_time(ctx, ctx.training_pids)
+    if gpu is None:
         return insufficient(
             ID,
             f"the host waited on the GPU {pct(share)} of step time, but the GPU's utilisation "
             "was not sampled (no NVML), so whether the GPU idled meanwhile is unknown",
             **evidence,
         )
-    data_wait = float(ctx.training_wait_per_step.sum() / step_time)
-    cost = max(min(share, idle - data_wait), 0.0)
-    evidence.update(gpu_idle_share=round(idle, 3), data_wait_share=round(data_wait, 3))
+    idle = gpu.idle
+    cost = gpu.sync_cost
+    evidence.update(gpu_idle_share=round(idle, 3), data_wait_share=round(gpu.data, 3))
     level = severity(cost, MODERATE, HIGH)
     if level is None:
         return not_detected(
