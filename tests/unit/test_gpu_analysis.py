@@ -166,6 +166,18 @@ def test_host_work_that_follows_a_sync_is_the_syncs_to_fix(tmp_path: Path) -> No
     assert d.findings["gpu-underutilized"].status == "not-detected"
 
 
+def test_a_loss_read_every_n_steps_is_no_stall_while_the_gpu_stays_busy(tmp_path: Path) -> None:
+    # every 20th step waits 0.5 s for the work queued ahead of it (loss.item()): long steps on a
+    # beat, but the GPU ran throughout
+    busy = diagnose(Run(stall_every=20, stall=0.5, gpu_util=99.0).build(tmp_path / "a"))
+    f = busy.findings["periodic-stall"]
+    assert f.status == "not-detected" and f.evidence["gpu_idle_share"] == pytest.approx(0.01)
+    # the same stalls with the GPU idle meanwhile (a checkpoint): a fifth of the run lost
+    idle = diagnose(Run(stall_every=20, stall=0.5, gpu_util=80.0).build(tmp_path / "b"))
+    assert idle.category == "periodic-stall"
+    assert idle.findings["periodic-stall"].impact == pytest.approx(0.2, abs=0.01)
+
+
 def test_cuda_memory_that_keeps_growing_is_memory_growth(tmp_path: Path) -> None:
     # 300 MB/s of CUDA tensors kept alive; 5 GB of the GPU held by others and contexts
     def alloc(t: np.ndarray) -> np.ndarray:
