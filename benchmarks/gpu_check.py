@@ -95,7 +95,10 @@ def _run_logged(cmd: list[str], log: Path, timeout: float) -> tuple[int | None, 
     limit = float(os.environ.get("GPU_CHECK_STEP_LIMIT", "0")) - 25  # gpu_check.sh's own limit
     timeout = min(timeout, limit) if limit > 0 else timeout
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # from the log's folder, so that `python -m probe` is the installed probe, not the source's
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=log.parent
+    )
     code: int | None = None
     try:
         stdout, stderr = proc.communicate(timeout=max(timeout, 1.0))

@@ -84,13 +84,33 @@ step() {
 }
 
 install_project() {
-    "$BASE_PY" -m venv --system-site-packages "$WORK/venv" || return 1
+    local pip=("$PY" -m pip)
+    if ! "$BASE_PY" -m venv --system-site-packages "$WORK/venv"; then
+        echo "no ensurepip for $BASE_PY: a venv without pip, filled by $BASE_PY's pip"
+        rm -rf "$WORK/venv"
+        "$BASE_PY" -m venv --system-site-packages --without-pip "$WORK/venv" || return 1
+        pip=("$BASE_PY" -m pip --python "$PY")
+    fi
+    # A base Python that is itself a venv (the CUDA images' python3 is) has its packages, torch
+    # among them, in its own site-packages, which --system-site-packages does not reach: a .pth
+    # file puts them after the new venv's own.
+    local own
+    own=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') || return 1
+    "$BASE_PY" -c 'import site; print("\n".join(site.getsitepackages()))' >"$own/_gpu_check_base.pth"
+    # built from a copy: pip builds a local project in its folder (build/, *.egg-info)
+    mkdir -p "$WORK/src" && cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/probe" "$WORK/src/"
     if compgen -G "$WHEELS/*.whl" >/dev/null; then
         echo "installing offline from $WHEELS: $(cd "$WHEELS" && ls -- *.whl | tr '\n' ' ')"
-        "$PY" -m pip install -q --no-index --find-links "$WHEELS" "$REPO"
+        "${pip[@]}" install -q --no-index --find-links "$WHEELS" "$WORK/src"
     else
-        "$PY" -m pip install -q -c "$REPO/constraints.txt" "$REPO"
+        "${pip[@]}" install -q -c "$REPO/constraints.txt" "$WORK/src"
     fi
+}
+
+# When the install fails: probe from the source tree, the carried wheels unpacked beside it.
+install_fallback() {
+    compgen -G "$WHEELS/*.whl" >/dev/null || return 0
+    "$BASE_PY" -m pip install -q --no-deps --no-index --target "$WORK/site" "$WHEELS"/*.whl
 }
 
 # pip's own defaults only (no local find-links that could hold a CPU build of the same version)
@@ -119,8 +139,15 @@ main() {
     local ready=1
     if [ "$NO_VENV" = 0 ]; then
         export PIP_DISABLE_PIP_VERSION_CHECK=1
-        step install 150 bash -c "$(declare -f install_project); BASE_PY='$BASE_PY' \
-            WORK='$WORK' PY='$PY' WHEELS='$WHEELS' REPO='$REPO' install_project" || ready=0
+        if ! step install 150 bash -c "$(declare -f install_project); BASE_PY='$BASE_PY' \
+            WORK='$WORK' PY='$PY' WHEELS='$WHEELS' REPO='$REPO' install_project"; then
+            echo "the install failed: running probe from the source tree with $BASE_PY"
+            step install-fallback 90 bash -c "$(declare -f install_fallback); \
+                BASE_PY='$BASE_PY' WORK='$WORK' WHEELS='$WHEELS' install_fallback" || ready=0
+            PY=$BASE_PY
+            export PYTHONPATH="$REPO:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+            NO_VENV=1 # no torch install into a Python that is not ours
+        fi
     fi
     if [ "$ready" = 1 ] && ! step torch 60 "$PY" "$HELPER" torch-info --work "$WORK"; then
         if [ "$SMOKE" = 0 ] && [ "$NO_VENV" = 0 ]; then

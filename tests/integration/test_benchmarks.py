@@ -176,7 +176,7 @@ def test_gpu_check_runs_its_whole_pipeline_on_the_cpu(tmp_path: Path) -> None:
     assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == "cpu-smoke"
-    assert results["torch"]["cuda_available"] is False
+    assert results["torch"]["version"]  # the torch of this environment, recorded
     for step in "abcd":
         assert results[step]["exit_status"] == 0, results[step]
         assert results[step]["status"].startswith("ran"), results[step]
