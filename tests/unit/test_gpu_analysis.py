@@ -232,3 +232,30 @@ def _context(run: Run, tmp_path: Path) -> Context:
 def _context_of(session: Session) -> Context:
     tl = build_timeline(session)
     return Context(tl, segment(tl))
+
+
+def test_the_report_draws_nvml_utilisation_and_the_jobs_gpu_memory(tmp_path: Path) -> None:
+    from probe.report.model import build_page
+
+    b = SessionBuilder(tmp_path / "s", duration_s=10)
+    b.process(100, torch_threads=2)
+    b.steps(100, np.arange(0.5, 9.5, 0.05))
+    b.cpu(100, main=0.9, pool=0.9)
+    b.system(busy=1.8)
+    b.cuda(100, allocated=2e9, reserved=3e9)
+    # a GPU shared with another job (pid 999): only the job's own process is drawn; NVML could
+    # not read the utilisation for the first second (-1)
+    b.gpu(
+        util=lambda t: np.where(t < 1.0, -1.0, 90.0),
+        processes={100: 3.5e9, 999: 20e9},
+    )
+    page = build_page(diagnose(Session(b.write())))
+    gpu = page.graph("gpu")
+    assert gpu is not None and gpu.series[0].label == "GPU 0 utilisation"
+    assert np.nanmin(gpu.series[0].y) == pytest.approx(90.0)
+    memory = page.graph("memory")
+    assert memory is not None
+    labels = [s.label for s in memory.series]
+    nvml = [s for s in memory.series if "NVML" in s.label]
+    assert [s.label for s in nvml] == ["GPU 0 memory, NVML (main (pid 100))"], labels
+    assert np.nanmax(nvml[0].y) == pytest.approx(3.5e9 / 2**20, rel=0.01)

@@ -1,7 +1,8 @@
 """What the GPU verdicts share: how busy the job's GPUs were, and how long the host waited on them.
 
-Not a verdict of its own. host-sync-stalls, gpu-underutilized and python-bound read the same two
-measures, so that the share of time one of them blames is the share the others take out:
+Not a verdict of its own. host-sync-stalls, gpu-underutilized, python-bound and periodic-stall
+read the same measures, so that the share of time one of them blames is the share the others
+take out:
 
 - ``utilization``: NVML's utilisation (percent of time a kernel ran) of each GPU the job's
   processes used, averaged over the analysed window (sampled outside the job, ~10 Hz).
@@ -12,8 +13,8 @@ measures, so that the share of time one of them blames is the share the others t
 A host that waits on the GPU loses nothing while the GPU is busy: the wait only costs time when
 the GPU then idles (the queue drained, the host has to launch the next step's work before the GPU
 has any). So the GPU's idle share bounds what a host-side cause can have cost a GPU loop, and
-``idle_left`` is what is left of it once the loop's waits for its input and on the GPU are taken
-out: the idle time that only the host's own pace (Python, launches) can explain.
+``IdleTime.left`` is what is left of it once the loop's waits for its input and on the GPU are
+taken out: the idle time that only the host's own pace (Python, launches) can explain.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def sync_per_step(ctx: Context) -> tuple[npt.NDArray[np.float64], npt.NDArray[np
         k = np.searchsorted(steps.end[mine], ts, side="right")  # the step that ends after it
         inside = k < len(mine)
         k = k[inside]
-        inside_step = ts[inside] >= steps.start[mine][k]  # nan start (first step): not counted
+        inside_step = ts[inside] >= steps.start[mine][k]  # before the first step: in none
         has[mine[k[inside_step]]] = True
     return waited, has
 
