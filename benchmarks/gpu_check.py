@@ -151,6 +151,24 @@ def session_facts(path: Path) -> dict[str, Any]:
     }
 
 
+def every_finding(path: Path) -> dict[str, Any]:
+    """Every detector's outcome on the session (the diagnosis JSON lists the issues only): what
+    a run on a GPU needs to say why a verdict was or was not given, without the GPU again."""
+    from probe.analysis.diagnosis import diagnose
+    from probe.session.reader import Session
+
+    d = diagnose(Session(path))
+    return {
+        k: {
+            "status": f.status,
+            "impact": round(f.impact, 4),
+            "why": f.reason or f.title,
+            "evidence": json.loads(json.dumps(f.evidence, default=str)),
+        }
+        for k, f in d.findings.items()
+    }
+
+
 def report_shows(html: Path) -> dict[str, bool]:
     """Whether the report draws NVML's utilisation and per-process GPU memory."""
     text = html.read_text(errors="replace") if html.exists() else ""
@@ -195,6 +213,7 @@ def scenario(args: argparse.Namespace) -> int:
     if session.is_dir():
         try:
             result.update(session_facts(session))
+            result["findings"] = every_finding(session)
         except Exception as exc:  # the table says what broke; the next steps still run
             result["notes"].append(f"session unreadable: {type(exc).__name__}: {exc}")
     result.update(report_shows(work / "sessions" / f"{name}.html"))
@@ -408,6 +427,11 @@ def _issues(r: dict[str, Any]) -> str:
     return ", ".join(f"{i['id']} {i['impact']:.2f}" for i in r.get("issues", [])) or "none"
 
 
+def _steady_util(r: dict[str, Any]) -> Any:
+    """gpu-underutilized's mean utilisation over the analysed window, where it judged one."""
+    return r.get("findings", {}).get("gpu-underutilized", {}).get("evidence", {}).get("utilization")
+
+
 def _cell(value: Any, unit: str = "") -> str:
     return "n/a" if value is None else f"{value}{unit}"
 
@@ -417,7 +441,7 @@ def table(args: argparse.Namespace) -> int:
     out: Path = args.out
     torch = _load(work, "torch") or {}
     rows = [
-        "| step | expected | verdict (issues: impact) | GPU busy (NVML, run mean) | "
+        "| step | expected | verdict (issues: impact) | GPU busy (NVML: steady state; run) | "
         "job's GPU memory (NVML) | CUDA allocated peak | host syncs | wall | result |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -431,7 +455,8 @@ def table(args: argparse.Namespace) -> int:
         expected = r["expected"] + "".join(f" + {a}" for a in r.get("expected_also", []))
         rows.append(
             f"| {r['title']} | {expected} | {r.get('category', 'none')} ({_issues(r)}) | "
-            f"{_cell(r.get('nvml_util_mean'), ' %')} | {_cell(r.get('nvml_gpu_memory_mb'), ' MB')} "
+            f"{_cell(_steady_util(r), ' %')}; {_cell(r.get('nvml_util_mean'), ' %')} | "
+            f"{_cell(r.get('nvml_gpu_memory_mb'), ' MB')} "
             f"| {_cell(r.get('cuda_allocated_peak_mb'), ' MB')} | {_cell(r.get('host_syncs'))} | "
             f"{r['seconds']} s | {r['status']} |"
         )
