@@ -368,7 +368,9 @@ def torch_info(args: argparse.Namespace) -> int:
     info["cpu_only"] = not info.get("cuda_build")
     _write(args.work, "torch", info)
     print(json.dumps(info))
-    return 0 if info.get("cuda_available") else 1
+    if info.get("cuda_available"):
+        return 0
+    return 3 if info.get("cuda_build") else 1  # 3: a CUDA build that sees no GPU
 
 
 def screenshot(args: argparse.Namespace) -> int:

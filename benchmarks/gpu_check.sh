@@ -57,6 +57,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 START=$(date +%s)
 if [ "$NO_VENV" = 1 ]; then PY=$BASE_PY; else PY=$WORK/venv/bin/python; fi
 HELPER=$REPO/benchmarks/gpu_check.py
+LAST_RC=0
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 
@@ -77,6 +78,7 @@ step() {
     t0=$(date +%s)
     GPU_CHECK_STEP_LIMIT=$limit timeout -k 10 "$limit" "$@"
     rc=$?
+    LAST_RC=$rc
     [ "$rc" = 124 ] && rc="124 (timed out)"
     printf '%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" >>"$WORK/steps.tsv"
     echo "== $name: exit status $rc after $(($(date +%s) - t0)) s"
@@ -113,10 +115,15 @@ install_fallback() {
     "$BASE_PY" -m pip install -q --no-deps --no-index --target "$WORK/site" "$WHEELS"/*.whl
 }
 
-# pip's own defaults only (no local find-links that could hold a CPU build of the same version)
+# The pinned torch with pip's own defaults (no configured find-links, which could hold a CPU
+# build of the same version; a torch wheel in GPU_CHECK_WHEELS is used if there is one).
 install_torch() {
-    PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= \
-        "$PY" -m pip install -q -c "$REPO/constraints.txt" torch
+    local pip=("$PY" -m pip) extra=()
+    "$PY" -m pip --version >/dev/null 2>&1 || pip=("$BASE_PY" -m pip --python "$PY")
+    compgen -G "$WHEELS/torch-*.whl" >/dev/null && extra=(--find-links "$WHEELS")
+    env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL \
+        PIP_CONFIG_FILE=/dev/null \
+        "${pip[@]}" install -q -c "$REPO/constraints.txt" ${extra[@]+"${extra[@]}"} torch
 }
 
 main() {
@@ -149,11 +156,13 @@ main() {
             NO_VENV=1 # no torch install into a Python that is not ours
         fi
     fi
+    # torch-info: 0 a CUDA device is usable; 3 a CUDA build that sees no device; else no torch
+    # or a CPU-only build, for which the pinned torch is tried once
     if [ "$ready" = 1 ] && ! step torch 60 "$PY" "$HELPER" torch-info --work "$WORK"; then
-        if [ "$SMOKE" = 0 ] && [ "$NO_VENV" = 0 ]; then
+        if [ "$SMOKE" = 0 ] && [ "$NO_VENV" = 0 ] && [ "$LAST_RC" != 3 ]; then
             echo "no CUDA build of torch in $BASE_PY: trying pip's (the pinned version)"
             step torch-install 200 bash -c "$(declare -f install_torch); PY='$PY' \
-                REPO='$REPO' install_torch"
+                BASE_PY='$BASE_PY' REPO='$REPO' WHEELS='$WHEELS' install_torch"
             step torch-again 60 "$PY" "$HELPER" torch-info --work "$WORK" || ready=0
         elif [ "$SMOKE" = 0 ]; then
             ready=0
