@@ -23,6 +23,8 @@
 #   GPU_CHECK_WHEELS    a folder of wheels for an offline install (default: .whl in the repo;
 #                       benchmarks/gpu_check_wheels.sh fills it for the GPU machine's Python)
 #   GPU_CHECK_BUDGET_S  the whole script's time, seconds (default 450; 240 for --cpu-smoke)
+#   GPU_CHECK_ONLY      a subset of the steps to run, e.g. "b d" for a second, shorter run
+#                       after a fix (from: a b c d context overhead screenshot; default all)
 #
 # The install: a venv over GPU_CHECK_PYTHON's packages (--system-site-packages: its torch, the
 # CUDA build, is used as it is; the project never installs torch here), then the project with
@@ -60,6 +62,8 @@ HELPER=$REPO/benchmarks/gpu_check.py
 LAST_RC=0
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
+ONLY=" ${GPU_CHECK_ONLY:-a b c d context overhead screenshot} "
+wanted() { [[ "$ONLY" == *" $1 "* ]]; }
 
 # step NAME LIMIT CMD...: run CMD for at most LIMIT seconds (less if the budget is short),
 # record its exit status and time in $WORK/steps.tsv, and say whether it succeeded.
@@ -171,19 +175,21 @@ main() {
 
     if [ "$ready" = 1 ]; then
         for s in a b c d; do
+            wanted "$s" || continue
             step "scenario-$s" 110 "$PY" "$HELPER" scenario "$s" --work "$WORK" --python "$PY" \
                 --seconds "$loop_s" ${tiny[@]+"${tiny[@]}"} --timeout 100
         done
-        step context 70 "$PY" "$HELPER" context --work "$WORK" --python "$PY" \
+        wanted context && step context 70 "$PY" "$HELPER" context --work "$WORK" --python "$PY" \
             --seconds "$context_s" --timeout 60
         local steps=20
         [ "$SMOKE" = 0 ] && steps=$("$PY" "$HELPER" steps-for --work "$WORK" \
             --seconds "$ab_seconds" --default 200)
-        echo "overhead A/B: $steps steps of (a) a run"
-        step overhead 200 "$PY" benchmarks/overhead.py --workload examples/scenarios/gpu_healthy.py \
-            --steps "$steps" --rounds "$rounds" --no-control ${wl[@]+"${wl[@]}"} \
-            --json "$WORK/overhead.json" --markdown "$WORK/overhead.md"
-        step screenshot 45 "$PY" "$HELPER" screenshot --work "$WORK" --png "$OUT/report.png" \
+        wanted overhead && echo "overhead A/B: $steps steps of (a) a run" &&
+            step overhead 200 "$PY" benchmarks/overhead.py \
+                --workload examples/scenarios/gpu_healthy.py --steps "$steps" --rounds "$rounds" \
+                --no-control ${wl[@]+"${wl[@]}"} \
+                --json "$WORK/overhead.json" --markdown "$WORK/overhead.md"
+        wanted screenshot && step screenshot 45 "$PY" "$HELPER" screenshot --work "$WORK" --png "$OUT/report.png" \
             --timeout 40
     fi
 
