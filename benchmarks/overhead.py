@@ -3,6 +3,7 @@
     python benchmarks/overhead.py                       # 8 rounds, with an A/A control
     python benchmarks/overhead.py --rounds 12 --no-control --markdown results/overhead.md
     python benchmarks/overhead.py -- --stack-rate 0     # options after -- go to `probe doctor`
+    python benchmarks/overhead.py --workload examples/scenarios/gpu_healthy.py --steps 300
 
 Each round runs the arms (the bare workload, the workload under probe, and, unless --no-control,
 the bare workload a second time) forwards and then backwards (bare probe control control probe
@@ -114,11 +115,19 @@ def _ratio_summary(ratios: list[float]) -> dict[str, float]:
     }
 
 
-def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[str, Any]:
+def measure(
+    rounds: int,
+    steps: int,
+    control: bool,
+    extra: list[str],
+    workload_cmd: list[str] | None = None,
+) -> dict[str, Any]:
+    """``workload_cmd`` replaces the default workload (cpu_train.py); it is given ``--steps``
+    and must print the loop's time as the workloads do."""
     env = dict(os.environ)
     env["PROBE_NO_OPEN"] = "1"
     env.pop("PROBE_AGENT", None)
-    workload = [sys.executable, str(WORKLOAD), "--steps", str(steps)]
+    workload = [*(workload_cmd or [sys.executable, str(WORKLOAD)]), "--steps", str(steps)]
     arms = ["bare", "probe"] + (["control"] if control else [])
     # One dict per round: arm -> its two runs (mirrored order, see mirrored.py).
     rounds_runs: list[dict[str, list[dict[str, float]]]] = []
@@ -172,6 +181,7 @@ def measure(rounds: int, steps: int, control: bool, extra: list[str]) -> dict[st
     # The probe run's tree CPU includes the probe process; the job's CPU is what is left.
     job_share = [o / max(r["tree_cpu_s"] - o, 1e-9) for o, r in zip(own, probe_runs)]
     result: dict[str, Any] = {
+        "workload": [Path(a).name if a.endswith(".py") else a for a in workload[1:]],
         "rounds": rounds,
         "runs_per_arm": 2 * rounds,
         "steps": steps,
@@ -209,6 +219,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "| measure | value |",
         "|---|---|",
+        f"| workload | `{' '.join(r['workload'])}` |",
         f"| rounds (mirrored: each arm twice a round) | {r['rounds']} |",
         f"| `probe doctor` options | `{' '.join(['--collect-only', *r['probe_args']])}` |",
         f"| bare loop / wall time (median) | {r['bare_loop_s']:.2f} s / {r['bare_wall_s']:.2f} s |",
@@ -248,11 +259,24 @@ def main() -> None:
     parser.add_argument(
         "--no-control", dest="control", action="store_false", help="skip the A/A control arm"
     )
+    parser.add_argument(
+        "--workload",
+        type=Path,
+        default=WORKLOAD,
+        help="the training program (run with this Python; takes --steps, prints its loop time)",
+    )
+    parser.add_argument(
+        "--workload-arg",
+        action="append",
+        default=[],
+        help="an extra argument for the workload (repeat for more)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("probe_args", nargs="*", help="extra `probe doctor` options (after --)")
     args = parser.parse_args()
-    result = measure(args.rounds, args.steps, args.control, args.probe_args)
+    workload = [sys.executable, str(args.workload), *args.workload_arg]
+    result = measure(args.rounds, args.steps, args.control, args.probe_args, workload)
     table = markdown(result)
     print(table)
     if args.json:

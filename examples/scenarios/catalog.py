@@ -9,6 +9,8 @@ Importable without torch (the tests read it before deciding what to run). Each e
                  "torchrun" (torchrun --standalone --nproc_per_node 2 FILE ARGV...)
     seconds      typical wall time on an idle 2-core machine, imports included
     description  what the program does and why it earns its verdict
+    needs        (optional) "cuda": runs only where torch sees a CUDA GPU; the others run anywhere
+    also         (optional) other verdict ids that must be among the run's issues
 """
 
 from __future__ import annotations
@@ -232,6 +234,63 @@ SCENARIOS: list[dict] = [
         ),
     },
 ]
+
+
+# Sized for one large data-centre GPU (an H100 or H200); `seconds` is the loop's time on one.
+GPU_SCENARIOS: list[dict] = [
+    {
+        "id": "healthy",
+        "file": "gpu_healthy.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 35,
+        "needs": "cuda",
+        "description": (
+            "bf16 residual MLP (8 blocks, width 2048, 16384 rows a batch) on batches resident on "
+            "the GPU, fused AdamW, the loss read every 100 steps: the GPU busy nearly all the time."
+        ),
+    },
+    {
+        "id": "host-sync-stalls",
+        "file": "gpu_host_sync.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 35,
+        "needs": "cuda",
+        "description": (
+            "The same kind of loop calling loss.item() and copying its predictions to the host "
+            "(.cpu()) every step for metrics computed on the CPU (about half a GPU step of work, "
+            "sized at start-up): the host waits on the GPU, then the GPU waits on the host."
+        ),
+    },
+    {
+        "id": "input-bound",
+        "file": "gpu_input_bound.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 35,
+        "needs": "cuda",
+        "also": ["gpu-underutilized"],
+        "description": (
+            "Small model on the GPU fed by 2 DataLoader workers that build and filter each image "
+            "in the frequency domain on the CPU: the loop waits in next(), the GPU idles."
+        ),
+    },
+    {
+        "id": "memory-growth",
+        "file": "gpu_memory_growth.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 35,
+        "needs": "cuda",
+        "description": (
+            "The healthy loop keeping rows of every batch's features on the GPU for a later "
+            "evaluation (sized at start-up to ~600 MB/s): CUDA memory allocated grows steadily, "
+            "RSS stays flat."
+        ),
+    },
+]
+SCENARIOS += GPU_SCENARIOS
 
 
 def by_id(verdict: str) -> list[dict]:

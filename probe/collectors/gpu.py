@@ -15,6 +15,10 @@ from probe.session.writer import RecordBuffer
 
 NVML_SUCCESS = 0
 NVML_ERROR_INSUFFICIENT_SIZE = 7
+# usedGpuMemory is ~0 where the driver cannot tell; anything this large is no real size (and
+# would not fit the record's signed 64-bit field)
+NOT_A_SIZE = 1 << 62
+PID_MAX = 1 << 22  # the kernel's highest pid_max
 _LIBRARY_NAMES = ("libnvidia-ml.so.1", "libnvidia-ml.so")
 
 
@@ -30,13 +34,48 @@ class _Memory(ctypes.Structure):
     ]
 
 
-class _ProcessInfo(ctypes.Structure):  # nvmlProcessInfo_v2/_v3 layout
+class _ProcessInfoV1(ctypes.Structure):  # nvmlProcessInfo_v1_t
+    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong)]
+
+
+class _ProcessInfoV2(ctypes.Structure):  # nvmlProcessInfo_v2_t
     _fields_ = [
         ("pid", ctypes.c_uint),
         ("usedGpuMemory", ctypes.c_ulonglong),
         ("gpuInstanceId", ctypes.c_uint),
         ("computeInstanceId", ctypes.c_uint),
     ]
+
+
+class _ProcessInfoV3(ctypes.Structure):  # what the R535-R545 drivers fill through _v3
+    _fields_ = [
+        ("pid", ctypes.c_uint),
+        ("usedGpuMemory", ctypes.c_ulonglong),
+        ("gpuInstanceId", ctypes.c_uint),
+        ("computeInstanceId", ctypes.c_uint),
+        ("usedGpuCcProtectedMemory", ctypes.c_ulonglong),
+    ]
+
+
+def _process_api(lib: Any) -> tuple[Any, type[ctypes.Structure]] | None:
+    """The per-process memory call and the struct the installed driver fills through it.
+
+    The array's element size changed under the same function name: the R535-R545 drivers fill
+    32-byte records through ``..._v3`` (a confidential-computing field added at the end), the
+    drivers that added ``nvmlDeviceGetRunningProcessDetailList`` for that went back to 24 bytes.
+    Reading 32-byte records as 24-byte ones garbles every process after the first.
+    """
+    v3 = getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v3", None)
+    if v3 is not None:
+        cc_era = hasattr(lib, "nvmlDeviceGetConfComputeMemSizeInfo") and not hasattr(
+            lib, "nvmlDeviceGetRunningProcessDetailList"
+        )
+        return v3, _ProcessInfoV3 if cc_era else _ProcessInfoV2
+    v2 = getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v2", None)
+    if v2 is not None:
+        return v2, _ProcessInfoV2
+    v1 = getattr(lib, "nvmlDeviceGetComputeRunningProcesses", None)
+    return (v1, _ProcessInfoV1) if v1 is not None else None
 
 
 def _load_library() -> Any:
@@ -61,9 +100,8 @@ class GpuSampler:
         self._lib = lib
         self._handles = handles
         self.names = names
-        self._proc_fn = getattr(lib, "nvmlDeviceGetComputeRunningProcesses_v3", None) or getattr(
-            lib, "nvmlDeviceGetComputeRunningProcesses_v2", None
-        )
+        self._proc_api = _process_api(lib)
+        self._proc_capacity = 64
         self.failures = 0
 
     @classmethod
@@ -119,18 +157,29 @@ class GpuSampler:
                 buffer.add(fmt.GPU_PROC, now, index, pid, used)
 
     def _processes(self, handle: Any) -> list[tuple[int, int]]:
-        if self._proc_fn is None:
+        """(pid, bytes) of each process with a compute context on the GPU (-1: not available)."""
+        if self._proc_api is None:
             return []
-        count = ctypes.c_uint(64)
-        infos = (_ProcessInfo * 64)()
-        rc = self._proc_fn(handle, ctypes.byref(count), infos)
-        if rc != NVML_SUCCESS:
-            return []
-        out = []
-        for info in infos[: count.value]:
-            used = int(info.usedGpuMemory)
-            out.append((int(info.pid), used if used < (1 << 62) else -1))
-        return out
+        fn, struct = self._proc_api
+        for _attempt in range(2):
+            count = ctypes.c_uint(self._proc_capacity)
+            infos = (struct * self._proc_capacity)()
+            rc = fn(handle, ctypes.byref(count), infos)
+            if rc == NVML_ERROR_INSUFFICIENT_SIZE and count.value > self._proc_capacity:
+                self._proc_capacity = count.value + 16  # more processes than room: grow, again
+                continue
+            if rc != NVML_SUCCESS:
+                return []
+            out = []
+            for info in infos[: min(count.value, self._proc_capacity)]:
+                pid = int(info.pid)
+                if not 0 < pid <= PID_MAX:  # a record read with the wrong layout
+                    self.failures += 1
+                    continue
+                used = int(info.usedGpuMemory)
+                out.append((pid, used if used < NOT_A_SIZE else -1))
+            return out
+        return []
 
     def close(self) -> None:
         try:

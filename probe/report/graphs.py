@@ -205,7 +205,8 @@ def _memory_unit(peak: float) -> tuple[float, str]:
 
 
 def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
-    if not tl.rss and not tl.cuda:
+    gpu_procs = tl.session.table("gpu_proc")
+    if not tl.rss and not tl.cuda and not len(gpu_procs):
         return None
     x = tl.centers
     own = [p for p in training if p in tl.rss][:MAX_SERIES_PROCESSES]
@@ -250,6 +251,19 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
         where = f"pid {pid}, cuda:{dev}"
         raw.append((f"CUDA allocated ({where})", t, alloc, "cuda", "line"))
         raw.append((f"CUDA reserved ({where})", t, reserved, "cuda-reserved", "line"))
+    # NVML's view of each process's GPU memory: its CUDA context and everything outside torch's
+    # allocator too (only the job's own processes: NVML lists every process on the GPU).
+    ours = np.isin(gpu_procs["pid"], list(tl.processes))
+    pairs = sorted(
+        {(int(p), int(i)) for p, i in zip(gpu_procs["pid"][ours], gpu_procs["index"][ours])}
+    )
+    for pid, index in pairs[:MAX_SERIES_PROCESSES]:
+        r = gpu_procs.where((gpu_procs["pid"] == pid) & (gpu_procs["index"] == index))
+        used = r["mem"].astype(np.float64)
+        used[used < 0] = np.nan
+        if np.isfinite(used).any():
+            label = f"GPU {index} memory, NVML ({short_label(tl.processes.get(pid), pid)})"
+            raw.append((label, tl.to_s(r["t"]), used, "gpu-memory", "line"))
     if not raw:
         return None
     peak = _finite_max([r[2] for r in raw])
@@ -275,8 +289,9 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
         title="Memory",
         description=(
             "Resident memory of each process (workers share many pages with the main process, "
-            "so their total overstates what they add). A line that keeps rising across steps "
-            "is a leak."
+            "so their total overstates what they add); on a GPU, torch's CUDA memory "
+            "(allocated, and reserved by its caching allocator) and NVML's per-process GPU memory "
+            "(with the CUDA context). A line that keeps rising across steps is a leak."
         ),
         y_label=unit,
         series=series,
@@ -290,7 +305,13 @@ def gpu_graph(tl: Timeline) -> Graph | None:
     if not tl.gpu:
         return None
     series = [
-        _series(f"GPU {index} utilisation", t, util, f"proc{k % 8}" if k else "main", unit="%")
+        _series(
+            f"GPU {index} utilisation",
+            t,
+            np.where(util >= 0, util, np.nan),  # -1: NVML could not read it (e.g. under MIG)
+            f"proc{k % 8}" if k else "main",
+            unit="%",
+        )
         for k, (index, (t, util, _mem)) in enumerate(sorted(tl.gpu.items()))
     ]
     return Graph(

@@ -51,6 +51,7 @@ COLORS = {
     "gen2": "#d62728",
     "cuda": "#8e44ad",
     "cuda-reserved": "#c39bd3",
+    "gpu-memory": "#4a235a",
     "limit": "#555555",
     "threshold": "#d62728",
 }

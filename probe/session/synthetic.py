@@ -447,6 +447,65 @@ class SessionBuilder:
             loop=loop,
         )
 
+    # -- GPU ------------------------------------------------------------------------------------
+
+    def cuda(
+        self,
+        pid: int,
+        *,
+        allocated: Series,
+        reserved: Series | None = None,
+        device: int = 0,
+        every_s: float = 0.5,
+        start: float = 0.0,
+    ) -> None:
+        """The agent's CUDA memory polls (every 0.5 s, like the agent's): bytes."""
+        t = np.arange(start, self.duration_s + 1e-9, every_s)
+        alloc = _values(allocated, t)
+        res = alloc if reserved is None else _values(reserved, t)
+        self.agent(pid).add(
+            fmt.CUDA,
+            t=self.ns(t),
+            device=device,
+            allocated=alloc,
+            reserved=res,
+            peak=np.maximum.accumulate(alloc),
+        )
+
+    def gpu(
+        self,
+        *,
+        util: Series,
+        mem_used: Series = 20e9,
+        mem_total: int = 80 << 30,
+        index: int = 0,
+        processes: dict[int, Series] | None = None,
+    ) -> None:
+        """NVML's samples of one GPU on the sampler's grid: utilisation (percent, -1 unknown),
+        memory, and each listed process's GPU memory (pid -> bytes)."""
+        t = self.grid
+        self.sampler.add(
+            fmt.GPU,
+            t=self.ns(t),
+            index=index,
+            util=_values(util, t),
+            mem_util=0.0,
+            mem_used=_values(mem_used, t),
+            mem_total=mem_total,
+        )
+        for pid, mem in (processes or {}).items():
+            self.sampler.add(fmt.GPU_PROC, t=self.ns(t), index=index, pid=pid, mem=_values(mem, t))
+
+    def syncs(self, pid: int, starts: Any, durs: Any, *, call: str = "item") -> None:
+        """Host waits on the GPU timed by the sync hooks (``call`` from fmt.SYNC_CALLS)."""
+        self.agent(pid).add(
+            fmt.SYNC,
+            t=self.ns(starts),
+            dur=(np.asarray(durs, dtype=np.float64) * 1e9).astype(np.int64),
+            tid=pid,
+            what=fmt.SYNC_CALLS.index(call),
+        )
+
     # -- output ---------------------------------------------------------------------------------
 
     def write(self) -> Path:

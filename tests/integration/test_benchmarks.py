@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from types import ModuleType
 
@@ -149,3 +151,87 @@ def test_peers_runs_and_names_missing_tools(tmp_path: Path) -> None:
     assert control["status"] == "ok" and control["loop_ratio"]["median"] > 0
     assert "| loader | bare (A/A control) |" in (out / "peers.md").read_text()
     assert (out / "peers.html").stat().st_size > 10_000
+
+
+def _gpu_check() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_whole_pipeline_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU check's plumbing, with toy sizes on the CPU: every step runs, and what the device
+    tool brings back (at most 8 files, plain names) holds the table, the diagnoses and reports."""
+    out = tmp_path / "out"
+    env = {
+        "PATH": f"{Path(PYTHON).parent}:/usr/bin:/bin",
+        "PROBE_NO_OPEN": "1",
+        "OUT": str(out),
+        "GPU_CHECK_PYTHON": PYTHON,
+        "TMPDIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--cpu-smoke", "--no-venv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    files = {p.name for p in out.iterdir()}
+    assert {"results.md", "results.json", "gpu-check.log", "reports.tar.gz"} <= files
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files)
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "cpu-smoke"
+    assert results["torch"]["version"]  # the torch of this environment, recorded
+    for step in "abcd":
+        assert results[step]["exit_status"] == 0, results[step]
+        assert results[step]["status"].startswith("ran"), results[step]
+        assert results[step]["loop"]["steps"] > 0
+        assert set(results[step]["findings"]) >= {"host-sync-stalls", "gpu-underutilized"}
+    assert results["overhead"]["rounds"] == 1 and results["overhead"]["loop_ratio"]["median"] > 0
+    assert results["context"]["cuda_initialized_in_program"] is False
+    assert results["context"]["exit_status"] == 0
+    table = (out / "results.md").read_text()
+    for title in (
+        "(a) healthy",
+        "(b) .item()",
+        "(c) GPU starved",
+        "(d) CUDA tensors",
+        "(e) overhead",
+    ):
+        assert f"| {title}" in table
+    with tarfile.open(out / "reports.tar.gz") as tar:
+        names = set(tar.getnames())
+    for name in ("a-gpu_healthy", "b-gpu_host_sync", "c-gpu_input_bound", "d-gpu_memory_growth"):
+        assert f"diagnoses/{name}.json" in names and f"sessions/{name}.html" in names
+    assert not list(tmp_path.glob("gpu-check.*")), "the work folder is left behind"
+
+
+def test_the_gpu_check_judges_each_scenario_by_what_must_hold_on_a_gpu() -> None:
+    gpu_check = _gpu_check()
+    good = {
+        "exit_status": 0,
+        "category": "input-bound",
+        "expected": "input-bound",
+        "expected_also": ["gpu-underutilized"],
+        "issues": [{"id": "input-bound"}, {"id": "gpu-underutilized"}],
+        "nvml_samples": 200,
+        "nvml_gpu_memory_mb": 1800,
+        "cuda_samples": 40,
+        "processes_with_cuda_context": [4242],
+        "report_gpu_utilisation": True,
+        "report_nvml_process_memory": True,
+    }
+    assert gpu_check._judge_scenario(good, smoke=False) == "pass"
+    bad = dict(good, issues=[{"id": "input-bound"}], processes_with_cuda_context=[1, 2])
+    bad["nvml_gpu_memory_mb"] = None
+    verdict = gpu_check._judge_scenario(bad, smoke=False)
+    assert verdict.startswith("FAIL")
+    assert "gpu-underutilized not among the issues" in verdict
+    assert "no NVML per-process memory" in verdict and "more than one process" in verdict
+    assert gpu_check._judge_scenario(dict(good, exit_status=None), smoke=True) == "FAIL: timed out"

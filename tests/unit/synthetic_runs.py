@@ -65,6 +65,11 @@ class Run:
     gc_in_stalls: bool = False  # each stall step's extra time is one full collection
     gc_holds_gil: bool = False  # samples during a collection waited for the GIL until it ended
     graph_nodes: int = 0  # autograd nodes per backward pass, reported every 50 steps
+    gpu_util: float | None = None  # NVML utilisation during the steps (None: no GPU sampled)
+    gpu_proc_mem: float | None = 3e9  # NVML's per-process memory of the job (None: not listed)
+    cuda_alloc: object = None  # CUDA memory allocated (bytes, or a function of time)
+    sync: float = 0.0  # seconds of each step the host waits on the GPU (.item()), at its end
+    sync_every: int = 1  # steps between steps that sync
 
     def build(self, path: Path) -> Session:
         b = SessionBuilder(path, duration_s=self.duration)
@@ -144,6 +149,14 @@ class Run:
                     np.full(len(starts), self.wait * 0.9),
                     worker=-1,
                 )
+        if self.gpu_util is not None:
+            procs = {pid: self.gpu_proc_mem} if self.gpu_proc_mem is not None else {}
+            b.gpu(util=lambda x: level(x, self.gpu_util, 0.0, 0.0), processes=procs)
+        if self.cuda_alloc is not None or self.gpu_util is not None:
+            b.cuda(pid, allocated=self.cuda_alloc if self.cuda_alloc is not None else 2e9)
+        if self.sync:
+            ends_synced = ends_a[1:][:: self.sync_every]
+            b.syncs(pid, ends_synced - self.sync - 0.0005, np.full(len(ends_synced), self.sync))
         gcs = np.zeros(0)
         if self.gc_every:
             gcs = np.arange(self.start + 0.3, end_steps - 0.3, self.gc_every)

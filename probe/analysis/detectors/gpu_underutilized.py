@@ -3,8 +3,9 @@
 From NVML, sampled outside the job: the utilisation of each GPU the job's processes used (percent
 of time a kernel was running) averaged over the analysed window. An issue when the busiest of
 them is used less than 50 % of the time (high below 20 %). Idle GPU time is usually a symptom:
-waiting for data, the GC, I/O or host syncs keep the GPU waiting; the share those already explain
-is subtracted from the impact so that the cause, not the symptom, comes first.
+waiting for data or on the GPU itself (host syncs) keeps the GPU waiting; the share of step time
+those already explain (DataLoader waits, host-sync waits) is subtracted from the impact so that
+the cause, not the symptom, comes first.
 
 What would fool it: NVML's utilisation counts a kernel running on any part of the GPU as busy, so
 a GPU that looks busy can still be underused by small kernels; a GPU shared with another job
@@ -14,6 +15,13 @@ shows that job's work too.
 from __future__ import annotations
 
 from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected, pct
+from probe.analysis.detectors.gpu_share import (
+    IdleTime,
+    data_wait_share,
+    gpus_used,
+    sync_share,
+    utilization,
+)
 
 ID = "gpu-underutilized"
 MODERATE = 50.0
@@ -24,37 +32,20 @@ def detect(ctx: Context) -> Finding:
     tl = ctx.tl
     if not tl.gpu:
         return insufficient(ID, "no NVIDIA GPU was seen")
-    used = _gpus_used(ctx)
-    if not used:
+    if not gpus_used(ctx):
         return not_detected(ID, "the job did not use the GPU")
-    t0, t1 = ctx.window
-    rows = []
-    for index in used:
-        t, busy, mem = tl.gpu[index]
-        ok = (t >= t0) & (t <= t1) & (busy >= 0)
-        if ok.sum() < 3:
-            continue
-        rows.append(
-            {
-                "gpu": index,
-                "utilization": round(float(busy[ok].mean()), 1),
-                "memory_used_mb": round(float(mem[ok].max()) / 2**20),
-            }
-        )
-    if not rows:
+    gpu = utilization(ctx)
+    best = gpu.busiest
+    if best is None:
         return insufficient(ID, "too few GPU samples in the steady state")
-    best = max(rows, key=lambda r: float(r["utilization"]))
     util = float(best["utilization"])
-    evidence = {"gpus": rows, "utilization": util}
+    evidence: dict[str, object] = {"gpus": gpu.rows, "utilization": util}
     if util >= MODERATE:
         return not_detected(ID, f"the GPU was busy {util:.0f} % of the time", **evidence)
     idle = 1 - util / 100
-    explained = (
-        float(ctx.training_wait_per_step.sum() / max(ctx.steps.duration.sum(), 1e-9))
-        if len(ctx.steps)
-        else 0.0
-    )
-    evidence["explained_by_data_waits"] = round(explained, 3)
+    why = IdleTime(idle=idle, data=data_wait_share(ctx), syncs=sync_share(ctx))
+    evidence["explained_by_data_waits"] = round(why.data, 3)
+    evidence["explained_by_host_syncs"] = round(why.syncs, 3)
     return Finding(
         id=ID,
         status="issue",
@@ -64,18 +55,7 @@ def detect(ctx: Context) -> Finding:
             "host does between launches (Python, data, syncs) leaves it waiting."
         ),
         severity="high" if util < HIGH else "moderate",
-        impact=max(idle - explained, 0.0),
+        impact=why.left,
         evidence=evidence,
         windows=[ctx.window],
     )
-
-
-def _gpus_used(ctx: Context) -> list[int]:
-    tl = ctx.tl
-    procs = tl.session.table("gpu_proc")
-    pids = set(tl.processes)
-    used = sorted({int(i) for i, p in zip(procs["index"], procs["pid"]) if int(p) in pids})
-    if used:
-        return used
-    devices = sorted({dev for (_pid, dev) in tl.cuda})
-    return [d for d in devices if d in tl.gpu] or (sorted(tl.gpu) if tl.cuda else [])

@@ -3,15 +3,23 @@
 Once the program has initialised CUDA, the agent times the calls that make the host wait for the
 device: ``Tensor.item``, ``Tensor.cpu`` and ``Tensor.tolist`` on CUDA tensors,
 ``torch.cuda.synchronize`` and stream and event synchronisation. Every such wait drains the
-GPU's queue of work, so the GPU idles while the host catches up. Their total inside the analysed
-window's steps, as a share of step time, with the same levels as other waits in the loop (5 %
-moderate, 20 % high) and at least one such wait in half of the steps (a sync in every step is
-the pattern; one at the end of an epoch is not).
+GPU's queue of work: once it returns, the GPU has nothing to run until the host has launched the
+next kernels, and whatever the host does first (metrics on the CPU, logging, fetching the next
+batch) is time the GPU idles.
 
-What would fool it: a wait the program needs (the loss printed every step); it is still time the
-GPU spends idle, and the recommendation says how to keep it off the critical path. Syncs hidden
-inside torch (``nonzero``, boolean-mask indexing, data-dependent shapes) are not hooked and show
-as torch time.
+A wait is not itself lost time: in a GPU-bound loop that prints ``loss.item()`` every step the
+host waits most of the step while the GPU stays busy, and the sync costs only the short gap
+before the next launch. So the impact is the share of step time the host waited on the GPU,
+bounded by the share of the window the GPU sat idle (NVML's utilisation of the GPUs the job
+used): the idle time the syncs can have caused. Issue levels as for other waits in the loop
+(5 % moderate, 20 % high), and at least one such wait in half of the steps (a sync in every
+step is the pattern; one at the end of an epoch is not). Without NVML's utilisation the cost
+cannot be told from the wait, and the verdict is not judged.
+
+What would fool it: a GPU idle for another reason while the host also syncs every step (input
+waits are subtracted from the idle share first, so input-bound keeps its own verdict). Syncs
+hidden inside torch (``nonzero``, boolean-mask indexing, data-dependent shapes) are not hooked
+and show as torch time.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from probe.analysis.detectors.base import (
     pct,
     severity,
 )
-from probe.analysis.timeline import overlap_with
+from probe.analysis.detectors.gpu_share import idle_time, sync_per_step
 from probe.session import format as fmt
 
 ID = "host-sync-stalls"
@@ -39,40 +47,51 @@ STEP_COVERAGE = 0.5
 
 def detect(ctx: Context) -> Finding:
     tl = ctx.tl
-    if not tl.cuda and not len(tl.session.table("sync")):
+    sync = tl.session.table("sync")
+    if not tl.cuda and not len(sync):
         return insufficient(ID, "the program did not use CUDA")
     steps = ctx.steps
     if len(steps) < MIN_STEPS:
         return insufficient(ID, f"needs at least {MIN_STEPS} steps in the steady state")
-    sync = tl.session.table("sync")
-    t = tl.to_s(sync["t"])
-    dur = sync["dur"].astype(np.float64) / 1e9
-    per_step = np.zeros(len(steps))
-    counts = np.zeros(len(steps))
-    for pid in np.unique(steps.pid):
-        mine = steps.pid == pid
-        sel = sync["pid"] == pid
-        per_step[mine] = overlap_with(steps.start[mine], steps.end[mine], t[sel], dur[sel])
-        idx = np.searchsorted(steps.end[mine], t[sel], side="left")
-        idx = idx[idx < mine.sum()]
-        counts[np.flatnonzero(mine)[np.unique(idx)]] = 1
-    share = float(per_step.sum() / max(steps.duration.sum(), 1e-9))
-    coverage = float(counts.mean()) if len(counts) else 0.0
+    per_step, has_sync = sync_per_step(ctx)
+    step_time = max(float(steps.duration.sum()), 1e-9)
+    share = float(per_step.sum() / step_time)
+    coverage = float(has_sync.mean())
     calls = {
         name: int((sync["what"] == i).sum())
         for i, name in enumerate(fmt.SYNC_CALLS)
         if (sync["what"] == i).any()
     }
-    evidence = {
+    evidence: dict[str, object] = {
         "sync_share": round(share, 4),
         "steps_with_sync": round(coverage, 3),
         "median_sync_ms_per_step": round(float(np.median(per_step)) * 1000, 2),
         "calls": calls,
     }
-    level = severity(share, MODERATE, HIGH)
-    if level is None or coverage < STEP_COVERAGE:
+    if severity(share, MODERATE, HIGH) is None or coverage < STEP_COVERAGE:
         return not_detected(ID, f"the host waited on the GPU {pct(share)} of step time", **evidence)
+    gpu = idle_time(ctx, ctx.training_pids)
+    if gpu is None:
+        return insufficient(
+            ID,
+            f"the host waited on the GPU {pct(share)} of step time, but the GPU's utilisation "
+            "was not sampled (no NVML), so whether the GPU idled meanwhile is unknown",
+            **evidence,
+        )
+    idle = gpu.idle
+    cost = gpu.sync_cost
+    evidence.update(gpu_idle_share=round(idle, 3), data_wait_share=round(gpu.data, 3))
+    level = severity(cost, MODERATE, HIGH)
+    if level is None:
+        return not_detected(
+            ID,
+            f"the host waited on the GPU {pct(share)} of step time, but the GPU was busy "
+            f"{pct(1 - idle)} of the time: the waits cost it at most {pct(cost)}",
+            **evidence,
+        )
     st = tl.stacks
+    t = tl.to_s(sync["t"])
+    dur = sync["dur"].astype(np.float64) / 1e9
     mask = np.zeros(len(st), dtype=bool)
     for pid in ctx.training_pids:
         sel = sync["pid"] == pid
@@ -81,14 +100,15 @@ def detect(ctx: Context) -> Finding:
     return Finding(
         id=ID,
         status="issue",
-        title=f"The host waits on the GPU inside the loop: {pct(share)} of step time",
+        title=f"The host waits on the GPU inside the loop, and the GPU idles {pct(idle)}",
         summary=(
             f"In {pct(coverage)} of the steps the training thread blocked until the GPU caught "
-            f"up (median {ms(float(np.median(per_step)))} per step, mostly in {main_call}()); "
-            "each wait empties the GPU's queue of work."
+            f"up (median {ms(float(np.median(per_step)))} per step, {pct(share)} of step time, "
+            f"mostly in {main_call}()). Each wait empties the GPU's queue of work, and the GPU "
+            f"sat idle {pct(idle)} of the steady state while the host did the rest of its step."
         ),
         severity=level,
-        impact=share,
+        impact=cost,
         evidence=evidence,
         windows=[ctx.window],
         stacks=st.top(mask, 5),

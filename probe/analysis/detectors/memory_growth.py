@@ -15,7 +15,8 @@ process's memory grows when:
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
 step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
-the memory available on the host.
+the memory available on the host; for CUDA memory, the GPU's memory less what NVML saw in use
+beside this process's own allocator pool (CUDA contexts, other processes).
 
 Impact is not wall time lost (a leak costs none until it kills the job): it is 0.5 when the
 limit would be reached within an hour and 0.25 otherwise, so a leak outranks slowdowns of less
@@ -179,10 +180,19 @@ def _limit(ctx: Context, worst: dict[str, Any]) -> tuple[float | None, str]:
     tl = ctx.tl
     if worst["kind"] == "cuda":
         gpu = tl.session.table("gpu")
-        mine = gpu.where(gpu["index"] == worst.get("device", 0))
-        if len(mine) and int(mine["mem_total"].max()) > 0:
-            return float(mine["mem_total"].max()), "GPU's memory"
-        return None, "GPU's memory"
+        indices = {int(i) for i in gpu["index"]}
+        device = int(worst.get("device", 0))
+        index = device if device in indices else (indices.pop() if len(indices) == 1 else None)
+        mine = gpu.where(gpu["index"] == index)
+        total = int(mine["mem_total"].max()) if len(mine) else -1
+        if total <= 0:
+            return None, "GPU's memory"
+        # The device also holds CUDA contexts, other processes' memory and what this one took
+        # outside torch's allocator: NVML's used memory less this process's reserved pool.
+        used = mine["mem_used"][mine["mem_used"] >= 0]
+        _t, _alloc, reserved = tl.cuda[(worst["pid"], device)]
+        others = max(float(used[-1]) - float(reserved[-1]), 0.0) if len(used) else 0.0
+        return total - others, "GPU's memory"
     if tl.memory_limit:
         # The cgroup counts every process in it: the headroom is the limit minus all of them.
         others = sum(

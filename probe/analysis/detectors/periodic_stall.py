@@ -20,8 +20,11 @@ slowdowns, not periodic work.
 Stalls already explained by the garbage collector or by waits for the training data belong to
 gc-pauses and input-bound: when those account for half or more of the stall steps' extra time,
 this verdict stands aside. The rest of the extra time (stall duration minus the median step) as a
-share of the window is the impact; 3 % is moderate, 15 % high. The stacks are what the main
-thread ran during the stalls' extra time, which names the checkpoint, evaluation or logging code.
+share of the window is the impact; 3 % is moderate, 15 % high. In a loop that drives a GPU the
+impact is at most the GPU's idle share (NVML): a step that reads ``loss.item()`` every N steps
+waits for all the work queued ahead of it, and is long without costing the GPU anything. The
+stacks are what the main thread ran during the stalls' extra time, which names the checkpoint,
+evaluation or logging code.
 
 What would fool it: irregular one-off stalls (a slow filesystem once) are not periodic and are
 not reported here; a run shorter than three periods cannot show a period.
@@ -47,6 +50,7 @@ from probe.analysis.detectors.base import (
     pct,
     severity,
 )
+from probe.analysis.detectors.gpu_share import utilization
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
 from probe.analysis.timeline import StepTable
@@ -354,6 +358,13 @@ def detect(ctx: Context) -> Finding:
             **evidence,
         )
     impact = (total_excess - explained) / ctx.wall
+    gpu_idle = utilization(ctx, [pid]).idle_share
+    if gpu_idle is not None and gpu_idle < impact:
+        # A loop that drives a GPU loses a long step only while the GPU idles: a step that reads
+        # the loss every N steps waits for all the work queued ahead (the steps before it ran
+        # ahead of the GPU), and the GPU, busy throughout, loses nothing.
+        evidence["gpu_idle_share"] = round(gpu_idle, 3)
+        impact = gpu_idle
     evidence["stall_share"] = round(impact, 4)
     level = severity(impact, MODERATE, HIGH)
     if level is None:

@@ -18,9 +18,15 @@ into Python and operator dispatch rather than into computation:
   not even wake the pool).
 
 Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter
-share (the collector held the GIL, not the program). Time in the collector and in DataLoader
-waits is subtracted (those have their own verdicts); what
-is left of the main thread's busy time is the impact. 15 % is moderate, 40 % high.
+share (the collector held the GIL, not the program). Time in the collector, in DataLoader
+waits and in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it
+waits) is subtracted (those have their own verdicts); what is left of the main thread's busy
+time is the impact. 15 % is moderate, 40 % high. A process that drives a GPU loses no more than
+the GPU idles: when NVML sampled the GPU it used, the impact is at most the GPU's idle share
+less what the loop's waits for data and on the GPU explain (a GPU-bound loop keeps its main
+thread busy launching kernels, or spinning while CUDA's launch queue is full, and its idle
+intra-op pool is no sign of dispatch overhead; host work that only runs after a sync is
+host-sync-stalls' to fix).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
@@ -43,6 +49,7 @@ from probe.analysis.detectors.base import (
     pct,
     severity,
 )
+from probe.analysis.detectors.gpu_share import idle_time, sync_share
 from probe.analysis.stacks import STATE
 
 ID = "python-bound"
@@ -78,7 +85,22 @@ def detect(ctx: Context) -> Finding:
             "the main thread was busy, but in operators big enough to be worth their dispatch",
             **best,
         )
-    impact = max(min(main, 1.0) - best["gc_share"] - best["data_wait_share"], 0.0)
+    impact = max(
+        min(main, 1.0) - best["gc_share"] - best["data_wait_share"] - best["gpu_wait_share"], 0.0
+    )
+    gpu = idle_time(ctx, [best["pid"]])
+    if gpu is not None:
+        best["gpu_idle_share"] = round(gpu.idle, 3)
+        best["gpu_idle_unexplained"] = round(gpu.left, 3)
+        if gpu.left < impact:
+            impact = gpu.left
+            if severity(impact, MODERATE, HIGH) is None:
+                return not_detected(
+                    ID,
+                    f"the main thread was busy, but the GPU it drives was busy {pct(1 - gpu.idle)}"
+                    " of the time, and waits explain the rest: the loop is bound by the GPU",
+                    **best,
+                )
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
@@ -170,6 +192,7 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
         "intra_op_threads": intra,
         "gc_share": round(_gc_share(ctx, pid), 3),
         "data_wait_share": round(_data_share(ctx, pid), 3),
+        "gpu_wait_share": round(sync_share(ctx, pid), 3),
         "main_thread_states": {k: round(v, 3) for k, v in tl.stacks.shares(mask).items()},
         "machine_busy_cores": round(busy, 2),
         "cores": cores,
