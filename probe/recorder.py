@@ -298,7 +298,7 @@ class Recording:
             except OSError:
                 pass
         self._write_meta()
-        if not self.meta_written:
+        if not self.meta_written and not self.directory_gone:  # (gone: the CLI says so)
             self.warnings.append(
                 f"cannot write {self.directory / META_NAME}: {self.meta_error}; "
                 "`probe report` will not know how the run ended"

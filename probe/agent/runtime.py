@@ -421,7 +421,10 @@ class Agent:
                     self._part("cost record", self._write_cost, now)
                 if now >= next_flush:
                     next_flush = now + self.flush_ns
-                    self._part("writer", self.buffer.flush)
+                    try:  # never switched off: it is how everything else reaches the disk
+                        self.buffer.flush()
+                    except Exception as exc:
+                        self._error("writer", exc)
                 if interval and interval <= COALESCE_NS:
                     wake = next_sample  # flush and poll ride on the sample ticks
                 else:

@@ -384,7 +384,7 @@ class RecordBuffer:
                 return True
         events = _drain(self._events)
         if events:
-            payload = json.dumps(events, separators=(",", ":"), default=str)
+            payload = self._events_json(events)
             if not self._write(f, now, fmt.EVENTS, len(events), payload.encode()):
                 self._events.extendleft(reversed(events[-MAX_PENDING_EVENTS:]))
                 self._drop_pending(keep_text=True)
@@ -404,6 +404,23 @@ class RecordBuffer:
                 return True
             self.records_written += len(items)
         return False
+
+    def _events_json(self, events: list[dict[str, Any]]) -> str:
+        """The events as one JSON document; one that cannot be written as JSON is dropped."""
+        try:
+            return json.dumps(events, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):  # a key that is not a string, a cycle
+            kept = []
+            for event in events:
+                try:
+                    json.dumps(event, default=str)
+                except (TypeError, ValueError):
+                    self._dropped["events"] = self._dropped.get("events", 0) + 1
+                    self._note_dirty = True
+                    continue
+                kept.append(event)
+            events[:] = kept  # the caller counts (and may queue again) what is written
+            return json.dumps(kept, separators=(",", ":"), default=str)
 
     def _write(self, f: RecordFile, now: int, code: int, count: int, payload: bytes) -> bool:
         before = f.bytes_written

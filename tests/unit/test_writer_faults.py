@@ -299,3 +299,15 @@ def test_pending_records_are_bounded_but_the_stack_trie_is_not(
     lost = buf.lost()
     assert lost is not None and lost["dropped"] == {"step": 90}
     assert [e["what"] for e in lost["episodes"]] == ["overflow"]
+
+
+def test_an_event_that_is_not_json_is_dropped_not_the_others(session_dir: Path) -> None:
+    buf = _agent(session_dir)
+    buf.event({"type": "loader", "t": 1, "workers": 2})
+    buf.event({"type": "odd", "t": 2, "by_pair": {(1, 2): 3}})  # a key JSON cannot hold
+    buf.event({"type": "exit", "t": 3})
+    buf.close()
+    session = Session(session_dir)
+    assert [e["type"] for e in session.events] == ["loader", "exit"]
+    (loss,) = session.losses
+    assert loss.dropped == {"events": 1}
