@@ -215,3 +215,4 @@ def test_stopping_the_sampler_waits_a_bounded_time_for_a_write_that_blocks(
     finally:
         release.set()
     assert thread.stop()
+    buffer.close()
