@@ -31,9 +31,8 @@ from probe.session.writer import RecordBuffer, describe_error
 DEFAULT_DEST = ".probe"
 BOOTSTRAP_DIR = Path(probe.agent.__file__).parent / "bootstrap"
 RESERVE_NAME = ".reserve"
-RESERVE_BYTES = (
-    32 * 1024
-)  # the final meta.json and diagnosis.json, each written beside its old copy
+# Room for the final meta.json and diagnosis.json (each written beside its old copy first).
+RESERVE_BYTES = 32 * 1024
 
 
 @dataclass
