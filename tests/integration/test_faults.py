@@ -113,21 +113,21 @@ def test_a_disk_that_fills_up_costs_records_never_the_commands_status(
     assert session.meta["exit"]["code"] == STATUS
     assert not [w for w in session.warnings if "damaged" in w]  # every file ends whole
     assert session.losses
+    # A full disk is not still: a write that fails part-way is cut off again, which frees what it
+    # took for a moment, and small chunks fit in the unused end of a file's last page. So which
+    # records after the fill are kept varies; but every step is either kept or counted dropped.
     steps = len(session.table("step"))
-    if moment == "end":  # the program's last records may still fit in a page's unused end
-        assert steps >= 70
-        return
-    (agent,) = [loss for loss in session.losses if loss.source == "agent"]
-    # Small chunks still fit now and then (in the unused end of a file's last page), so some
-    # steps after the fill are kept too; never all of them, and every one is accounted for.
-    assert steps + agent.dropped["step"] == 80
+    dropped = sum(loss.dropped.get("step", 0) for loss in session.losses)
+    assert steps + dropped == 80
     if moment == "middle":
         assert steps >= 30  # the first half, but for the last flush before the fill
+    elif moment == "end":
+        assert steps >= 70
 
 
 def test_a_file_size_limit_is_a_full_disk_too(tmp_path: Path) -> None:
     """RLIMIT_FSIZE on probe and the command (no root needed): every record file stops at it."""
-    limit = 24 * 1024
+    limit = 8 * 1024  # meta.json fits; every record file outgrows it in the first seconds
     result = doctor(tmp_path, file_size_limit=limit, collect_only=True)
     _no_internal_error(result.stderr)
     assert result.returncode == STATUS, result.stderr
