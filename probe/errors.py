@@ -64,3 +64,7 @@ class ExportError(ProbeError):
 
 class ProfileError(ProbeError):
     """``probe.profile()`` cannot record here (already recorded, or the sampler did not start)."""
+
+
+class CollectorError(ProbeError):
+    """A collector could not read what it samples (caught by the sampler, which goes on)."""

@@ -445,8 +445,8 @@ def _sampler_main(argv: list[str]) -> int:
         while sys.stdin.buffer.read(4096):  # until the block ends (or its process is gone)
             pass
     finally:
-        thread.stop()
-        buffer.close()
+        if thread.stop():
+            buffer.close()  # (else its last write blocks: a hung filesystem; leave it)
         if gpu is not None:
             gpu.close()
     if thread.error is not None:

@@ -2,6 +2,12 @@
 
 ``probe doctor`` and ``probe attach`` both record through ``Recording``; they differ only in how
 the target starts (launched, or already running).
+
+Once the command runs, nothing here raises for a fault of probe's own: a meta.json that cannot be
+written, a GPU library that fails, a sampler that dies become ``warnings`` (and the in-memory
+``meta`` stays the truth for the analysis). A small reserve file, made when the session is
+created and removed when the run ends, keeps room for the last meta.json and the verdict when the
+records have filled the disk.
 """
 
 from __future__ import annotations
@@ -16,14 +22,17 @@ from typing import Any
 
 import probe.agent
 from probe.collectors.gpu import GpuSampler
-from probe.collectors.proctree import ProcessTreeSampler, SamplerThread, TreeTotals
+from probe.collectors.proctree import STOP_WAIT_S, ProcessTreeSampler, SamplerThread, TreeTotals
 from probe.collectors.system import Cgroup, machine_info
 from probe.errors import DestinationError
-from probe.session.meta import finish_meta, new_meta, write_meta
-from probe.session.writer import RecordBuffer
+from probe.session.meta import META_NAME, finish_meta, new_meta, write_meta
+from probe.session.writer import RecordBuffer, describe_error
 
 DEFAULT_DEST = ".probe"
 BOOTSTRAP_DIR = Path(probe.agent.__file__).parent / "bootstrap"
+RESERVE_NAME = ".reserve"
+# Room for the final meta.json and diagnosis.json (each written beside its old copy first).
+RESERVE_BYTES = 32 * 1024
 
 
 @dataclass
@@ -47,6 +56,24 @@ def default_name(pid: int | None = None, now: _dt.datetime | None = None) -> str
 
 def report_path(session_dir: Path) -> Path:
     return session_dir.parent / f"{session_dir.name}.html"
+
+
+def _make_reserve(directory: Path) -> None:
+    """Set ``RESERVE_BYTES`` aside in the session (best effort: skipped when they do not fit)."""
+    path = directory / RESERVE_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    finally:
+        os.close(fd)
 
 
 def prepare_session_dir(dest: Path, name: str, *, force: bool) -> Path:
@@ -101,6 +128,10 @@ class Recording:
         self.cgroup = cgroup or Cgroup()
         self._sampler: SamplerThread | None = None
         self._gpu: GpuSampler | None = None
+        self.warnings: list[str] = []  # probe's own faults while recording, for the terminal
+        self.meta_written = True  # whether meta.json on disk says what ``meta`` says
+        self.meta_error: str | None = None
+        self.losses: list[str] = []  # what the record files say they lost (after finish)
 
     @classmethod
     def create(
@@ -116,6 +147,26 @@ class Recording:
         environ: dict[str, str] | None = None,
     ) -> Recording:
         directory = prepare_session_dir(dest, name, force=force)
+        try:
+            return cls._start(directory, name, kind, argv, settings, cwd, environ)
+        except OSError as exc:  # nothing ran yet: say so, and leave nothing behind
+            shutil.rmtree(directory, ignore_errors=True)
+            raise DestinationError(
+                f"cannot write the session in {directory.parent}: {describe_error(exc)}",
+                hint="Free some space there, or choose another --dest.",
+            ) from exc
+
+    @classmethod
+    def _start(
+        cls,
+        directory: Path,
+        name: str,
+        kind: str,
+        argv: list[str],
+        settings: Settings,
+        cwd: str | None,
+        environ: dict[str, str] | None,
+    ) -> Recording:
         cgroup = Cgroup()
         meta = new_meta(
             kind=kind,
@@ -127,6 +178,7 @@ class Recording:
             environ=environ,
         )
         write_meta(directory, meta)
+        _make_reserve(directory)
         return cls(directory, meta, settings, cgroup)
 
     def agent_env(self, base: dict[str, str]) -> dict[str, str]:
@@ -147,12 +199,28 @@ class Recording:
         )
         return env
 
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.meta["warnings"].append(message)
+
+    def _write_meta(self) -> None:
+        try:
+            write_meta(self.directory, self.meta)
+            self.meta_written = True
+        except OSError as exc:
+            self.meta_written = False
+            self.meta_error = describe_error(exc)
+
     def start_sampler(self, root_pid: int) -> None:
         self.meta["root_pid"] = root_pid
-        self._gpu = GpuSampler.open()
+        try:
+            self._gpu = GpuSampler.open()
+        except Exception as exc:  # a broken driver library: no GPU data, the run goes on
+            self._warn(f"the GPUs cannot be sampled: {type(exc).__name__}: {exc}")
+            self._gpu = None
         if self._gpu is not None:
             self.meta["gpus"] = self._gpu.describe()
-        write_meta(self.directory, self.meta)
+        self._write_meta()
         buffer = RecordBuffer(
             str(self.directory),
             "sampler",
@@ -170,47 +238,95 @@ class Recording:
     def stop_sampler(self) -> None:
         if self._sampler is None:
             return
-        self._sampler.stop()
-        if self._sampler.error is not None:
-            self.meta["warnings"].append(f"the outside sampler failed: {self._sampler.error!r}")
-        self._sampler.sampler.buffer.close()
+        thread, self._sampler = self._sampler, None
+        buffer = thread.sampler.buffer
+        if thread.stop():
+            buffer.close()
+        else:  # its last write blocks (a hung filesystem): leave the file to it
+            self._warn(
+                f"the outside sampler's last records were not written within {STOP_WAIT_S:g} s "
+                "(the session's filesystem did not answer)"
+            )
+        if thread.error is not None and thread.failures == 0:  # an unexpected end, not a
+            self._warn(f"the outside sampler failed: {thread.error!r}")  # collector_off event
         if self._gpu is not None:
-            self._gpu.close()
-        self._sampler = None
+            try:
+                self._gpu.close()
+            except Exception as exc:
+                self._warn(f"closing the GPU library failed: {type(exc).__name__}: {exc}")
+
+    @property
+    def directory_gone(self) -> bool:
+        """The session directory was removed (or replaced) while the command ran."""
+        try:
+            return not (self.directory / META_NAME).is_file()
+        except OSError:
+            return True
 
     def finish(self, *, status: str, exit_code: int | None, signal: int | None) -> None:
+        """Record how the run ended in meta.json; when it cannot be written, ``meta_written`` is
+        False and a warning says why (``meta`` itself is complete either way)."""
         finish_meta(self.meta, status=status, exit_code=exit_code, signal=signal)
-        self.meta["torch"] = self._torch_version()
+        try:
+            (self.directory / RESERVE_NAME).unlink(missing_ok=True)  # room for what follows
+        except OSError:
+            pass
+        self._scan()
         oom = self.cgroup.oom_kills()
         if oom is not None:
             self.meta["oom_kills"] = oom
-        for err in sorted(self.directory.glob("agent-*.err")):
+        try:
+            errs = sorted(self.directory.glob("agent-*.err"))
+        except OSError:
+            errs = []
+        for err in errs:
             try:
                 text = err.read_text(errors="replace").strip()
             except OSError:
                 continue
             if text:
                 self.meta["warnings"].append(f"agent in process {err.stem[6:]}: {text[:300]}")
-        for fault in self.directory.glob("fault-*.txt"):  # processes that ended without a fault
+        try:
+            faults = list(self.directory.glob("fault-*.txt"))
+        except OSError:
+            faults = []
+        for fault in faults:  # processes that ended without a fault
             try:
                 if fault.stat().st_size == 0:
                     fault.unlink()
             except OSError:
                 pass
-        write_meta(self.directory, self.meta)
+        self._write_meta()
+        if not self.meta_written and not self.directory_gone:  # (gone: the CLI says so)
+            self.warnings.append(
+                f"cannot write {self.directory / META_NAME}: {self.meta_error}; "
+                "`probe report` will not know how the run ended"
+            )
 
-    def _torch_version(self) -> str | None:
+    def _scan(self) -> None:
+        """Read the record files once: the torch version seen, and what the writers lost."""
+        from probe.session.losses import losses_of
         from probe.session.records import read_record_file  # numpy-free
 
-        for path in sorted(self.directory.glob("agent-*.rec")):
+        files = []
+        try:
+            paths = sorted(self.directory.glob("*.rec"))
+        except OSError:
+            paths = []
+        for path in paths:
             try:
-                data = read_record_file(path)
-            except Exception:
+                files.append(read_record_file(path))
+            except Exception:  # a damaged file is the reader's to describe
                 continue
-            for event in data.events:
+        for data in files:
+            for event in data.events if data.writer == "agent" else ():
                 if event.get("type") == "torch" and event.get("version"):
-                    return str(event["version"])
-        return None
+                    self.meta["torch"] = str(event["version"])
+                    break
+            if self.meta["torch"]:
+                break
+        start = self.meta["start"]["monotonic_ns"]
+        self.losses = [line for loss in losses_of(files) for line in loss.lines(start)]
 
 
 __all__ = [

@@ -6,9 +6,14 @@ Started by the bootstrap ``sitecustomize`` in every Python process of a profiled
 - one background thread at most, started with ``_thread`` so that ``threading.enumerate()`` in the
   target does not change;
 - never imports torch or asyncio: it hooks them when the target imports them;
-- never raises into the target: every failure becomes an ``agent_error`` event;
-- records are flushed every ``flush_ms`` (default 200 ms) and at exit, so a SIGKILL loses at most
-  that much;
+- never raises into the target: every failure becomes an ``agent_error`` event, and a part of the
+  agent that keeps failing (the stack sampler, the torch facts) is switched off
+  (``collector_off``) while the others go on;
+- never makes the target wait for probe's writes: records are flushed from the agent's thread
+  every ``flush_ms`` (default 200 ms), and at exit the program waits at most ``EXIT_FLUSH_S`` for
+  the last flush (a hung filesystem); a failing write makes the writer record less, never raise
+  (probe.session.writer), and once stacks can no longer be written they are no longer sampled;
+- a SIGKILL loses at most the last ``flush_ms`` of records;
 - after ``os.fork()`` the child gets its own file and a new thread (threads do not survive fork).
 """
 
@@ -73,7 +78,9 @@ MIN_PACED_HZ = 10.0
 COALESCE_NS = 250_000_000
 DEFAULT_FLUSH_MS = 200
 POLL_NS = 500_000_000
-MAX_ERRORS = 50
+MAX_ERRORS = 50  # agent_error events written per process; later ones are only counted
+MAX_PART_FAILURES = 20  # a part of the agent's thread that failed this often is switched off
+EXIT_FLUSH_S = 2.0  # the longest the program's exit waits for probe's last writes
 
 _now = time.monotonic_ns
 
@@ -101,10 +108,18 @@ class _StopFlag:
     def is_set(self) -> bool:
         return self._set
 
+    def wake(self) -> None:
+        """End the current (or next) wait early, without setting the flag."""
+        try:
+            self._lock.release()
+        except RuntimeError:  # released already (woken, or set)
+            pass
+
     def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` seconds or until set; whether it is set."""
-        if self._lock.acquire(True, timeout):
+        """Sleep up to ``timeout`` seconds, or until set or woken; whether it is set."""
+        if self._lock.acquire(True, timeout) and self._set:
             self._lock.release()  # stays released: later waits return at once
+        # Woken (not set): the lock stays held, so the next wait sleeps again.
         return self._set
 
 
@@ -127,9 +142,12 @@ class _Span:
         tb: TracebackType | None,
     ) -> None:
         now = _now()
-        self._agent.buffer.add(
-            fmt.SPAN, self._start, now - self._start, threading.get_native_id(), self._name
-        )
+        try:
+            self._agent.buffer.add(
+                fmt.SPAN, self._start, now - self._start, threading.get_native_id(), self._name
+            )
+        except Exception as error:
+            self._agent._error("probe.span", error)
 
 
 class Agent:
@@ -152,7 +170,7 @@ class Agent:
         self.errors = 0
         self.buffer = RecordBuffer(self.directory, f"agent-{self.pid}", self._header())
         self.finder = PostImportFinder(self._error)
-        self.gc = GcCollector(self.buffer)
+        self.gc = GcCollector(self.buffer, self._error)
         self.stacks = StackSampler(self.buffer)
         self.faults = FaultLog(self.directory)
         self.torch: TorchHooks | None = None
@@ -164,6 +182,11 @@ class Agent:
         self.hook_ns = 0
         self._thread_cpu = 0  # the agent thread's CPU, last read by the agent thread itself
         self._exit_recorded = False
+        self._exiting = False  # stop() at exit: the thread writes the last records on its way out
+        self._flush_request: threading.Event | None = None
+        self._part_failures: dict[str, int] = {}
+        self._parts_off: set[str] = set()
+        self._error_counts: dict[str, int] = {}  # every failure, also those past MAX_ERRORS
         self._fork_registered = False
         self._atexit_registered = False
         # probe attach: polled by the agent thread; True ends the attach (see attach() below)
@@ -242,19 +265,23 @@ class Agent:
             if self.loops is not None:
                 self.loops.uninstall()
             self._unregister_exit_hooks()
+        other_thread = bool(self._thread_ident) and self._thread_ident != _thread.get_ident()
+        self._exiting = not detach and other_thread
         self._stop.set()
-        if self._thread_ident and self._thread_ident != _thread.get_ident():
-            self._thread_done.wait(1.0)
-        self.stacks.close()
-        if detach:
-            self.faults.disable()
-        else:
-            self.faults.tidy()
-        self._write_cost(_now())
+        # At exit the thread writes the last records on its way out (_run); a write that blocks
+        # there leaves the program free to end after EXIT_FLUSH_S, its last records unwritten.
+        finished = not other_thread or self._thread_done.wait(EXIT_FLUSH_S)
         try:
-            self.buffer.close()
-        except OSError:
-            pass
+            self.stacks.close()
+            if detach:
+                self.faults.disable()
+            elif not other_thread:
+                self.faults.tidy()
+            self._write_cost(_now())
+        except Exception as exc:
+            self._error("stop", exc)
+        if finished:
+            self.buffer.close(timeout=EXIT_FLUSH_S)
 
     def _start_thread(self) -> None:
         self._stop = _StopFlag()
@@ -270,6 +297,11 @@ class Agent:
             self.errors = 0
             self._steps = 0
             self._exit_recorded = False
+            self._exiting = False
+            self._flush_request = None
+            self._part_failures = {}
+            self._parts_off = set()
+            self._error_counts = {}
             # The child's own cost starts at zero (the counters were copied from the parent).
             self.hook_ns = self.gc.hook_ns = 0
             self._thread_cpu = 0
@@ -300,10 +332,9 @@ class Agent:
         self._record_exit()
         try:
             self.gc.close_summary(_now())
-            self.buffer.flush()
-            self.faults.tidy()
         except Exception as exc:
-            self._error("flush at exit", exc)
+            self._error("gc summary at exit", exc)
+        self._flush_from_thread()
 
     def _on_exit(self) -> None:
         if not self.active:
@@ -330,9 +361,16 @@ class Agent:
         try:
             while not stop.is_set():
                 now = _now()
+                request = self._flush_request
+                if request is not None:  # the program is exiting and waits for this
+                    self._flush_request = None
+                    self._final_writes()
+                    request.set()
                 interval = self.stack_interval_ns  # may change while running
-                try:
-                    if interval and now >= next_sample:
+                if interval and not self.buffer.keeps_stacks:  # writing failed: none are kept
+                    self.stack_interval_ns = interval = 0
+                if interval and now >= next_sample:
+                    try:
                         late = now - next_sample
                         # The interval this sample was taken at: the one announced after the last
                         # sample, unless the configured one grew since (a DataLoader worker's).
@@ -360,27 +398,33 @@ class Agent:
                             interval = max(interval, self.pacer.next_interval(gil_late, cost))
                         if interval != self._paced_ns:
                             self._pace(now, interval)
-                        next_sample += interval
-                        if next_sample <= now:
-                            next_sample = now + interval
-                    if now >= next_poll:
-                        next_poll = now + POLL_NS
-                        if self.end_when is not None and self.end_when():
+                    except Exception as exc:
+                        if self._part_failed("stack sampler", exc):
+                            self.stack_interval_ns = interval = 0
+                    next_sample += interval
+                    if next_sample <= now:
+                        next_sample = now + interval
+                if now >= next_poll:
+                    next_poll = now + POLL_NS
+                    if self.end_when is not None:
+                        try:
+                            ended = self.end_when()
+                        except Exception as exc:
+                            self._error("attach watch", exc)
+                            ended = True  # cannot tell whether probe attach still runs: leave
+                        if ended:
                             self._end_attach()
                             return
-                        if self.torch is not None:
-                            self.torch.poll(now)
-                        self.stacks.refresh_threads()
-                        self._write_cost(now)
-                    if now >= next_flush:
-                        next_flush = now + self.flush_ns
+                    if self.torch is not None:
+                        self._part("torch facts", self.torch.poll, now)
+                    self._part("thread list", self.stacks.refresh_threads)
+                    self._part("cost record", self._write_cost, now)
+                if now >= next_flush:
+                    next_flush = now + self.flush_ns
+                    try:  # never switched off: it is how everything else reaches the disk
                         self.buffer.flush()
-                except Exception as exc:
-                    self._error("agent thread", exc)
-                    if self.errors >= MAX_ERRORS:
-                        if self.end_when is not None:
-                            self._end_attach()
-                        return
+                    except Exception as exc:
+                        self._error("writer", exc)
                 if interval and interval <= COALESCE_NS:
                     wake = next_sample  # flush and poll ride on the sample ticks
                 else:
@@ -389,7 +433,60 @@ class Agent:
                 if delay > 0:
                     stop.wait(delay)
         finally:
+            if self._exiting:  # stop() at exit waits for these, from here where a write that
+                self._final_writes()  # blocks holds up no thread of the program's
             done.set()
+
+    def _part(self, name: str, run: Callable[..., object], *args: Any) -> None:
+        """Run one part of the thread's round, unless it was switched off for failing."""
+        if name in self._parts_off:
+            return
+        try:
+            run(*args)
+        except Exception as exc:
+            self._part_failed(name, exc)
+
+    def _part_failed(self, name: str, exc: BaseException) -> bool:
+        """Note a failure of one part of the agent; whether it is now switched off."""
+        self._error(name, exc)
+        failures = self._part_failures.get(name, 0) + 1
+        self._part_failures[name] = failures
+        if failures < MAX_PART_FAILURES:
+            return False
+        self._parts_off.add(name)
+        try:
+            self.buffer.event(
+                {
+                    "type": "collector_off",
+                    "t": _now(),
+                    "collector": name,
+                    "failures": failures,
+                    "error": f"{type(exc).__name__}: {exc}"[:500],
+                }
+            )
+        except Exception:
+            pass
+        return True
+
+    def _final_writes(self) -> None:
+        """Write what is buffered and remove an empty fault file (the program is ending)."""
+        try:
+            self.buffer.flush()
+            self.faults.tidy()
+        except Exception as exc:
+            self._error("last writes", exc)
+
+    def _flush_from_thread(self) -> None:
+        """Have the agent thread write what is buffered, waiting at most ``EXIT_FLUSH_S``: a
+        write that blocks (a hung filesystem) must not hold up the program's exit."""
+        running = bool(self._thread_ident) and not self._thread_done.is_set()
+        if running and self._thread_ident != _thread.get_ident():
+            request = threading.Event()
+            self._flush_request = request
+            self._stop.wake()
+            request.wait(EXIT_FLUSH_S)
+            return
+        self._final_writes()
 
     def _pace(self, t: int, interval: int) -> None:
         self._paced_ns = interval
@@ -467,6 +564,8 @@ class Agent:
                 self.torch.poll(_now())
             except Exception as error:
                 self._error("torch facts at exit", error)
+        if self.errors > MAX_ERRORS:  # how often each part failed, beyond the events written
+            self.buffer.event({"type": "agent_errors", "t": _now(), "counts": self._error_counts})
         exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
         self.buffer.event(
             {
@@ -501,6 +600,7 @@ class Agent:
 
     def _error(self, where: str, exc: BaseException) -> None:
         self.errors += 1
+        self._error_counts[where] = self._error_counts.get(where, 0) + 1
         if self.errors <= MAX_ERRORS:
             try:
                 self.buffer.event(
@@ -519,12 +619,26 @@ class Agent:
     def step(self) -> None:
         now = _now()
         self._steps += 1
-        self.buffer.add(
-            fmt.STEP, now, threading.get_native_id(), fmt.STEP_SOURCE_EXPLICIT, 0, 0, self._steps
-        )
+        try:
+            self.buffer.add(
+                fmt.STEP,
+                now,
+                threading.get_native_id(),
+                fmt.STEP_SOURCE_EXPLICIT,
+                0,
+                0,
+                self._steps,
+            )
+        except Exception as exc:
+            self._error("probe.step", exc)
 
     def span(self, name: str) -> _Span:
-        return _Span(self, self.buffer.intern(name))
+        try:
+            sid = self.buffer.intern(str(name))
+        except Exception as exc:
+            self._error("probe.span", exc)
+            sid = 0
+        return _Span(self, sid)
 
 
 def _calls(wrapper: Any, func: Any) -> bool:

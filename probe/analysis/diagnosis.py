@@ -30,6 +30,7 @@ from probe.analysis.detectors.base import (
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import Timeline, build_timeline
+from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
 
 SCHEMA = "probe.diagnosis/1"
@@ -54,6 +55,13 @@ class Diagnosis:
     activity: dict[str, float]  # what the training thread did in the window, shares
     headline: str  # one line of evidence for the terminal
     warnings: list[str] = field(default_factory=list)
+    # What the recording lost (a full disk, a failing collector) and the checks that failed:
+    # any of it makes the diagnosis partial.
+    losses: list[Loss] = field(default_factory=list)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.losses)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -77,6 +85,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     seg = segment(tl)
     ctx = Context(tl, seg)
     findings: dict[str, Finding] = {}
+    losses = list(session.losses)
     for detector in DETECTORS:
         say(f"checking {detector.ID}")
         try:
@@ -88,6 +97,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
                 reason=f"the detector failed: {type(exc).__name__}: {exc}",
             )
             tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
+            losses.append(_failed_check(detector.ID, exc))
     issues = _causes_first(
         sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
     )
@@ -135,7 +145,14 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         activity=activity,
         headline=headline,
         warnings=list(tl.warnings),
+        losses=losses,
     )
+
+
+def _failed_check(verdict: str, exc: Exception) -> Loss:
+    cause = f"{type(exc).__name__}: {exc}"[:200]
+    episode = Episode(what="detector", from_ns=None, until_ns=None, cause=cause, part=verdict)
+    return Loss(source="analysis", pid=None, file=None, episodes=[episode])
 
 
 def _causes_first(issues: list[Finding]) -> list[Finding]:
@@ -330,6 +347,8 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         "issues": [_issue_json(f) for f in d.issues],
         "window": [round(d.window[0], 3), round(d.window[1], 3)],
         "run": d.run,
+        "partial": d.partial,
+        "losses": [loss.to_json(d.timeline.session.start_ns) for loss in d.losses],
     }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from probe.attach.runner import AttachRun, stop_on_signals
-from probe.cli.common import conclude, echo
+from probe.cli.common import conclude, echo, warn
 from probe.cli.options import recording_options
 from probe.recorder import Settings
 from probe.report.status import LiveStatus
@@ -73,6 +73,8 @@ def attach(
             outcome = run.record()
     finally:
         live.stop()
+    for message in run.recording.warnings + (run.recording.losses if collect_only else []):
+        warn(message)  # (the analysis says what the record files lost)
     if outcome.status == "target-exited":
         echo(
             f"probe: process {pid} exited during the attach; the session covers the "
@@ -85,5 +87,6 @@ def attach(
         collect_only=collect_only,
         json_path=json_path,
         open_report=open_report,
+        meta=run.recording.meta,
     )
     return 0

@@ -1,16 +1,25 @@
-"""What every command that ends in a verdict does: analyse, write, tell the user what next."""
+"""What every command that ends in a verdict does: analyse, write, tell the user what next.
+
+Once the command runs, probe's own faults are contained (``contained``): each one is a warning
+that says what failed and what it costs, and probe still exits with the command's status.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from probe.errors import ProbeError
 from probe.recorder import report_path
+from probe.session.writer import describe_error
 
 if TYPE_CHECKING:
     from probe.analysis.diagnosis import Diagnosis
@@ -24,8 +33,37 @@ def echo(message: str) -> None:
     click.echo(message, err=True)
 
 
-def analyse(session_dir: Path) -> Diagnosis:
-    """Load and diagnose a session, with a progress line on a terminal when it takes a while."""
+def warn(message: str) -> None:
+    echo(f"probe: warning: {message}")
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, in the words the user needs: a ProbeError's message, an OSError's
+    errno and file, or (a bug in probe) the exception itself."""
+    if isinstance(exc, ProbeError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.errno is not None:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return describe_error(exc) + where
+    return f"{type(exc).__name__}: {exc} (a bug in probe; PROBE_DEBUG=1 shows the traceback)"
+
+
+@contextlib.contextmanager
+def contained(what: str, consequence: str) -> Iterator[None]:
+    """Run one step of probe's own work after the command started: if it fails, say what
+    failed and what that costs, and go on (the command's exit status stays probe's)."""
+    try:
+        yield
+    except Exception as exc:
+        if os.environ.get("PROBE_DEBUG"):
+            traceback.print_exc()
+        warn(f"{what} failed: {describe(exc)}; {consequence}")
+
+
+def analyse(session_dir: Path, meta: dict[str, Any] | None = None) -> Diagnosis:
+    """Load and diagnose a session, with a progress line on a terminal when it takes a while.
+
+    ``meta``: the recorder's meta when the final meta.json could not be written."""
     from probe.analysis.diagnosis import diagnose
     from probe.report import terminal
     from probe.session.reader import Session
@@ -33,7 +71,7 @@ def analyse(session_dir: Path) -> Diagnosis:
     progress = terminal.Progress("analysing")
     try:
         progress("loading the session")
-        session = Session(session_dir)
+        session = Session(session_dir, meta=meta)
         for warning in session.warnings:
             echo(f"probe: warning: {warning}")
         return diagnose(session, progress)
@@ -48,23 +86,49 @@ def finish(
     json_path: Path | None,
     open_report: bool,
 ) -> None:
-    """Write the verdict and the report, print the summary, maybe open the report."""
+    """Write the verdict and the report, print the summary, maybe open the report.
+
+    Raises ProbeError, once all else is done, when the verdict could not be written to
+    ``json_path`` (what ``probe report --json`` was asked for)."""
     from probe.report import browser, jsonout, terminal
 
+    for line in _analysis_losses(diagnosis):
+        warn(line)
+    json_written = True
     try:
         jsonout.write(diagnosis, session_dir / "diagnosis.json")
     except OSError as exc:
-        echo(f"probe: warning: cannot write {session_dir / 'diagnosis.json'}: {exc.strerror}")
+        json_written = False
+        warn(f"cannot write {session_dir / 'diagnosis.json'}: {describe_error(exc)}")
+    json_error: ProbeError | None = None
     if json_path is not None:
-        jsonout.write(diagnosis, json_path)
+        try:
+            jsonout.write(diagnosis, json_path)
+        except OSError as exc:
+            json_error = ProbeError(f"cannot write the verdict to {json_path}: {describe(exc)}")
+            json_path = None
     report = render_report(session_dir, diagnosis)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     lines = terminal.summary_lines(
-        diagnosis, session_dir=session_dir, report=report, json_copy=json_path, color=color
+        diagnosis,
+        session_dir=session_dir,
+        report=report,
+        json_copy=json_path,
+        color=color,
+        json_written=json_written,
     )
     terminal.print_summary(lines)
     if report is not None and browser.should_open(open_report):
         browser.open_report(report)
+    if json_error is not None:
+        raise json_error
+
+
+def _analysis_losses(diagnosis: Diagnosis) -> list[str]:
+    """What the analysis itself could not do (the recording's losses were said on loading)."""
+    return [
+        line for loss in diagnosis.losses if loss.source == "analysis" for line in loss.lines(0)
+    ]
 
 
 def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
@@ -77,7 +141,7 @@ def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
         progress("rendering")
         return html.write(diagnosis, path)
     except OSError as exc:
-        echo(f"probe: warning: cannot write the report {path}: {exc.strerror or exc}")
+        warn(f"cannot write the report {path}: {describe_error(exc)}")
         return None
     except Exception as exc:  # a broken page must not hide the verdict, which is printed next
         if os.environ.get("PROBE_DEBUG"):
@@ -97,11 +161,13 @@ def conclude(
     collect_only: bool,
     json_path: Path | None,
     open_report: bool,
+    meta: dict[str, Any] | None = None,
 ) -> None:
-    """After recording: either say how to analyse later, or analyse now."""
+    """After recording: either say how to analyse later, or analyse now. ``meta``: the
+    recorder's own (the truth, even when meta.json could not be written)."""
     if collect_only:
         echo(f"probe: session recorded in {session_dir}")
         echo(f"probe: analyse it with: probe report {shlex.quote(str(session_dir))}")
         return
-    diagnosis = analyse(session_dir)
+    diagnosis = analyse(session_dir, meta)
     finish(session_dir, diagnosis, json_path=json_path, open_report=open_report)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from probe.cli.common import conclude, echo
+from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
 from probe.launcher import Launcher, resolve_command
 from probe.recorder import Recording, Settings, default_name
@@ -43,8 +43,9 @@ def doctor(
     what holds it back.
 
     The command keeps its argv, working directory, terminal, environment and signals; probe
-    exits with the command's exit status (128+N if signal N ended it). Ctrl-C ends the command
-    and still produces the report.
+    exits with the command's exit status (128+N if signal N ended it), whatever happens to
+    probe's own recording or analysis (a full disk: a warning, and a partial verdict). Ctrl-C
+    ends the command and still produces the report.
 
     \b
       probe doctor -- python train.py --epochs 3
@@ -74,24 +75,41 @@ def doctor(
         live.stop()
         recording.finish(status="failed-to-start", exit_code=None, signal=None)
         raise
-    recording.start_sampler(pid)
-    live.start()
+    # From here on the command runs: nothing that fails in probe may end it early (probe's exit
+    # would kill it, PR_SET_PDEATHSIG) or change the exit status probe returns.
+    with contained("starting the outside sampler", "no CPU or memory data from outside"):
+        recording.start_sampler(pid)
+    with contained("the live status line", "none is shown"):
+        live.start()
     try:
         result = launcher.wait()
     finally:
-        live.stop()
+        with contained("the live status line", "the terminal may need a reset"):
+            live.stop()
         launcher.restore()
-        recording.stop_sampler()
+        with contained("stopping the outside sampler", "its last records may be missing"):
+            recording.stop_sampler()
     status = "interrupted" if result.interrupted else "finished"
-    recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
+    with contained("recording how the run ended", "meta.json may not say it"):
+        recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
+    for message in recording.warnings + (recording.losses if collect_only else []):
+        warn(message)  # (the analysis says what the record files lost)
     if result.interrupted:
         echo(f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})")
-    conclude(
-        recording.directory,
-        collect_only=collect_only,
-        json_path=json_path,
-        open_report=open_report,
-    )
+    if recording.directory_gone:
+        warn(
+            f"the session {recording.directory} was removed (or hidden) while the command ran: "
+            "nothing is left to analyse"
+        )
+        return result.status
+    with contained("the analysis", "no verdict for this run"):
+        conclude(
+            recording.directory,
+            collect_only=collect_only,
+            json_path=json_path,
+            open_report=open_report,
+            meta=recording.meta,
+        )
     return result.status
 
 

@@ -42,13 +42,18 @@ class _LagTimer:
         self.handle = loop.call_at(self.expected, self.fire)
 
     def fire(self) -> None:
-        loop = self.loop()
-        if loop is None or self.monitor.timers.get(loop) is not self:
-            return
-        lag = loop.time() - self.expected
-        self.monitor.record(self, max(lag, 0.0))
-        if loop.is_running():
-            self.schedule(loop)
+        # Runs as one of the loop's callbacks: an exception would go to the loop's exception
+        # handler, which logs it into the program's output.
+        try:
+            loop = self.loop()
+            if loop is None or self.monitor.timers.get(loop) is not self:
+                return
+            lag = loop.time() - self.expected
+            self.monitor.record(self, max(lag, 0.0))
+            if loop.is_running():
+                self.schedule(loop)
+        except Exception as exc:
+            self.monitor._on_error("event-loop lag timer", exc)
 
     def cancel(self) -> None:
         if self.handle is not None:
@@ -103,10 +108,7 @@ class LoopLagMonitor:
 
         def _set_running_loop(loop: Any) -> None:
             original(loop)
-            try:
-                monitor._on_set_running(loop)
-            except Exception as exc:
-                monitor._on_error("event-loop lag", exc)
+            monitor._watch(loop)
 
         _set_running_loop.__wrapped__ = original  # type: ignore[attr-defined]
         events._set_running_loop = _set_running_loop
@@ -123,9 +125,15 @@ class LoopLagMonitor:
         # Attached to a process whose loops already run (probe attach): time them from now on.
         for loop in running_loops(asyncio):
             try:
-                loop.call_soon_threadsafe(self._on_set_running, loop)
+                loop.call_soon_threadsafe(self._watch, loop)
             except RuntimeError:  # closed meanwhile
                 pass
+
+    def _watch(self, loop: Any) -> None:
+        try:
+            self._on_set_running(loop)
+        except Exception as exc:
+            self._on_error("event-loop lag", exc)
 
     def _on_set_running(self, loop: Any) -> None:
         if loop is None:

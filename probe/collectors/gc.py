@@ -18,6 +18,7 @@ from probe.session.writer import RecordBuffer
 
 TYPE_CHECKING = False  # typing stays unimported at run time: this loads in every profiled process
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 LONG_PAUSE_NS = 1_000_000
@@ -25,8 +26,13 @@ SUMMARY_NS = 100_000_000
 
 
 class GcCollector:
-    def __init__(self, buffer: RecordBuffer) -> None:
+    def __init__(
+        self,
+        buffer: RecordBuffer,
+        on_error: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
         self._buffer = buffer
+        self._on_error = on_error
         self._start = 0
         self._summary_start = 0
         self._count = 0  # young collections summarised since _summary_start
@@ -54,6 +60,18 @@ class GcCollector:
         self._count = self._dur = self._collected = self._summary_start = 0
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        # An exception here would be printed by the interpreter ("Exception ignored in garbage
+        # collector callback"): the program's output would change.
+        try:
+            self._record(phase, info)
+        except Exception as exc:
+            if self._on_error is not None:
+                try:
+                    self._on_error("gc callback", exc)
+                except Exception:
+                    pass
+
+    def _record(self, phase: str, info: dict[str, Any]) -> None:
         now = time.monotonic_ns()
         if phase == "start":
             self._start = now

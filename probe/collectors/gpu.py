@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 from typing import Any
 
+from probe.errors import CollectorError
 from probe.session import format as fmt
 from probe.session.writer import RecordBuffer
 
@@ -135,14 +136,19 @@ class GpuSampler:
         return [{"index": i, "name": n} for i, n in enumerate(self.names)]
 
     def sample(self, buffer: RecordBuffer, now: int) -> None:
+        """One sample of every GPU; raises ``CollectorError`` when NVML answered for none (the
+        sampler counts that, and switches the GPUs off when it keeps happening)."""
         lib = self._lib
+        failed: list[int] = []
         for index, handle in enumerate(self._handles):
             util = _Utilization()
             mem = _Memory()
-            ok_util = lib.nvmlDeviceGetUtilizationRates(handle, ctypes.byref(util)) == NVML_SUCCESS
-            ok_mem = lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) == NVML_SUCCESS
+            rc_util = lib.nvmlDeviceGetUtilizationRates(handle, ctypes.byref(util))
+            rc_mem = lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem))
+            ok_util, ok_mem = rc_util == NVML_SUCCESS, rc_mem == NVML_SUCCESS
             if not (ok_util or ok_mem):
                 self.failures += 1
+                failed.append(int(rc_util))
                 continue
             buffer.add(
                 fmt.GPU,
@@ -155,6 +161,8 @@ class GpuSampler:
             )
             for pid, used in self._processes(handle):
                 buffer.add(fmt.GPU_PROC, now, index, pid, used)
+        if failed and len(failed) == len(self._handles):
+            raise CollectorError(f"NVML returned error {failed[0]} for every GPU")
 
     def _processes(self, handle: Any) -> list[tuple[int, int]]:
         """(pid, bytes) of each process with a compute context on the GPU (-1: not available)."""

@@ -29,6 +29,11 @@ TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") e
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 NAME_REFRESH = 20  # re-read thread names every this many samples
 CMDLINE_RECHECK = 3  # re-read a process's command line at this sample (it may have exec'd)
+MAX_PART_FAILURES = (
+    20  # a part of a pass (the GPUs, the host) that failed this often is switched off
+)
+MAX_PASS_FAILURES = 20  # passes failing in a row before the sampler gives up
+STOP_WAIT_S = 10.0  # the longest stop() waits for the last pass and flush (a write that blocks)
 
 
 class _KeptFiles(KeptFiles):
@@ -121,6 +126,8 @@ class ProcessTreeSampler:
         self.totals = TreeTotals()
         self._exited_cpu_ns = 0
         self.files = _KeptFiles()
+        self._part_failures: dict[str, int] = {}
+        self.parts_off: set[str] = set()
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -176,16 +183,23 @@ class ProcessTreeSampler:
     # -- one pass -------------------------------------------------------------------------------
 
     def sample(self) -> None:
+        """One pass. A part that raises (an unexpected /proc format, NVML failing) loses its
+        records for this pass only; one that keeps failing is switched off (``collector_off``)."""
         cpu_start = time.thread_time_ns()
         now = self.clock()
-        self._discover(now)
+        self._part("process discovery", now, self._discover, now)
         for pid in list(self.procs):
-            if not self._sample_proc(self.procs[pid], now):
+            try:
+                alive = self._sample_proc(self.procs[pid], now)
+            except Exception as exc:
+                self._failed("process sampling", now, exc)
+                continue
+            if not alive:
                 self._exited(self.procs.pop(pid), now)
                 self.files.close_under(f"/proc/{pid}/")
-        self._sample_system(now)
+        self._part("host sampling", now, self._sample_system, now)
         if self.gpu is not None:
-            self.gpu.sample(self.buffer, now)
+            self._part("GPU sampling (NVML)", now, self.gpu.sample, self.buffer, now)
         procs = list(self.procs.values())
         self.totals = TreeTotals(
             t_ns=now,
@@ -195,6 +209,32 @@ class ProcessTreeSampler:
         )
         self.samples += 1
         self.sampler_cpu_ns += time.thread_time_ns() - cpu_start
+
+    def _part(self, name: str, now: int, run: Callable[..., object], *args: object) -> None:
+        if name in self.parts_off:
+            return
+        try:
+            run(*args)
+        except Exception as exc:
+            self._failed(name, now, exc)
+
+    def _failed(self, name: str, now: int, exc: BaseException) -> None:
+        failures = self._part_failures.get(name, 0) + 1
+        self._part_failures[name] = failures
+        error = f"{type(exc).__name__}: {exc}"[:500]
+        if failures == 1:
+            self.buffer.event({"type": "collector_error", "t": now, "where": name, "error": error})
+        if failures == MAX_PART_FAILURES and name != "process sampling":
+            self.parts_off.add(name)
+            self.buffer.event(
+                {
+                    "type": "collector_off",
+                    "t": now,
+                    "collector": name,
+                    "failures": failures,
+                    "error": error,
+                }
+            )
 
     def _sample_proc(self, proc: _Proc, now: int) -> bool:
         pid = proc.pid
@@ -358,7 +398,12 @@ class ProcessTreeSampler:
 
 
 class SamplerThread:
-    """Runs a ``ProcessTreeSampler`` every ``interval_s`` on its own thread and flushes records."""
+    """Runs a ``ProcessTreeSampler`` every ``interval_s`` on its own thread and flushes records.
+
+    A pass that raises is skipped; ``MAX_PASS_FAILURES`` in a row end the sampling (``error``,
+    and a ``collector_off`` event), never the run. ``stop`` waits at most ``STOP_WAIT_S`` for the
+    last pass and flush, which run on this thread too (a write that blocks holds up no one).
+    """
 
     def __init__(
         self, sampler: ProcessTreeSampler, interval_s: float, flush_s: float = 0.25
@@ -369,33 +414,59 @@ class SamplerThread:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="probe-sampler", daemon=True)
         self.error: BaseException | None = None
+        self.failures = 0  # passes that raised in a row
 
     def start(self) -> None:
         self._thread.start()
 
+    def _pass(self) -> bool:
+        """One pass; False once passes have failed too often in a row (the sampler stops)."""
+        try:
+            self.sampler.sample()
+        except Exception as exc:
+            self.failures += 1
+            if self.failures >= MAX_PASS_FAILURES:
+                self.error = exc
+                self.sampler.buffer.event(
+                    {
+                        "type": "collector_off",
+                        "t": time.monotonic_ns(),
+                        "collector": "outside sampler",
+                        "failures": self.failures,
+                        "error": f"{type(exc).__name__}: {exc}"[:500],
+                    }
+                )
+                return False
+            return True
+        self.failures = 0
+        return True
+
     def _run(self) -> None:
         next_flush = time.monotonic() + self.flush_s
+        buffer = self.sampler.buffer
         try:
             while True:
                 started = time.monotonic()
-                self.sampler.sample()
+                if not self._pass():
+                    break
                 if started >= next_flush:
-                    self.sampler.buffer.flush()
+                    buffer.flush()
                     next_flush = started + self.flush_s
                 delay = self.interval_s - (time.monotonic() - started)
                 if self._stop.wait(max(delay, 0.0)):
+                    self._pass()  # the last one, at the end of the run
                     break
-        except BaseException as exc:  # reported by stop(); the run itself must go on
+        except Exception as exc:  # reported by the recorder; the run itself must go on
             self.error = exc
+        try:
+            self.sampler.finish()
+        except Exception as exc:
+            self.error = self.error or exc
+        buffer.flush()
 
-    def stop(self) -> None:
-        """Take one last sample, flush, and stop."""
+    def stop(self, timeout: float = STOP_WAIT_S) -> bool:
+        """Take one last sample, flush, and stop; False if that did not end within
+        ``timeout`` (a write that blocks): the thread is left to it."""
         self._stop.set()
-        self._thread.join(timeout=10)
-        if self.error is None:
-            try:
-                self.sampler.sample()
-                self.sampler.finish()
-            except Exception as exc:
-                self.error = exc
-        self.sampler.buffer.flush()
+        self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()

@@ -140,7 +140,7 @@ class TorchHooks:
             hooks._backwards += 1
             # the 3rd pass (past the first steps), then the 53rd, 103rd, ... once the time is up
             if hooks._backwards % GRAPH_EVERY == 3 and _now() >= hooks._next_graph:
-                hooks._count_graph(tensors)
+                hooks._count_graph(tensors)  # catches its own failures
             return original(tensors, *args, **kwargs)
 
         backward.__wrapped__ = original  # type: ignore[attr-defined]
@@ -196,10 +196,22 @@ class TorchHooks:
 
     # -- hooks (run on the target's threads: keep them short) -----------------------------------
 
+    # Every hook catches its own failures: an exception would reach the program through torch
+    # (optimizer hooks) or replace the program's own result or exception (the wrappers' finally).
+
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._opt_start[_tid()] = _now()
+        try:
+            self._opt_start[_tid()] = _now()
+        except Exception as exc:
+            self._on_error("optimizer step hook", exc)
 
     def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        try:
+            self._record_step(optimizer)
+        except Exception as exc:
+            self._on_error("optimizer step hook", exc)
+
+    def _record_step(self, optimizer: Any) -> None:
         now = _now()
         tid = _tid()
         start = self._opt_start.pop(tid, now)
@@ -235,6 +247,12 @@ class TorchHooks:
         return opt
 
     def _after_next(self, it: Any, start: int, exhausted: int) -> None:
+        try:
+            self._record_wait(it, start, exhausted)
+        except Exception as exc:
+            self._on_error("DataLoader hook", exc)
+
+    def _record_wait(self, it: Any, start: int, exhausted: int) -> None:
         now = _now()
         loader = self._iter_loader.get(it)
         if loader is None:
@@ -302,6 +320,12 @@ class TorchHooks:
         }
 
     def _after_fetch(self, start: int, cpu_start: int, index: Any) -> None:
+        try:
+            self._record_fetch(start, cpu_start, index)
+        except Exception as exc:
+            self._on_error("dataset fetch hook", exc)
+
+    def _record_fetch(self, start: int, cpu_start: int, index: Any) -> None:
         now = _now()
         cpu_now = _cpu()
         cpu = cpu_now - cpu_start
@@ -386,9 +410,12 @@ class TorchHooks:
         self._restore.append(undo)
 
     def _after_sync(self, start: int, code: int) -> None:
-        now = _now()
-        self._buffer.add(fmt.SYNC, start, now - start, _tid(), code)
-        self.hook_ns += _now() - now
+        try:
+            now = _now()
+            self._buffer.add(fmt.SYNC, start, now - start, _tid(), code)
+            self.hook_ns += _now() - now
+        except Exception as exc:
+            self._on_error("host-sync hook", exc)
 
     # -- facts (polled from the agent thread, and at the first step) ----------------------------
 

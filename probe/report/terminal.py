@@ -38,6 +38,7 @@ def summary_lines(
     report: Path | None,
     json_copy: Path | None = None,
     color: bool = False,
+    json_written: bool = True,
 ) -> list[str]:
     """The verdict, one line of evidence, what to do next, and where the files are."""
     lines: list[str] = []
@@ -67,11 +68,22 @@ def summary_lines(
         lines.append(
             _paint(f"  note: analysed the whole run ({d.segmentation.reason})", "dim", color)
         )
+    if d.partial:
+        lines.append(
+            _paint(
+                "  note: partial: probe lost part of its own recording or analysis (the warnings "
+                "above say what); the verdict rests on what was kept",
+                "dim",
+                color,
+            )
+        )
     if report is not None:
         lines.append(f"report:  {report}")
-    lines.append(f"json:    {session_dir / 'diagnosis.json'}")
+    json_lines = [str(session_dir / "diagnosis.json")] if json_written else []
     if json_copy is not None and str(json_copy) != "-":
-        lines.append(f"         {json_copy}")
+        json_lines.append(str(json_copy))
+    for i, line in enumerate(json_lines):
+        lines.append(("json:    " if i == 0 else "         ") + line)
     lines.append(f"again:   probe report {shlex.quote(str(session_dir))}")
     return lines
 

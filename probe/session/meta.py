@@ -87,8 +87,15 @@ def finish_meta(
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     """Write meta.json atomically (a reader never sees half a file)."""
     tmp = directory / f".{META_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / META_NAME)
+    try:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / META_NAME)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)  # half a file (a full disk): it would only take room
+        except OSError:
+            pass
+        raise
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from probe.errors import NotASession, SessionError, SessionNotFound, SessionVersionError
 from probe.session import format as fmt
+from probe.session.losses import Loss, losses_of
 from probe.session.meta import read_meta
 from probe.session.records import RecordFileData, read_record_file
 
@@ -82,16 +83,20 @@ class Session:
     """A session directory, fully loaded: meta, tables, strings, events and stacks.
 
     Raises ``SessionNotFound``, ``NotASession`` or ``SessionVersionError`` with a message fit for
-    the user; damaged tails and missing pieces become ``warnings``, never exceptions.
+    the user; damaged records and missing pieces become ``warnings``, never exceptions, and what
+    the recording itself lost (a full disk, a failing collector) is in ``losses``.
+
+    ``meta``: the recorder's own copy of meta.json, for a run whose final meta.json could not be
+    written (the one on disk then still says the run is going on).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SessionNotFound(f"no such session: {self.path}")
         if not self.path.is_dir():
             raise NotASession(f"{self.path} is a file, not a session directory")
-        self.meta = read_meta(self.path)
+        self.meta = meta if meta is not None else read_meta(self.path)
         self.warnings: list[str] = []
         self.files: list[RecordFileData] = []
         for rec in sorted(self.path.glob("*.rec")):
@@ -105,6 +110,13 @@ class Session:
             self.warnings.extend(f.warnings)
         self.faults = read_faults(self.path)
         self._build()
+        self.losses: list[Loss] = losses_of(self.files)
+        try:
+            start = self.start_ns
+        except SessionError:
+            start = 0
+        for loss in self.losses:
+            self.warnings.extend(loss.lines(start))
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -138,6 +150,8 @@ class Session:
                 for name in kind.string_fields:
                     ids = cols[name]
                     cols[name] = mapping[np.where(ids < len(mapping), ids, 0)]
+                if kind.name in ("node", "frame"):
+                    cols = self._sane_ids(f, kind.name, cols)
                 if kind.name == "node":
                     n_nodes = max(n_nodes, int(cols["id"].max(initial=0)))
                 if kind.name == "frame":
@@ -151,11 +165,11 @@ class Session:
                         np.uint32
                     )
                 if kind.name in _AGENT_KINDS:
-                    cols["pid"] = np.full(len(arr), f.pid, dtype=np.int32)
+                    cols["pid"] = np.full(len(cols[kind.fields[0][0]]), f.pid, dtype=np.int32)
                 per_kind.setdefault(code, []).append(cols)
             node_offset += n_nodes
             frame_offset += n_frames
-        self.events.sort(key=lambda e: e.get("t", 0))
+        self.events.sort(key=_event_time)
         self._tables: dict[str, Table] = {}
         for code, kind in fmt.KINDS.items():
             parts = per_kind.get(code, [])
@@ -177,6 +191,21 @@ class Session:
                     cols = {n: v[order] for n, v in cols.items()}
             self._tables[kind.name] = Table(kind.name, cols)
         self._build_stacks(node_offset, frame_offset)
+
+    def _sane_ids(
+        self, f: RecordFileData, kind: str, cols: dict[str, npt.NDArray[Any]]
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Drop trie rows whose ids cannot be a writer's: ids count up from 1 in each file, so
+        one far past the number of rows is damage (and would size the lookup tables)."""
+        n = len(cols["id"])
+        bound = 4 * n + 65536
+        ok = cols["id"] <= bound
+        if kind == "node":
+            ok &= cols["parent"] <= bound
+        if bool(ok.all()):
+            return cols
+        self.warnings.append(f"{f.path.name}: skipped {int((~ok).sum())} damaged {kind} records")
+        return {name: v[ok] for name, v in cols.items()}
 
     def _build_stacks(self, n_nodes: int, n_frames: int) -> None:
         nodes = self._tables["node"]
@@ -214,6 +243,8 @@ class Session:
         seen = 0
         while node and seen < 4096:
             fid = int(self.node_frame[node]) if node < len(self.node_frame) else 0
+            if fid >= len(self.frame_file):  # its frame record was lost
+                fid = 0
             frames.append(
                 Frame(
                     self.string(int(self.frame_file[fid])),
@@ -233,7 +264,7 @@ class Session:
     @property
     def start_ns(self) -> int:
         """Monotonic time the run started (the session's time zero)."""
-        start = self.meta.get("start", {}).get("monotonic_ns")
+        start = _dict(self.meta.get("start")).get("monotonic_ns")
         if isinstance(start, int):
             return start
         times = [int(t["t"][0]) for t in self._tables.values() if "t" in t and len(t)]
@@ -244,11 +275,20 @@ class Session:
     @property
     def end_ns(self) -> int:
         """Monotonic time the run ended, or the last record when probe itself was killed."""
-        end = self.meta.get("end", {}) or {}
+        end = _dict(self.meta.get("end"))
         if isinstance(end.get("monotonic_ns"), int):
             return int(end["monotonic_ns"])
         times = [int(t["t"][-1]) for t in self._tables.values() if "t" in t and len(t)]
         return max(times) if times else self.start_ns
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _event_time(event: dict[str, Any]) -> int | float:
+    t = event.get("t", 0)
+    return t if isinstance(t, (int, float)) and not isinstance(t, bool) else 0
 
 
 _AGENT_KINDS = {
@@ -292,4 +332,4 @@ def is_session(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
-__all__ = ["Frame", "RecordFileData", "Session", "Table", "is_session", "read_record_file"]
+__all__ = ["Frame", "Loss", "RecordFileData", "Session", "Table", "is_session", "read_record_file"]

@@ -2,14 +2,39 @@
 
 Standard library only (it runs inside the target). One ``RecordWriter`` owns one file; a file is
 never written by two processes: each writer creates its own with ``O_EXCL``.
+
+probe's own faults never become the program's, so a write that fails never raises out of
+``RecordBuffer.flush``; the buffer writes less instead, and says so in the file:
+
+- A chunk that could not be written whole is cut off again, so the file ends at its last whole
+  chunk (a full disk gets back what the torn chunk took).
+- Out of space (disk full, quota, file size limit) or any other write error: the stack samples,
+  the bulk of an agent's records, are dropped from then on (steps, waits, GC and the outside
+  samples are written first in every flush, stacks last). If writing still fails, it pauses:
+  records are dropped and counted, and every ``RETRY_NS`` the buffer tries again (still without
+  stacks), in case space came back.
+- The file closed or replaced under the writer (a program that closes every descriptor it did
+  not open): that descriptor is never touched again, and writing goes on in a new file
+  (``<prefix>-<n>.rec``) whose header names the old one; without stacks, whose trie lives in the
+  old file.
+- The file removed (the session directory deleted): writing stops.
+- A write that blocks (a hung network filesystem) blocks only the thread that flushes: records
+  added meanwhile are held up to ``MAX_PENDING`` per kind, past which new ones are dropped and
+  counted, and ``add`` never waits for anything.
+
+What was lost is written into the file's own header, which is padded to a fixed slot when the
+file is created and rewritten in place, so the note needs no new space on a full disk (the
+``lost`` key, docs/session-format.md).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import threading
+import time
 import zlib
 
 from probe.session import format as fmt
@@ -18,13 +43,61 @@ TYPE_CHECKING = False  # typing stays unimported at run time: this loads in ever
 if TYPE_CHECKING:
     from typing import Any
 
+HEADER_SLOT = 1024  # the header JSON is padded with spaces to at least this many bytes
+HEADER_SPARE = 512  # room left in the slot for the ``lost`` note
+MAX_PENDING = 50_000  # records of one kind held while a write blocks (~60 s of stacks)
+MAX_PENDING_EVENTS = 10_000
+RETRY_NS = 5_000_000_000  # how often a paused writer tries again
+NOTE_EVERY_NS = 1_000_000_000  # the header note is rewritten at most this often (and at close)
+MAX_REOPENS = 3  # new files after the old one was closed under the writer
+MAX_EPISODES = 16
+
+# Dropped first when writing fails, and always written last in a flush (nodes and frames before
+# the stacks that use them).
+STACK_CODES = (fmt.FRAME.code, fmt.NODE.code, fmt.STACK.code, fmt.TICK.code, fmt.PACE.code)
+# Never bounded: each holds what is seen once (a new frame, a new trie node), and a stack
+# written later may need it.
+_UNBOUNDED = frozenset((fmt.NODE.code, fmt.FRAME.code))
+_WRITE_ORDER = tuple(c for c in fmt.KINDS if c not in STACK_CODES) + STACK_CODES
+
+# Writing levels.
+FULL = 0  # everything
+LEAN = 1  # everything but stacks
+PAUSED = 2  # nothing; tries again every RETRY_NS
+STOPPED = 3  # nothing, for good (the file is gone)
+LEVELS = ("full", "lean", "paused", "stopped")
+
+_now = time.monotonic_ns
+_os_write = os.write  # the one call that writes records (tests put a full disk in its place)
+
+
+def describe_error(exc: BaseException) -> str:
+    """``No space left on device (ENOSPC)``: what a failed write says to a person."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"{exc.strerror or os.strerror(exc.errno)} ({name})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class FileGone(OSError):
+    """The record file is no longer the writer's: closed or replaced under it, or removed."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__(how)
+        self.how = how  # closed, replaced, removed
+
 
 class RecordFile:
-    """One record file: created exclusively, appended chunk by chunk, one write per chunk."""
+    """One record file: created exclusively, appended chunk by chunk, one write per chunk.
 
-    def __init__(self, directory: str, prefix: str, header: dict[str, Any]) -> None:
+    A chunk that fails part-way is cut off again (``bytes_written`` is always the end of the last
+    whole chunk); ``torn`` says that even that failed, and the reader then resynchronises on the
+    next chunk that follows the torn one.
+    """
+
+    def __init__(self, directory: str, prefix: str, header: dict[str, Any], first: int = 0) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        n = 0
+        n = first
         while True:
             path = os.path.join(directory, f"{prefix}-{n}.rec" if n else f"{prefix}.rec")
             try:
@@ -34,17 +107,41 @@ class RecordFile:
                 n += 1
         self.path = path
         self.bytes_written = 0
+        self.torn = False
+        self._header = dict(header)
         head = json.dumps(header, separators=(",", ":")).encode()
-        self._write(
-            fmt.FILE_HEADER.pack(fmt.FILE_MAGIC, fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR, len(head))
-            + head
-        )
+        self._slot = max(HEADER_SLOT, len(head) + HEADER_SPARE)
+        try:
+            st = os.fstat(self._fd)
+            self._identity = (st.st_dev, st.st_ino)
+            self._write(
+                fmt.FILE_HEADER.pack(fmt.FILE_MAGIC, fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR, self._slot)
+                + head.ljust(self._slot)
+            )
+        except OSError:
+            os.close(self._fd)
+            self._fd = -1
+            try:
+                os.unlink(path)  # created by us a moment ago (O_EXCL): no one else's
+            except OSError:
+                pass
+            raise
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = _os_write(self._fd, view)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[n:]
+        except OSError:
+            if len(view) != len(data):  # part of it is in the file: cut it off again
+                try:
+                    os.ftruncate(self._fd, self.bytes_written)
+                except OSError:
+                    self.torn = True
+            raise
         self.bytes_written += len(data)
 
     def write_chunk(self, kind: int, count: int, payload: bytes) -> None:
@@ -53,10 +150,52 @@ class RecordFile:
             fmt.CHUNK_HEADER.pack(fmt.CHUNK_MAGIC, kind, 0, count, len(payload), crc) + payload
         )
 
+    def check(self) -> None:
+        """Raise ``FileGone`` unless the descriptor still refers to this file, still linked."""
+        try:
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise FileGone("closed") from exc
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise FileGone("replaced")
+        if st.st_nlink == 0:
+            raise FileGone("removed")
+
+    def note(self, lost: dict[str, Any]) -> bool:
+        """Rewrite the header in place with ``lost`` added; whether it fitted and was written."""
+        header = dict(self._header)
+        header["lost"] = lost
+        head = json.dumps(header, separators=(",", ":"), default=str).encode()
+        if len(head) > self._slot:
+            header["lost"] = {k: v for k, v in lost.items() if k != "episodes"}
+            head = json.dumps(header, separators=(",", ":"), default=str).encode()
+            if len(head) > self._slot:
+                return False
+        import fcntl  # only once something was lost
+
+        fd = self._fd
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_APPEND)  # pwrite appends under O_APPEND
+            try:
+                os.pwrite(fd, head.ljust(self._slot), fmt.FILE_HEADER.size)
+            finally:
+                fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        except OSError:
+            return False
+        return True
+
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
             self._fd = -1
+
+    def abandon(self) -> None:
+        """Forget the descriptor without closing it: it is someone else's now."""
+        self._fd = -1
 
 
 class RecordBuffer:
@@ -65,7 +204,8 @@ class RecordBuffer:
     ``add`` packs a record at once (a deque append is atomic under the GIL, so hooks running on the
     target's threads never take a lock); ``flush`` drains what is there into a ``RecordFile``,
     strings first so every id a record uses is on disk no later than the record.
-    The file is created at the first flush that has something to write.
+    The file is created at the first flush that has something to write. See the module's
+    docstring for what happens when writing fails.
     """
 
     def __init__(self, directory: str, prefix: str, header: dict[str, Any]) -> None:
@@ -81,15 +221,37 @@ class RecordBuffer:
         self._new_strings: collections.deque[tuple[int, str]] = collections.deque()
         self._intern_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
         self.records_written = 0
+        self.bytes_written = 0  # all files of this buffer together
+        self.level = FULL
+        self.files: list[str] = []  # every file written, in order
+        self._overflow = dict.fromkeys(fmt.KINDS, 0)  # added while the queue was full
+        self._overflow_events = 0
+        self._dropped: dict[str, int] = {}  # by kind name (and "events")
+        self._episodes: list[dict[str, Any]] = []
+        self._retry_at = 0
+        self._reopens = 0
+        self._resend_strings = False
+        self._last_ok = _now()  # the last flush that wrote all it had
+        self._note_dirty = False
+        self._noted_at = 0
+        self._closed = False
+        self._has_stacks = False  # stack samples came this way (an agent's buffer)
+
+    # -- filling (any thread) ---------------------------------------------------------------------
 
     @property
     def path(self) -> str | None:
-        return self._file.path if self._file else None
+        """The file written last (None before the first write)."""
+        return self.files[-1] if self.files else None
 
     @property
-    def bytes_written(self) -> int:
-        return self._file.bytes_written if self._file else 0
+    def keeps_stacks(self) -> bool:
+        """Whether stack samples are still written (False once writing has failed)."""
+        return self.level == FULL
 
     def intern(self, text: str) -> int:
         sid = self._strings.get(text)
@@ -103,40 +265,271 @@ class RecordBuffer:
         return sid
 
     def add(self, kind: fmt.Kind, *values: Any) -> None:
-        self._queues[kind.code].append(kind.struct.pack(*values))
+        queue = self._queues[kind.code]
+        if len(queue) < MAX_PENDING or kind.code in _UNBOUNDED:
+            queue.append(kind.struct.pack(*values))
+        else:
+            self._overflow[kind.code] += 1
 
     def add_packed(self, kind: fmt.Kind, packed: bytes) -> None:
-        self._queues[kind.code].append(packed)
+        queue = self._queues[kind.code]
+        if len(queue) < MAX_PENDING or kind.code in _UNBOUNDED:
+            queue.append(packed)
+        else:
+            self._overflow[kind.code] += 1
 
     def event(self, event: dict[str, Any]) -> None:
-        self._events.append(event)
+        if len(self._events) < MAX_PENDING_EVENTS:
+            self._events.append(event)
+        else:
+            self._overflow_events += 1
 
     def pending(self) -> bool:
         return bool(self._new_strings or self._events or any(self._queues.values()))
 
-    def flush(self) -> None:
-        with self._flush_lock:
+    # -- writing (one thread at a time) -----------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write what is buffered. Never raises for a failed write (see the module docstring).
+
+        With ``timeout``, wait at most that long for a flush running on another thread (one
+        blocked in a write) and return False if it is still running.
+        """
+        if not self._flush_lock.acquire(True, -1 if timeout is None else timeout):
+            return False
+        try:
             self._flush_locked()
+        finally:
+            self._flush_lock.release()
+        return True
 
     def _flush_locked(self) -> None:
-        if not self.pending():
+        if self._closed:
             return
-        if self._file is None:
-            self._file = RecordFile(self._directory, self._prefix, self._header)
+        now = _now()
+        self._count_overflow(now)
+        if self.level == STOPPED or (self.level == PAUSED and now < self._retry_at):
+            self._drop_pending(keep_text=self.level == PAUSED)
+            return
+        if not self.pending() and not self._note_dirty:
+            return
+        f = self._writable_file(now)
+        if f is None:
+            self._drop_pending(keep_text=self.level == PAUSED)
+            return
+        retry = self.level == PAUSED
+        if retry:  # everything but stacks; the episode ends only if it all gets written
+            self.level = LEAN
+        failed = self._write_pending(f, now)
+        if not failed:
+            self._last_ok = now
+            if retry:
+                self._close_episode("all", now)
+                self._note_dirty = True
+        if self._note_dirty and (failed or now - self._noted_at >= NOTE_EVERY_NS):
+            self._write_note(now)
+
+    def _writable_file(self, now: int) -> RecordFile | None:
+        """The file to write to, created or replaced as needed; None when writing cannot go on."""
         f = self._file
+        if f is not None:
+            try:
+                f.check()
+                return f
+            except FileGone as gone:
+                if gone.how == "removed":
+                    f.close()
+                    self._file = None
+                    self._stop(now, "the record file was removed (the session directory deleted?)")
+                    return None
+                f.abandon()
+                self._file = None
+                if self._reopens >= MAX_REOPENS:
+                    self._stop(now, f"the record file was {gone.how} under the writer again")
+                    return None
+                self._reopens += 1
+                self._resend_strings = True
+                self._degrade(now, LEAN, f"the record file's descriptor was {gone.how} under it")
+                self._episode("file", now, f"descriptor {gone.how}; continued in a new file")
+        header = dict(self._header)
+        if self.files:
+            header["continues"] = os.path.basename(self.files[-1])
+        try:
+            f = RecordFile(self._directory, self._prefix, header, first=len(self.files))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                self._stop(now, "the session directory is gone")
+            else:
+                self._failed(now, exc)
+            return None
+        self._file = f
+        self.files.append(f.path)
+        self.bytes_written += f.bytes_written
+        if self._episodes:
+            self._note_dirty = True
+        return f
+
+    def _write_pending(self, f: RecordFile, now: int) -> bool:
+        """Write every queue as one chunk, essentials first; whether a write failed."""
+        if self._resend_strings:  # a new file: every id must be defined again
+            self._resend_strings = False
+            self._new_strings.clear()
+            self._new_strings.extend((sid, text) for text, sid in list(self._strings.items()))
         strings = _drain(self._new_strings)
         if strings:
             payload = json.dumps({str(k): v for k, v in strings}, separators=(",", ":"))
-            f.write_chunk(fmt.STRINGS, len(strings), payload.encode())
+            if not self._write(f, now, fmt.STRINGS, len(strings), payload.encode()):
+                self._new_strings.extendleft(reversed(strings))  # needed by every later record
+                self._drop_pending(keep_text=True)
+                return True
         events = _drain(self._events)
         if events:
-            payload = json.dumps(events, separators=(",", ":"), default=str)
-            f.write_chunk(fmt.EVENTS, len(events), payload.encode())
+            payload = self._events_json(events)
+            if not self._write(f, now, fmt.EVENTS, len(events), payload.encode()):
+                self._events.extendleft(reversed(events[-MAX_PENDING_EVENTS:]))
+                self._drop_pending(keep_text=True)
+                return True
+        for code in _WRITE_ORDER:
+            items = _drain(self._queues[code])
+            if not items:
+                continue
+            if code == fmt.STACK.code:
+                self._has_stacks = True
+            if self.level != FULL and code in STACK_CODES:
+                self._drop(code, len(items))
+                continue
+            if not self._write(f, now, code, len(items), b"".join(items)):
+                self._drop(code, len(items))
+                self._drop_pending(keep_text=True)
+                return True
+            self.records_written += len(items)
+        return False
+
+    def _events_json(self, events: list[dict[str, Any]]) -> str:
+        """The events as one JSON document; one that cannot be written as JSON is dropped."""
+        try:
+            return json.dumps(events, separators=(",", ":"), default=str)
+        except (TypeError, ValueError):  # a key that is not a string, a cycle
+            kept = []
+            for event in events:
+                try:
+                    json.dumps(event, default=str)
+                except (TypeError, ValueError):
+                    self._dropped["events"] = self._dropped.get("events", 0) + 1
+                    self._note_dirty = True
+                    continue
+                kept.append(event)
+            events[:] = kept  # the caller counts (and may queue again) what is written
+            return json.dumps(kept, separators=(",", ":"), default=str)
+
+    def _write(self, f: RecordFile, now: int, code: int, count: int, payload: bytes) -> bool:
+        before = f.bytes_written
+        try:
+            f.write_chunk(code, count, payload)
+        except OSError as exc:
+            self._failed(now, exc)
+            return False
+        self.bytes_written += f.bytes_written - before
+        return True
+
+    # -- losing records ---------------------------------------------------------------------------
+
+    def _failed(self, now: int, exc: OSError) -> None:
+        """A write failed: drop stacks first, then pause (and try again later)."""
+        cause = describe_error(exc)
+        if self.level == FULL:
+            self._degrade(now, LEAN, cause)
+        else:
+            self._degrade(now, PAUSED, cause)
+        if self.level == PAUSED:
+            self._retry_at = now + RETRY_NS
+
+    def _degrade(self, now: int, level: int, cause: str) -> None:
+        if level <= self.level:
+            return
+        if self.level == FULL and (self._has_stacks or self._queues[fmt.STACK.code]):
+            self._episode("stacks", now, cause)
+        if level >= PAUSED and self.level < PAUSED:
+            self._episode("all", now, cause)
+        self.level = level
+
+    def _stop(self, now: int, cause: str) -> None:
+        self._degrade(now, STOPPED, cause)
+        self._drop_pending(keep_text=False)
+
+    def _episode(self, what: str, now: int, cause: str) -> None:
+        open_ = [e for e in self._episodes if e["what"] == what and e.get("until") is None]
+        if open_:
+            return
+        if len(self._episodes) < MAX_EPISODES:
+            self._episodes.append({"what": what, "from": now, "until": None, "cause": cause})
+        self._note_dirty = True
+
+    def _close_episode(self, what: str, now: int) -> None:
+        for e in self._episodes:
+            if e["what"] == what and e.get("until") is None:
+                e["until"] = now
+
+    def _count_overflow(self, now: int) -> None:
+        """Records dropped by ``add`` because the queue was full (the last flush blocked)."""
+        full = [(code, n) for code, n in self._overflow.items() if n]
+        events, self._overflow_events = self._overflow_events, 0
+        if not full and not events:
+            return
+        for code, n in full:
+            self._overflow[code] -= n
+            self._drop(code, n)
+        if events:
+            self._dropped["events"] = self._dropped.get("events", 0) + events
+        if len(self._episodes) < MAX_EPISODES:
+            self._episodes.append(
+                {
+                    "what": "overflow",
+                    "from": self._last_ok,
+                    "until": now,
+                    "cause": "writing did not keep up (a write blocked)",
+                }
+            )
+        self._note_dirty = True
+
+    def _drop(self, code: int, n: int) -> None:
+        name = fmt.KINDS[code].name
+        self._dropped[name] = self._dropped.get(name, 0) + n
+        self._note_dirty = True
+
+    def _drop_pending(self, *, keep_text: bool) -> None:
+        """Drop (and count) what is queued; strings and events stay for a later retry when
+        ``keep_text`` (they are few, and later records need them)."""
         for code, queue in self._queues.items():
-            items = _drain(queue)
-            if items:
-                f.write_chunk(code, len(items), b"".join(items))
-                self.records_written += len(items)
+            n = len(_drain(queue))
+            if n:
+                self._drop(code, n)
+        if not keep_text:
+            n = len(_drain(self._events))
+            if n:
+                self._dropped["events"] = self._dropped.get("events", 0) + n
+            self._new_strings.clear()
+
+    def lost(self) -> dict[str, Any] | None:
+        """What this writer lost (the header's ``lost`` note), or None when nothing was."""
+        if not self._episodes and not self._dropped:
+            return None
+        return {
+            "level": LEVELS[self.level],
+            "episodes": [dict(e) for e in self._episodes],
+            "dropped": dict(self._dropped),
+        }
+
+    def _write_note(self, now: int) -> None:
+        lost = self.lost()
+        f = self._file
+        if lost is None or f is None:
+            return
+        if f.note(lost):
+            self._note_dirty = False
+            self._noted_at = now
+
+    # -- the end ----------------------------------------------------------------------------------
 
     def reset_after_fork(self, prefix: str, header: dict[str, Any]) -> None:
         """In a forked child: forget the parent's file and unflushed records (the parent owns them).
@@ -153,12 +546,23 @@ class RecordBuffer:
         self._new_strings.clear()
         self._intern_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self.records_written = 0
+        self._reset_state()
 
-    def close(self) -> None:
-        self.flush()
-        if self._file is not None:
-            self._file.close()
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, note what was lost, close the file. With ``timeout``: False (and the file left
+        to the flush that holds it) when a blocked write on another thread outlasts it."""
+        if not self._flush_lock.acquire(True, -1 if timeout is None else timeout):
+            return False
+        try:
+            self._flush_locked()
+            if self._note_dirty and self._file is not None:
+                self._write_note(_now())
+            if self._file is not None:
+                self._file.close()
+            self._closed = True  # what is added from now on is never written
+        finally:
+            self._flush_lock.release()
+        return True
 
 
 def _drain(queue: collections.deque[Any]) -> list[Any]:
