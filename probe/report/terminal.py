@@ -57,11 +57,6 @@ def summary_lines(
             _paint(f"  crash: process {crash['pid']}: {crash['error']}{where}", "high", color)
             + " (its Python stacks are in the report)"
         )
-    if d.category != INSUFFICIENT_DATA:
-        for check, error in d.checks_failed.items():
-            lines.append(
-                _paint(f"  warning: the {check} check failed ({error}); not judged", "high", color)
-            )
     first = d.next_step or recommendations.load(d.category).first_step
     if first:
         lines.append("  next: " + first)

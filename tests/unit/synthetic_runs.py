@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.synthetic import FrameSpec, SessionBuilder
 
@@ -70,6 +71,11 @@ class Run:
     cuda_alloc: object = None  # CUDA memory allocated (bytes, or a function of time)
     sync: float = 0.0  # seconds of each step the host waits on the GPU (.item()), at its end
     sync_every: int = 1  # steps between steps that sync
+    # What the agent records at the end of each unit of the loop: "optimizer" steps, "backward"
+    # passes only (manual SGD), "lbfgs" (a backward pass a unit and an optimizer step around
+    # every 20 of them), "forward" module calls only (inference), "dataloader" (only the waits:
+    # needs wait > 0), or "few" (5 optimizer steps in the whole run, nothing else).
+    rhythm: str = "optimizer"
 
     def build(self, path: Path) -> Session:
         b = SessionBuilder(path, duration_s=self.duration)
@@ -89,7 +95,7 @@ class Run:
             t += length
             ends.append(t)
         ends_a = np.array(ends)
-        b.steps(pid, ends_a)
+        self._rhythm(b, pid, ends_a)
         if self.graph_nodes:
             for t_ns in b.ns(ends_a[3::50]):
                 b.agent(pid).events.append(
@@ -215,3 +221,21 @@ class Run:
             ),
         )
         return Session(b.write())
+
+    def _rhythm(self, b: SessionBuilder, pid: int, ends: np.ndarray) -> None:
+        if self.rhythm == "optimizer":
+            b.steps(pid, ends)
+        elif self.rhythm == "backward":
+            b.steps(pid, ends, source=fmt.STEP_SOURCE_BACKWARD)
+        elif self.rhythm == "lbfgs":
+            b.steps(pid, ends, source=fmt.STEP_SOURCE_BACKWARD)
+            outer = ends[20::20]
+            b.steps(pid, outer, durs=outer - ends[:-20:20])
+        elif self.rhythm == "forward":
+            b.steps(
+                pid, ends, source=fmt.STEP_SOURCE_FORWARD, durs=np.full(len(ends), 0.8 * self.step)
+            )
+        elif self.rhythm == "few":
+            b.steps(pid, ends[:: max(len(ends) // 5, 1)][:5])
+        elif self.rhythm != "dataloader":
+            raise ValueError(self.rhythm)

@@ -542,7 +542,16 @@ def test_json_document_shape(tmp_path: Path) -> None:
     assert doc["category"] == doc["issues"][0]["id"]
     issue = doc["issues"][0]
     assert set(issue) == {"id", "severity", "impact", "title", "summary", "evidence", "windows"}
-    assert set(doc["run"]) == {"command", "exit_code", "signal", "duration_s", "steps", "processes"}
+    assert set(doc["run"]) == {
+        "command",
+        "exit_code",
+        "signal",
+        "duration_s",
+        "steps",
+        "step_unit",
+        "processes",
+    }
+    assert doc["run"]["step_unit"] == "optimizer.step() calls"
     impacts = [i["impact"] for i in doc["issues"]]
     assert impacts == sorted(impacts, reverse=True)
     import json

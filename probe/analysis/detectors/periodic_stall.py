@@ -53,7 +53,7 @@ from probe.analysis.detectors.base import (
 from probe.analysis.detectors.gpu_share import utilization
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
-from probe.analysis.timeline import StepTable
+from probe.analysis.timeline import UNITS, StepTable
 
 ID = "periodic-stall"
 MIN_STALLS = 3
@@ -379,7 +379,7 @@ def detect(ctx: Context) -> Finding:
     kind = _stall_kind(ctx, in_stalls, stacks)
     evidence["stall_kind"] = kind
     period = (
-        f"every {evidence['period_steps']:.0f} steps"
+        f"every {evidence['period_steps']:.0f} {UNITS[steps.source][1]}"
         if use_steps
         else f"every {evidence['period_s']:.1f} s"
     )
@@ -395,7 +395,8 @@ def detect(ctx: Context) -> Finding:
             where += "."
     title = f"Steps stall periodically: {n} stalls {period}, {pct(impact)} of the run"
     summary = (
-        f"{n} steps took far longer than the median of {ms(median)} (median stall "
+        f"{n} {UNITS[steps.source][1]} took far longer than the median of {ms(median)} "
+        "(median stall "
         f"{ms(float(np.median(durations[stalls])))}), {period}, costing {pct(impact)} of the "
         f"steady state.{where}"
     )
