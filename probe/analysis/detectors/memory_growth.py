@@ -6,12 +6,17 @@ a monotonic trend and the Theil-Sen estimator gives the slope with its 95 % inte
 bins, not raw samples, so autocorrelation and allocator noise do not inflate significance). A
 process's memory grows when:
 
-- the trend is strong and significant: tau >= 0.6 and p < 0.001, and the slope's lower bound > 0;
+- the trend is strong: tau >= 0.6 and the slope's lower bound > 0;
+- it is a drift, not a wander: memory that moves as a random walk (allocator pools, caches that
+  fill and empty) has binned medians that are far from independent, and Kendall's p-value on them
+  reads most walks that end higher than they began as a trend. The test is instead on the
+  increments between the levels at up to 20 equally spaced points of the window (``stats.drift``:
+  Student's t, exact for a random walk), one-sided p < 0.01;
 - it grew by at least max(32 MB, 5 % of where it started) over the window;
 - it is still growing in the second half of the window: tau >= 0.3, slope lower bound > 0, the
-  slope's upper bound at least half the whole window's slope, and at least half the minimum
-  growth above within that half. Caches and allocator pools that fill up and level off are not
-  leaks, even when a small drift remains after they level off.
+  slope's upper bound at least half the whole window's slope, and at least a quarter of the
+  whole window's growth within that half. Caches and allocator pools that fill up and level off
+  are not leaks, even when a small drift remains after they level off.
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
 step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
@@ -39,11 +44,12 @@ from probe.analysis.detectors.base import (
     mb,
     not_detected,
 )
-from probe.analysis.stats import Trend, trend
+from probe.analysis.stats import Trend, binned_medians, drift, trend
 
 ID = "memory-growth"
 MIN_TAU = 0.6
-MAX_P = 1e-3
+MAX_P = 0.01  # of the drift test
+LATE_GROWTH = 0.25  # of the window's growth that must come in its second half
 MIN_GROWTH = 32 * 2**20
 MIN_RELATIVE = 0.05
 LATE_TAU = 0.3
@@ -103,6 +109,7 @@ def detect(ctx: Context) -> Finding:
         ],
         "kendall_tau": round(worst["tau"], 3),
         "p_value": float(f"{worst['p']:.3g}"),
+        "drift_t": round(worst["drift_t"], 2),
         "start_mb": round(worst["start_bytes"] / 2**20, 1),
         "end_mb": round(current / 2**20, 1),
         "growth_mb": round(worst["growth_bytes"] / 2**20, 1),
@@ -144,7 +151,10 @@ def detect(ctx: Context) -> Finding:
 
 def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:
     full = trend(t, values)
-    if full is None or full.tau < MIN_TAU or full.p_value >= MAX_P or full.low <= 0:
+    if full is None or full.tau < MIN_TAU or full.low <= 0:
+        return None
+    walk = drift(*binned_medians(np.asarray(t, float), np.asarray(values, float)))
+    if walk is None or walk.p_value >= MAX_P:
         return None
     span = float(t[-1] - t[0])
     start = float(np.median(values[: max(3, len(values) // 20)]))
@@ -162,14 +172,15 @@ def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, 
     if late.high < LATE_PACE * full.slope:
         return None
     late_span = float(t[-1] - t[half])
-    if late.slope * late_span < 0.5 * max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
+    if late.slope * late_span < LATE_GROWTH * growth:
         return None
     return {
         "rate_bytes_per_s": full.slope,
         "low": full.low,
         "high": full.high,
         "tau": full.tau,
-        "p": full.p_value,
+        "p": walk.p_value,
+        "drift_t": walk.t,
         "start_bytes": start,
         "end_bytes": end,
         "growth_bytes": growth,
