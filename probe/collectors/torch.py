@@ -76,6 +76,7 @@ class TorchHooks:
         self._opt_start: dict[int, int] = {}
         self._loader_ids: dict[tuple[int, int, Any], int] = {}
         self._iter_loader: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._pin_asked: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._worker_id: int | None = None
         self._dist_seen: tuple[int, int] | None = None
         self._facts_seen: tuple[Any, ...] | None = None
@@ -112,6 +113,7 @@ class TorchHooks:
         self._opt_start.clear()
         self._loader_ids.clear()
         self._iter_loader = weakref.WeakKeyDictionary()
+        self._pin_asked = weakref.WeakKeyDictionary()
         self._worker_id = None
         self._dist_seen = None
         self._facts_seen = None
@@ -150,6 +152,22 @@ class TorchHooks:
         __next__.__qualname__ = original.__qualname__
         cls.__next__ = __next__
         self._restore.append(lambda: setattr(cls, "__next__", original))
+        # What the program asked of its loader: the iterator keeps only what is in effect
+        # (pin_memory=True without an accelerator is off), and not the loader itself.
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+
+            def __init__(it: Any, loader: Any, *args: Any, **kwargs: Any) -> None:
+                init(it, loader, *args, **kwargs)
+                try:
+                    hooks._pin_asked[it] = bool(getattr(loader, "pin_memory", False))
+                except TypeError:
+                    pass
+
+            __init__.__wrapped__ = init  # type: ignore[attr-defined]
+            __init__.__qualname__ = init.__qualname__
+            cls.__init__ = __init__
+            self._restore.append(lambda: setattr(cls, "__init__", init))
 
     def _hook_autograd(self, module: ModuleType) -> None:
         original = module.__dict__.get("backward")
@@ -503,7 +521,8 @@ class TorchHooks:
             "iterable": int(getattr(it, "_dataset_kind", 0)) == 1,
             "num_workers": getattr(it, "_num_workers", None),
             "batch_size": batch_size if isinstance(batch_size, int) else None,
-            "pin_memory": bool(getattr(it, "_pin_memory", False)),
+            "pin_memory": bool(getattr(it, "_pin_memory", False)),  # in effect
+            "pin_memory_asked": self._pin_asked.get(it),
             "prefetch_factor": getattr(it, "_prefetch_factor", None),
             "persistent_workers": bool(getattr(it, "_persistent_workers", False)),
             "timeout": getattr(it, "_timeout", None),

@@ -76,6 +76,8 @@ class Run:
     # every 20 of them), "forward" module calls only (inference), "dataloader" (only the waits:
     # needs wait > 0), or "few" (5 optimizer steps in the whole run, nothing else).
     rhythm: str = "optimizer"
+    loader: dict[str, object] = field(default_factory=dict)  # more of the loader's description
+    worker_frames: list[FrameSpec] | None = None  # what the DataLoader workers' stacks show
 
     def build(self, path: Path) -> Session:
         b = SessionBuilder(path, duration_s=self.duration)
@@ -130,7 +132,7 @@ class Run:
         b.system(busy=lambda x: level(x, busy, self.startup_cpu, 0.1))
         if self.wait:
             starts = ends_a[:-1] + 0.001
-            b.loader(pid, num_workers=self.num_workers)
+            b.loader(pid, **{"num_workers": self.num_workers, **self.loader})
             b.waits(
                 pid, starts, np.full(len(starts), self.wait), workers=[201, 202][: self.num_workers]
             )
@@ -138,6 +140,9 @@ class Run:
                 for w, wpid in enumerate([201, 202][: self.num_workers]):
                     b.process(wpid, ppid=pid, worker=w)
                     b.cpu(wpid, main=self.worker_cpu_share, main_wait=self.worker_wait)
+                    if self.worker_frames is not None:
+                        wt = np.arange(self.start, end_steps, 0.05)
+                        b.stack_table(wpid, wt, [self.worker_frames], np.zeros(len(wt), int))
                     batch = self.num_workers * (self.step)
                     fs = np.arange(self.start, end_steps, batch)
                     b.fetches(

@@ -638,3 +638,25 @@ def test_module_calls_traced_by_torch_compile_are_not_recorded(
     assert not torch.nn.modules.module._global_forward_pre_hooks
     buf.close()
     assert len(Session(session_dir).table("step")) == 1
+
+
+def test_a_loader_records_the_pin_memory_asked_and_the_one_in_effect(session_dir: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from probe.collectors.torch import TorchHooks
+
+    buf = _buffer(session_dir)
+    hooks = TorchHooks(buf, lambda where, exc: None)
+    hooks.on_module("torch.utils.data.dataloader", torch.utils.data.dataloader)
+    try:
+        loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4, pin_memory=True)
+        with pytest.warns(UserWarning, match="pin_memory"):  # no accelerator on this build
+            batches = [b[0] for b in loader]
+    finally:
+        hooks.uninstall()
+    buf.close()
+    assert torch.equal(torch.cat(batches), torch.arange(8.0))
+    (event,) = Session(session_dir).events_of("loader")
+    assert event["pin_memory_asked"] is True
+    assert event["pin_memory"] is torch.accelerator.is_available()

@@ -152,16 +152,83 @@ def test_input_bound_transform_bound_workers(tmp_path: Path) -> None:
 def test_transform_bound_workers_on_busy_cores_are_told_to_make_samples_cheaper(
     tmp_path: Path,
 ) -> None:
-    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.9).build(tmp_path / "s"))
+    # One worker and one intra-op thread: the job wants the 2 cores it has, and they are busy.
+    run = Run(wait=0.02, worker_cpu_share=0.95, busy=1.9, num_workers=1, torch_threads=1)
+    d = diagnose(run.build(tmp_path / "s"))
     top = d.top
     assert top is not None and top.id == "input-bound"
-    assert top.evidence["cores_saturated"] is True
+    assert top.evidence["cores_saturated"] is True and top.evidence["oversubscribed"] is False
     assert top.next_step.startswith("Make each sample cheaper")
+    assert "precompute" in top.next_step
     # With a core to spare, the recommendation's first step (more workers) stands.
     d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.0).build(tmp_path / "idle"))
     top = d.top
     assert top is not None and top.id == "input-bound"
     assert top.evidence["cores_saturated"] is False and top.next_step == ""
+
+
+def test_workers_and_threads_that_oversubscribe_saturated_cores_are_told_to_be_fewer(
+    tmp_path: Path,
+) -> None:
+    # 2 busy workers and 2 intra-op threads on 2 saturated cores: fewer of them, not cheaper
+    # transforms, comes first.
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.9).build(tmp_path / "s"))
+    top = d.top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["threads_wanted"] == 4 and top.evidence["oversubscribed"] is True
+    assert top.next_step.startswith("Use fewer DataLoader workers or intra-op threads")
+    assert "want 4 cores of the 2 there are" in top.summary
+    assert "precompute" not in top.next_step + top.summary
+
+
+def test_workers_with_no_transforms_of_their_own_are_not_told_to_precompute_them(
+    tmp_path: Path,
+) -> None:
+    # The worker's samples: torch indexing a TensorDataset and collating, under the program's
+    # own frames from the parent that forked it.
+    frames = [
+        *TRAIN,
+        ("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
+        ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 349),
+        ("/venv/site-packages/torch/utils/data/dataset.py", "__getitem__", 211),
+    ]
+    run = Run(
+        wait=0.02,
+        worker_cpu_share=0.95,
+        busy=1.9,
+        num_workers=1,
+        torch_threads=1,
+        worker_frames=frames,
+    )
+    top = diagnose(run.build(tmp_path / "s")).top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["worker_own_code_share"] == 0.0
+    assert "no transforms of its own" in top.summary
+    assert "precompute" not in top.next_step and "cheaper to build" in top.summary
+    own = [*frames[:-1], ("/work/train.py", "augment", 33)]
+    top = diagnose(
+        Run(
+            wait=0.02,
+            worker_cpu_share=0.95,
+            busy=1.9,
+            num_workers=1,
+            torch_threads=1,
+            worker_frames=own,
+        ).build(tmp_path / "own")
+    ).top
+    assert top is not None and top.evidence["worker_own_code_share"] == 1.0
+    assert "precompute" in top.next_step
+
+
+def test_pin_memory_asked_but_not_in_effect_is_said(tmp_path: Path) -> None:
+    top = diagnose(Run(wait=0.02).build(tmp_path / "s")).top
+    assert top is not None and "pin_memory" not in top.summary
+    run = Run(wait=0.02, loader={"pin_memory": False, "pin_memory_asked": True})
+    top = diagnose(run.build(tmp_path / "asked")).top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["loaders"][0]["pin_memory"] is False
+    assert top.evidence["loaders"][0]["pin_memory_asked"] is True
+    assert "pin_memory=True was asked but is not in effect" in top.summary
 
 
 def test_input_bound_latency_bound_workers(tmp_path: Path) -> None:
