@@ -51,7 +51,6 @@ from typing import Any
 
 import numpy as np
 
-from probe.session import format as fmt
 from probe.session.synthetic import FrameSpec, SessionBuilder
 
 TRAIN: list[FrameSpec] = [("/work/train.py", "<module>", 80), ("/work/train.py", "main", 60)]
@@ -514,7 +513,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     nulls = [r for r in rows if r["family"].startswith("null")]
     out: dict[str, Any] = {"durations": durations, "null": {}, "effect": {}, "failed": 0}
     out["failed"] = sum(1 for r in rows if r["checks_failed"])
-    for d in durations + ["all"]:
+    for d in [*durations, "all"]:
         mine = [r for r in nulls if d in ("all", r["duration"])]
         if not mine:
             continue
