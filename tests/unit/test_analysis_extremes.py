@@ -21,7 +21,7 @@ from probe.analysis.stats import (
     trend,
     warmup_change_point,
 )
-from probe.report import terminal
+from probe.report import html, terminal
 from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
 from tests.unit.synthetic_runs import FORWARD, SAVE, Run
@@ -212,6 +212,8 @@ def test_a_million_steps_are_analysed_end_to_end(tmp_path: Path) -> None:
     assert doc["run"]["steps"] == d.run["steps"]
     lines = terminal.summary_lines(d, session_dir=tmp_path / "s", report=None)
     assert lines[0].startswith("verdict: periodic-stall")
+    report = html.write(d, tmp_path / "s.html")
+    assert report.stat().st_size < 2 * 2**20
 
 
 def test_a_day_long_run_is_analysed(tmp_path: Path) -> None:
