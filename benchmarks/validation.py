@@ -25,7 +25,8 @@ figure that decides it: input-bound's data wait share (5 %), gc-pauses' share of
 together (1.25 runnable threads per core, 20 % of the tree's runnable time waiting, 10 % of the
 training thread's), python-bound's share of the training thread's samples in Python holding the
 GIL (50 %), io-bound's share of its samples in I/O (5 %), periodic-stall's share of the time the
-stalls cost (3 %, a stall every 40 steps), and event-loop-blocked's share of the time blocked
+stalls cost (3 %, a stall every 40 steps; every 25 in the 10 s runs, so that they hold six periods), and
+event-loop-blocked's share of the time blocked
 (20 %, in ~45 ms blocks).
 
 A verdict is *detected* in an effect run when it is among the issues found; a *false alarm* in a
@@ -107,6 +108,10 @@ THRESHOLDS = {
 CORES = 2.0
 PID = 100
 STALL_EVERY = 40
+# In a 10 s run a stall every 40 steps of 50 ms recurs three times: too few to show a period to
+# any test. Every 25 steps it recurs six times, and at 1.5x its threshold a stall still takes
+# twice the median step (at 1x, 1.75x: not a stall by periodic-stall's definition).
+STALL_EVERY_SHORT = 25
 TIMER = 0.02  # the agent's event-loop timer
 
 
@@ -188,8 +193,9 @@ def _build_train(path: Path, case: Case) -> Path:
         lengths = lengths + gc_in_step
     stall = np.zeros(n)
     if effect == "periodic-stall":
-        extra = THRESHOLDS["periodic-stall"] * size * STALL_EVERY * float(np.median(lengths))
-        stall[STALL_EVERY - 1 :: STALL_EVERY] = extra / (1 - THRESHOLDS["periodic-stall"] * size)
+        every = STALL_EVERY_SHORT if duration <= 60 else STALL_EVERY
+        extra = THRESHOLDS["periodic-stall"] * size * every * float(np.median(lengths))
+        stall[every - 1 :: every] = extra / (1 - THRESHOLDS["periodic-stall"] * size)
         lengths = lengths + stall
     ends = start + np.cumsum(lengths)
     keep = ends <= end
