@@ -25,9 +25,8 @@ figure that decides it: input-bound's data wait share (5 %), gc-pauses' share of
 together (1.25 runnable threads per core, 20 % of the tree's runnable time waiting, 10 % of the
 training thread's), python-bound's share of the training thread's samples in Python holding the
 GIL (50 %), io-bound's share of its samples in I/O (5 %), periodic-stall's share of the time the
-stalls cost (3 %, a stall every 40 steps; every 25 in the 10 s runs, so that they hold six periods), and
-event-loop-blocked's share of the time blocked
-(20 %, in ~45 ms blocks).
+stalls cost (3 %, a stall every 40 steps; every 25 in the 10 s runs, so that they hold six
+periods), and event-loop-blocked's share of the time blocked (20 %, in ~45 ms blocks).
 
 A verdict is *detected* in an effect run when it is among the issues found; a *false alarm* in a
 null run when it is. The whole run is a false alarm when its category is neither ``healthy`` nor

@@ -192,9 +192,7 @@ class TorchHooks:
     def _after_backward(self) -> None:
         try:
             now = _now()
-            self._buffer.add(
-                fmt.STEP, now, _tid(), fmt.STEP_SOURCE_BACKWARD, 0, 0, self._backwards
-            )
+            self._buffer.add(fmt.STEP, now, _tid(), fmt.STEP_SOURCE_BACKWARD, 0, 0, self._backwards)
             if self._forward_state in ("discovering", "classes"):
                 self._stop_forward()  # a loop with backward passes has its rhythm
             self.hook_ns += _now() - now

@@ -107,18 +107,22 @@ def test_a_run_in_which_a_check_failed_is_never_called_healthy(
     top = d.issues[0]
     assert "periodic-stall" in top.title and "failed" in top.title
     assert "OverflowError" in top.summary and "not called healthy" in top.summary
-    assert d.warnings[0].startswith("the periodic-stall check failed (OverflowError")
-    doc = to_json(d)
-    assert doc["category"] == "insufficient-data"
-    assert doc["checks_failed"] == [
-        {"id": "periodic-stall", "error": "OverflowError: int too large to convert to float"}
+    # visible in the terminal (the analysis's losses are warned, the summary says partial), the
+    # JSON (losses) and the report (its warnings)
+    error = "OverflowError: int too large to convert to float"
+    assert any("periodic-stall" in w and error in w for w in d.warnings)
+    (loss,) = [loss for loss in d.losses if loss.source == "analysis"]
+    assert loss.lines(0) == [
+        f"analysis: the periodic-stall check failed ({error}); the verdict is made without it"
     ]
-    assert doc["issues"][0]["evidence"]["checks_failed"] == {
-        "periodic-stall": "OverflowError: int too large to convert to float"
-    }
+    doc = to_json(d)
+    assert doc["category"] == "insufficient-data" and doc["partial"] is True
+    assert doc["losses"][-1]["episodes"][0]["part"] == "periodic-stall"
+    assert doc["issues"][0]["evidence"]["checks_failed"] == {"periodic-stall": error}
     lines = terminal.summary_lines(d, session_dir=tmp_path / "s", report=None)
     assert lines[0].startswith("verdict: insufficient-data")
     assert "periodic-stall check failed" in lines[0] + lines[1]
+    assert any(line.startswith("  note: partial") for line in lines)
 
 
 def test_a_failed_check_beside_an_issue_is_a_visible_warning(
@@ -127,10 +131,10 @@ def test_a_failed_check_beside_an_issue_is_a_visible_warning(
     monkeypatch.setattr(periodic_stall, "detect", _raise)
     d = diagnose(Run(wait=0.02).build(tmp_path / "s"))
     assert d.category == "input-bound"
+    assert d.checks_failed == {"periodic-stall": "OverflowError: int too large to convert to float"}
     lines = terminal.summary_lines(d, session_dir=tmp_path / "s", report=None)
-    warning = "  warning: the periodic-stall check failed (OverflowError"
-    assert any(line.startswith(warning) for line in lines)
-    assert to_json(d)["checks_failed"][0]["id"] == "periodic-stall"
+    assert any(line.startswith("  note: partial") for line in lines)
+    assert to_json(d)["losses"][-1]["episodes"][0]["part"] == "periodic-stall"
 
 
 def test_every_detector_is_guarded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
