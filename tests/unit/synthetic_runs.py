@@ -76,6 +76,7 @@ class Run:
     # every 20 of them), "forward" module calls only (inference), "dataloader" (only the waits:
     # needs wait > 0), or "few" (5 optimizer steps in the whole run, nothing else).
     rhythm: str = "optimizer"
+    host_running: float = 2.0  # runnable threads on the whole host during the steps
     loader: dict[str, object] = field(default_factory=dict)  # more of the loader's description
     worker_frames: list[FrameSpec] | None = None  # what the DataLoader workers' stacks show
 
@@ -129,7 +130,10 @@ class Run:
             if self.busy is not None
             else min(self.main_cpu + self.pool_cpu + self.extra_runnable, 2.0)
         )
-        b.system(busy=lambda x: level(x, busy, self.startup_cpu, 0.1))
+        b.system(
+            busy=lambda x: level(x, busy, self.startup_cpu, 0.1),
+            running=lambda x: level(x, self.host_running, 2.0, 1.0),
+        )
         if self.wait:
             starts = ends_a[:-1] + 0.001
             b.loader(pid, **{"num_workers": self.num_workers, **self.loader})

@@ -830,3 +830,21 @@ def test_a_failed_three_state_fit_is_retried_with_two(
     assert seg.window[0] == pytest.approx(start, abs=0.6)
     assert seg.window[1] == pytest.approx(end, abs=0.6)
     assert seg.to_json()["states"] == 2
+
+
+def test_a_training_thread_starved_by_other_jobs_is_not_healthy(tmp_path: Path) -> None:
+    # The job's own threads fit its 2 cores, but the host keeps 12 threads runnable: the training
+    # thread waits for a core 80 % of its runnable time (the nanoGPT run of docs/validation.md).
+    d = diagnose(Run(main_cpu=0.2, main_wait=0.8, host_running=12.0).build(tmp_path / "s"))
+    assert d.category == "cpu-oversubscription"
+    top = d.top
+    assert top is not None and top.evidence["pressure"] == "other jobs"
+    assert top.title.startswith("Other jobs take the cores")
+    assert top.next_step.startswith("Run the job where it has its cores to itself")
+    # A neighbour that costs the training thread 5 % of its time is noise, not a verdict.
+    d = diagnose(Run(main_wait=0.05, host_running=4.0).build(tmp_path / "light"))
+    assert d.category == "healthy"
+    # The job's own oversubscription keeps its own words.
+    d = diagnose(Run(main_wait=0.4, extra_runnable=2.0, host_running=12.0).build(tmp_path / "own"))
+    assert d.top is not None and d.top.evidence["pressure"] == "job"
+    assert d.top.title.startswith("More runnable threads than cores")

@@ -10,12 +10,16 @@ thread pools: intra-op threads x processes x DataLoader workers.
 Thresholds: an issue when the tree averages at least 1.25 runnable threads per core, its threads
 spend at least 20 % of their runnable time waiting, and the training thread itself waits at
 least 10 % of its runnable time (every such wait stretches the step by as much). Severity is
-high when the training thread waits 25 % or more.
+high when the training thread waits 25 % or more. The same waits with the job's own threads
+fewer than its cores, while the host keeps 1.25 runnable threads per logical core or more, are
+other jobs taking the cores: reported as such (a machine shared with a noisy neighbour is not a
+healthy run, nor the job's to fix by having fewer threads).
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
-fool it: another job on the same machine (the host's runnable count is reported beside the
-tree's, so the summary says when the pressure comes from outside the tree); a quota enforced by
-throttling shows as waits only on kernels that account it as run-queue time.
+fool it: a quota enforced by throttling shows as waits only on kernels that account it as
+run-queue time; in a container whose CPU set is a slice of a large host, the host's runnable
+threads are counted against all of its cores, so other containers' load is seen only when the
+whole host is oversubscribed.
 """
 
 from __future__ import annotations
@@ -78,7 +82,14 @@ def detect(ctx: Context) -> Finding:
         # Without the DataLoader workers, would the job still oversubscribe the cores?
         "oversubscribed_without_workers": bool((runnable - workers) / cores >= RUNNABLE_PER_CORE),
     }
-    if runnable / cores < RUNNABLE_PER_CORE or tree_wait < TREE_WAIT or main_share < MAIN_WAIT:
+    # Other jobs on the machine: the host's runnable threads per logical core, when the job's
+    # own are fewer than its cores (the tree's count decides first, as it is the job's to fix).
+    host_cores = float((tl.session.meta.get("machine") or {}).get("logical_cores") or cores)
+    others = host_running / max(host_cores, 1e-9) >= RUNNABLE_PER_CORE
+    evidence["host_runnable_per_core"] = round(host_running / max(host_cores, 1e-9), 2)
+    own = runnable / cores >= RUNNABLE_PER_CORE
+    evidence["pressure"] = "job" if own else ("other jobs" if others else None)
+    if not (own or others) or tree_wait < TREE_WAIT or main_share < MAIN_WAIT:
         return not_detected(
             ID,
             f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
@@ -89,15 +100,34 @@ def detect(ctx: Context) -> Finding:
     pools_text = ", ".join(
         f"{p['processes']} x {p['label']} ({p['threads_each']} threads each)" for p in pools
     )
-    title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
-    summary = (
-        f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its threads "
-        f"waited {pct(tree_wait)} of their runnable time for a core, and the training thread "
-        f"{pct(main_share)} of its own, which stretches every step by as much."
-    )
+    next_step = ""
+    if not own:
+        title = (
+            f"Other jobs take the cores: the training thread waited for one {pct(main_share)} "
+            "of its runnable time"
+        )
+        summary = (
+            f"The job kept only {runnable:.1f} threads runnable on its {cores:g} cores, but the "
+            f"host had {host_running:.1f} runnable threads on {host_cores:g} cores: the job's "
+            f"threads waited {pct(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {pct(main_share)} of its own, which stretches every step by as "
+            "much. The timings of this run are the machine's load as much as the program's."
+        )
+        next_step = (
+            "Run the job where it has its cores to itself (a dedicated machine, or a CPU set "
+            "other jobs do not use), then measure again"
+        )
+    else:
+        title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
+        summary = (
+            f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its "
+            f"threads waited {pct(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {pct(main_share)} of its own, which stretches every step by as "
+            "much."
+        )
     if pools_text:
         summary += f" Busy thread pools: {pools_text}."
-    if host_running > runnable * 1.5 + 1:
+    if own and host_running > runnable * 1.5 + 1:
         summary += (
             f" The host had {host_running:.1f} runnable threads in all: other jobs share "
             "these cores."
@@ -111,6 +141,7 @@ def detect(ctx: Context) -> Finding:
         impact=min(impact, 1.0),
         evidence=evidence,
         windows=[ctx.window],
+        next_step=next_step,
     )
 
 
