@@ -213,6 +213,8 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
     cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
     if cause < symptom or issues[symptom].evidence.get("oversubscribed_without_workers", True):
         return issues
+    if issues[symptom].evidence.get("pressure") == "other jobs":
+        return issues  # the cores are taken by other jobs, not by the workers
     reordered = [f for i, f in enumerate(issues) if i != cause]
     reordered.insert(symptom, issues[cause])  # just before its symptom; other issues keep place
     return reordered

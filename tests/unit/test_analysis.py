@@ -346,6 +346,14 @@ def test_a_cause_moves_only_just_before_its_symptom() -> None:
         alone.id,
         "input-bound",
     ]
+    # Other jobs take the cores: the workers are not the cause of the waits.
+    others = issue(
+        "cpu-oversubscription", oversubscribed_without_workers=False, pressure="other jobs"
+    )
+    assert [f.id for f in _causes_first([others, issue("input-bound")])] == [
+        others.id,
+        "input-bound",
+    ]
 
 
 def test_python_bound(tmp_path: Path) -> None:
