@@ -114,8 +114,10 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
             )
             tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
             losses.append(_failed_check(detector.ID, exc))
-    issues = _causes_first(
-        sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+    issues = _program_first(
+        _causes_first(
+            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+        )
     )
     activity = _activity(ctx)
     run = _run(session, tl)
@@ -196,6 +198,17 @@ def _failed_check(verdict: str, exc: Exception) -> Loss:
     cause = f"{type(exc).__name__}: {exc}"[:200]
     episode = Episode(what="detector", from_ns=None, until_ns=None, cause=cause, part=verdict)
     return Loss(source="analysis", pid=None, file=None, episodes=[episode])
+
+
+def _program_first(issues: list[Finding]) -> list[Finding]:
+    """The program's own issues before other jobs taking the machine's cores.
+
+    What holds the program back is the verdict; a machine shared with other jobs is the context
+    its timings were taken in (cpu-oversubscription with ``pressure`` "other jobs"): the verdict
+    only when nothing else was found, where the run would otherwise be called healthy.
+    """
+    others = [f for f in issues if f.evidence.get("pressure") == "other jobs"]
+    return [f for f in issues if f not in others] + others
 
 
 def _causes_first(issues: list[Finding]) -> list[Finding]:

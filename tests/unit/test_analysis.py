@@ -853,6 +853,12 @@ def test_a_training_thread_starved_by_other_jobs_is_not_healthy(tmp_path: Path) 
     d = diagnose(Run(main_cpu=0.6, main_wait=0.3, host_running=6.0).build(tmp_path / "light"))
     assert d.findings["cpu-oversubscription"].evidence["main_thread_run_queue_wait_share"] > 0.3
     assert d.category == "healthy"
+    # The program's own issue comes first; other jobs are listed after it.
+    d = diagnose(
+        Run(main_cpu=0.2, main_wait=0.8, host_running=12.0, wait=0.02).build(tmp_path / "io")
+    )
+    assert [f.id for f in d.issues] == ["input-bound", "cpu-oversubscription"]
+    assert d.issues[1].impact > d.issues[0].impact
     # The job's own oversubscription keeps its own words.
     d = diagnose(Run(main_wait=0.4, extra_runnable=2.0, host_running=12.0).build(tmp_path / "own"))
     assert d.top is not None and d.top.evidence["pressure"] == "job"

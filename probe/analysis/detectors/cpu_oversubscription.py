@@ -14,7 +14,8 @@ high when the training thread waits 25 % or more. With the job's own threads few
 cores, while the host keeps 1.25 runnable threads per logical core or more, the waits are other
 jobs taking the cores: reported as such once the training thread waits half its runnable time
 or more (a machine shared with a noisy neighbour that halves the job's speed is not a healthy
-run, nor the job's to fix by having fewer threads).
+run, nor the job's to fix by having fewer threads). That finding comes after the program's own
+issues, whatever its impact: it is the verdict only when nothing else was found.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
 fool it: a quota enforced by throttling shows as waits only on kernels that account it as
