@@ -10,7 +10,6 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from probe.analysis.detectors.base import mb
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.segment import LABELS as STATE_LABELS
 from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
@@ -24,6 +23,7 @@ from probe.report.downsample import (
     runs,
 )
 from probe.report.page import Bands, Graph, Lanes, Rule, Series, clean
+from probe.units import size
 
 MAX_LANES = 24
 LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
@@ -279,11 +279,11 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
     if tl.memory_limit:
         if tl.memory_limit <= 3 * peak:
             rules.append(
-                Rule(f"memory limit {mb(tl.memory_limit)}", tl.memory_limit / scale, "limit")
+                Rule(f"memory limit {size(tl.memory_limit)}", tl.memory_limit / scale, "limit")
             )
             y_max = max(y_max, tl.memory_limit / scale * 1.05)
         else:
-            note = f"The memory limit ({mb(tl.memory_limit)}) is far above this scale."
+            note = f"The memory limit ({size(tl.memory_limit)}) is far above this scale."
     return Graph(
         id="memory",
         title="Memory",

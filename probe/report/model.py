@@ -15,7 +15,6 @@ The model is plain data, tested without Bokeh; ``html`` renders it.
 
 from __future__ import annotations
 
-from probe.analysis.detectors.base import pct
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
 from probe.report import recommendations
 from probe.report.downsample import MAX_PAGE_POINTS, minmax
@@ -49,6 +48,7 @@ from probe.report.page import (
     clean_block,
 )
 from probe.report.verdicts import verdict_views
+from probe.units import percent
 
 
 def build_page(d: Diagnosis) -> Page:
@@ -98,7 +98,7 @@ def build_page(d: Diagnosis) -> Page:
         alert_title = "No verdict"
         alert_text = d.headline
         severity = "unknown"
-    also = [(f.id, pct(f.impact)) for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
+    also = [(f.id, percent(f.impact)) for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
     activity = [
         (state, ACTIVITY_LABELS.get(state, state), float(share))
         for state, share in d.activity.items()

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from probe.analysis.detectors.base import pct
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
 from probe.report import recommendations
+from probe.units import percent
 
 _COLORS = {"high": "\033[1;31m", "moderate": "\033[1;33m", "ok": "\033[1;32m", "dim": "\033[2m"}
 _RESET = "\033[0m"
@@ -62,7 +62,7 @@ def summary_lines(
         lines.append("  next: " + first)
     others = [f for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
     if others:
-        also = ", ".join(f"{f.id} ({pct(f.impact)})" for f in others[:4])
+        also = ", ".join(f"{f.id} ({percent(f.impact)})" for f in others[:4])
         lines.append(_paint(f"  also: {also}", "dim", color))
     if d.segmentation.method != "hmm" and d.category != INSUFFICIENT_DATA:
         lines.append(

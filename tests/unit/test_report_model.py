@@ -14,7 +14,6 @@ from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge
 from probe.report.header import describe_exit
 from probe.report.model import build_page
 from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
-from probe.report.verdicts import _pretty_key, format_value
 from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
@@ -220,36 +219,6 @@ def test_untrusted_strings_are_kept_as_text_and_clipped(tmp_path: Path) -> None:
     assert EVIL in frames
     assert clean("a\x1b[31mb\x00c") == "a\ufffd[31mb\ufffdc"
     assert clean("x" * 500, 10) == "x" * 9 + "…"
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "text"),
-    [
-        ("data_wait_share", 0.0757, "7.6 %"),
-        ("median_step_ms", 6.04, "6.0 ms"),
-        ("period_s", 12.5, "12.5 s"),
-        ("pid", 19996, "19996"),
-        ("steps", 12345, "12 345"),
-        ("data_wait_share_ci95", [0.05, 0.12], "5.0 % to 12 %"),
-        ("involuntary_switches_per_s", 467.2, "467/s"),
-        ("slope_mb_per_s", 89.73, "89.7 MB/s"),
-        ("kb_per_step", 708.0, "708 kB per step"),
-        ("seconds_to_limit", 250.0, "4 min"),
-        ("converged", True, "yes"),
-        ("missing", None, "n/a"),
-        ("nan", float("nan"), "n/a"),
-    ],
-)
-def test_evidence_values_read_as_words(key: str, value: object, text: str) -> None:
-    assert format_value(key, value) == text
-
-
-def test_evidence_keys_lose_their_unit_suffix() -> None:
-    assert _pretty_key("median_step_ms") == "Median step"
-    assert _pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
-    assert _pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
-    assert _pretty_key("slope_mb_per_s") == "Slope"
-    assert _pretty_key("slope_mb_per_s_ci95") == "Slope (95 % interval)"
 
 
 def test_a_failed_command_is_said_in_the_alert(tmp_path: Path) -> None:

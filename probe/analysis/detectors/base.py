@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -165,24 +165,6 @@ class Context:
         values = series[self.bins]
         values = values[np.isfinite(values)]
         return float(values.mean()) if len(values) else 0.0
-
-
-class Detector(Protocol):
-    id: str
-
-    def __call__(self, ctx: Context) -> Finding: ...
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.0f} %" if x >= 0.1 else f"{100 * x:.1f} %"
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def mb(n: float) -> str:
-    return f"{n / 2**20:.0f} MB" if abs(n) < 10 * 2**30 else f"{n / 2**30:.1f} GB"
 
 
 def severity(value: float, moderate: float, high: float) -> str | None:

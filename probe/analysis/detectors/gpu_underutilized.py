@@ -14,7 +14,7 @@ shows that job's work too.
 
 from __future__ import annotations
 
-from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected, pct
+from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected
 from probe.analysis.detectors.gpu_share import (
     IdleTime,
     data_wait_share,
@@ -22,6 +22,7 @@ from probe.analysis.detectors.gpu_share import (
     sync_share,
     utilization,
 )
+from probe.units import Share, percent
 
 ID = "gpu-underutilized"
 MODERATE = 50.0
@@ -39,17 +40,17 @@ def detect(ctx: Context) -> Finding:
     if best is None:
         return insufficient(ID, "too few GPU samples in the steady state")
     util = float(best["utilization"])
-    evidence: dict[str, object] = {"gpus": gpu.rows, "utilization": util}
+    evidence: dict[str, object] = {"gpus": gpu.rows, "utilization": Share(util, "%")}
     if util >= MODERATE:
         return not_detected(ID, f"the GPU was busy {util:.0f} % of the time", **evidence)
     idle = 1 - util / 100
     why = IdleTime(idle=idle, data=data_wait_share(ctx), syncs=sync_share(ctx))
-    evidence["explained_by_data_waits"] = round(why.data, 3)
-    evidence["explained_by_host_syncs"] = round(why.syncs, 3)
+    evidence["explained_by_data_waits"] = Share(round(why.data, 3))
+    evidence["explained_by_host_syncs"] = Share(round(why.syncs, 3))
     return Finding(
         id=ID,
         status="issue",
-        title=f"The GPU is idle {pct(idle)} of the time",
+        title=f"The GPU is idle {percent(idle)} of the time",
         summary=(
             f"GPU {best['gpu']} ran kernels only {util:.0f} % of the steady state. Whatever the "
             "host does between launches (Python, data, syncs) leaves it waiting."

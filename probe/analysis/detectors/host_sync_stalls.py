@@ -31,13 +31,12 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    ms,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.gpu_share import idle_time, sync_per_step
 from probe.session import format as fmt
+from probe.units import Count, Rate, Share, duration, percent
 
 ID = "host-sync-stalls"
 MODERATE = 0.05
@@ -58,35 +57,39 @@ def detect(ctx: Context) -> Finding:
     share = float(per_step.sum() / step_time)
     coverage = float(has_sync.mean())
     calls = {
-        name: int((sync["what"] == i).sum())
+        name: Count(int((sync["what"] == i).sum()))
         for i, name in enumerate(fmt.SYNC_CALLS)
         if (sync["what"] == i).any()
     }
     evidence: dict[str, object] = {
-        "sync_share": round(share, 4),
-        "steps_with_sync": round(coverage, 3),
-        "median_sync_ms_per_step": round(float(np.median(per_step)) * 1000, 2),
+        "sync_share": Share(round(share, 4)),
+        "steps_with_sync": Share(round(coverage, 3)),
+        "median_sync_ms_per_step": Rate(
+            round(float(np.median(per_step)) * 1000, 2), "ms", per="step"
+        ),
         "calls": calls,
     }
     if severity(share, MODERATE, HIGH) is None or coverage < STEP_COVERAGE:
-        return not_detected(ID, f"the host waited on the GPU {pct(share)} of step time", **evidence)
+        return not_detected(
+            ID, f"the host waited on the GPU {percent(share)} of step time", **evidence
+        )
     gpu = idle_time(ctx, ctx.training_pids)
     if gpu is None:
         return insufficient(
             ID,
-            f"the host waited on the GPU {pct(share)} of step time, but the GPU's utilisation "
+            f"the host waited on the GPU {percent(share)} of step time, but the GPU's utilisation "
             "was not sampled (no NVML), so whether the GPU idled meanwhile is unknown",
             **evidence,
         )
     idle = gpu.idle
     cost = gpu.sync_cost
-    evidence.update(gpu_idle_share=round(idle, 3), data_wait_share=round(gpu.data, 3))
+    evidence.update(gpu_idle_share=Share(round(idle, 3)), data_wait_share=Share(round(gpu.data, 3)))
     level = severity(cost, MODERATE, HIGH)
     if level is None:
         return not_detected(
             ID,
-            f"the host waited on the GPU {pct(share)} of step time, but the GPU was busy "
-            f"{pct(1 - idle)} of the time: the waits cost it at most {pct(cost)}",
+            f"the host waited on the GPU {percent(share)} of step time, but the GPU was busy "
+            f"{percent(1 - idle)} of the time: the waits cost it at most {percent(cost)}",
             **evidence,
         )
     st = tl.stacks
@@ -100,12 +103,13 @@ def detect(ctx: Context) -> Finding:
     return Finding(
         id=ID,
         status="issue",
-        title=f"The host waits on the GPU inside the loop, and the GPU idles {pct(idle)}",
+        title=f"The host waits on the GPU inside the loop, and the GPU idles {percent(idle)}",
         summary=(
-            f"In {pct(coverage)} of the steps the training thread blocked until the GPU caught "
-            f"up (median {ms(float(np.median(per_step)))} per step, {pct(share)} of step time, "
-            f"mostly in {main_call}()). Each wait empties the GPU's queue of work, and the GPU "
-            f"sat idle {pct(idle)} of the steady state while the host did the rest of its step."
+            f"In {percent(coverage)} of the steps the training thread blocked until the GPU "
+            f"caught up (median {duration(float(np.median(per_step)))} per step, "
+            f"{percent(share)} of step time, mostly in {main_call}()). Each wait empties the "
+            f"GPU's queue of work, and the GPU sat idle {percent(idle)} of the steady state while "
+            "the host did the rest of its step."
         ),
         severity=level,
         impact=cost,

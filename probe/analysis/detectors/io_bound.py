@@ -31,14 +31,13 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    mb,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.periodic_stall import stall_steps
 from probe.analysis.stacks import STATE
 from probe.analysis.stats import block_bootstrap_ratio
+from probe.units import Count, Interval, Rate, Share, percent, size
 
 ID = "io-bound"
 MODERATE = 0.05
@@ -54,6 +53,7 @@ def detect(ctx: Context) -> Finding:
     if ctx.wall < MIN_WINDOW_S:
         return insufficient(ID, f"needs at least {MIN_WINDOW_S:g} s of steady state")
     st = tl.stacks
+    zeros = np.zeros(tl.n_bins)
     best: dict[str, Any] | None = None
     for pid in ctx.training_pids:
         mask = ctx.main_samples(pid)
@@ -71,22 +71,18 @@ def detect(ctx: Context) -> Finding:
         interval = block_bootstrap_ratio(hits, totals)
         candidate = {
             "pid": pid,
-            "io_share": round(interval.estimate, 4),
-            "io_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
-            "samples": n,
-            "library_io_share": round(st.share(io, mask), 4),
-            "off_cpu_io_share": round(st.share(blocked, mask), 4),
-            "read_mb_per_s": round(
-                ctx.mean_in_window(tl.io_read.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
+            "io_share": Share(round(interval.estimate, 4)),
+            "io_share_ci95": Interval(
+                Share(round(interval.low, 4)), Share(round(interval.high, 4))
             ),
-            "write_mb_per_s": round(
-                ctx.mean_in_window(tl.io_write.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
-            ),
-            "rw_mb_per_s": round(
-                ctx.mean_in_window(tl.io_chars.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
-            ),
+            "samples": Count(n),
+            "library_io_share": Share(round(st.share(io, mask), 4)),
+            "off_cpu_io_share": Share(round(st.share(blocked, mask), 4)),
+            "read_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_read.get(pid, zeros))),
+            "write_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_write.get(pid, zeros))),
+            "rw_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_chars.get(pid, zeros))),
             "main_thread_rw_mb_per_s": (
-                round(ctx.mean_in_window(tl.io_chars_main[pid]) / 2**20, 2)
+                _mb_per_s(ctx.mean_in_window(tl.io_chars_main[pid]))
                 if pid in tl.io_chars_main
                 else None
             ),
@@ -102,14 +98,16 @@ def detect(ctx: Context) -> Finding:
     share = best["io_share"]
     level = severity(share, MODERATE, HIGH)
     if level is None or low < LOWER_BOUND:
-        return not_detected(ID, f"the training thread was in I/O {pct(share)} of the time", **best)
+        return not_detected(
+            ID, f"the training thread was in I/O {percent(share)} of the time", **best
+        )
     stacks = tl.stacks.top(mask, 5)
     main_rate = best["main_thread_rw_mb_per_s"]
     rate = (main_rate if main_rate is not None else best["rw_mb_per_s"]) * 2**20
-    title = f"The training thread waits on file or network I/O: {pct(share)} of the time"
+    title = f"The training thread waits on file or network I/O: {percent(share)} of the time"
     summary = (
-        f"Outside the DataLoader, the training loop's main thread spent {pct(share)} of the "
-        f"steady state in I/O (moving {mb(rate)}/s through read and write), every step rather "
+        f"Outside the DataLoader, the training loop's main thread spent {percent(share)} of the "
+        f"steady state in I/O (moving {size(rate)}/s through read and write), every step rather "
         "than in occasional stalls."
     )
     return Finding(
@@ -123,6 +121,10 @@ def detect(ctx: Context) -> Finding:
         windows=[ctx.window],
         stacks=stacks,
     )
+
+
+def _mb_per_s(bytes_per_s: float) -> Rate:
+    return Rate(round(bytes_per_s / 2**20, 2), "MB", per="s")
 
 
 def _excluded(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:

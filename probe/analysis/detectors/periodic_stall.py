@@ -45,15 +45,14 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    ms,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.gpu_share import utilization
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
 from probe.analysis.timeline import StepTable
+from probe.units import Count, Duration, Number, Share, duration, percent
 
 ID = "periodic-stall"
 MIN_STALLS = 3
@@ -269,9 +268,9 @@ def detect(ctx: Context) -> Finding:
     median = float(np.median(durations))
     evidence: dict[str, Any] = {
         "pid": pid,
-        "steps": len(mine),
-        "median_step_ms": round(median * 1000, 2),
-        "stall_steps": n,
+        "steps": Count(len(mine)),
+        "median_step_ms": Duration(round(median * 1000, 2), "ms"),
+        "stall_steps": Count(n),
     }
     if n < MIN_STALLS:
         return not_detected(
@@ -306,14 +305,14 @@ def detect(ctx: Context) -> Finding:
     )
     evidence.update(
         {
-            "fisher_g_p": float(f"{g.p_value:.3g}") if g else None,
-            "median_stall_ms": round(float(np.median(durations[stalls])) * 1000, 1),
+            "fisher_g_p": Number(float(f"{g.p_value:.3g}")) if g else None,
+            "median_stall_ms": Duration(round(float(np.median(durations[stalls])) * 1000, 1), "ms"),
         }
     )
     use_steps = by_steps is not None and (by_time is None or by_steps.score >= by_time.score)
     best = by_steps if use_steps else by_time
     if best is None:
-        evidence["period_steps"] = round(float(np.median(np.diff(idx))), 1)
+        evidence["period_steps"] = Number(round(float(np.median(np.diff(idx))), 1), "steps")
         return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
     aligned = np.zeros_like(stalls)
     aligned[idx[best.members]] = True
@@ -321,21 +320,21 @@ def detect(ctx: Context) -> Finding:
     slots = float(best.slots[-1] - best.slots[0])
     evidence.update(
         {
-            "period_steps": round(float(idx[last] - idx[first]) / slots, 1),
-            "period_s": round(float(times[last] - times[first]) / slots, 2),
+            "period_steps": Number(round(float(idx[last] - idx[first]) / slots, 1), "steps"),
+            "period_s": Duration(round(float(times[last] - times[first]) / slots, 2)),
             "period_unit": "steps" if use_steps else "seconds",
-            "periodic_stalls": best.count,
-            "other_long_steps": n - best.count,
+            "periodic_stalls": Count(best.count),
+            "other_long_steps": Count(n - best.count),
         }
     )
     stalls = aligned
     n = best.count
     contention = _run_queue_wait_during(ctx, pid, mine, stalls)
-    evidence["stall_run_queue_wait_share"] = round(contention, 3)
+    evidence["stall_run_queue_wait_share"] = Share(round(contention, 3))
     if contention >= CONTENTION:
         return not_detected(
             ID,
-            f"the long steps are the training thread waiting for a core ({pct(contention)} of "
+            f"the long steps are the training thread waiting for a core ({percent(contention)} of "
             "their time), not periodic work",
             **evidence,
         )
@@ -344,8 +343,8 @@ def detect(ctx: Context) -> Finding:
     explained = float(
         np.minimum(mine.gc[stalls] + data_wait[stalls], durations[stalls] - median).clip(0).sum()
     )
-    evidence["stall_gc_ms"] = round(float(mine.gc[stalls].sum()) * 1000, 1)
-    evidence["stall_data_wait_ms"] = round(float(data_wait[stalls].sum()) * 1000, 1)
+    evidence["stall_gc_ms"] = Duration(round(float(mine.gc[stalls].sum()) * 1000, 1), "ms")
+    evidence["stall_data_wait_ms"] = Duration(round(float(data_wait[stalls].sum()) * 1000, 1), "ms")
     if total_excess <= 0 or explained >= EXPLAINED * total_excess:
         what = (
             "garbage collection"
@@ -363,14 +362,14 @@ def detect(ctx: Context) -> Finding:
         # A loop that drives a GPU loses a long step only while the GPU idles: a step that reads
         # the loss every N steps waits for all the work queued ahead (the steps before it ran
         # ahead of the GPU), and the GPU, busy throughout, loses nothing.
-        evidence["gpu_idle_share"] = round(gpu_idle, 3)
+        evidence["gpu_idle_share"] = Share(round(gpu_idle, 3))
         impact = gpu_idle
-    evidence["stall_share"] = round(impact, 4)
+    evidence["stall_share"] = Share(round(impact, 4))
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
             ID,
-            f"periodic long steps cost {pct(impact)} of the run (below {pct(MODERATE)})",
+            f"periodic long steps cost {percent(impact)} of the run (below {percent(MODERATE)})",
             **evidence,
         )
     windows = [(float(a), float(b)) for a, b in zip(mine.start[stalls], mine.end[stalls])]
@@ -393,11 +392,11 @@ def detect(ctx: Context) -> Finding:
             if leaf is not None and leaf != user:
                 where += f", inside {leaf['func']}"
             where += "."
-    title = f"Steps stall periodically: {n} stalls {period}, {pct(impact)} of the run"
+    title = f"Steps stall periodically: {n} stalls {period}, {percent(impact)} of the run"
     summary = (
-        f"{n} steps took far longer than the median of {ms(median)} (median stall "
-        f"{ms(float(np.median(durations[stalls])))}), {period}, costing {pct(impact)} of the "
-        f"steady state.{where}"
+        f"{n} steps took far longer than the median of {duration(median)} (median stall "
+        f"{duration(float(np.median(durations[stalls])))}), {period}, costing "
+        f"{percent(impact)} of the steady state.{where}"
     )
     return Finding(
         id=ID,

@@ -46,11 +46,11 @@ from probe.analysis.detectors.base import (
     Finding,
     insufficient,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.gpu_share import idle_time, sync_share
 from probe.analysis.stacks import STATE
+from probe.units import Count, Duration, Number, Rate, Share, duration, percent
 
 ID = "python-bound"
 MAIN_BUSY = 0.80
@@ -77,7 +77,9 @@ def detect(ctx: Context) -> Finding:
     )
     main = best["main_thread_cpu"]
     if main < MAIN_BUSY:
-        return not_detected(ID, f"the main thread was on a core {pct(main)} of the time", **best)
+        return not_detected(
+            ID, f"the main thread was on a core {percent(main)} of the time", **best
+        )
     signs = best["signs"]
     if not signs:
         return not_detected(
@@ -90,22 +92,24 @@ def detect(ctx: Context) -> Finding:
     )
     gpu = idle_time(ctx, [best["pid"]])
     if gpu is not None:
-        best["gpu_idle_share"] = round(gpu.idle, 3)
-        best["gpu_idle_unexplained"] = round(gpu.left, 3)
+        best["gpu_idle_share"] = Share(round(gpu.idle, 3))
+        best["gpu_idle_unexplained"] = Share(round(gpu.left, 3))
         if gpu.left < impact:
             impact = gpu.left
             if severity(impact, MODERATE, HIGH) is None:
                 return not_detected(
                     ID,
-                    f"the main thread was busy, but the GPU it drives was busy {pct(1 - gpu.idle)}"
-                    " of the time, and waits explain the rest: the loop is bound by the GPU",
+                    "the main thread was busy, but the GPU it drives was busy "
+                    f"{percent(1 - gpu.idle)} of the time, and waits explain the rest: the loop "
+                    "is bound by the GPU",
                     **best,
                 )
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
             ID,
-            f"the interpreter-bound share of the loop ({pct(impact)}) is below {pct(MODERATE)}",
+            f"the interpreter-bound share of the loop ({percent(impact)}) is below "
+            f"{percent(MODERATE)}",
             **best,
         )
     pid = best["pid"]
@@ -115,24 +119,26 @@ def detect(ctx: Context) -> Finding:
     if "tiny-operators" in signs:
         reasons.append(
             f"each step ran about {best['graph_nodes']:.0f} operators at "
-            f"{best['us_per_node']:.0f} us each, too small to be worth dispatching from Python"
+            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
+            "from Python"
         )
     if "interpreter" in signs:
         reasons.append(
-            f"{pct(best['interpreter_share'])} of its samples found Python code holding the GIL"
+            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
         )
     if "idle-pool" in signs:
         reasons.append(
-            f"its {best['intra_op_threads']} intra-op threads used {pct(best['pool_use'])} of "
+            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
             f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
         )
-    title = f"The loop is bound by Python: one thread busy {pct(main)}, its operators tiny"
+    title = f"The loop is bound by Python: one thread busy {percent(main)}, its operators tiny"
     if signs == ["interpreter"]:
-        title = f"The loop is bound by the Python interpreter: one thread busy {pct(main)}"
+        title = f"The loop is bound by the Python interpreter: one thread busy {percent(main)}"
     summary = (
-        f"The training loop's main thread was on a core {pct(main)} of the steady state, and "
+        f"The training loop's main thread was on a core {percent(main)} of the steady state, and "
         + "; ".join(reasons)
-        + f". The interpreter sets the pace, not the computation (about {pct(impact)} of the run)."
+        + ". The interpreter sets the pace, not the computation (about "
+        + f"{percent(impact)} of the run)."
     )
     return Finding(
         id=ID,
@@ -180,22 +186,24 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
         signs.append("idle-pool")
     return {
         "pid": pid,
-        "main_thread_cpu": round(main, 3),
+        "main_thread_cpu": Number(round(main, 3), "cores"),
         "signs": signs,
-        "graph_nodes": nodes,
-        "us_per_node": round(us_per_node, 1) if us_per_node is not None else None,
-        "median_step_ms": round(step_s * 1000, 2) if step_s is not None else None,
-        "interpreter_share": round(interpreter, 3) if interpreter is not None else None,
-        "pool_cpu": round(pool, 3),
-        "pool_capacity_cores": round(capacity, 2),
-        "pool_use": round(pool_use, 3) if pool_use is not None else None,
-        "intra_op_threads": intra,
-        "gc_share": round(_gc_share(ctx, pid), 3),
-        "data_wait_share": round(_data_share(ctx, pid), 3),
-        "gpu_wait_share": round(sync_share(ctx, pid), 3),
-        "main_thread_states": {k: round(v, 3) for k, v in tl.stacks.shares(mask).items()},
-        "machine_busy_cores": round(busy, 2),
-        "cores": cores,
+        "graph_nodes": Number(nodes) if nodes is not None else None,
+        "us_per_node": (
+            Rate(round(us_per_node, 1), "us", per="node") if us_per_node is not None else None
+        ),
+        "median_step_ms": Duration(round(step_s * 1000, 2), "ms") if step_s is not None else None,
+        "interpreter_share": Share(round(interpreter, 3)) if interpreter is not None else None,
+        "pool_cpu": Number(round(pool, 3), "cores"),
+        "pool_capacity_cores": Number(round(capacity, 2), "cores"),
+        "pool_use": Share(round(pool_use, 3)) if pool_use is not None else None,
+        "intra_op_threads": Count(intra) if intra is not None else None,
+        "gc_share": Share(round(_gc_share(ctx, pid), 3)),
+        "data_wait_share": Share(round(_data_share(ctx, pid), 3)),
+        "gpu_wait_share": Share(round(sync_share(ctx, pid), 3)),
+        "main_thread_states": {k: Share(round(v, 3)) for k, v in tl.stacks.shares(mask).items()},
+        "machine_busy_cores": Number(round(busy, 2), "cores"),
+        "cores": Number(cores, "cores"),
     }
 
 

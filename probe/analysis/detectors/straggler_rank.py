@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected, pct
+from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected
 from probe.analysis.stacks import STATE
+from probe.units import Number, Share, percent
 
 ID = "straggler-rank"
 OTHERS_WAIT = 0.15
@@ -49,7 +50,14 @@ def detect(ctx: Context) -> Finding:
         groups = tl.threads.get(pid)
         cpu = float(groups.main[ctx.bins].mean()) if groups is not None else None
         if n < MIN_SAMPLES:
-            rows.append({"rank": rank, "pid": pid, "wait_share": None, "main_thread_cpu": cpu})
+            rows.append(
+                {
+                    "rank": rank,
+                    "pid": pid,
+                    "wait_share": None,
+                    "main_thread_cpu": Number(cpu, "cores") if cpu is not None else None,
+                }
+            )
             continue
         in_sync = (st.state == STATE["torch"]) | (st.state == STATE["distributed"])
         known = mask & (st.thread_state != 0)
@@ -61,8 +69,8 @@ def detect(ctx: Context) -> Finding:
             {
                 "rank": rank,
                 "pid": pid,
-                "wait_share": round(wait, 3),
-                "main_thread_cpu": round(cpu, 3) if cpu is not None else None,
+                "wait_share": Share(round(wait, 3)),
+                "main_thread_cpu": Number(round(cpu, 3), "cores") if cpu is not None else None,
             }
         )
     judged = [r for r in rows if r["wait_share"] is not None]
@@ -75,22 +83,22 @@ def detect(ctx: Context) -> Finding:
         "ranks": rows,
         "straggler_rank": straggler["rank"],
         "straggler_wait_share": straggler["wait_share"],
-        "others_wait_share": round(others_wait, 3),
+        "others_wait_share": Share(round(others_wait, 3)),
     }
     if others_wait < OTHERS_WAIT or others_wait - straggler["wait_share"] < GAP:
         return not_detected(
             ID,
-            f"the ranks waited for each other {pct(others_wait)} of the time, evenly",
+            f"the ranks waited for each other {percent(others_wait)} of the time, evenly",
             **evidence,
         )
     pid = straggler["pid"]
     mask = ctx.main_samples(pid) & ~(
         st.blocked & ((st.state == STATE["torch"]) | (st.state == STATE["distributed"]))
     )
-    title = f"Rank {straggler['rank']} is a straggler: the other ranks wait {pct(others_wait)}"
+    title = f"Rank {straggler['rank']} is a straggler: the other ranks wait {percent(others_wait)}"
     summary = (
-        f"The other ranks spent {pct(others_wait)} of the steady state waiting in collectives "
-        f"for rank {straggler['rank']}, which waited only {pct(straggler['wait_share'])}: it "
+        f"The other ranks spent {percent(others_wait)} of the steady state waiting in collectives "
+        f"for rank {straggler['rank']}, which waited only {percent(straggler['wait_share'])}: it "
         "does more work per step than they do, and the whole job runs at its pace."
     )
     return Finding(
