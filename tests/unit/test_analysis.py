@@ -9,18 +9,36 @@ import pytest
 
 from probe.analysis.detectors.base import Context
 from probe.analysis.detectors.periodic_stall import find_period
-from probe.analysis.diagnosis import diagnose, to_json
+from probe.analysis.diagnosis import Diagnosis, diagnose, to_json
 from probe.analysis.segment import LOAD, NOISE, _name_states, segment
 from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
 from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
+from probe.units import Quantity
 from tests.unit.synthetic_runs import IMPORTING, PYTHON_WORK, TRAIN, Run
 
 
 def verdicts(run: Run, tmp_path: Path) -> tuple[str, dict[str, str]]:
     d = diagnose(run.build(tmp_path / "s"))
     return d.category, {k: f.status for k, f in d.findings.items()}
+
+
+def untyped_numbers(value: object, path: str = "") -> list[str]:
+    """Where evidence holds a bare float: a number that does not say its unit (bare ints are
+    identifiers: pids, ranks)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in untyped_numbers(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in untyped_numbers(v, f"{path}[{i}]")]
+    if isinstance(value, (float, np.floating)) and not isinstance(value, Quantity):
+        return [path]
+    return []
+
+
+def assert_evidence_typed(d: Diagnosis) -> None:
+    for finding in d.findings.values():
+        assert untyped_numbers(finding.evidence) == [], finding.id
 
 
 # -- building blocks ------------------------------------------------------------------------------
@@ -133,6 +151,25 @@ def test_warmup_steps_are_dropped(tmp_path: Path) -> None:
 
 
 # -- detectors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        Run(wait=0.02),
+        Run(wait=0.02, num_workers=0),
+        Run(gc_every=0.5, gc_pause=0.08),
+        Run(rss=lambda t: 300e6 + 20e6 * t),
+        Run(main_wait=0.4, extra_runnable=2.0),
+        Run(main_cpu=0.98, pool_cpu=0.05, python_share=0.7, graph_nodes=3000),
+        Run(io_share=0.3, main_cpu=0.7),
+        Run(stall_every=20, stall=0.5),
+        Run(duration=1.5),
+    ],
+    ids=["input", "inline-input", "gc", "memory", "cpu", "python", "io", "stall", "short"],
+)
+def test_every_number_in_the_evidence_carries_its_unit(run: Run, tmp_path: Path) -> None:
+    assert_evidence_typed(diagnose(run.build(tmp_path / "s")))
 
 
 def test_healthy_compute_bound_run(tmp_path: Path) -> None:
@@ -477,6 +514,7 @@ def test_event_loop_blocked(tmp_path: Path) -> None:
     d = diagnose(Session(b.write()))
     assert d.category == "event-loop-blocked"
     assert d.findings["event-loop-blocked"].evidence["median_lag_ms"] == pytest.approx(40)
+    assert_evidence_typed(d)
 
 
 def test_straggler_rank(tmp_path: Path) -> None:
@@ -507,6 +545,7 @@ def test_straggler_rank(tmp_path: Path) -> None:
     assert f.status == "issue", f.reason
     assert f.evidence["straggler_rank"] == 1
     assert f.evidence["others_wait_share"] == pytest.approx(0.4, abs=0.05)
+    assert_evidence_typed(d)
 
 
 def test_short_run_is_insufficient_data(tmp_path: Path) -> None:
