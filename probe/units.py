@@ -313,7 +313,11 @@ def _with_unit(number: str, unit: str) -> str:
 
 
 def _share(fraction: float) -> str:
-    return f"{100 * fraction:.0f} %" if fraction >= 0.1 else f"{100 * fraction:.1f} %"
+    """Whole percent from 10 % up; below, one decimal when it says something: 7.6 %, 5 %."""
+    points = 100 * fraction
+    if fraction >= 0.1 or round(points, 1) == round(points):
+        return f"{points:.0f} %"
+    return f"{points:.1f} %"
 
 
 def _duration(seconds: float) -> str:

@@ -18,6 +18,9 @@ from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share
     [
         (Share(0.0757), "7.6 %"),
         (Share(0.19), "19 %"),
+        (Share(0.05), "5 %"),
+        (Share(0.0004), "0 %"),
+        (Share(0.0996), "10 %"),
         (Share(48.0, "%"), "48 %"),
         (Duration(6.04, "ms"), "6.0 ms"),
         (Duration(0.00043), "430 µs"),
@@ -48,7 +51,7 @@ from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share
         (Number(37.5, "x"), "37.5x"),
         ({"num_workers": 2, "batch_size": 128}, "num_workers: 2, batch_size: 128"),
         (Number(2.3e-5), "2.3e-05"),
-        (Interval(Share(0.05), Share(0.12)), "5.0 % to 12 %"),
+        (Interval(Share(0.05), Share(0.12)), "5 % to 12 %"),
         (19996, "19996"),  # an identifier (pid): no grouping
         (np.int64(7), "7"),
         (True, "yes"),

@@ -11,14 +11,15 @@ import numpy.typing as npt
 
 from probe.analysis.segment import Segmentation
 from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with
+from probe.units import Count, Duration, Share
 
 ISSUE = "issue"
 OK = "not-detected"
 INSUFFICIENT = "insufficient-data"
 
-MIN_STEPS = 10  # steps in the analysed window before a step-based verdict is judged
-MIN_WINDOW_S = 2.0  # seconds of analysed window before a time-based verdict is judged
-TRAINING_LOADER_SHARE = 0.30  # a loader waited on in this share of steps feeds the training
+MIN_STEPS = Count(10)  # steps in the analysed window before a step-based verdict is judged
+MIN_WINDOW_S = Duration(2.0)  # seconds of analysed window before a time-based verdict is judged
+TRAINING_LOADER_SHARE = Share(0.30)  # a loader waited on in this share of steps feeds the training
 
 
 @dataclass

@@ -7,10 +7,10 @@ container-aware core count (affinity and cgroup quota), and for each training pr
 thread the share of its runnable time spent waiting for a core. The usual cause is multiplied
 thread pools: intra-op threads x processes x DataLoader workers.
 
-Thresholds: an issue when the tree averages at least 1.25 runnable threads per core, its threads
-spend at least 20 % of their runnable time waiting, and the training thread itself waits at
-least 10 % of its runnable time (every such wait stretches the step by as much). Severity is
-high when the training thread waits 25 % or more.
+Thresholds: an issue when the tree averages at least ``RUNNABLE_PER_CORE`` runnable threads per
+core, its threads spend at least ``TREE_WAIT`` of their runnable time waiting, and the training
+thread itself waits at least ``MAIN_WAIT`` of its runnable time (every such wait stretches the step
+by as much). Severity is high when the training thread waits ``MAIN_WAIT_HIGH`` or more.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
 fool it: another job on the same machine (the host's runnable count is reported beside the
@@ -34,10 +34,10 @@ from probe.analysis.detectors.base import (
 from probe.units import Count, Number, Rate, Share, percent
 
 ID = "cpu-oversubscription"
-RUNNABLE_PER_CORE = 1.25
-TREE_WAIT = 0.20
-MAIN_WAIT = 0.10
-MAIN_WAIT_HIGH = 0.25
+RUNNABLE_PER_CORE = Number(1.25)
+TREE_WAIT = Share(0.20)
+MAIN_WAIT = Share(0.10)
+MAIN_WAIT_HIGH = Share(0.25)
 
 
 def detect(ctx: Context) -> Finding:

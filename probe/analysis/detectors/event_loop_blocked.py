@@ -1,12 +1,12 @@
 """event-loop-blocked: an asyncio loop runs late because synchronous work blocks it (serving).
 
-The agent gives every running asyncio loop a timer that asks to run every 20 ms and records how
-late it ran: a loop blocked by synchronous code (a model forward, a blocking client call, a
-CPU-heavy parse) runs it late by about as long as the block lasted, and every request waiting on
-the loop waited as long. Thresholds are Clinic Doctor's for Node's event loop: median lag of
-10 ms or more, or a maximum of 100 ms or more. Severity is high from a 50 ms median or a 500 ms
-maximum. Impact is the share of the loop's running time it spent blocked (the sum of the lags over
-the span the timer covered).
+The agent gives every running asyncio loop a timer that asks to run every 20 ms (the agent's
+``DEFAULT_INTERVAL_S``) and records how late it ran: a loop blocked by synchronous code (a model
+forward, a blocking client call, a CPU-heavy parse) runs it late by about as long as the block
+lasted, and every request waiting on the loop waited as long. Thresholds are Clinic Doctor's for
+Node's event loop: median lag of ``MEDIAN_LAG`` or more, or a maximum of ``MAX_LAG`` or more.
+Severity is high from a ``HIGH_MEDIAN`` median or a ``HIGH_MAX`` maximum. Impact is the share of
+the loop's running time it spent blocked (the sum of the lags over the span the timer covered).
 
 The stacks are the loop thread's samples taken while it was late, which name the blocking code.
 What would fool it: a loop that was idle and suspended by the operating system (a laptop asleep)
@@ -24,12 +24,12 @@ from probe.analysis.detectors.base import Context, Finding, not_detected
 from probe.units import Count, Duration, Share, duration, percent
 
 ID = "event-loop-blocked"
-MEDIAN_LAG = 0.010
-MAX_LAG = 0.100
-HIGH_MEDIAN = 0.050
-HIGH_MAX = 0.500
-MIN_RECORDS = 10
-BLOCKED_LAG = 0.010
+MEDIAN_LAG = Duration(0.010)
+MAX_LAG = Duration(0.100)
+HIGH_MEDIAN = Duration(0.050)
+HIGH_MAX = Duration(0.500)
+MIN_RECORDS = Count(10)
+BLOCKED_LAG = Duration(0.010)
 
 
 def detect(ctx: Context) -> Finding:

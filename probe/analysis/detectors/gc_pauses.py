@@ -6,11 +6,11 @@ cover) as a share of the analysed window's wall time, the worst one-second windo
 steps that contain a full (generation 2) collection are longer than steps that do not
 (one-sided Mann-Whitney on step durations).
 
-Thresholds: 5 % of wall time is moderate and 15 % high. Clinic Doctor flags blocking GC of
-100 ms or more in any one second (10 % of that second); that alone makes a moderate issue here
-when GC also takes at least 2 % overall. Steps hit by full collections make an issue when they
-are significantly longer (p < 0.01), at least 1.5x the median of the others, and the extra time
-is at least 2 % of the window.
+Thresholds: ``MODERATE`` of wall time is moderate and ``HIGH`` high. Clinic Doctor flags blocking
+GC of 100 ms or more in any one second (``CLINIC_PER_SECOND``); that alone makes a moderate issue
+here when GC also takes at least ``MIN_SHARE_WITH_SPIKE`` overall. Steps hit by full collections
+make an issue when they are significantly longer (p < ``STEP_P``), at least ``STEP_RATIO`` the
+median of the others, and the extra time is at least ``STEP_EXCESS`` of the window.
 
 What would fool it: pauses in a process other than the training one (a DataLoader worker) are not
 counted, since they do not stop the loop; time spent allocating the garbage is not GC and shows
@@ -34,12 +34,13 @@ from probe.analysis.timeline import overlap_with
 from probe.units import Count, Duration, Number, Share, duration, percent, text
 
 ID = "gc-pauses"
-MODERATE = 0.05
-HIGH = 0.15
-CLINIC_PER_SECOND = 0.100
-MIN_SHARE_WITH_SPIKE = 0.02
-STEP_RATIO = 1.5
-STEP_EXCESS = 0.02
+MODERATE = Share(0.05)
+HIGH = Share(0.15)
+CLINIC_PER_SECOND = Duration(0.100)
+MIN_SHARE_WITH_SPIKE = Share(0.02)
+STEP_RATIO = Number(1.5, "x")
+STEP_EXCESS = Share(0.02)
+STEP_P = Number(0.01)  # Mann-Whitney p below which steps hit by a full collection are longer
 
 
 def detect(ctx: Context) -> Finding:
@@ -150,7 +151,7 @@ def _step_effect(ctx: Context, evidence: dict[str, object]) -> tuple[float, str]
     evidence["steps_with_full_gc"] = Count(int(hit.sum()))
     evidence["full_gc_step_ratio"] = Number(round(ratio, 2), "x")
     evidence["full_gc_step_p"] = Number(float(f"{p:.3g}"))
-    if p < 0.01 and ratio >= STEP_RATIO:
+    if p < STEP_P and ratio >= STEP_RATIO:
         return excess, (
             f"Steps in which a full collection ran took {ratio:.1f}x as long as the others "
             f"(median; Mann-Whitney p = {p:.2g})."

@@ -1,11 +1,11 @@
 """gpu-underutilized: the GPU is idle for a large share of the steady state.
 
 From NVML, sampled outside the job: the utilisation of each GPU the job's processes used (percent
-of time a kernel was running) averaged over the analysed window. An issue when the busiest of
-them is used less than 50 % of the time (high below 20 %). Idle GPU time is usually a symptom:
-waiting for data or on the GPU itself (host syncs) keeps the GPU waiting; the share of step time
-those already explain (DataLoader waits, host-sync waits) is subtracted from the impact so that
-the cause, not the symptom, comes first.
+of time a kernel was running) averaged over the analysed window. An issue when the busiest of them
+is used less than ``MODERATE`` of the time (high below ``HIGH``). Idle GPU time is usually a
+symptom: waiting for data or on the GPU itself (host syncs) keeps the GPU waiting; the share of
+step time those already explain (DataLoader waits, host-sync waits) is subtracted from the impact
+so that the cause, not the symptom, comes first.
 
 What would fool it: NVML's utilisation counts a kernel running on any part of the GPU as busy, so
 a GPU that looks busy can still be underused by small kernels; a GPU shared with another job
@@ -25,8 +25,8 @@ from probe.analysis.detectors.gpu_share import (
 from probe.units import Share, percent
 
 ID = "gpu-underutilized"
-MODERATE = 50.0
-HIGH = 20.0
+MODERATE = Share(50.0, "%")
+HIGH = Share(20.0, "%")
 
 
 def detect(ctx: Context) -> Finding:

@@ -7,14 +7,14 @@ GPU's queue of work: once it returns, the GPU has nothing to run until the host 
 next kernels, and whatever the host does first (metrics on the CPU, logging, fetching the next
 batch) is time the GPU idles.
 
-A wait is not itself lost time: in a GPU-bound loop that prints ``loss.item()`` every step the
-host waits most of the step while the GPU stays busy, and the sync costs only the short gap
-before the next launch. So the impact is the share of step time the host waited on the GPU,
-bounded by the share of the window the GPU sat idle (NVML's utilisation of the GPUs the job
-used): the idle time the syncs can have caused. Issue levels as for other waits in the loop
-(5 % moderate, 20 % high), and at least one such wait in half of the steps (a sync in every
-step is the pattern; one at the end of an epoch is not). Without NVML's utilisation the cost
-cannot be told from the wait, and the verdict is not judged.
+A wait is not itself lost time: in a GPU-bound loop that prints ``loss.item()`` every step the host
+waits most of the step while the GPU stays busy, and the sync costs only the short gap before the
+next launch. So the impact is the share of step time the host waited on the GPU, bounded by the
+share of the window the GPU sat idle (NVML's utilisation of the GPUs the job used): the idle time
+the syncs can have caused. Issue levels as for other waits in the loop (``MODERATE`` moderate,
+``HIGH`` high), and at least one such wait in ``STEP_COVERAGE`` of the steps (a sync in every step
+is the pattern; one at the end of an epoch is not). Without NVML's utilisation the cost cannot be
+told from the wait, and the verdict is not judged.
 
 What would fool it: a GPU idle for another reason while the host also syncs every step (input
 waits are subtracted from the idle share first, so input-bound keeps its own verdict). Syncs
@@ -39,9 +39,9 @@ from probe.session import format as fmt
 from probe.units import Count, Rate, Share, duration, percent
 
 ID = "host-sync-stalls"
-MODERATE = 0.05
-HIGH = 0.20
-STEP_COVERAGE = 0.5
+MODERATE = Share(0.05)
+HIGH = Share(0.20)
+STEP_COVERAGE = Share(0.5)
 
 
 def detect(ctx: Context) -> Finding:

@@ -3,18 +3,19 @@
 Measures, over the steps of the analysed window, the time the training loop spent blocked in
 ``next()`` on its DataLoader (recorded exactly by the agent's hook) as a share of step time, with a
 moving-block bootstrap interval over steps. The training loader is the one waited on in at least
-30 % of the steps; an evaluation loader iterated between epochs is not the training pipeline and
-its time is left to periodic-stall.
+``TRAINING_LOADER_SHARE`` of the steps; an evaluation loader iterated between epochs is not the
+training pipeline and its time is left to periodic-stall.
 
-Thresholds: a wait share of 5 % is moderate, 20 % high (the TensorBoard profiler and XProf flag
-input-bound steps at these levels); the lower bound of the 95 % interval must clear 3 % so that a
-handful of slow first batches does not make a verdict.
+Thresholds: a wait share of ``MODERATE`` is moderate, ``HIGH`` high (the TensorBoard profiler and
+XProf flag input-bound steps at these levels); the lower bound of the 95 % interval must clear
+``LOWER_BOUND`` so that a handful of slow first batches does not make a verdict.
 
-Why the workers are slow comes from the batches they build (the fetch hook times each batch,
-wall and CPU, in whichever process builds it): with ``num_workers=0`` the main process builds
-every batch itself; workers whose CPU time is at least half their wall time per batch are
+Why the workers are slow comes from the batches they build (the fetch hook times each batch, wall
+and CPU, in whichever process builds it): with ``num_workers=0`` the main process builds every
+batch itself; workers whose CPU time is at least ``BUSY_WORKERS`` of their wall time per batch are
 transform-bound (busy computing); below that they are waiting on storage, the network or sleeps
-(latency-bound). When the machine's cores are already saturated, more workers cannot help.
+(latency-bound). When the machine's cores are already saturated (``SATURATED`` of them busy), more
+workers cannot help.
 
 What would fool it: an input pipeline that is not a DataLoader (a hand-written generator or a
 prefetch thread) is invisible here; a loader consumed from a thread other than the one that
@@ -40,10 +41,11 @@ from probe.analysis.stats import block_bootstrap_ratio
 from probe.units import Count, Duration, Interval, Number, Share, duration, percent
 
 ID = "input-bound"
-MODERATE = 0.05
-HIGH = 0.20
-LOWER_BOUND = 0.03
-BUSY_WORKERS = 0.5  # worker CPU / wall per batch at or above which workers are transform-bound
+MODERATE = Share(0.05)
+HIGH = Share(0.20)
+LOWER_BOUND = Share(0.03)
+SATURATED = Share(0.85)  # of the cores busy: more workers cannot help
+BUSY_WORKERS = Share(0.5)  # worker CPU / wall per batch from which workers are transform-bound
 
 
 def detect(ctx: Context) -> Finding:
@@ -168,7 +170,7 @@ def _cause(
     evidence["worker_cpu_share"] = Share(round(cpu_ratio, 3))
     evidence["workers"] = Count(workers)
     if cpu_ratio >= BUSY_WORKERS:
-        saturated = busy_cores >= 0.85 * cores
+        saturated = busy_cores >= SATURATED * cores
         evidence["cores_saturated"] = saturated
         text = (
             f"Its {workers} workers are busy computing: {percent(cpu_ratio)} of the "

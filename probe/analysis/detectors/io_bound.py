@@ -8,16 +8,16 @@ time in DataLoader waits (input-bound's). A sample counts as I/O when:
   ``torch.load``, numpy files, compression, ``shutil``...; in-memory serialisation such as
   ``json.dumps`` is computation and does not count), or
 - it is in the program's own code while the thread was blocked (its kernel state sleeping or in
-  disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under 30 %
-  of a core) and the thread itself moved data through read()/write() in that bin (its own
-  ``/proc/<pid>/task/<tid>/io``; the whole process's in sessions before format 1.2): a plain
+  disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under
+  ``OFF_CPU`` of a core) and the thread itself moved data through read()/write() in that bin (its
+  own ``/proc/<pid>/task/<tid>/io``; the whole process's in sessions before format 1.2): a plain
   ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
 
-The share of samples is the share of time; with the same thresholds as waits for input (5 %
-moderate, 20 % high) and a block bootstrap interval over one-second windows whose lower bound
-must clear 3 %. What would fool it: I/O the kernel serves from the page cache is quick and barely
-shows (correctly: it costs little); sleeping in ``time.sleep`` between the main thread's own
-reads and writes within one 100 ms bin could be counted as off-CPU I/O.
+The share of samples is the share of time; with the same thresholds as waits for input
+(``MODERATE`` moderate, ``HIGH`` high) and a block bootstrap interval over one-second windows whose
+lower bound must clear ``LOWER_BOUND``. What would fool it: I/O the kernel serves from the page
+cache is quick and barely shows (correctly: it costs little); sleeping in ``time.sleep`` between
+the main thread's own reads and writes within one 100 ms bin could be counted as off-CPU I/O.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from probe.analysis.stats import block_bootstrap_ratio
 from probe.units import Count, Interval, Rate, Share, percent, size
 
 ID = "io-bound"
-MODERATE = 0.05
-HIGH = 0.20
-LOWER_BOUND = 0.03
-OFF_CPU = 0.30
-MIN_IO_RATE = 256 * 1024  # bytes/s through read()/write() while the thread is off-CPU
-MIN_SAMPLES = 50
+MODERATE = Share(0.05)
+HIGH = Share(0.20)
+LOWER_BOUND = Share(0.03)
+OFF_CPU = Share(0.30)
+MIN_IO_RATE = Rate(256 * 1024, "B", per="s")  # through read()/write() while off-CPU
+MIN_SAMPLES = Count(50)
 
 
 def detect(ctx: Context) -> Finding:

@@ -6,12 +6,13 @@ a monotonic trend and the Theil-Sen estimator gives the slope with its 95 % inte
 bins, not raw samples, so autocorrelation and allocator noise do not inflate significance). A
 process's memory grows when:
 
-- the trend is strong and significant: tau >= 0.6 and p < 0.001, and the slope's lower bound > 0;
-- it grew by at least max(32 MB, 5 % of where it started) over the window;
-- it is still growing in the second half of the window: tau >= 0.3, slope lower bound > 0, the
-  slope's upper bound at least half the whole window's slope, and at least half the minimum
-  growth above within that half. Caches and allocator pools that fill up and level off are not
-  leaks, even when a small drift remains after they level off.
+- the trend is strong and significant: tau >= ``MIN_TAU`` and p < ``MAX_P``, and the slope's lower
+  bound > 0;
+- it grew by at least max(``MIN_GROWTH``, ``MIN_RELATIVE`` of where it started) over the window;
+- it is still growing in the second half of the window: tau >= ``LATE_TAU``, slope lower bound > 0,
+  the slope's upper bound at least ``LATE_PACE`` of the whole window's slope, and at least
+  ``LATE_GROWTH`` of the minimum growth above within that half. Caches and allocator pools that
+  fill up and level off are not leaks, even when a small drift remains after they level off.
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
 step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
@@ -39,16 +40,17 @@ from probe.analysis.detectors.base import (
     not_detected,
 )
 from probe.analysis.stats import Trend, trend
-from probe.units import Bytes, Count, Duration, Interval, Number, Rate, duration, size
+from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share, duration, size
 
 ID = "memory-growth"
-MIN_TAU = 0.6
-MAX_P = 1e-3
-MIN_GROWTH = 32 * 2**20
-MIN_RELATIVE = 0.05
-LATE_TAU = 0.3
-LATE_PACE = 0.5  # the second half's slope (its upper bound) against the whole window's
-HOUR = 3600.0
+MIN_TAU = Number(0.6)
+MAX_P = Number(1e-3)
+MIN_GROWTH = Bytes(32 * 2**20)
+MIN_RELATIVE = Share(0.05)
+LATE_TAU = Number(0.3)
+LATE_PACE = Share(0.5)  # the second half's slope (its upper bound) against the whole window's
+LATE_GROWTH = Share(0.5)  # of the minimum growth that the second half must add on its own
+HOUR = Duration(3600.0)
 
 
 def detect(ctx: Context) -> Finding:
@@ -162,7 +164,7 @@ def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, 
     if late.high < LATE_PACE * full.slope:
         return None
     late_span = float(t[-1] - t[half])
-    if late.slope * late_span < 0.5 * max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
+    if late.slope * late_span < LATE_GROWTH * max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
         return None
     return {
         "rate_bytes_per_s": full.slope,

@@ -1,30 +1,29 @@
 """periodic-stall: steps periodically take far longer (checkpointing, evaluation, logging).
 
 Stall steps are the analysed window's steps that are far longer than the bulk: above the median
-plus 3 robust standard deviations (1.4826 MAD) and above twice the median. They recur
-periodically when one period, in steps (checkpoint every N steps) or in seconds (log every T
-seconds), puts at least 3 of them and 60 % of their extra time on its beat (within a twentieth of
-the period, at least one step), one per beat, filling 60 % of the beats they span and spanning
-half the window or more (a burst of slow steps in one stretch is not a rhythm), with a period of
-at least 6 steps (a beat one step wide either side covers half of any shorter period's steps)
-(`find_period`).
-That tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread
-of the gaps does not; weighing by extra time rather than counting keeps a noisy machine's many
-steps that are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them.
-Only the stalls on the beat count towards the impact. Candidate periods are the
-gaps themselves and, when Fisher's g test finds a periodic component in the series of stall
-indicators (p < 0.01), its period. Steps that are long only because the training thread waited
-for a core (run-queue wait >= 30 % of their runnable time: another job stole the CPU) are
-slowdowns, not periodic work.
+plus ``STALL_MADS`` robust standard deviations (1.4826 MAD) and above ``STALL_FLOOR`` the median.
+They recur periodically when one period, in steps (checkpoint every N steps) or in seconds (log
+every T seconds), puts at least ``MIN_STALLS`` of them and ``MIN_ALIGNED_SHARE`` of their extra
+time on its beat (within ``PHASE_TOL`` of the period, at least one step), one per beat, filling
+``MIN_FILL`` of the beats they span and spanning ``MIN_SPREAD`` of the window or more (a burst of
+slow steps in one stretch is not a rhythm), with a period of at least ``MIN_PERIOD_STEPS`` (a beat
+one step wide either side covers half of any shorter period's steps) (`find_period`). That
+tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread of the
+gaps does not; weighing by extra time rather than counting keeps a noisy machine's many steps that
+are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them. Only the stalls
+on the beat count towards the impact. Candidate periods are the gaps themselves and, when Fisher's
+g test finds a periodic component in the series of stall indicators (p < ``MAX_G_P``), its period.
+Steps that are long only because the training thread waited for a core (run-queue wait >=
+``CONTENTION`` of their runnable time: another job stole the CPU) are slowdowns, not periodic work.
 
 Stalls already explained by the garbage collector or by waits for the training data belong to
-gc-pauses and input-bound: when those account for half or more of the stall steps' extra time,
-this verdict stands aside. The rest of the extra time (stall duration minus the median step) as a
-share of the window is the impact; 3 % is moderate, 15 % high. In a loop that drives a GPU the
-impact is at most the GPU's idle share (NVML): a step that reads ``loss.item()`` every N steps
-waits for all the work queued ahead of it, and is long without costing the GPU anything. The
-stacks are what the main thread ran during the stalls' extra time, which names the checkpoint,
-evaluation or logging code.
+gc-pauses and input-bound: when those account for ``EXPLAINED`` or more of the stall steps' extra
+time, this verdict stands aside. The rest of the extra time (stall duration minus the median step)
+as a share of the window is the impact; ``MODERATE`` is moderate, ``HIGH`` high. In a loop that
+drives a GPU the impact is at most the GPU's idle share (NVML): a step that reads ``loss.item()``
+every N steps waits for all the work queued ahead of it, and is long without costing the GPU
+anything. The stacks are what the main thread ran during the stalls' extra time, which names the
+checkpoint, evaluation or logging code.
 
 What would fool it: irregular one-off stalls (a slow filesystem once) are not periodic and are
 not reported here; a run shorter than three periods cannot show a period.
@@ -55,15 +54,17 @@ from probe.analysis.timeline import StepTable
 from probe.units import Count, Duration, Number, Share, duration, percent
 
 ID = "periodic-stall"
-MIN_STALLS = 3
-PHASE_TOL = 0.05  # on the beat: within a twentieth of the period (and at least one step)
-MIN_ALIGNED_SHARE = 0.6  # of the long steps that must sit on the period
-MIN_FILL = 0.6  # of the period's slots, between the first and last stall, that must hold one
+STALL_MADS = Number(3.0)  # a stall step: above the median plus this many robust standard deviations
+STALL_FLOOR = Number(2.0, "x")  # and above this multiple of the median
+MIN_STALLS = Count(3)
+PHASE_TOL = Share(0.05)  # on the beat: within a twentieth of the period (and at least one step)
+MIN_ALIGNED_SHARE = Share(0.6)  # of the long steps that must sit on the period
+MIN_FILL = Share(0.6)  # of the period's slots, between the first and last stall, that must hold one
 # A beat within one step either side covers 3 of every `period` steps: below 6 it covers half the
 # steps or more, and lines up any dense cluster of slow steps, periodic or not.
-MIN_PERIOD_STEPS = 6.0
-MIN_SPREAD = 0.5  # of the analysed window that the stalls on the beat must span, first to last
-STALL_IO = 0.3  # of the stalls' extra time in I/O: they are checkpoints or uploads
+MIN_PERIOD_STEPS = Number(6.0, "steps")
+MIN_SPREAD = Share(0.5)  # of the window that the stalls on the beat must span, first to last
+STALL_IO = Share(0.3)  # of the stalls' extra time in I/O: they are checkpoints or uploads
 EVAL_WORDS = ("eval", "valid", "test", "score", "metric")
 # The first thing to try, by what the stalls do ("" is the recommendation's own first step:
 # checkpoint asynchronously).
@@ -74,20 +75,20 @@ NEXT_STEPS = {
     "work": "Make the periodic work cheaper or take it out of the loop: do it less often, on a "
     "background thread or process, or incrementally a little every step",
 }
-MAX_CANDIDATES = 12
-MAX_ANCHORS = 8
-NULL_DRAWS = 99  # with none as good: chance below 1 %
-MAX_CHANCE = 0.01
-MAX_G_P = 0.01
-EXPLAINED = 0.5
-CONTENTION = 0.3  # main-thread run-queue wait share during stalls that means "slowed, not busy"
-MODERATE = 0.03
-HIGH = 0.15
+MAX_CANDIDATES = Count(12)
+MAX_ANCHORS = Count(8)
+NULL_DRAWS = Count(99)  # with none as good: chance below 1 %
+MAX_CHANCE = Share(0.01)
+MAX_G_P = Number(0.01)
+EXPLAINED = Share(0.5)
+CONTENTION = Share(0.3)  # main thread run-queue wait share in stalls: "slowed, not busy"
+MODERATE = Share(0.03)
+HIGH = Share(0.15)
 
 
 def stall_steps(steps: StepTable) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Steps far longer than the bulk of the steps (see the module docstring)."""
-    return robust_outliers(steps.duration, factor=3.0, floor_ratio=2.0)
+    return robust_outliers(steps.duration, factor=STALL_MADS, floor_ratio=STALL_FLOOR)
 
 
 @dataclass(frozen=True)

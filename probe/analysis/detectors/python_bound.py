@@ -1,32 +1,31 @@
 """python-bound: one thread saturated in the interpreter while the compute pool idles.
 
-The training loop's main thread must be on a core nearly all the time (>= 80 % of a core, from
-the outside sampler's schedstat), and at least one of three signs must say that the time goes
+The training loop's main thread must be on a core nearly all the time (>= ``MAIN_BUSY`` of a core,
+from the outside sampler's schedstat), and at least one of three signs must say that the time goes
 into Python and operator dispatch rather than into computation:
 
 - **tiny operators**: the agent counts the nodes of an autograd graph (how many differentiable
   operators one step ran) at the 3rd backward pass, then every 50th or every 2 s, whichever is
-  rarer. When a step takes 40 us or less per node, the operators are so small that the fixed
-  cost of dispatching each from Python (several microseconds forward and backward) is most of
-  the time. Note that torch's OpenMP pool spins while it waits for work, so its CPU time cannot
-  show that it idles: this sign does not need it.
-- **the interpreter itself**: at least half of the main thread's stack samples were taken after
-  the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element loops)
-  was running without calling into torch.
-- **an idle pool**: torch was given two or more intra-op threads, its native threads used less
-  than 30 % of the cores they could, and at least half a core sat idle (tiny operators that do
-  not even wake the pool).
+  rarer. When a step takes ``US_PER_NODE`` or less per node (over ``MIN_NODES`` nodes or more), the
+  operators are so small that the fixed cost of dispatching each from Python (several microseconds
+  forward and backward) is most of the time. Note that torch's OpenMP pool spins while it waits for
+  work, so its CPU time cannot show that it idles: this sign does not need it.
+- **the interpreter itself**: at least ``INTERPRETER`` of the main thread's stack samples were
+  taken after the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element
+  loops) was running without calling into torch.
+- **an idle pool**: torch was given two or more intra-op threads, its native threads used less than
+  ``POOL_IDLE`` of the cores they could, and at least ``FREE_CORES`` sat idle (tiny operators that
+  do not even wake the pool).
 
 Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter
-share (the collector held the GIL, not the program). Time in the collector, in DataLoader
-waits and in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it
-waits) is subtracted (those have their own verdicts); what is left of the main thread's busy
-time is the impact. 15 % is moderate, 40 % high. A process that drives a GPU loses no more than
-the GPU idles: when NVML sampled the GPU it used, the impact is at most the GPU's idle share
-less what the loop's waits for data and on the GPU explain (a GPU-bound loop keeps its main
-thread busy launching kernels, or spinning while CUDA's launch queue is full, and its idle
-intra-op pool is no sign of dispatch overhead; host work that only runs after a sync is
-host-sync-stalls' to fix).
+share (the collector held the GIL, not the program). Time in the collector, in DataLoader waits and
+in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it waits) is
+subtracted (those have their own verdicts); what is left of the main thread's busy time is the
+impact. ``MODERATE`` is moderate, ``HIGH`` high. A process that drives a GPU loses no more than the
+GPU idles: when NVML sampled the GPU it used, the impact is at most the GPU's idle share less what
+the loop's waits for data and on the GPU explain (a GPU-bound loop keeps its main thread busy
+launching kernels, or spinning while CUDA's launch queue is full, and its idle intra-op pool is no
+sign of dispatch overhead; host work that only runs after a sync is host-sync-stalls' to fix).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
@@ -53,14 +52,14 @@ from probe.analysis.stacks import STATE
 from probe.units import Count, Duration, Number, Rate, Share, duration, percent
 
 ID = "python-bound"
-MAIN_BUSY = 0.80
-US_PER_NODE = 40.0
-MIN_NODES = 100
-INTERPRETER = 0.5
-POOL_IDLE = 0.30
-FREE_CORES = 0.5
-MODERATE = 0.15
-HIGH = 0.40
+MAIN_BUSY = Share(0.80)
+US_PER_NODE = Duration(40.0, "us")
+MIN_NODES = Count(100)
+INTERPRETER = Share(0.5)
+POOL_IDLE = Share(0.30)
+FREE_CORES = Number(0.5, "cores")
+MODERATE = Share(0.15)
+HIGH = Share(0.40)
 
 
 def detect(ctx: Context) -> Finding:

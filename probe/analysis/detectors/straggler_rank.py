@@ -7,11 +7,12 @@ taken while it was blocked (asleep with the GIL free, as seen by the kernel stat
 the stack) inside torch's autograd or torch.distributed is its collective wait; when the
 thread's state was not recorded, the share of time its main thread was off-CPU stands in.
 
-An issue when the other ranks wait at least 15 % of the time (median) and the straggler waits at
-least 10 points less than they do. Impact is the others' median wait share. The stacks are the
-straggler's main thread outside collectives: its extra work. What would fool it: ranks that
-differ by design (a parameter server, rank 0 doing extra logging by choice) are stragglers all
-the same; pipeline parallel schedules, where waiting is structural, need their own reading.
+An issue when the other ranks wait at least ``OTHERS_WAIT`` of the time (median) and the straggler
+waits at least ``GAP`` of it less than they do; high from ``HIGH``. Impact is the others' median
+wait share. The stacks are the straggler's main thread outside collectives: its extra work. What
+would fool it: ranks that differ by design (a parameter server, rank 0 doing extra logging by
+choice) are stragglers all the same; pipeline parallel schedules, where waiting is structural, need
+their own reading.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import numpy as np
 
 from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected
 from probe.analysis.stacks import STATE
-from probe.units import Number, Share, percent
+from probe.units import Count, Number, Share, percent
 
 ID = "straggler-rank"
-OTHERS_WAIT = 0.15
-GAP = 0.10
-MIN_SAMPLES = 30
+OTHERS_WAIT = Share(0.15)
+GAP = Share(0.10)
+HIGH = Share(0.30)  # the others' wait from which the straggler costs the job a lot
+MIN_SAMPLES = Count(30)
 
 
 def detect(ctx: Context) -> Finding:
@@ -106,7 +108,7 @@ def detect(ctx: Context) -> Finding:
         status="issue",
         title=title,
         summary=summary,
-        severity="high" if others_wait >= 0.3 else "moderate",
+        severity="high" if others_wait >= HIGH else "moderate",
         impact=others_wait,
         evidence=evidence,
         windows=[ctx.window],
