@@ -24,6 +24,7 @@ import numpy as np
 
 from probe import __version__
 from probe.analysis.diagnosis import Diagnosis
+from probe.files import write_atomic
 from probe.report import markdown
 from probe.report.model import Bands, Graph, Page, Series, VerdictView, build_page
 from probe.units import percent, size
@@ -113,12 +114,7 @@ def write(diagnosis: Diagnosis, path: Path) -> Path:
     """Build and write the report for ``diagnosis`` to ``path`` atomically; returns ``path``."""
     page = build_page(diagnosis)
     text = render(page, session_dir=str(diagnosis.timeline.session.path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, text)
     return path
 
 

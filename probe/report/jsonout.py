@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from probe.analysis.diagnosis import Diagnosis, to_json
+from probe.files import write_atomic
 
 
 def dumps(diagnosis: Diagnosis) -> str:
@@ -22,10 +22,7 @@ def write(diagnosis: Diagnosis, path: Path | str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomic(path, text)
 
 
 def load(path: Path) -> dict[str, Any]:

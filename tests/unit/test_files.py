@@ -56,3 +56,14 @@ def test_threads_writing_one_file_never_leave_half_a_file(tmp_path: Path) -> Non
         t.join()
     assert target.read_text() in texts
     assert sorted(p.name for p in tmp_path.iterdir()) == ["status.json"]
+
+
+def test_a_link_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    target = tmp_path / "status.json"
+    link = tmp_path / f".status.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    link.symlink_to(victim)
+    with pytest.raises(OSError, match=r"symbolic link|Too many levels"):
+        write_atomic(target, "{}")
+    assert victim.read_text() == "keep" and not target.exists()
