@@ -53,6 +53,7 @@ class Diagnosis:
     run: dict[str, Any]
     activity: dict[str, float]  # what the training thread did in the window, shares
     headline: str  # one line of evidence for the terminal
+    training_pids: list[int] = field(default_factory=list)  # whose loop was judged (timeline.py)
     warnings: list[str] = field(default_factory=list)
     # What the recording lost (a full disk, a failing collector) and the checks that failed:
     # any of it makes the diagnosis partial.
@@ -143,6 +144,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         run=run,
         activity=activity,
         headline=headline,
+        training_pids=list(ctx.training_pids),
         warnings=list(tl.warnings),
         losses=losses,
     )

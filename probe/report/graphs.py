@@ -30,23 +30,6 @@ LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every gr
 MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
 
 
-def training_pids(tl: Timeline) -> list[int]:
-    """The processes whose loop the page follows: those that ran steps, else the main Python
-    process, else any Python process, else the command's own process."""
-    pids = tl.training_pids()
-    if pids:
-        return pids
-    procs = list(tl.processes.values())
-    for found in (
-        [p.pid for p in procs if p.role == "main" and p.python],
-        [p.pid for p in procs if p.python],
-        [p.pid for p in procs if p.role == "main"],
-    ):
-        if found:
-            return found[:1]
-    return []
-
-
 def short_label(info: ProcessInfo | None, pid: int) -> str:
     if info is None:
         return f"pid {pid}"

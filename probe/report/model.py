@@ -29,7 +29,6 @@ from probe.report.graphs import (
     steps_graph,
     threads_graph,
     timeline_graph,
-    training_pids,
 )
 from probe.report.header import exit_notice, header_of, process_rows
 from probe.report.page import (
@@ -54,7 +53,9 @@ from probe.units import percent
 def build_page(d: Diagnosis) -> Page:
     """The page for one diagnosis (the timeline it was made from is ``d.timeline``)."""
     tl = d.timeline
-    training = training_pids(tl)
+    # The page follows the processes the analysis judged; when no Python process was profiled
+    # (a command that is not Python), the command's own process.
+    training = d.training_pids or [p.pid for p in tl.processes.values() if p.role == "main"][:1]
     graphs = [
         g
         for g in (

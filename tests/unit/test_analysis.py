@@ -11,7 +11,7 @@ from probe.analysis.detectors.base import Context
 from probe.analysis.detectors.periodic_stall import find_period
 from probe.analysis.diagnosis import Diagnosis, diagnose, to_json
 from probe.analysis.segment import LOAD, NOISE, _name_states, segment
-from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
+from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid, training_pids
 from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
@@ -595,6 +595,36 @@ def test_context_window_and_bins(tmp_path: Path) -> None:
     ctx = Context(tl, segment(tl))
     assert ctx.bins.sum() > 100
     assert ctx.training_pids == [100]
+
+
+def test_the_training_processes_are_defined_once(tmp_path: Path) -> None:
+    # Steps: the processes that ran them, for the analysis and in the diagnosis the report reads.
+    d = diagnose(Run().build(tmp_path / "run"))
+    assert d.training_pids == training_pids(d.timeline) == [100]
+    # No steps: the Python main process, not a helper.
+    b = SessionBuilder(tmp_path / "nosteps", duration_s=4)
+    b.process(100)
+    b.process(101, ppid=100, argv=["python", "helper.py"])
+    b.cpu(100, main=0.5)
+    b.cpu(101, main=0.5)
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == [100]
+    # Ranks whose steps all fell outside the window are still the training processes, not the
+    # launcher that started them.
+    b = SessionBuilder(tmp_path / "ranks", duration_s=6, argv=["torchrun", "train.py"])
+    b.process(90, argv=["torchrun"])
+    for rank, pid in enumerate((100, 110)):
+        b.process(pid, ppid=90, rank=rank)
+        b.steps(pid, np.arange(0.5, 1.5, 0.1))
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == [100, 110]
+    assert training_pids(tl, tl.steps.within(5.0, 6.0)) == [100, 110]
+    # Nothing profiled inside (a command that is not Python): no loop to judge.
+    b = SessionBuilder(tmp_path / "native", duration_s=4, argv=["./train"])
+    b.process(100, python=False)
+    b.cpu(100, main=1.0)
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == []
 
 
 # -- stack samples at an adaptive rate ----------------------------------------------------------

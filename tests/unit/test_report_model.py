@@ -115,6 +115,33 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     assert any(name.startswith("worker 0") for name in timeline.lanes.names)
 
 
+def test_the_page_follows_the_processes_the_analysis_judged(tmp_path: Path) -> None:
+    # Two Python processes: the one with steps is the training process, the helper is "other".
+    b = SessionBuilder(tmp_path / "s", duration_s=8)
+    b.process(100, torch_threads=2)
+    b.process(101, ppid=100, argv=["python", "helper.py"])
+    b.steps(100, np.arange(0.5, 8, 0.05))
+    b.cpu(100, main=0.9, pool=0.5)
+    b.cpu(101, main=0.3)
+    b.system(busy=1.5)
+    d = diagnose(Session(b.write()))
+    page = build_page(d)
+    assert d.training_pids == [100]
+    threads = page.graph("threads")
+    assert threads is not None and threads.title == "Threads of the main process (pid 100)"
+    cpu = page.graph("cpu")
+    assert cpu is not None and cpu.series[1].label.endswith("(pid 100)")
+    # A command that is not Python has no training process: the page follows the command.
+    b = SessionBuilder(tmp_path / "native", duration_s=4, argv=["./train"])
+    b.process(100, python=False)
+    b.cpu(100, main=1.0)
+    b.system(busy=1.0)
+    d = diagnose(Session(b.write()))
+    assert d.training_pids == []
+    threads = build_page(d).graph("threads")
+    assert threads is not None and threads.title == "Threads of the main process (pid 100)"
+
+
 def test_healthy_page_has_no_graph_without_data(tmp_path: Path) -> None:
     d, page = page_of(Run(), tmp_path)
     assert d.category == "healthy"

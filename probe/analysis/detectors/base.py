@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probe.analysis.segment import Segmentation
-from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with
+from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with, training_pids
 from probe.units import Count, Duration, Share
 
 ISSUE = "issue"
@@ -83,14 +83,8 @@ class Context:
 
     @cached_property
     def training_pids(self) -> list[int]:
-        """Processes whose loop is judged: those with steps, else the Python main process(es)."""
-        pids = sorted({int(p) for p in self.steps.pid})
-        if pids:
-            return pids
-        mains = [p.pid for p in self.tl.processes.values() if p.role == "main" and p.python]
-        if mains:
-            return mains
-        return [p.pid for p in self.tl.processes.values() if p.python][:1]
+        """The training processes, by the steps of the analysed window (see ``training_pids``)."""
+        return training_pids(self.tl, self.steps)
 
     @cached_property
     def training_waits(self) -> Intervals:
