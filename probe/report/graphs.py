@@ -22,7 +22,7 @@ from probe.report.downsample import (
     rolling_median,
     runs,
 )
-from probe.report.page import Bands, Graph, Lanes, Rule, Series, clean
+from probe.report.model import Bands, Graph, Lanes, Rule, Series, clean
 from probe.units import size
 
 MAX_LANES = 24

@@ -11,7 +11,7 @@ import numpy as np
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.timeline import Timeline
 from probe.report.graphs import short_label
-from probe.report.page import Header, ProcessRow, clean
+from probe.report.model import Header, ProcessRow, clean
 from probe.session.redact import redact_argv
 from probe.units import elapsed, percent, size
 

@@ -1,4 +1,4 @@
-"""The HTML report: the page model (probe/report/model.py) rendered with Bokeh, in one file.
+"""The HTML report: the page (probe/report/page.py builds its model) rendered with Bokeh.
 
 The page opens from disk with no network: Bokeh's JavaScript is inlined (only the core bundle;
 no widgets, no MathJax), there are no web fonts and no external URL is loaded (links in the
@@ -26,7 +26,8 @@ from probe import __version__
 from probe.analysis.diagnosis import Diagnosis
 from probe.files import write_atomic
 from probe.report import markdown
-from probe.report.model import Bands, Graph, Page, Series, VerdictView, build_page
+from probe.report.model import Bands, Graph, Page, Series, VerdictView
+from probe.report.page import build_page
 from probe.units import percent, size
 
 e = html.escape

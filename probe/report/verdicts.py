@@ -14,7 +14,7 @@ from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, VERDICTS, Diagn
 from probe.analysis.timeline import Timeline
 from probe.report import recommendations
 from probe.report.downsample import merge_bars
-from probe.report.page import VERDICT_GRAPHS, Bands, Frame, StackView, VerdictView, clean
+from probe.report.model import VERDICT_GRAPHS, Bands, Frame, StackView, VerdictView, clean
 from probe.report.recommendations import Recommendation
 
 MAX_WINDOWS = 300  # issue windows shaded per verdict

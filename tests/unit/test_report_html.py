@@ -12,7 +12,7 @@ import pytest
 from probe.analysis.diagnosis import VERDICTS, diagnose
 from probe.cli import main
 from probe.report import browser, html, markdown, recommendations
-from probe.report.model import build_page
+from probe.report.page import build_page
 from probe.report.recommendations.__main__ import main as recommendations_main
 from tests.unit.report_sessions import EVIL, crowded_session, evil_session, long_session
 from tests.unit.synthetic_runs import Run

@@ -12,8 +12,8 @@ from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
 from probe.report import html, model
 from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge_bars, minmax
 from probe.report.header import describe_exit
-from probe.report.model import build_page
-from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
+from probe.report.model import ACTIVITY_LABELS, GRAPH_ORDER, clean
+from probe.report.page import build_page
 from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.session.synthetic import SessionBuilder
