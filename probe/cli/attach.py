@@ -9,8 +9,8 @@ import click
 from probe.attach.runner import AttachRun, stop_on_signals
 from probe.cli.common import conclude, echo, warn
 from probe.cli.options import recording_options
+from probe.cli.status import LiveStatus
 from probe.recorder import Settings
-from probe.report.status import LiveStatus
 
 
 @click.command(short_help="Diagnose a process that is already running.")

@@ -90,7 +90,8 @@ def finish(
 
     Raises ProbeError, once all else is done, when the verdict could not be written to
     ``json_path`` (what ``probe report --json`` was asked for)."""
-    from probe.report import browser, jsonout, terminal
+    from probe.cli import browser
+    from probe.report import jsonout, terminal
 
     for line in _analysis_losses(diagnosis):
         warn(line)

@@ -9,9 +9,9 @@ import click
 
 from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
+from probe.cli.status import LiveStatus
 from probe.launcher import Launcher, resolve_command
 from probe.recorder import Recording, Settings, default_name
-from probe.report.status import LiveStatus
 
 
 @click.command(
