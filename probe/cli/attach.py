@@ -38,6 +38,7 @@ def attach(
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
+    markdown_path: Path | None,
     duration: float | None,
     no_inject: bool,
 ) -> int:
@@ -88,5 +89,6 @@ def attach(
         json_path=json_path,
         open_report=open_report,
         meta=run.recording.meta,
+        markdown_path=markdown_path,
     )
     return 0

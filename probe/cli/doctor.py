@@ -37,6 +37,7 @@ def doctor(
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
+    markdown_path: Path | None,
     no_inject: bool,
 ) -> int:
     """Run CMD exactly as it would run without probe, record its whole process tree, and say
@@ -109,6 +110,7 @@ def doctor(
             json_path=json_path,
             open_report=open_report,
             meta=recording.meta,
+            markdown_path=markdown_path,
         )
     return result.status
 

@@ -17,17 +17,16 @@ import html
 import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from probe import __version__
 from probe.analysis.diagnosis import Diagnosis
-from probe.files import write_atomic
 from probe.report import markdown
 from probe.report.model import Bands, Graph, Page, Series, VerdictView
 from probe.report.page import build_page
+from probe.report.renderer import Outputs, Renderer
 from probe.units import percent, size
 
 e = html.escape
@@ -111,12 +110,15 @@ def render(page: Page, *, session_dir: str | None = None) -> str:
     return _page_html(page, divs, js, script, session_dir)
 
 
-def write(diagnosis: Diagnosis, path: Path) -> Path:
-    """Build and write the report for ``diagnosis`` to ``path`` atomically; returns ``path``."""
-    page = build_page(diagnosis)
-    text = render(page, session_dir=str(diagnosis.timeline.session.path))
-    write_atomic(path, text)
-    return path
+class HtmlRenderer(Renderer):
+    """The report: the page for the diagnosis, built (``page.build_page``) and rendered."""
+
+    name = "html"
+    suffix = ".html"
+
+    def render(self, diagnosis: Diagnosis, outputs: Outputs) -> str:
+        page = build_page(diagnosis)
+        return render(page, session_dir=str(diagnosis.timeline.session.path))
 
 
 def _inline_script(code: str) -> str:
@@ -950,4 +952,4 @@ PAGE_JS = """
 })();
 """
 
-__all__ = ["render", "write"]
+__all__ = ["HtmlRenderer", "render"]

@@ -13,6 +13,7 @@ from typing import TextIO
 
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
 from probe.report import recommendations
+from probe.report.renderer import Outputs, Renderer
 from probe.units import percent
 
 _COLORS = {"high": "\033[1;31m", "moderate": "\033[1;33m", "ok": "\033[1;32m", "dim": "\033[2m"}
@@ -86,6 +87,25 @@ def summary_lines(
         lines.append(("json:    " if i == 0 else "         ") + line)
     lines.append(f"again:   probe report {shlex.quote(str(session_dir))}")
     return lines
+
+
+class TerminalRenderer(Renderer):
+    """The summary after a run; ``lines`` are what ``print_summary`` prints after "probe: "."""
+
+    name = "terminal"
+
+    def lines(self, diagnosis: Diagnosis, outputs: Outputs) -> list[str]:
+        return summary_lines(
+            diagnosis,
+            session_dir=outputs.session_dir,
+            report=outputs.report,
+            json_copy=outputs.json_copy,
+            color=outputs.color,
+            json_written=outputs.json_written,
+        )
+
+    def render(self, diagnosis: Diagnosis, outputs: Outputs) -> str:
+        return "".join(f"probe: {line}\n" for line in self.lines(diagnosis, outputs))
 
 
 def print_summary(lines: list[str], stream: TextIO | None = None) -> None:
