@@ -14,7 +14,7 @@ from probe.analysis.segment import LOAD, NOISE, _name_states, segment
 from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid, training_pids
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from probe.units import Quantity
 from tests.unit.synthetic_runs import IMPORTING, PYTHON_WORK, TRAIN, Run
 
@@ -823,3 +823,14 @@ def test_a_failed_three_state_fit_is_retried_with_two(
     assert seg.window[0] == pytest.approx(start, abs=0.6)
     assert seg.window[1] == pytest.approx(end, abs=0.6)
     assert seg.to_json()["states"] == 2
+
+
+def test_the_documented_way_to_make_a_session_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "session-format.md").read_text()
+    section = doc[doc.index("## Making a session for a test") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    exec(compile(code, "docs/session-format.md", "exec"), {"tmp_path": tmp_path})
+    assert capsys.readouterr().out.strip() == "input-bound"

@@ -20,7 +20,7 @@ from probe.export.chrome_trace import PROBE_PID
 from probe.export.collapsed import clean
 from probe.export.source import ExportData, Selection, parse_window
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
 from tests.unit.report_sessions import EVIL, _spans, evil_session, long_session
 from tests.unit.synthetic_runs import DATA_WAIT, FORWARD

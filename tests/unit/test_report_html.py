@@ -88,7 +88,7 @@ def test_untrusted_strings_are_escaped_everywhere(tmp_path: Path) -> None:
 
 
 def test_tex_in_names_does_not_pull_in_mathjax(tmp_path: Path) -> None:
-    from probe.session.synthetic import SessionBuilder
+    from probe.testing import SessionBuilder
     from tests.unit.report_sessions import _spans
 
     b = SessionBuilder(tmp_path / "s", duration_s=5)
@@ -117,7 +117,7 @@ def test_the_crowded_worst_case_stays_under_2_mb(tmp_path: Path) -> None:
 
 
 def test_a_session_with_no_samples_still_renders(tmp_path: Path) -> None:
-    from probe.session.synthetic import SessionBuilder
+    from probe.testing import SessionBuilder
 
     SessionBuilder(tmp_path / "s", duration_s=0.2).write()
     page = render(tmp_path / "s")
