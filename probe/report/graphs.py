@@ -10,6 +10,7 @@ import os
 import numpy as np
 import numpy.typing as npt
 
+from probe.analysis.detectors import event_loop_blocked, input_bound
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.segment import LABELS as STATE_LABELS
 from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
@@ -23,7 +24,7 @@ from probe.report.downsample import (
     runs,
 )
 from probe.report.model import Bands, Graph, Lanes, Rule, Series, clean
-from probe.units import size
+from probe.units import size, text
 
 MAX_LANES = 24
 LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
@@ -413,19 +414,20 @@ def data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
                     "%",
                 )
             )
+    moderate, high = input_bound.MODERATE, input_bound.HIGH
     return Graph(
         id="data-wait",
         title="Data wait per step",
         description=(
             "The share of each step the loop spent blocked in next() on its DataLoader, and its "
-            "running median. Over the steady state, 5 % makes a run input-bound; above 20 % the "
-            "input pipeline sets the pace."
+            f"running median. Over the steady state, {text(moderate)} makes a run input-bound; "
+            f"above {text(high)} the input pipeline sets the pace."
         ),
         y_label="% of the step",
         series=series,
         rules=[
-            Rule("5 % (moderate)", 5.0, "threshold"),
-            Rule("20 % (high)", 20.0, "limit"),
+            Rule(f"{text(moderate)} (moderate)", 100 * moderate, "threshold"),
+            Rule(f"{text(high)} (high)", 100 * high, "limit"),
         ],
         y_max=105.0,
     )
@@ -492,9 +494,10 @@ def lag_graph(tl: Timeline) -> Graph | None:
             )
         )
     y_max = max(_finite_max([s.y for s in series]), 12.0) * 1.12
-    rules = [Rule("10 ms (median threshold)", 10.0, "threshold")]
-    if y_max > 100:
-        rules.append(Rule("100 ms (maximum threshold)", 100.0, "limit"))
+    median, worst = event_loop_blocked.MEDIAN_LAG, event_loop_blocked.MAX_LAG
+    rules = [Rule(f"{text(median)} (median threshold)", 1000 * median.seconds, "threshold")]
+    if y_max > 1000 * worst.seconds:
+        rules.append(Rule(f"{text(worst)} (maximum threshold)", 1000 * worst.seconds, "limit"))
     return Graph(
         id="lag",
         title="Event-loop lag",

@@ -97,7 +97,7 @@ def build_page(d: Diagnosis) -> Page:
     activity = [
         (state, ACTIVITY_LABELS.get(state, state), float(share))
         for state, share in d.activity.items()
-        if share >= 0.0005  # what would read "0.0 %" is left out
+        if share >= 0.0005  # what would read "0 %" is left out
     ]
     crash = d.run.get("crash") or {}
     return Page(

@@ -115,6 +115,23 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     assert any(name.startswith("worker 0") for name in timeline.lanes.names)
 
 
+def test_the_thresholds_drawn_are_the_detectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.analysis.detectors import input_bound
+    from probe.units import Share
+
+    monkeypatch.setattr(input_bound, "MODERATE", Share(0.07))
+    _, page = page_of(Run(wait=0.02), tmp_path)
+    data_wait = page.graph("data-wait")
+    assert data_wait is not None
+    assert [(r.label, r.y) for r in data_wait.rules] == [
+        ("7 % (moderate)", pytest.approx(7.0)),
+        ("20 % (high)", pytest.approx(20.0)),
+    ]
+    assert "7 % makes a run input-bound" in data_wait.description
+
+
 def test_the_page_follows_the_processes_the_analysis_judged(tmp_path: Path) -> None:
     # Two Python processes: the one with steps is the training process, the helper is "other".
     b = SessionBuilder(tmp_path / "s", duration_s=8)
