@@ -165,8 +165,14 @@ def test_warmup_steps_are_dropped(tmp_path: Path) -> None:
         Run(io_share=0.3, main_cpu=0.7),
         Run(stall_every=20, stall=0.5),
         Run(duration=1.5),
+        Run(duration=20, sync=0.02, gpu_util=40.0, main_cpu=0.6),
+        Run(duration=20, gpu_util=15.0, main_cpu=0.5),
+        Run(stall_every=20, stall=0.5, gpu_util=80.0, cuda_alloc=lambda t: 1e9 + 5e7 * t),
     ],
-    ids=["input", "inline-input", "gc", "memory", "cpu", "python", "io", "stall", "short"],
+    ids=[
+        *("input", "inline-input", "gc", "memory", "cpu", "python", "io", "stall", "short"),
+        *("host-sync", "gpu-idle", "gpu-stall"),
+    ],
 )
 def test_every_number_in_the_evidence_carries_its_unit(run: Run, tmp_path: Path) -> None:
     assert_evidence_typed(diagnose(run.build(tmp_path / "s")))

@@ -235,7 +235,7 @@ def _context_of(session: Session) -> Context:
 
 
 def test_the_report_draws_nvml_utilisation_and_the_jobs_gpu_memory(tmp_path: Path) -> None:
-    from probe.report.model import build_page
+    from probe.report.page import build_page
 
     b = SessionBuilder(tmp_path / "s", duration_s=10)
     b.process(100, torch_threads=2)
