@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.session.reader import Session
-from probe.session.synthetic import FrameSpec, SessionBuilder
+from probe.testing import FrameSpec, SessionBuilder
 
 TRAIN: list[FrameSpec] = [("/work/train.py", "<module>", 80), ("/work/train.py", "main", 60)]
 FORWARD = [

@@ -7,10 +7,10 @@ container-aware core count (affinity and cgroup quota), and for each training pr
 thread the share of its runnable time spent waiting for a core. The usual cause is multiplied
 thread pools: intra-op threads x processes x DataLoader workers.
 
-Thresholds: an issue when the tree averages at least 1.25 runnable threads per core, its threads
-spend at least 20 % of their runnable time waiting, and the training thread itself waits at
-least 10 % of its runnable time (every such wait stretches the step by as much). Severity is
-high when the training thread waits 25 % or more.
+Thresholds: an issue when the tree averages at least ``RUNNABLE_PER_CORE`` runnable threads per
+core, its threads spend at least ``TREE_WAIT`` of their runnable time waiting, and the training
+thread itself waits at least ``MAIN_WAIT`` of its runnable time (every such wait stretches the step
+by as much). Severity is high when the training thread waits ``MAIN_WAIT_HIGH`` or more.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
 fool it: another job on the same machine (the host's runnable count is reported beside the
@@ -30,14 +30,14 @@ from probe.analysis.detectors.base import (
     Finding,
     insufficient,
     not_detected,
-    pct,
 )
+from probe.units import Count, Number, Rate, Share, percent
 
 ID = "cpu-oversubscription"
-RUNNABLE_PER_CORE = 1.25
-TREE_WAIT = 0.20
-MAIN_WAIT = 0.10
-MAIN_WAIT_HIGH = 0.25
+RUNNABLE_PER_CORE = Number(1.25)
+TREE_WAIT = Share(0.20)
+MAIN_WAIT = Share(0.10)
+MAIN_WAIT_HIGH = Share(0.25)
 
 
 def detect(ctx: Context) -> Finding:
@@ -64,17 +64,17 @@ def detect(ctx: Context) -> Finding:
     pools = _pools(ctx)
     workers = sum(p["runnable_threads"] for p in pools if p["label"] == "DataLoader worker")
     evidence: dict[str, Any] = {
-        "cores": round(cores, 2),
-        "runnable_threads": round(runnable, 2),
-        "runnable_per_core": round(runnable / cores, 2),
-        "tree_run_queue_wait_share": round(tree_wait, 3),
-        "main_thread_run_queue_wait_share": round(main_share, 3),
-        "host_runnable_threads": round(host_running, 2),
-        "involuntary_switches_per_s": round(
-            sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1
+        "cores": Number(round(cores, 2), "cores"),
+        "runnable_threads": Number(round(runnable, 2), "threads"),
+        "runnable_per_core": Number(round(runnable / cores, 2)),
+        "tree_run_queue_wait_share": Share(round(tree_wait, 3)),
+        "main_thread_run_queue_wait_share": Share(round(main_share, 3)),
+        "host_runnable_threads": Number(round(host_running, 2), "threads"),
+        "involuntary_switches_per_s": Rate(
+            round(sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1), per="s"
         ),
         "thread_pools": pools,
-        "worker_runnable_threads": round(workers, 2),
+        "worker_runnable_threads": Number(round(workers, 2), "threads"),
         # Without the DataLoader workers, would the job still oversubscribe the cores?
         "oversubscribed_without_workers": bool((runnable - workers) / cores >= RUNNABLE_PER_CORE),
     }
@@ -82,7 +82,7 @@ def detect(ctx: Context) -> Finding:
         return not_detected(
             ID,
             f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
-            f"{pct(main_share)} of its runnable time for a core",
+            f"{percent(main_share)} of its runnable time for a core",
             **evidence,
         )
     impact = main_wait / max(len(ctx.training_pids), 1)
@@ -92,8 +92,8 @@ def detect(ctx: Context) -> Finding:
     title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
     summary = (
         f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its threads "
-        f"waited {pct(tree_wait)} of their runnable time for a core, and the training thread "
-        f"{pct(main_share)} of its own, which stretches every step by as much."
+        f"waited {percent(tree_wait)} of their runnable time for a core, and the training thread "
+        f"{percent(main_share)} of its own, which stretches every step by as much."
     )
     if pools_text:
         summary += f" Busy thread pools: {pools_text}."
@@ -139,9 +139,9 @@ def _pools(ctx: Context) -> list[dict[str, Any]]:
     return [
         {
             "label": label,
-            "processes": len(values),
-            "runnable_threads": round(float(np.sum(values)), 2),
-            "threads_each": int(np.median(threads[label])),
+            "processes": Count(len(values)),
+            "runnable_threads": Number(round(float(np.sum(values)), 2), "threads"),
+            "threads_each": Count(int(np.median(threads[label]))),
         }
         for label, values in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
     ]

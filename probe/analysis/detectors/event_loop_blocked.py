@@ -1,12 +1,12 @@
 """event-loop-blocked: an asyncio loop runs late because synchronous work blocks it (serving).
 
-The agent gives every running asyncio loop a timer that asks to run every 20 ms and records how
-late it ran: a loop blocked by synchronous code (a model forward, a blocking client call, a
-CPU-heavy parse) runs it late by about as long as the block lasted, and every request waiting on
-the loop waited as long. Thresholds are Clinic Doctor's for Node's event loop: median lag of
-10 ms or more, or a maximum of 100 ms or more. Severity is high from a 50 ms median or a 500 ms
-maximum. Impact is the share of the loop's running time it spent blocked (the sum of the lags over
-the span the timer covered).
+The agent gives every running asyncio loop a timer that asks to run every 20 ms (the agent's
+``DEFAULT_INTERVAL_S``) and records how late it ran: a loop blocked by synchronous code (a model
+forward, a blocking client call, a CPU-heavy parse) runs it late by about as long as the block
+lasted, and every request waiting on the loop waited as long. Thresholds are Clinic Doctor's for
+Node's event loop: median lag of ``MEDIAN_LAG`` or more, or a maximum of ``MAX_LAG`` or more.
+Severity is high from a ``HIGH_MEDIAN`` median or a ``HIGH_MAX`` maximum. Impact is the share of
+the loop's running time it spent blocked (the sum of the lags over the span the timer covered).
 
 The stacks are the loop thread's samples taken while it was late, which name the blocking code.
 What would fool it: a loop that was idle and suspended by the operating system (a laptop asleep)
@@ -20,15 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import Context, Finding, ms, not_detected, pct
+from probe.analysis.detectors.base import Context, Finding, not_detected
+from probe.units import Count, Duration, Share, duration, percent
 
 ID = "event-loop-blocked"
-MEDIAN_LAG = 0.010
-MAX_LAG = 0.100
-HIGH_MEDIAN = 0.050
-HIGH_MAX = 0.500
-MIN_RECORDS = 10
-BLOCKED_LAG = 0.010
+MEDIAN_LAG = Duration(0.010)
+MAX_LAG = Duration(0.100)
+HIGH_MEDIAN = Duration(0.050)
+HIGH_MAX = Duration(0.500)
+MIN_RECORDS = Count(10)
+BLOCKED_LAG = Duration(0.010)
 
 
 def detect(ctx: Context) -> Finding:
@@ -58,11 +59,11 @@ def detect(ctx: Context) -> Finding:
             "pid": int(key) // 100_000,
             "loop": int(key) % 100_000,
             "tid": int(mine.extra["tid"][0]),
-            "median_lag_ms": round(med * 1000, 2),
-            "p95_lag_ms": round(float(np.percentile(mine.dur, 95)) * 1000, 2),
-            "max_lag_ms": round(top * 1000, 2),
-            "ticks": len(mine),
-            "blocked_share": round(min(blocked / span, 1.0), 4),
+            "median_lag_ms": Duration(round(med * 1000, 2), "ms"),
+            "p95_lag_ms": Duration(round(float(np.percentile(mine.dur, 95)) * 1000, 2), "ms"),
+            "max_lag_ms": Duration(round(top * 1000, 2), "ms"),
+            "ticks": Count(len(mine)),
+            "blocked_share": Share(round(min(blocked / span, 1.0), 4)),
             "_mine": mine,
         }
         if worst is None or (med, top) > (worst["median_lag_ms"], worst["max_lag_ms"]):
@@ -75,7 +76,7 @@ def detect(ctx: Context) -> Finding:
     if med < MEDIAN_LAG and top < MAX_LAG:
         return not_detected(
             ID,
-            f"the event loop's median lag was {ms(med)} and its worst {ms(top)}",
+            f"the event loop's median lag was {duration(med)} and its worst {duration(top)}",
             **worst,
         )
     high = med >= HIGH_MEDIAN or top >= HIGH_MAX
@@ -86,11 +87,11 @@ def detect(ctx: Context) -> Finding:
     mask = st.thread_mask(worst["pid"], worst["tid"]) & ctx.in_intervals(st.t, starts, ends)
     order = np.argsort(mine.dur)[::-1][:8]
     windows = sorted((float(mine.start[i] - mine.dur[i]), float(mine.start[i])) for i in order)
-    title = f"The event loop is blocked: median lag {ms(med)}, worst {ms(top)}"
+    title = f"The event loop is blocked: median lag {duration(med)}, worst {duration(top)}"
     summary = (
-        f"An asyncio event loop ran its timers {ms(med)} late at the median and up to "
-        f"{ms(top)} late; it was blocked {pct(worst['blocked_share'])} of the time, so every "
-        "request waiting on it waited as long. Synchronous work runs on the loop's thread."
+        f"An asyncio event loop ran its timers {duration(med)} late at the median and up to "
+        f"{duration(top)} late; it was blocked {percent(worst['blocked_share'])} of the time, so "
+        "every request waiting on it waited as long. Synchronous work runs on the loop's thread."
     )
     return Finding(
         id=ID,
