@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.session import format as fmt
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 
 STACKS = [
     [

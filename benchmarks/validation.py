@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.session.synthetic import FrameSpec, SessionBuilder
+from probe.testing import FrameSpec, SessionBuilder
 
 TRAIN: list[FrameSpec] = [("/work/train.py", "<module>", 80), ("/work/train.py", "main", 60)]
 FORWARD = [

@@ -54,10 +54,6 @@ class AttachError(ProbeError):
     """A running process cannot be attached to."""
 
 
-class AnalysisError(ProbeError):
-    """The session cannot be analysed."""
-
-
 class ExportError(ProbeError):
     """A session cannot be exported as asked (an unknown format, a window outside the run...)."""
 

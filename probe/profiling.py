@@ -76,11 +76,13 @@ class Run:
             raise ProfileError("the run is still recording: its diagnosis comes after the block")
         if self._diagnosis is None:
             from probe.analysis.diagnosis import diagnose
-            from probe.report import jsonout
+            from probe.report.renderer import Outputs, renderer
             from probe.session.reader import Session
 
             self._diagnosis = diagnose(Session(self.session))
-            jsonout.write(self._diagnosis, self.session / "diagnosis.json")
+            renderer("json").write(
+                self._diagnosis, self.session / "diagnosis.json", Outputs(self.session)
+            )
         return self._diagnosis
 
     @property
@@ -99,9 +101,11 @@ class Run:
         """Write the HTML report (DEST/NAME.html, next to the session) and return its path."""
         if self._report is None:
             from probe.recorder import report_path
-            from probe.report import html as html_report
+            from probe.report.renderer import Outputs, renderer
 
-            self._report = html_report.write(self._analysis(), report_path(self.session))
+            path = report_path(self.session)
+            renderer("html").write(self._analysis(), path, Outputs(self.session, report=path))
+            self._report = path
         return self._report
 
     def verdict_html(self) -> str:

@@ -24,6 +24,7 @@ import sys
 import time
 
 from probe.agent import runtime
+from probe.files import write_atomic
 
 TYPE_CHECKING = False  # typing stays unimported at run time: this loads in every profiled process
 if TYPE_CHECKING:
@@ -41,12 +42,8 @@ def write_status(directory: str, state: str, **fields: Any) -> None:
     """Tell ``probe attach`` how the attach goes in this process (never raises)."""
     pid = os.getpid()
     doc = {"pid": pid, "state": state, "t": time.monotonic_ns(), **fields}
-    path = status_path(directory, pid)
-    tmp = f"{path}.{pid}.tmp"
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-        os.replace(tmp, path)
+        write_atomic(status_path(directory, pid), json.dumps(doc))
     except OSError:
         pass
 

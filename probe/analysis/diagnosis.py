@@ -25,14 +25,13 @@ from probe.analysis.detectors.base import (
     TIME_ONLY_WINDOW_S,
     Context,
     Finding,
-    ms,
-    pct,
 )
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
+from probe.units import Count, Duration, Share, duration, percent, plain
 
 SCHEMA = "probe.diagnosis/1"
 _FAULT_FRAME = re.compile(r'\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
@@ -55,6 +54,7 @@ class Diagnosis:
     run: dict[str, Any]
     activity: dict[str, float]  # what the training thread did in the window, shares
     headline: str  # one line of evidence for the terminal
+    training_pids: list[int] = field(default_factory=list)  # whose loop was judged (timeline.py)
     warnings: list[str] = field(default_factory=list)
     # What the recording lost (a full disk, a failing collector) and the checks that failed:
     # any of it makes the diagnosis partial.
@@ -169,6 +169,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         run=run,
         activity=activity,
         headline=headline,
+        training_pids=list(ctx.training_pids),
         warnings=list(tl.warnings),
         losses=losses,
     )
@@ -300,10 +301,10 @@ def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]
 
 def _insufficient_evidence(ctx: Context, findings: dict[str, Finding]) -> dict[str, Any]:
     return {
-        "duration_s": round(ctx.tl.duration_s, 2),
-        "window_s": round(ctx.wall, 2),
-        "steps": len(ctx.tl.steps),
-        "steady_steps": len(ctx.steps),
+        "duration_s": Duration(round(ctx.tl.duration_s, 2)),
+        "window_s": Duration(round(ctx.wall, 2)),
+        "steps": Count(len(ctx.tl.steps)),
+        "steady_steps": Count(len(ctx.steps)),
         "agent_data": ctx.tl.session.has_agent_data,
         "checks_failed": {
             k: f.evidence["check_failed"]
@@ -339,9 +340,9 @@ def _activity(ctx: Context) -> dict[str, float]:
     st = tl.stacks
     mask &= st.state != STATES.index("data")
     shares = st.shares(mask)
-    out = {"data": round(data, 4), "gc": round(gc, 4)}
+    out: dict[str, float] = {"data": Share(round(data, 4)), "gc": Share(round(gc, 4))}
     for state, share in sorted(shares.items(), key=lambda kv: -kv[1]):
-        out[state] = round(share * rest, 4)
+        out[state] = Share(round(share * rest, 4))
     return out
 
 
@@ -351,12 +352,14 @@ def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
     one, many = UNITS[steps.source]
     if len(steps):
         median = float(np.median(steps.duration))
-        parts.append(f"{len(steps)} steady {many if len(steps) != 1 else one} at {ms(median)} each")
+        parts.append(
+            f"{len(steps)} steady {many if len(steps) != 1 else one} at {duration(median)} each"
+        )
     busy = ctx.mean_in_window(ctx.tl.sys_busy)
     parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
     if activity:
         torch_share = activity.get("torch", 0.0)
-        parts.append(f"the training thread in torch {pct(torch_share)} of the time")
+        parts.append(f"the training thread in torch {percent(torch_share)} of the time")
     text = "No issue found: " + ", ".join(parts) + "."
     if len(steps) < MIN_STEPS:
         text += (
@@ -438,7 +441,7 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
 
 
 def _issue_json(f: Finding) -> dict[str, Any]:
-    evidence = _plain(dict(f.evidence))
+    evidence = plain(dict(f.evidence))
     if f.stacks:
         evidence["stacks"] = [
             {
@@ -459,19 +462,3 @@ def _issue_json(f: Finding) -> dict[str, Any]:
         "evidence": evidence,
         "windows": [[round(a, 3), round(b, 3)] for a, b in f.windows[:20]],
     }
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copies of evidence values (numpy scalars, tuples, nan)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return None if not np.isfinite(v) else v
-    return value

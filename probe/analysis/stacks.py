@@ -178,12 +178,6 @@ class StackStates:
         blocked: npt.NDArray[np.bool_] = asleep & ~self.gil_held
         return blocked
 
-    @property
-    def on_cpu_native(self) -> npt.NDArray[np.bool_]:
-        """Main-thread samples running outside the interpreter (in C: torch kernels, ...)."""
-        running: npt.NDArray[np.bool_] = (self.thread_state == ord("R")) & ~self.gil_held
-        return running
-
     def __len__(self) -> int:
         return len(self.t)
 
@@ -292,12 +286,7 @@ def _weights(
 
 
 def _keys(pid: npt.NDArray[np.int64], t: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-    # pids fit in 22 bits; monotonic ns in 41 bits cover 25 days of uptime, wrapping is harmless
-    # for a join key as long as both sides wrap alike.
+    # pids fit in 22 bits; the low 41 bits of monotonic ns wrap every 2**41 ns (~37 minutes),
+    # which is harmless for a join key as long as both sides wrap alike: two samples of one pid
+    # collide only when their times differ by an exact multiple of it.
     return (pid.astype(np.int64) << 41) ^ (t.astype(np.int64) & ((1 << 41) - 1))
-
-
-def describe_frames(frames: list[dict[str, Any]], depth: int = 6) -> str:
-    """A one-line summary of a stack: its innermost frames, outermost first."""
-    inner = frames[-depth:]
-    return " > ".join(f"{f['func']}" for f in inner)

@@ -210,10 +210,6 @@ class Timeline:
                 out += series
         return out
 
-    def training_pids(self) -> list[int]:
-        """Processes that ran steps (the main training process, or every rank)."""
-        return sorted({int(p) for p in self.steps.pid})
-
     def bin_of(self, t: float) -> int:
         return int(np.clip(np.searchsorted(self.edges, t, side="right") - 1, 0, self.n_bins - 1))
 
@@ -222,6 +218,25 @@ class Timeline:
 
 
 # -- helpers on the grid --------------------------------------------------------------------------
+
+
+def training_pids(tl: Timeline, steps: StepTable | None = None) -> list[int]:
+    """The training processes: those whose loop probe judges and the report follows.
+
+    The processes that ran steps (in ``steps``, the analysed window's; the whole run's when not
+    given): the main training process, or every rank. Without steps, the Python main processes
+    (or ranks), else the first Python process profiled from inside. None when no Python process
+    was: a command that is not Python has no loop to judge.
+    """
+    ran = tl.steps if steps is None else steps
+    pids = sorted({int(p) for p in ran.pid})
+    if pids:
+        return pids
+    procs = list(tl.processes.values())
+    mains = [p.pid for p in procs if p.role in ("main", "rank") and p.python]
+    if mains:
+        return mains
+    return [p.pid for p in procs if p.python][:1]
 
 
 def rate_on_grid(t: FloatArray, cumulative: FloatArray, edges: FloatArray) -> FloatArray:

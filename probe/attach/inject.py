@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from probe.agent import listener as listener_mod
 from probe.attach import permissions, script
 from probe.attach.target import PROC, Target, same_namespaces
+from probe.files import write_atomic
 
 AGENT_MIN_PYTHON = (3, 10)
 REMOTE_EXEC_PYTHON = (3, 14)
@@ -61,9 +62,7 @@ class Plan:
         for method in self.SCRIPTED:
             path = self.agent_dir / f"attach-{method}.py"
             text = script.agent_script(self.config, self.package_parent, method, self.version)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_atomic(path, text)
 
     def script_path(self, method: str) -> Path:
         path = self.agent_dir / f"attach-{method}.py"

@@ -9,8 +9,8 @@ import click
 from probe.attach.runner import AttachRun, stop_on_signals
 from probe.cli.common import conclude, echo, warn
 from probe.cli.options import recording_options
+from probe.cli.status import LiveStatus
 from probe.recorder import Settings
-from probe.report.status import LiveStatus
 
 
 @click.command(short_help="Diagnose a process that is already running.")
@@ -38,6 +38,7 @@ def attach(
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
+    markdown_path: Path | None,
     duration: float | None,
     no_inject: bool,
 ) -> int:
@@ -88,5 +89,6 @@ def attach(
         json_path=json_path,
         open_report=open_report,
         meta=run.recording.meta,
+        markdown_path=markdown_path,
     )
     return 0

@@ -85,43 +85,54 @@ def finish(
     *,
     json_path: Path | None,
     open_report: bool,
+    markdown_path: Path | None = None,
 ) -> None:
     """Write the verdict and the report, print the summary, maybe open the report.
 
     Raises ProbeError, once all else is done, when the verdict could not be written to
-    ``json_path`` (what ``probe report --json`` was asked for)."""
-    from probe.report import browser, jsonout, terminal
+    ``json_path`` or ``markdown_path`` (what ``--json`` or ``--markdown`` asked for)."""
+    from probe.cli import browser
+    from probe.report import terminal
+    from probe.report.renderer import Outputs, renderer
 
     for line in _analysis_losses(diagnosis):
         warn(line)
+    outputs = Outputs(session_dir=session_dir)
+    verdict = renderer("json")
     json_written = True
     try:
-        jsonout.write(diagnosis, session_dir / "diagnosis.json")
+        verdict.write(diagnosis, session_dir / "diagnosis.json", outputs)
     except OSError as exc:
         json_written = False
         warn(f"cannot write {session_dir / 'diagnosis.json'}: {describe_error(exc)}")
-    json_error: ProbeError | None = None
+    asked_error: ProbeError | None = None
     if json_path is not None:
         try:
-            jsonout.write(diagnosis, json_path)
+            verdict.write(diagnosis, json_path, outputs)
         except OSError as exc:
-            json_error = ProbeError(f"cannot write the verdict to {json_path}: {describe(exc)}")
+            asked_error = ProbeError(f"cannot write the verdict to {json_path}: {describe(exc)}")
             json_path = None
     report = render_report(session_dir, diagnosis)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    lines = terminal.summary_lines(
-        diagnosis,
+    outputs = Outputs(
         session_dir=session_dir,
         report=report,
         json_copy=json_path,
         color=color,
         json_written=json_written,
     )
-    terminal.print_summary(lines)
+    if markdown_path is not None:
+        try:
+            renderer("markdown").write(diagnosis, markdown_path, outputs)
+        except OSError as exc:
+            asked_error = asked_error or ProbeError(
+                f"cannot write the Markdown verdict to {markdown_path}: {describe(exc)}"
+            )
+    terminal.print_summary(renderer("terminal").lines(diagnosis, outputs))
     if report is not None and browser.should_open(open_report):
         browser.open_report(report)
-    if json_error is not None:
-        raise json_error
+    if asked_error is not None:
+        raise asked_error
 
 
 def _analysis_losses(diagnosis: Diagnosis) -> list[str]:
@@ -133,13 +144,14 @@ def _analysis_losses(diagnosis: Diagnosis) -> list[str]:
 
 def render_report(session_dir: Path, diagnosis: Diagnosis) -> Path | None:
     """Write DEST/NAME.html next to the session; a warning, not a failure, when it cannot be."""
-    from probe.report import html, terminal  # bokeh: imported only when a report is made
+    from probe.report import terminal
+    from probe.report.renderer import Outputs, renderer
 
     path = report_path(session_dir if session_dir.name else session_dir.resolve())
     progress = terminal.Progress("writing the report")
     try:
         progress("rendering")
-        return html.write(diagnosis, path)
+        return renderer("html").write(diagnosis, path, Outputs(session_dir=session_dir))
     except OSError as exc:
         warn(f"cannot write the report {path}: {describe_error(exc)}")
         return None
@@ -162,6 +174,7 @@ def conclude(
     json_path: Path | None,
     open_report: bool,
     meta: dict[str, Any] | None = None,
+    markdown_path: Path | None = None,
 ) -> None:
     """After recording: either say how to analyse later, or analyse now. ``meta``: the
     recorder's own (the truth, even when meta.json could not be written)."""
@@ -170,4 +183,10 @@ def conclude(
         echo(f"probe: analyse it with: probe report {shlex.quote(str(session_dir))}")
         return
     diagnosis = analyse(session_dir, meta)
-    finish(session_dir, diagnosis, json_path=json_path, open_report=open_report)
+    finish(
+        session_dir,
+        diagnosis,
+        json_path=json_path,
+        open_report=open_report,
+        markdown_path=markdown_path,
+    )

@@ -9,9 +9,9 @@ import click
 
 from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
+from probe.cli.status import LiveStatus
 from probe.launcher import Launcher, resolve_command
 from probe.recorder import Recording, Settings, default_name
-from probe.report.status import LiveStatus
 
 
 @click.command(
@@ -37,6 +37,7 @@ def doctor(
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
+    markdown_path: Path | None,
     no_inject: bool,
 ) -> int:
     """Run CMD exactly as it would run without probe, record its whole process tree, and say
@@ -109,6 +110,7 @@ def doctor(
             json_path=json_path,
             open_report=open_report,
             meta=recording.meta,
+            markdown_path=markdown_path,
         )
     return result.status
 

@@ -12,6 +12,16 @@ from probe.recorder import DEFAULT_DEST
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+markdown_option = click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=None,
+    metavar="FILE",
+    help="Also write the verdict as Markdown (for a pull request or a CI summary) to FILE "
+    "('-' for stdout).",
+)
+
 
 def recording_options(func: F) -> F:
     options = [
@@ -70,6 +80,7 @@ def recording_options(func: F) -> F:
             metavar="FILE",
             help="Also write the verdict (probe.diagnosis/1 JSON) to FILE ('-' for stdout).",
         ),
+        markdown_option,
     ]
     for option in reversed(options):
         func = option(func)

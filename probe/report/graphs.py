@@ -10,7 +10,7 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from probe.analysis.detectors.base import mb
+from probe.analysis.detectors import event_loop_blocked, input_bound
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.segment import LABELS as STATE_LABELS
 from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
@@ -23,28 +23,12 @@ from probe.report.downsample import (
     rolling_median,
     runs,
 )
-from probe.report.page import Bands, Graph, Lanes, Rule, Series, clean
+from probe.report.model import Bands, Graph, Lanes, Rule, Series, clean
+from probe.units import size, text
 
 MAX_LANES = 24
 LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
 MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
-
-
-def training_pids(tl: Timeline) -> list[int]:
-    """The processes whose loop the page follows: those that ran steps, else the main Python
-    process, else any Python process, else the command's own process."""
-    pids = tl.training_pids()
-    if pids:
-        return pids
-    procs = list(tl.processes.values())
-    for found in (
-        [p.pid for p in procs if p.role == "main" and p.python],
-        [p.pid for p in procs if p.python],
-        [p.pid for p in procs if p.role == "main"],
-    ):
-        if found:
-            return found[:1]
-    return []
 
 
 def short_label(info: ProcessInfo | None, pid: int) -> str:
@@ -279,11 +263,11 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
     if tl.memory_limit:
         if tl.memory_limit <= 3 * peak:
             rules.append(
-                Rule(f"memory limit {mb(tl.memory_limit)}", tl.memory_limit / scale, "limit")
+                Rule(f"memory limit {size(tl.memory_limit)}", tl.memory_limit / scale, "limit")
             )
             y_max = max(y_max, tl.memory_limit / scale * 1.05)
         else:
-            note = f"The memory limit ({mb(tl.memory_limit)}) is far above this scale."
+            note = f"The memory limit ({size(tl.memory_limit)}) is far above this scale."
     return Graph(
         id="memory",
         title="Memory",
@@ -430,19 +414,20 @@ def data_wait_graph(d: Diagnosis, training: list[int]) -> Graph | None:
                     "%",
                 )
             )
+    moderate, high = input_bound.MODERATE, input_bound.HIGH
     return Graph(
         id="data-wait",
         title="Data wait per step",
         description=(
             "The share of each step the loop spent blocked in next() on its DataLoader, and its "
-            "running median. Over the steady state, 5 % makes a run input-bound; above 20 % the "
-            "input pipeline sets the pace."
+            f"running median. Over the steady state, {text(moderate)} makes a run input-bound; "
+            f"above {text(high)} the input pipeline sets the pace."
         ),
         y_label="% of the step",
         series=series,
         rules=[
-            Rule("5 % (moderate)", 5.0, "threshold"),
-            Rule("20 % (high)", 20.0, "limit"),
+            Rule(f"{text(moderate)} (moderate)", 100 * moderate, "threshold"),
+            Rule(f"{text(high)} (high)", 100 * high, "limit"),
         ],
         y_max=105.0,
     )
@@ -509,9 +494,12 @@ def lag_graph(tl: Timeline) -> Graph | None:
             )
         )
     y_max = max(_finite_max([s.y for s in series]), 12.0) * 1.12
-    rules = [Rule("10 ms (median threshold)", 10.0, "threshold")]
-    if y_max > 100:
-        rules.append(Rule("100 ms (maximum threshold)", 100.0, "limit"))
+    median, worst = event_loop_blocked.MEDIAN_LAG, event_loop_blocked.P99_LAG
+    rules = [Rule(f"{text(median)} (median threshold)", 1000 * median.seconds, "threshold")]
+    if y_max > 1000 * worst.seconds:
+        rules.append(
+            Rule(f"{text(worst)} (99th percentile threshold)", 1000 * worst.seconds, "limit")
+        )
     return Graph(
         id="lag",
         title="Event-loop lag",

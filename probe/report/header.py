@@ -8,24 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import mb, pct
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.timeline import UNIT_LABELS, Timeline
 from probe.report.graphs import short_label
-from probe.report.page import Header, ProcessRow, clean
+from probe.report.model import Header, ProcessRow, clean
 from probe.session.redact import redact_argv
+from probe.units import elapsed, percent, size
 
 MAX_PROCESS_ROWS = 60
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        m, s = divmod(int(round(seconds)), 60)
-        return f"{m} min {s:02d} s"
-    h, rest = divmod(int(round(seconds)), 3600)
-    return f"{h} h {rest // 60:02d} min"
 
 
 def describe_overhead(cost: dict[str, float], duration: float) -> str:
@@ -38,7 +28,7 @@ def describe_overhead(cost: dict[str, float], duration: float) -> str:
     sampler = cost.get("sampler_cpu_s", 0.0)
     share = (agents + sampler) / max(duration, 1e-9)
     return (
-        f"collecting took {pct(share)} of one core (agents {agents:.1f} s, sampler "
+        f"collecting took {percent(share)} of one core (agents {agents:.1f} s, sampler "
         f"{sampler:.1f} s of CPU); probe's own process {cost.get('probe_process_cpu_s', 0.0):.1f} s"
     )
 
@@ -60,8 +50,7 @@ def exit_notice(d: Diagnosis) -> str:
         where = f" in {fault['where']}" if fault.get("where") else ""
         why = f": {fault['error']}{where} (process {fault['pid']})"
     return clean(
-        f"The command did not end well ({text}, after "
-        f"{format_duration(d.timeline.duration_s)}){why}.",
+        f"The command did not end well ({text}, after {elapsed(d.timeline.duration_s)}){why}.",
         500,
     )
 
@@ -136,14 +125,14 @@ def header_of(d: Diagnosis) -> Header:
     cores_text = f"{float(cores):g}" if cores else "?"
     if machine.get("cpu_quota_cores"):
         cores_text += " (CPU quota)"
-    memory = mb(float(machine["memory_total"])) if machine.get("memory_total") else "?"
+    memory = size(float(machine["memory_total"])) if machine.get("memory_total") else "?"
     if machine.get("memory_limit"):
-        memory += f", limit {mb(float(machine['memory_limit']))}"
+        memory += f", limit {size(float(machine['memory_limit']))}"
     command = d.run.get("command") or " ".join(shlex.quote(str(a)) for a in meta.get("argv") or [])
     header = Header(
         command=clean(command, 2000),
         started=started,
-        duration=format_duration(tl.duration_s),
+        duration=elapsed(tl.duration_s),
         exit=exit_text,
         exit_ok=exit_ok,
         host=clean(host.get("hostname") or "?", 100),

@@ -1,4 +1,4 @@
-"""The HTML report: the page model (probe/report/model.py) rendered with Bokeh, in one file.
+"""The HTML report: the page (probe/report/page.py builds its model) rendered with Bokeh.
 
 The page opens from disk with no network: Bokeh's JavaScript is inlined (only the core bundle;
 no widgets, no MathJax), there are no web fonts and no external URL is loaded (links in the
@@ -17,7 +17,6 @@ import html
 import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,10 @@ import numpy as np
 from probe import __version__
 from probe.analysis.diagnosis import Diagnosis
 from probe.report import markdown
-from probe.report.model import Bands, Graph, Page, Series, VerdictView, build_page
+from probe.report.model import Bands, Graph, Page, Series, VerdictView
+from probe.report.page import build_page
+from probe.report.renderer import Outputs, Renderer
+from probe.units import percent, size
 
 e = html.escape
 
@@ -108,17 +110,15 @@ def render(page: Page, *, session_dir: str | None = None) -> str:
     return _page_html(page, divs, js, script, session_dir)
 
 
-def write(diagnosis: Diagnosis, path: Path) -> Path:
-    """Build and write the report for ``diagnosis`` to ``path`` atomically; returns ``path``."""
-    page = build_page(diagnosis)
-    text = render(page, session_dir=str(diagnosis.timeline.session.path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+class HtmlRenderer(Renderer):
+    """The report: the page for the diagnosis, built (``page.build_page``) and rendered."""
+
+    name = "html"
+    suffix = ".html"
+
+    def render(self, diagnosis: Diagnosis, outputs: Outputs) -> str:
+        page = build_page(diagnosis)
+        return render(page, session_dir=str(diagnosis.timeline.session.path))
 
 
 def _inline_script(code: str) -> str:
@@ -517,7 +517,7 @@ def _alert_html(page: Page) -> str:
     impact = ""
     if view is not None and view.impact > 0:
         impact = (
-            f'<span class="impact">costs about {e(_pct(view.impact))} of the steady state</span>'
+            f'<span class="impact">costs about {e(percent(view.impact))} of the steady state</span>'
         )
     links = ""
     if view is not None and view.graphs:
@@ -563,10 +563,6 @@ def _alert_html(page: Page) -> str:
     )
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f} %" if x >= 0.1 else f"{100 * x:.1f} %"
-
-
 ACTIVITY_COLORS = {
     "data": "#f28e2b",
     "gc": "#d62728",
@@ -588,12 +584,12 @@ def _activity_html(page: Page) -> str:
     bars = "".join(
         f'<span class="seg" style="width:{100 * share / total:.2f}%;'
         f'background:{ACTIVITY_COLORS.get(state, "#999")}" '
-        f'title="{e(label)}: {e(_pct(share))}"></span>'
+        f'title="{e(label)}: {e(percent(share))}"></span>'
         for state, label, share in page.activity
     )
     legend = "".join(
         f'<span class="item"><span class="swatch" style="background:'
-        f'{ACTIVITY_COLORS.get(state, "#999")}"></span>{e(label)} <b>{e(_pct(share))}</b></span>'
+        f'{ACTIVITY_COLORS.get(state, "#999")}"></span>{e(label)} <b>{e(percent(share))}</b></span>'
         for state, label, share in sorted(page.activity, key=lambda a: -a[2])
     )
     return (
@@ -647,7 +643,7 @@ def _processes_html(page: Page) -> str:
         "<tr>"
         f"<td>{p.pid}</td><td>{e(p.role)}</td><td><code>{e(p.command)}</code></td>"
         f"<td>{_span(p.start, p.end)}</td><td>{p.cpu_s:.1f} s</td>"
-        f"<td>{_mb(p.peak_rss)}</td><td>{e(p.exit)}</td>"
+        f"<td>{size(p.peak_rss) if p.peak_rss is not None else ''}</td><td>{e(p.exit)}</td>"
         "</tr>"
         for p in page.processes
     )
@@ -664,12 +660,6 @@ def _span(a: float | None, b: float | None) -> str:
     if a is None:
         return ""
     return f"{a:.1f}–{b:.1f} s" if b is not None else f"from {a:.1f} s"
-
-
-def _mb(n: float | None) -> str:
-    if n is None:
-        return ""
-    return f"{n / 2**20:.0f} MB" if n < 10 * 2**30 else f"{n / 2**30:.1f} GB"
 
 
 STATUS_TEXT = {"issue": "found", "not-detected": "not detected", "insufficient-data": "not judged"}
@@ -711,7 +701,7 @@ def _verdict_html(v: VerdictView, page: Page) -> str:
     ]
     if v.status == "issue":
         sev = f" · {v.severity}" if v.severity else ""
-        impact = f" · costs about {_pct(v.impact)} of the steady state" if v.impact > 0 else ""
+        impact = f" · costs about {percent(v.impact)} of the steady state" if v.impact > 0 else ""
         label = "the verdict" if v.is_verdict else "also found"
         parts.append(
             f'<div class="status st-issue sev-{e(v.severity or "none")}">'
@@ -780,7 +770,7 @@ def _stacks_html(v: VerdictView) -> str:
         hidden = f'<li class="hidden-frames">… {s.hidden} outer frames</li>' if s.hidden else ""
         blocks.append(
             f'<details class="stack"{" open" if k == 0 else ""}><summary>'
-            f"{e(_pct(s.share))} of samples · {e(s.state)} · "
+            f"{e(percent(s.share))} of samples · {e(s.state)} · "
             f'<span class="func">{e(s.frames[-1].func if s.frames else "?")}</span>'
             f'</summary><ol class="frames">{hidden}{frames}</ol></details>'
         )
@@ -962,4 +952,4 @@ PAGE_JS = """
 })();
 """
 
-__all__ = ["render", "write"]
+__all__ = ["HtmlRenderer", "render"]

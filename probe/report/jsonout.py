@@ -1,33 +1,23 @@
-"""The verdict as JSON: ``DIR/NAME/diagnosis.json`` and ``--json FILE`` (``-`` for stdout)."""
+"""The verdict as JSON (``probe.diagnosis/1``): ``DIR/NAME/diagnosis.json`` and ``--json FILE``."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from pathlib import Path
-from typing import Any
 
 from probe.analysis.diagnosis import Diagnosis, to_json
+from probe.report.renderer import Outputs, Renderer
 
 
 def dumps(diagnosis: Diagnosis) -> str:
     return json.dumps(to_json(diagnosis), indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
-def write(diagnosis: Diagnosis, path: Path | str) -> None:
-    """Write the verdict to ``path`` atomically, or to stdout when ``path`` is ``-``."""
-    text = dumps(diagnosis)
-    if str(path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+class JsonRenderer(Renderer):
+    name = "json"
+    suffix = ".json"
+
+    def render(self, diagnosis: Diagnosis, outputs: Outputs) -> str:
+        return dumps(diagnosis)
 
 
-def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+__all__ = ["JsonRenderer", "dumps"]

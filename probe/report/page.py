@@ -1,231 +1,137 @@
-"""The page model's data: what the HTML page shows, as plain types (no Bokeh, no HTML).
+"""Building the page: everything the HTML page shows, as plain data (``model``), before any HTML.
 
-Strings here are plain text: cleaned (control characters removed, length clipped) but not
-escaped. Escaping belongs to the output format, and ``probe/report/html.py`` escapes every string
-it writes (argv, paths, thread, function and span names come from the profiled program).
+``build_page(diagnosis)`` decides which graphs exist (a graph with no data is left out, not drawn
+empty), what goes on each of them, and what the header, the alert bar and the recommendation
+panel say. Every display series is already downsampled here: at most ``MAX_POINTS`` points per
+series, chosen as the minimum and the maximum of each time bucket so that a one-sample spike is
+still drawn; Gantt lanes keep at most ``MAX_BARS`` bars, merging runs of bars too short to see at
+full width. Nothing else of the session goes on the page, so its size does not grow with the
+length of the run.
+
+The parts: ``model`` (the types), ``downsample`` (min-max series, merged bars), ``graphs`` (one
+builder per graph), ``verdicts`` (the recommendation panel), ``header`` (the run, the processes).
+The model is plain data, tested without Bokeh; ``html`` renders it.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-
-import numpy as np
-import numpy.typing as npt
-
-from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA
-from probe.analysis.timeline import FloatArray
-from probe.report.recommendations import Recommendation
-
-# The graphs in page order, after those that show the verdict.
-GRAPH_ORDER = ("cpu", "threads", "memory", "gpu", "steps", "data-wait", "gc", "lag", "timeline")
-
-# For each verdict, the graphs that show it, the most telling first.
-VERDICT_GRAPHS: dict[str, tuple[str, ...]] = {
-    "input-bound": ("data-wait", "steps", "cpu", "timeline"),
-    "gc-pauses": ("gc", "steps", "timeline"),
-    "memory-growth": ("memory",),
-    "cpu-oversubscription": ("cpu", "threads"),
-    "python-bound": ("threads", "cpu"),
-    "io-bound": ("threads", "steps", "timeline"),
-    "periodic-stall": ("steps", "timeline"),
-    "event-loop-blocked": ("lag",),
-    "straggler-rank": ("steps", "timeline"),
-    "host-sync-stalls": ("steps", "gpu"),
-    "gpu-underutilized": ("gpu",),
-    HEALTHY: ("cpu", "threads", "steps"),
-    INSUFFICIENT_DATA: ("cpu", "steps"),
-}
-
-ACTIVITY_LABELS = {
-    "data": "waiting for data",
-    "gc": "garbage collection",
-    "torch": "in torch",
-    "python": "other Python code",
-    "io": "file or network I/O",
-    "wait": "waiting on locks, queues",
-    "idle-loop": "event loop idle",
-    "import": "importing",
-    "compile": "compiling",
-    "distributed": "collectives",
-}
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
+from probe.report import recommendations
+from probe.report.downsample import MAX_PAGE_POINTS, minmax
+from probe.report.graphs import (
+    basename_command,
+    cpu_graph,
+    data_wait_graph,
+    gc_graph,
+    gpu_graph,
+    lag_graph,
+    memory_graph,
+    steps_graph,
+    threads_graph,
+    timeline_graph,
+)
+from probe.report.header import exit_notice, header_of, process_rows
+from probe.report.model import (
+    ACTIVITY_LABELS,
+    GRAPH_ORDER,
+    VERDICT_GRAPHS,
+    Graph,
+    Page,
+    clean,
+    clean_block,
+)
+from probe.report.verdicts import verdict_views
+from probe.units import percent
 
 
-def clean(text: object, limit: int = 300) -> str:
-    """Plain text fit for the page: no control characters, at most ``limit`` characters."""
-    s = _CONTROL.sub("\ufffd", str(text)).replace("\t", " ")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+def build_page(d: Diagnosis) -> Page:
+    """The page for one diagnosis (the timeline it was made from is ``d.timeline``)."""
+    tl = d.timeline
+    # The page follows the processes the analysis judged; when no Python process was profiled
+    # (a command that is not Python), the command's own process.
+    training = d.training_pids or [p.pid for p in tl.processes.values() if p.role == "main"][:1]
+    graphs = [
+        g
+        for g in (
+            cpu_graph(d, training),
+            threads_graph(tl, training),
+            memory_graph(tl, training),
+            gpu_graph(tl),
+            steps_graph(d, training),
+            data_wait_graph(d, training),
+            gc_graph(tl, training),
+            lag_graph(tl),
+            timeline_graph(tl, training),
+        )
+        if g is not None
+    ]
+    fit_budget(graphs)
+    # The graphs that show the verdict come first, right under the alert; the rest keep the
+    # usual order.
+    first = VERDICT_GRAPHS.get(d.category, ())
+    graphs.sort(
+        key=lambda g: (first.index(g.id) if g.id in first else len(first), GRAPH_ORDER.index(g.id))
+    )
+    present = {g.id for g in graphs}
+    views = verdict_views(d, present)
+    for view in views:
+        if view.status == "issue" and view.id not in (HEALTHY, INSUFFICIENT_DATA):
+            for gid in view.graphs:
+                graph = next(g for g in graphs if g.id == gid)
+                graph.verdicts.append(view.id)
+    header = header_of(d)
+    top = d.top
+    if d.category == HEALTHY:
+        alert_title = "No issue found: the run is compute-bound"
+        alert_text = d.headline
+        severity = "ok"
+    elif top is not None:
+        alert_title = top.title or recommendations.load(top.id).title
+        alert_text = top.summary or top.reason
+        severity = top.severity or "moderate"
+    else:
+        alert_title = "No verdict"
+        alert_text = d.headline
+        severity = "unknown"
+    also = [(f.id, percent(f.impact)) for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
+    activity = [
+        (state, ACTIVITY_LABELS.get(state, state), float(share))
+        for state, share in d.activity.items()
+        if share >= 0.0005  # what would read "0 %" is left out
+    ]
+    crash = d.run.get("crash") or {}
+    return Page(
+        title=f"probe: {d.category} · {clean(basename_command(tl), 80)}",
+        header=header,
+        verdict=d.category,
+        alert_title=clean(alert_title, 300),
+        alert_text=clean(alert_text, 1000),
+        alert_severity=severity,
+        next_step=clean(d.next_step or recommendations.load(d.category).first_step, 300),
+        exit_notice=exit_notice(d),
+        crash_trace=clean_block(str(crash.get("traceback", "")), 8000),
+        crash_pid=int(crash.get("pid", 0)),
+        also=also,
+        activity=activity,
+        graphs=graphs,
+        verdicts=views,
+        window=(float(d.window[0]), float(d.window[1])),
+        duration=float(tl.duration_s),
+        processes=process_rows(tl),
+        warnings=[clean(w, 400) for w in d.warnings[:20]],
+    )
 
 
-def clean_block(text: object, limit: int = 8000) -> str:
-    """Like ``clean``, for preformatted text: lines are kept."""
-    return "\n".join(clean(line, limit) for line in str(text).splitlines())[:limit]
+def fit_budget(graphs: list[Graph], max_points: int = MAX_PAGE_POINTS) -> None:
+    """Downsample every series further (min-max again, so spikes stay) when the page's series
+    together hold more than ``max_points`` points."""
+    total = sum(len(s) for g in graphs for s in g.series)
+    if total <= max_points:
+        return
+    factor = max_points / total
+    for g in graphs:
+        for s in g.series:
+            s.x, s.y = minmax(s.x, s.y, max(int(len(s) * factor), 64))
 
 
-@dataclass
-class Series:
-    """One line or set of points on a graph; ``style`` names its look (see html.py)."""
-
-    label: str
-    x: FloatArray
-    y: FloatArray
-    style: str
-    kind: str = "line"  # "line" | "points" | "area"
-    unit: str = ""
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-@dataclass
-class Rule:
-    """A horizontal reference line: the cores available, a memory limit, a threshold."""
-
-    label: str
-    y: float
-    style: str
-
-
-@dataclass
-class Bands:
-    """Time ranges shaded on a graph (one style each): HMM states, warm-up, issue windows."""
-
-    label: str
-    start: FloatArray
-    end: FloatArray
-    style: str
-    kinds: list[str] | None = None  # per range, when the ranges differ (the HMM states)
-
-    def __len__(self) -> int:
-        return len(self.start)
-
-
-@dataclass
-class Lanes:
-    """The Gantt: one lane per (process, thread, kind of interval); bars with merge counts."""
-
-    names: list[str]
-    lane: npt.NDArray[np.int64]
-    start: FloatArray
-    end: FloatArray
-    count: npt.NDArray[np.int64]  # > 1: bars merged because too short to see apart
-    style: list[str]  # per lane: steps | wait | gc | span | fetch
-    busy: FloatArray  # seconds actually inside the intervals a bar stands for
-
-    def __len__(self) -> int:
-        return len(self.start)
-
-
-@dataclass
-class Graph:
-    id: str
-    title: str
-    description: str  # one sentence: what to look for
-    y_label: str
-    series: list[Series] = field(default_factory=list)
-    rules: list[Rule] = field(default_factory=list)
-    bands: list[Bands] = field(default_factory=list)
-    lanes: Lanes | None = None
-    y_log: bool = False
-    y_max: float = 1.0
-    states: Bands | None = None  # the HMM ribbon (CPU graph)
-    verdicts: list[str] = field(default_factory=list)  # issues this graph shows
-    note: str = ""  # what was left out or merged
-
-
-@dataclass
-class Frame:
-    func: str
-    file: str
-    line: int
-
-
-@dataclass
-class StackView:
-    share: float
-    state: str
-    frames: list[Frame]  # outermost first, innermost last
-    hidden: int  # outer frames left out
-
-
-@dataclass
-class VerdictView:
-    """One verdict in the recommendation panel."""
-
-    id: str
-    status: str  # issue | not-detected | insufficient-data
-    is_verdict: bool
-    title: str
-    severity: str | None
-    impact: float
-    bullets: list[str]
-    evidence: list[tuple[str, str]]
-    reason: str
-    graphs: list[str]  # graph ids on this page that show it
-    windows: Bands | None
-    stacks: list[StackView]
-    recommendation: Recommendation
-    substitutions: dict[str, str] = field(default_factory=dict)  # for the "Deeper tools" commands
-
-
-@dataclass
-class ProcessRow:
-    pid: int
-    role: str
-    label: str
-    command: str
-    start: float | None
-    end: float | None
-    cpu_s: float
-    peak_rss: float | None
-    exit: str
-
-
-@dataclass
-class Header:
-    command: str
-    started: str
-    duration: str
-    exit: str
-    exit_ok: bool
-    host: str
-    platform: str
-    python: str
-    torch: str
-    cores: str
-    memory: str
-    processes: int
-    python_processes: int
-    steps: int
-    steps_rate: str
-    overhead: str
-    window: str
-    name: str
-    facts: list[tuple[str, str]]
-
-
-@dataclass
-class Page:
-    title: str
-    header: Header
-    verdict: str  # the category
-    alert_title: str
-    alert_text: str
-    alert_severity: str  # high | moderate | ok | unknown
-    next_step: str  # the first thing to try, from the verdict's recommendation
-    exit_notice: str  # when the command failed: how, and the exception seen
-    crash_trace: str  # the fault handler's report of a crashed process ("" when none)
-    crash_pid: int
-    also: list[tuple[str, str]]  # (verdict id, "12 %") other issues found
-    activity: list[tuple[str, str, float]]  # (state, label, share)
-    graphs: list[Graph]
-    verdicts: list[VerdictView]
-    window: tuple[float, float]
-    duration: float
-    processes: list[ProcessRow]
-    warnings: list[str]
-
-    def graph(self, graph_id: str) -> Graph | None:
-        return next((g for g in self.graphs if g.id == graph_id), None)
+__all__ = ["build_page", "fit_budget"]

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from probe.analysis.detectors.base import pct
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
 from probe.report import recommendations
+from probe.report.renderer import Outputs, Renderer
+from probe.units import percent
 
 _COLORS = {"high": "\033[1;31m", "moderate": "\033[1;33m", "ok": "\033[1;32m", "dim": "\033[2m"}
 _RESET = "\033[0m"
@@ -62,7 +63,7 @@ def summary_lines(
         lines.append("  next: " + first)
     others = [f for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
     if others:
-        also = ", ".join(f"{f.id} ({pct(f.impact)})" for f in others[:4])
+        also = ", ".join(f"{f.id} ({percent(f.impact)})" for f in others[:4])
         lines.append(_paint(f"  also: {also}", "dim", color))
     if d.segmentation.method != "hmm" and d.category != INSUFFICIENT_DATA:
         lines.append(
@@ -86,6 +87,25 @@ def summary_lines(
         lines.append(("json:    " if i == 0 else "         ") + line)
     lines.append(f"again:   probe report {shlex.quote(str(session_dir))}")
     return lines
+
+
+class TerminalRenderer(Renderer):
+    """The summary after a run; ``lines`` are what ``print_summary`` prints after "probe: "."""
+
+    name = "terminal"
+
+    def lines(self, diagnosis: Diagnosis, outputs: Outputs) -> list[str]:
+        return summary_lines(
+            diagnosis,
+            session_dir=outputs.session_dir,
+            report=outputs.report,
+            json_copy=outputs.json_copy,
+            color=outputs.color,
+            json_written=outputs.json_written,
+        )
+
+    def render(self, diagnosis: Diagnosis, outputs: Outputs) -> str:
+        return "".join(f"probe: {line}\n" for line in self.lines(diagnosis, outputs))
 
 
 def print_summary(lines: list[str], stream: TextIO | None = None) -> None:

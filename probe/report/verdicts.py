@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import re
 import shlex
 from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import INSUFFICIENT, OK, Finding, mb, ms, pct
+from probe import units
+from probe.analysis.detectors.base import INSUFFICIENT, OK, Finding
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, VERDICTS, Diagnosis
 from probe.analysis.timeline import Timeline
 from probe.report import recommendations
 from probe.report.downsample import merge_bars
-from probe.report.page import VERDICT_GRAPHS, Bands, Frame, StackView, VerdictView, clean
+from probe.report.model import VERDICT_GRAPHS, Bands, Frame, StackView, VerdictView, clean
 from probe.report.recommendations import Recommendation
 
 MAX_WINDOWS = 300  # issue windows shaded per verdict
@@ -118,87 +118,13 @@ def _bullets(
     return [clean(b, 500) for b in out[:4]]
 
 
-def _pretty_key(key: str) -> str:
-    """``median_step_ms`` -> ``Median step`` (the unit goes with the value)."""
-    bare = re.sub(r"(^|_)(mb|kb|gb)(_per_[a-z]+)?(?=_ci95$|$)", "", key)
-    key = re.sub(r"(?<!_per)_(ms|s)(?=_ci95$|$)", "", bare) or key
-    words = key.replace("_ci95", " (95 % interval)").replace("_", " ")
-    return words[:1].upper() + words[1:]
-
-
-_SIZE_UNITS = {"mb": "MB", "kb": "kB", "gb": "GB"}
-
-
-def _number(v: float) -> str:
-    if v == int(v) and abs(v) < 1e6:
-        return f"{int(v):,}".replace(",", " ")
-    return f"{v:.3g}"
-
-
-def format_value(key: str, value: Any) -> str:
-    """An evidence value in plain words, the unit read from the key: ``*_share`` as %, ``*_ms``
-    and ``*_s`` as durations, ``*_mb``/``*_mb_per_s``/``*_kb_per_step`` with their unit, bytes
-    as MB."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, dict):
-        items = [
-            f"{k}: {format_value(str(k), v)}"
-            for k, v in value.items()
-            if not str(k).startswith("_")
-        ]
-        return clean(", ".join(items), 300)
-    if isinstance(value, (list, tuple)):
-        if key.endswith("_ci95") and len(value) == 2:
-            return f"{format_value(key[:-5], value[0])} to {format_value(key[:-5], value[1])}"
-        return clean(
-            ", ".join(format_value(key, v) for v in list(value)[:8])
-            + (" …" if len(value) > 8 else ""),
-            300,
-        )
-    if not isinstance(value, (int, float, np.integer, np.floating)):
-        return clean(value, 300)
-    v = float(value)
-    if not math.isfinite(v):
-        return "n/a"
-    tokens = key.lower().split("_")
-    if key == "pid" or key.endswith(("_pid", "pids")):
-        return str(int(v))
-    if key.endswith(("bytes", "rss")):
-        return mb(v)
-    size = next((_SIZE_UNITS[t] for t in tokens if t in _SIZE_UNITS), None)
-    if size is not None:
-        per = " ".join(tokens[tokens.index("per") + 1 :]) if "per" in tokens else ""
-        per = {"s": "/s", "": ""}.get(per, f" per {per}")
-        return f"{_number(round(v, 1) if abs(v) >= 10 else v)} {size}{per}"
-    if isinstance(value, (int, np.integer)):
-        return _number(v)
-    if key.endswith("share") or key == "impact":
-        return pct(v)
-    if key.endswith("_ms"):
-        return f"{v:.1f} ms" if v < 10 else f"{v:.0f} ms"
-    if key.endswith("_per_s"):
-        return f"{v:.3g}/s"
-    if key.endswith("_s") or key.startswith("seconds_"):
-        return ms(v) if v < 60 else _duration(v)
-    if key.endswith(("_cpu", "_cores")) or key == "cores":
-        return f"{v:.2f} cores"
-    return f"{v:.3g}"
-
-
-def _duration(seconds: float) -> str:
-    minutes = seconds / 60
-    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-
-
 def _evidence(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """The evidence as (words for the key, the value in words), in the detector's order."""
     out = []
     for key, value in evidence.items():
         if str(key).startswith("_") or key == "stacks":
             continue
-        out.append((clean(_pretty_key(str(key)), 80), format_value(str(key), value)))
+        out.append((clean(units.label(str(key), value), 80), clean(units.text(value), 300)))
     return out[:24]
 
 

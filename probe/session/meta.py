@@ -14,6 +14,7 @@ from typing import Any
 
 from probe import __version__
 from probe.errors import NotASession, SessionVersionError
+from probe.files import write_atomic
 from probe.session import format as fmt
 from probe.session.redact import allowed_env, redact_argv
 
@@ -86,16 +87,7 @@ def finish_meta(
 
 def write_meta(directory: Path, meta: dict[str, Any]) -> None:
     """Write meta.json atomically (a reader never sees half a file)."""
-    tmp = directory / f".{META_NAME}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / META_NAME)
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)  # half a file (a full disk): it would only take room
-        except OSError:
-            pass
-        raise
+    write_atomic(directory / META_NAME, json.dumps(meta, indent=2, sort_keys=False) + "\n")
 
 
 def read_meta(directory: Path) -> dict[str, Any]:

@@ -267,7 +267,7 @@ def test_the_renderer_raising(
 ) -> None:
     from probe.report import html
 
-    monkeypatch.setattr(html, "write", _fail)
+    monkeypatch.setattr(html, "render", _fail)
     assert _doctor_here(tmp_path) == STATUS
     out, err = capfd.readouterr()
     assert out == "out\n"

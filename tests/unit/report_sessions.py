@@ -8,7 +8,7 @@ import numpy as np
 
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.unit.synthetic_runs import DATA_WAIT, FORWARD, TRAIN
 
 EVIL = "</script><img src=x onerror=alert(1)>"

@@ -9,7 +9,7 @@ import numpy as np
 
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import FrameSpec, SessionBuilder
+from probe.testing import FrameSpec, SessionBuilder
 
 TRAIN: list[FrameSpec] = [("/work/train.py", "<module>", 80), ("/work/train.py", "main", 60)]
 FORWARD = [

@@ -9,18 +9,36 @@ import pytest
 
 from probe.analysis.detectors.base import Context
 from probe.analysis.detectors.periodic_stall import find_period
-from probe.analysis.diagnosis import diagnose, to_json
+from probe.analysis.diagnosis import Diagnosis, diagnose, to_json
 from probe.analysis.segment import LOAD, NOISE, _name_states, segment
-from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid
+from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid, training_pids
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
+from probe.units import Quantity
 from tests.unit.synthetic_runs import IMPORTING, PYTHON_WORK, TRAIN, Run
 
 
 def verdicts(run: Run, tmp_path: Path) -> tuple[str, dict[str, str]]:
     d = diagnose(run.build(tmp_path / "s"))
     return d.category, {k: f.status for k, f in d.findings.items()}
+
+
+def untyped_numbers(value: object, path: str = "") -> list[str]:
+    """Where evidence holds a bare float: a number that does not say its unit (bare ints are
+    identifiers: pids, ranks)."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in untyped_numbers(v, f"{path}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in untyped_numbers(v, f"{path}[{i}]")]
+    if isinstance(value, (float, np.floating)) and not isinstance(value, Quantity):
+        return [path]
+    return []
+
+
+def assert_evidence_typed(d: Diagnosis) -> None:
+    for finding in d.findings.values():
+        assert untyped_numbers(finding.evidence) == [], finding.id
 
 
 # -- building blocks ------------------------------------------------------------------------------
@@ -133,6 +151,31 @@ def test_warmup_steps_are_dropped(tmp_path: Path) -> None:
 
 
 # -- detectors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        Run(wait=0.02),
+        Run(wait=0.02, num_workers=0),
+        Run(gc_every=0.5, gc_pause=0.08),
+        Run(rss=lambda t: 300e6 + 20e6 * t),
+        Run(main_wait=0.4, extra_runnable=2.0),
+        Run(main_cpu=0.98, pool_cpu=0.05, python_share=0.7, graph_nodes=3000),
+        Run(io_share=0.3, main_cpu=0.7),
+        Run(stall_every=20, stall=0.5),
+        Run(duration=1.5),
+        Run(duration=20, sync=0.02, gpu_util=40.0, main_cpu=0.6),
+        Run(duration=20, gpu_util=15.0, main_cpu=0.5),
+        Run(stall_every=20, stall=0.5, gpu_util=80.0, cuda_alloc=lambda t: 1e9 + 5e7 * t),
+    ],
+    ids=[
+        *("input", "inline-input", "gc", "memory", "cpu", "python", "io", "stall", "short"),
+        *("host-sync", "gpu-idle", "gpu-stall"),
+    ],
+)
+def test_every_number_in_the_evidence_carries_its_unit(run: Run, tmp_path: Path) -> None:
+    assert_evidence_typed(diagnose(run.build(tmp_path / "s")))
 
 
 def test_healthy_compute_bound_run(tmp_path: Path) -> None:
@@ -552,6 +595,7 @@ def test_event_loop_blocked(tmp_path: Path) -> None:
     d = diagnose(Session(b.write()))
     assert d.category == "event-loop-blocked"
     assert d.findings["event-loop-blocked"].evidence["median_lag_ms"] == pytest.approx(40)
+    assert_evidence_typed(d)
 
 
 def test_straggler_rank(tmp_path: Path) -> None:
@@ -582,6 +626,7 @@ def test_straggler_rank(tmp_path: Path) -> None:
     assert f.status == "issue", f.reason
     assert f.evidence["straggler_rank"] == 1
     assert f.evidence["others_wait_share"] == pytest.approx(0.4, abs=0.05)
+    assert_evidence_typed(d)
 
 
 def test_short_run_is_insufficient_data(tmp_path: Path) -> None:
@@ -640,6 +685,36 @@ def test_context_window_and_bins(tmp_path: Path) -> None:
     ctx = Context(tl, segment(tl))
     assert ctx.bins.sum() > 100
     assert ctx.training_pids == [100]
+
+
+def test_the_training_processes_are_defined_once(tmp_path: Path) -> None:
+    # Steps: the processes that ran them, for the analysis and in the diagnosis the report reads.
+    d = diagnose(Run().build(tmp_path / "run"))
+    assert d.training_pids == training_pids(d.timeline) == [100]
+    # No steps: the Python main process, not a helper.
+    b = SessionBuilder(tmp_path / "nosteps", duration_s=4)
+    b.process(100)
+    b.process(101, ppid=100, argv=["python", "helper.py"])
+    b.cpu(100, main=0.5)
+    b.cpu(101, main=0.5)
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == [100]
+    # Ranks whose steps all fell outside the window are still the training processes, not the
+    # launcher that started them.
+    b = SessionBuilder(tmp_path / "ranks", duration_s=6, argv=["torchrun", "train.py"])
+    b.process(90, argv=["torchrun"])
+    for rank, pid in enumerate((100, 110)):
+        b.process(pid, ppid=90, rank=rank)
+        b.steps(pid, np.arange(0.5, 1.5, 0.1))
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == [100, 110]
+    assert training_pids(tl, tl.steps.within(5.0, 6.0)) == [100, 110]
+    # Nothing profiled inside (a command that is not Python): no loop to judge.
+    b = SessionBuilder(tmp_path / "native", duration_s=4, argv=["./train"])
+    b.process(100, python=False)
+    b.cpu(100, main=1.0)
+    tl = build_timeline(Session(b.write()))
+    assert training_pids(tl) == []
 
 
 # -- stack samples at an adaptive rate ----------------------------------------------------------
@@ -863,3 +938,14 @@ def test_a_training_thread_starved_by_other_jobs_is_not_healthy(tmp_path: Path) 
     d = diagnose(Run(main_wait=0.4, extra_runnable=2.0, host_running=12.0).build(tmp_path / "own"))
     assert d.top is not None and d.top.evidence["pressure"] == "job"
     assert d.top.title.startswith("More runnable threads than cores")
+
+
+def test_the_documented_way_to_make_a_session_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "session-format.md").read_text()
+    section = doc[doc.index("## Making a session for a test") :]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start : section.index("\n```", start)]
+    exec(compile(code, "docs/session-format.md", "exec"), {"tmp_path": tmp_path})
+    assert capsys.readouterr().out.strip() == "input-bound"

@@ -21,9 +21,10 @@ from probe.analysis.stats import (
     trend,
     warmup_change_point,
 )
-from probe.report import html, terminal
+from probe.report import terminal
+from probe.report.renderer import Outputs, renderer
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.unit.synthetic_runs import FORWARD, SAVE, Run
 
 # -- Fisher's g -----------------------------------------------------------------------------------
@@ -216,7 +217,8 @@ def test_a_million_steps_are_analysed_end_to_end(tmp_path: Path) -> None:
     assert doc["run"]["steps"] == d.run["steps"]
     lines = terminal.summary_lines(d, session_dir=tmp_path / "s", report=None)
     assert lines[0].startswith("verdict: periodic-stall")
-    report = html.write(d, tmp_path / "s.html")
+    report = tmp_path / "s.html"
+    renderer("html").write(d, report, Outputs(session_dir=tmp_path / "s"))
     assert report.stat().st_size < 2 * 2**20
 
 

@@ -10,7 +10,7 @@ import pytest
 from probe.analysis.diagnosis import diagnose
 from probe.analysis.stats import block_bootstrap_quantiles
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 
 TIMER = 0.02  # the agent's lag timer asks to run every 20 ms
 

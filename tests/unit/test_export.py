@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from probe.analysis.diagnosis import diagnose
+from probe.analysis.timeline import training_pids
 from probe.cli import main
 from probe.errors import ExportError
 from probe.export import FORMATS, exporter
@@ -20,7 +21,7 @@ from probe.export.chrome_trace import PROBE_PID
 from probe.export.collapsed import clean
 from probe.export.source import ExportData, Selection, parse_window
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
 from tests.unit.report_sessions import EVIL, _spans, evil_session, long_session
 from tests.unit.synthetic_runs import DATA_WAIT, FORWARD
@@ -73,7 +74,7 @@ def test_chrome_trace_follows_the_trace_event_rules(sessions: dict[str, Path], n
     assert doc["otherData"]["verdict"] == d.category
     assert facts.process_names[PROBE_PID] == "probe: the run"
     # every step, DataLoader wait, GC pause and span of the session is a slice
-    for pid in tl.training_pids():
+    for pid in training_pids(tl):
         assert facts.slices[(pid, "step")] == int((tl.steps.pid == pid).sum())
     assert sum(n for (_, s), n in facts.slices.items() if s == "DataLoader next()") == len(tl.waits)
     assert sum(n for (_, s), n in facts.slices.items() if s.startswith("GC gen")) == len(tl.gc)
@@ -412,9 +413,10 @@ def test_a_session_without_stacks_says_so(
 def test_the_report_says_how_to_open_the_run_in_perfetto(
     sessions: dict[str, Path], tmp_path: Path
 ) -> None:
-    from probe.report import html
+    from probe.report.renderer import Outputs, renderer
 
-    page = html.write(diagnose(Session(sessions["ranks"])), tmp_path / "r.html").read_text()
+    d = diagnose(Session(sessions["ranks"]))
+    page = renderer("html").render(d, Outputs(session_dir=sessions["ranks"]))
     assert f"probe export {sessions['ranks']} --format chrome-trace" in page
 
 

@@ -29,7 +29,7 @@ def test_import_probe_loads_nothing_heavy() -> None:
 def test_the_recording_side_of_the_cli_loads_no_analysis_library() -> None:
     code = (
         "import probe.cli, probe.cli.doctor, probe.cli.attach, probe.recorder, probe.launcher\n"
-        "import probe.agent.runtime, probe.report.status"
+        "import probe.agent.runtime, probe.cli.status"
     )
     assert loaded_after(code) == []
 

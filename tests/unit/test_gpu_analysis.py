@@ -1,7 +1,7 @@
 """The GPU verdicts on hand-built sessions: host syncs, GPU utilisation, CUDA memory growth.
 
 No GPU is needed: the sessions carry what the agent's sync hooks and CUDA polls and the outside
-NVML sampler would have written on one (probe.session.synthetic).
+NVML sampler would have written on one (probe.testing).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.segment import segment
 from probe.analysis.timeline import build_timeline
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.unit.synthetic_runs import Run
 
 GB = 2**30
@@ -235,7 +235,7 @@ def _context_of(session: Session) -> Context:
 
 
 def test_the_report_draws_nvml_utilisation_and_the_jobs_gpu_memory(tmp_path: Path) -> None:
-    from probe.report.model import build_page
+    from probe.report.page import build_page
 
     b = SessionBuilder(tmp_path / "s", duration_s=10)
     b.process(100, torch_threads=2)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from probe.analysis.diagnosis import VERDICTS, diagnose
-from probe.cli import main
-from probe.report import browser, html, markdown, recommendations
-from probe.report.model import build_page
+from probe.cli import browser, main
+from probe.report import html, markdown, recommendations
+from probe.report.page import build_page
+from probe.report.recommendations.__main__ import main as recommendations_main
 from tests.unit.report_sessions import EVIL, crowded_session, evil_session, long_session
 from tests.unit.synthetic_runs import Run
 
@@ -77,7 +79,8 @@ def test_untrusted_strings_are_escaped_everywhere(tmp_path: Path) -> None:
     assert "s3cr3t" not in page
     escaped = html.e(EVIL)
     assert escaped in page  # shown as text in the header, the process list and the stacks
-    assert f"<code>python {html.e(repr(EVIL))}" in page or "&lt;/script&gt;&lt;img" in page
+    # The command in the header: quoted as a shell would, then escaped.
+    assert f'<span class="prompt">$</span> <code>python {html.e(shlex.quote(EVIL))} --token' in page
     # Nothing untrusted inside Bokeh's embedded documents either (lane names, as PlainText).
     for script in re.findall(r"<script[^>]*>(.*?)</script>", page, re.S):
         assert "</script" not in script.lower()
@@ -85,7 +88,7 @@ def test_untrusted_strings_are_escaped_everywhere(tmp_path: Path) -> None:
 
 
 def test_tex_in_names_does_not_pull_in_mathjax(tmp_path: Path) -> None:
-    from probe.session.synthetic import SessionBuilder
+    from probe.testing import SessionBuilder
     from tests.unit.report_sessions import _spans
 
     b = SessionBuilder(tmp_path / "s", duration_s=5)
@@ -114,12 +117,13 @@ def test_the_crowded_worst_case_stays_under_2_mb(tmp_path: Path) -> None:
 
 
 def test_a_session_with_no_samples_still_renders(tmp_path: Path) -> None:
-    from probe.session.synthetic import SessionBuilder
+    from probe.testing import SessionBuilder
 
     SessionBuilder(tmp_path / "s", duration_s=0.2).write()
     page = render(tmp_path / "s")
     assert "insufficient-data" in page
-    assert "No graph" in page or 'id="graph-' in page
+    assert "No graph: the session holds no samples" in page
+    assert 'id="graph-' not in page
 
 
 # -- Markdown -------------------------------------------------------------------------------------
@@ -206,13 +210,57 @@ def test_open_only_for_a_person_with_a_display(
     )
 
 
-def test_recommendation_texts_are_the_docs_pages() -> None:
+def test_the_docs_pages_are_the_recommendation_texts_filled_in() -> None:
     docs = Path(__file__).resolve().parents[2] / "docs" / "verdicts"
     for verdict in recommendations.available():
-        packaged = recommendations.load(verdict).markdown
-        assert (docs / f"{verdict}.md").read_text(encoding="utf-8") == packaged, verdict
+        page = (docs / f"{verdict}.md").read_text(encoding="utf-8")
+        assert page == recommendations.docs_page(verdict), (
+            f"docs/verdicts/{verdict}.md is stale: run "
+            "python -m probe.report.recommendations docs/verdicts"
+        )
+        assert "{{" not in page
     assert sorted(p.stem for p in docs.glob("*.md")) == sorted(recommendations.available())
     assert sorted(recommendations.available()) == sorted(VERDICTS)
+    assert recommendations_main([str(docs), "--check"]) == 0
+
+
+def test_a_stale_docs_page_is_found_and_rewritten(tmp_path: Path) -> None:
+    assert recommendations_main([str(tmp_path), "--check"]) == 1  # none written yet
+    assert recommendations_main([str(tmp_path)]) == 0
+    assert recommendations_main([str(tmp_path), "--check"]) == 0
+    page = tmp_path / "gc-pauses.md"
+    page.write_text(page.read_text().replace("15 %", "20 %"))
+    assert recommendations_main([str(tmp_path), "--check"]) == 1
+    (tmp_path / "not-a-verdict.md").write_text("# stray\n")
+    assert recommendations_main([str(tmp_path)]) == 1  # a page for no verdict is reported
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_thresholds_in_the_texts_come_from_the_constants(monkeypatch: pytest.MonkeyPatch) -> None:
+    from probe.analysis.detectors import input_bound
+    from probe.units import Share
+
+    text = recommendations.load("input-bound").sections["How probe decides"]
+    assert "tested against 5 % (moderate) and 20 % (high)" in text
+    monkeypatch.setattr(input_bound, "MODERATE", Share(0.07))
+    filled = recommendations.fill("input-bound", recommendations.template("input-bound"))
+    assert "tested against 7 % (moderate)" in filled
+    with pytest.raises(LookupError, match="NO_SUCH"):
+        recommendations.fill("input-bound", "below {{ NO_SUCH }}")
+
+
+def test_no_text_writes_a_threshold_out() -> None:
+    """A unit-carrying constant's value never appears as literal text in the templates' "How
+    probe decides": it is cited as {{ NAME }} (counts and plain numbers are not checked: "3"
+    would match "3rd")."""
+    from probe.units import Bytes, Duration, Rate, Share, text
+
+    for verdict in recommendations.available():
+        source = recommendations.parse(verdict, recommendations.template(verdict))
+        decides = source.sections.get("How probe decides", "")
+        for name, value in recommendations.constants(verdict).items():
+            if isinstance(value, (Share, Duration, Bytes, Rate)):
+                assert f" {text(value)} " not in decides, (verdict, name, text(value))
 
 
 def test_a_broken_page_does_not_hide_the_verdict(

@@ -12,13 +12,12 @@ from probe.analysis.diagnosis import VERDICTS, Diagnosis, diagnose
 from probe.report import html, model
 from probe.report.downsample import MAX_BARS, MAX_PAGE_POINTS, MAX_POINTS, merge_bars, minmax
 from probe.report.header import describe_exit
-from probe.report.model import build_page
-from probe.report.page import ACTIVITY_LABELS, GRAPH_ORDER, clean
-from probe.report.verdicts import _pretty_key, format_value
+from probe.report.model import ACTIVITY_LABELS, GRAPH_ORDER, clean
+from probe.report.page import build_page
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
 from probe.session.writer import RecordFile
+from probe.testing import SessionBuilder
 from tests.unit.report_sessions import EVIL, evil_session, long_session
 from tests.unit.synthetic_runs import Run
 
@@ -114,6 +113,50 @@ def test_input_bound_page_marks_the_data_wait_graphs(tmp_path: Path) -> None:
     assert "main · steps" in timeline.lanes.names
     assert "main · data wait" in timeline.lanes.names
     assert any(name.startswith("worker 0") for name in timeline.lanes.names)
+
+
+def test_the_thresholds_drawn_are_the_detectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.analysis.detectors import input_bound
+    from probe.units import Share
+
+    monkeypatch.setattr(input_bound, "MODERATE", Share(0.07))
+    _, page = page_of(Run(wait=0.02), tmp_path)
+    data_wait = page.graph("data-wait")
+    assert data_wait is not None
+    assert [(r.label, r.y) for r in data_wait.rules] == [
+        ("7 % (moderate)", pytest.approx(7.0)),
+        ("20 % (high)", pytest.approx(20.0)),
+    ]
+    assert "7 % makes a run input-bound" in data_wait.description
+
+
+def test_the_page_follows_the_processes_the_analysis_judged(tmp_path: Path) -> None:
+    # Two Python processes: the one with steps is the training process, the helper is "other".
+    b = SessionBuilder(tmp_path / "s", duration_s=8)
+    b.process(100, torch_threads=2)
+    b.process(101, ppid=100, argv=["python", "helper.py"])
+    b.steps(100, np.arange(0.5, 8, 0.05))
+    b.cpu(100, main=0.9, pool=0.5)
+    b.cpu(101, main=0.3)
+    b.system(busy=1.5)
+    d = diagnose(Session(b.write()))
+    page = build_page(d)
+    assert d.training_pids == [100]
+    threads = page.graph("threads")
+    assert threads is not None and threads.title == "Threads of the main process (pid 100)"
+    cpu = page.graph("cpu")
+    assert cpu is not None and cpu.series[1].label.endswith("(pid 100)")
+    # A command that is not Python has no training process: the page follows the command.
+    b = SessionBuilder(tmp_path / "native", duration_s=4, argv=["./train"])
+    b.process(100, python=False)
+    b.cpu(100, main=1.0)
+    b.system(busy=1.0)
+    d = diagnose(Session(b.write()))
+    assert d.training_pids == []
+    threads = build_page(d).graph("threads")
+    assert threads is not None and threads.title == "Threads of the main process (pid 100)"
 
 
 def test_healthy_page_has_no_graph_without_data(tmp_path: Path) -> None:
@@ -220,36 +263,6 @@ def test_untrusted_strings_are_kept_as_text_and_clipped(tmp_path: Path) -> None:
     assert EVIL in frames
     assert clean("a\x1b[31mb\x00c") == "a\ufffd[31mb\ufffdc"
     assert clean("x" * 500, 10) == "x" * 9 + "…"
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "text"),
-    [
-        ("data_wait_share", 0.0757, "7.6 %"),
-        ("median_step_ms", 6.04, "6.0 ms"),
-        ("period_s", 12.5, "12.5 s"),
-        ("pid", 19996, "19996"),
-        ("steps", 12345, "12 345"),
-        ("data_wait_share_ci95", [0.05, 0.12], "5.0 % to 12 %"),
-        ("involuntary_switches_per_s", 467.2, "467/s"),
-        ("slope_mb_per_s", 89.73, "89.7 MB/s"),
-        ("kb_per_step", 708.0, "708 kB per step"),
-        ("seconds_to_limit", 250.0, "4 min"),
-        ("converged", True, "yes"),
-        ("missing", None, "n/a"),
-        ("nan", float("nan"), "n/a"),
-    ],
-)
-def test_evidence_values_read_as_words(key: str, value: object, text: str) -> None:
-    assert format_value(key, value) == text
-
-
-def test_evidence_keys_lose_their_unit_suffix() -> None:
-    assert _pretty_key("median_step_ms") == "Median step"
-    assert _pretty_key("involuntary_switches_per_s") == "Involuntary switches per s"
-    assert _pretty_key("data_wait_share_ci95") == "Data wait share (95 % interval)"
-    assert _pretty_key("slope_mb_per_s") == "Slope"
-    assert _pretty_key("slope_mb_per_s_ci95") == "Slope (95 % interval)"
 
 
 def test_a_failed_command_is_said_in_the_alert(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import pytest
 
 from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.timeline import MIN_RHYTHM, build_timeline
-from probe.report import status
+from probe.cli import status
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.unit.synthetic_runs import Run
 
 # A loop the interpreter sets the pace of: main thread pinned, pool idle, Python holding the GIL.

@@ -18,7 +18,7 @@ from probe.analysis.detectors import (
     straggler_rank,
 )
 
-# In the order of the verdict table in DESIGN.md.
+# In the order of the verdict ids in docs/diagnosis-schema.md.
 ALL: tuple[ModuleType, ...] = (
     input_bound,
     gc_pauses,

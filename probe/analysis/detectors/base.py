@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from probe.analysis.segment import Segmentation
-from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with
+from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with, training_pids
+from probe.units import Count, Duration, Share
 
 ISSUE = "issue"
 OK = "not-detected"
 INSUFFICIENT = "insufficient-data"
 
-MIN_STEPS = 10  # steps in the analysed window before a step-based verdict is judged
-MIN_WINDOW_S = 2.0  # seconds of analysed window before a time-based verdict is judged
+MIN_STEPS = Count(10)  # steps in the analysed window before a step-based verdict is judged
+MIN_WINDOW_S = Duration(2.0)  # seconds of analysed window before a time-based verdict is judged
+TRAINING_LOADER_SHARE = Share(0.30)  # a loader waited on in this share of steps feeds the training
 # With fewer than MIN_STEPS steps, a steady state this long is still judged on the verdicts that
 # need no steps (python-bound, cpu-oversubscription, memory-growth, gc-pauses, io-bound).
-TIME_ONLY_WINDOW_S = 10.0
-TRAINING_LOADER_SHARE = 0.30  # a loader waited on in this share of steps feeds the training
+TIME_ONLY_WINDOW_S = Duration(10.0)
 
 
 @dataclass
@@ -85,14 +86,8 @@ class Context:
 
     @cached_property
     def training_pids(self) -> list[int]:
-        """Processes whose loop is judged: those with steps, else the Python main process(es)."""
-        pids = sorted({int(p) for p in self.steps.pid})
-        if pids:
-            return pids
-        mains = [p.pid for p in self.tl.processes.values() if p.role == "main" and p.python]
-        if mains:
-            return mains
-        return [p.pid for p in self.tl.processes.values() if p.python][:1]
+        """The training processes, by the steps of the analysed window (see ``training_pids``)."""
+        return training_pids(self.tl, self.steps)
 
     @cached_property
     def training_waits(self) -> Intervals:
@@ -168,24 +163,6 @@ class Context:
         values = series[self.bins]
         values = values[np.isfinite(values)]
         return float(values.mean()) if len(values) else 0.0
-
-
-class Detector(Protocol):
-    id: str
-
-    def __call__(self, ctx: Context) -> Finding: ...
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.0f} %" if x >= 0.1 else f"{100 * x:.1f} %"
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def mb(n: float) -> str:
-    return f"{n / 2**20:.0f} MB" if abs(n) < 10 * 2**30 else f"{n / 2**30:.1f} GB"
 
 
 def severity(value: float, moderate: float, high: float) -> str | None:

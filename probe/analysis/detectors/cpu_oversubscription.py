@@ -7,15 +7,16 @@ container-aware core count (affinity and cgroup quota), and for each training pr
 thread the share of its runnable time spent waiting for a core. The usual cause is multiplied
 thread pools: intra-op threads x processes x DataLoader workers.
 
-Thresholds: an issue when the tree averages at least 1.25 runnable threads per core, its threads
-spend at least 20 % of their runnable time waiting, and the training thread itself waits at
-least 10 % of its runnable time (every such wait stretches the step by as much). Severity is
-high when the training thread waits 25 % or more. With the job's own threads fewer than its
-cores, while the host keeps 1.25 runnable threads per logical core or more, the waits are other
-jobs taking the cores: reported as such once the training thread waits half its runnable time
-or more (a machine shared with a noisy neighbour that halves the job's speed is not a healthy
-run, nor the job's to fix by having fewer threads). That finding comes after the program's own
-issues, whatever its impact: it is the verdict only when nothing else was found.
+Thresholds: an issue when the tree averages at least ``RUNNABLE_PER_CORE`` runnable threads per
+core, its threads spend at least ``TREE_WAIT`` of their runnable time waiting, and the training
+thread itself waits at least ``MAIN_WAIT`` of its runnable time (every such wait stretches the step
+by as much). Severity is high when the training thread waits ``MAIN_WAIT_HIGH`` or more.
+With the job's own threads fewer than its cores, while the host keeps ``RUNNABLE_PER_CORE``
+runnable threads per logical core or more, the waits are other jobs taking the cores: reported
+as such once the training thread waits ``MAIN_WAIT_OTHERS`` of its runnable time or more (a
+machine shared with a noisy neighbour that halves the job's speed is not a healthy run, nor the
+job's to fix by having fewer threads). That finding comes after the program's own issues,
+whatever its impact: it is the verdict only when nothing else was found.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
 fool it: a quota enforced by throttling shows as waits only on kernels that account it as
@@ -36,19 +37,19 @@ from probe.analysis.detectors.base import (
     Finding,
     insufficient,
     not_detected,
-    pct,
 )
+from probe.units import Count, Number, Rate, Share, percent
 
 ID = "cpu-oversubscription"
-RUNNABLE_PER_CORE = 1.25
-TREE_WAIT = 0.20
-MAIN_WAIT = 0.10
-MAIN_WAIT_HIGH = 0.25
+RUNNABLE_PER_CORE = Number(1.25)
+TREE_WAIT = Share(0.20)
+MAIN_WAIT = Share(0.10)
+MAIN_WAIT_HIGH = Share(0.25)
 # Other jobs' load is reported only when the training thread gets less than half the CPU time it
 # asks for: its steps then take twice as long as on a machine of its own, and the run measures
 # the machine more than the program. Below that, a neighbour is noise around the verdict (and
 # periodic-stall already sets aside steps that were long from waiting for a core).
-MAIN_WAIT_OTHERS = 0.5
+MAIN_WAIT_OTHERS = Share(0.5)
 
 
 def detect(ctx: Context) -> Finding:
@@ -75,17 +76,17 @@ def detect(ctx: Context) -> Finding:
     pools = _pools(ctx)
     workers = sum(p["runnable_threads"] for p in pools if p["label"] == "DataLoader worker")
     evidence: dict[str, Any] = {
-        "cores": round(cores, 2),
-        "runnable_threads": round(runnable, 2),
-        "runnable_per_core": round(runnable / cores, 2),
-        "tree_run_queue_wait_share": round(tree_wait, 3),
-        "main_thread_run_queue_wait_share": round(main_share, 3),
-        "host_runnable_threads": round(host_running, 2),
-        "involuntary_switches_per_s": round(
-            sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1
+        "cores": Number(round(cores, 2), "cores"),
+        "runnable_threads": Number(round(runnable, 2), "threads"),
+        "runnable_per_core": Number(round(runnable / cores, 2)),
+        "tree_run_queue_wait_share": Share(round(tree_wait, 3)),
+        "main_thread_run_queue_wait_share": Share(round(main_share, 3)),
+        "host_runnable_threads": Number(round(host_running, 2), "threads"),
+        "involuntary_switches_per_s": Rate(
+            round(sum(float(s[bins].mean()) for s in tl.ctx_invol.values()), 1), per="s"
         ),
         "thread_pools": pools,
-        "worker_runnable_threads": round(workers, 2),
+        "worker_runnable_threads": Number(round(workers, 2), "threads"),
         # Without the DataLoader workers, would the job still oversubscribe the cores?
         "oversubscribed_without_workers": bool((runnable - workers) / cores >= RUNNABLE_PER_CORE),
     }
@@ -93,7 +94,7 @@ def detect(ctx: Context) -> Finding:
     # own are fewer than its cores (the tree's count decides first, as it is the job's to fix).
     host_cores = float((tl.session.meta.get("machine") or {}).get("logical_cores") or cores)
     others = host_running / max(host_cores, 1e-9) >= RUNNABLE_PER_CORE
-    evidence["host_runnable_per_core"] = round(host_running / max(host_cores, 1e-9), 2)
+    evidence["host_runnable_per_core"] = Number(round(host_running / max(host_cores, 1e-9), 2))
     own = runnable / cores >= RUNNABLE_PER_CORE
     evidence["pressure"] = "job" if own else ("other jobs" if others else None)
     if (
@@ -104,7 +105,7 @@ def detect(ctx: Context) -> Finding:
         return not_detected(
             ID,
             f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
-            f"{pct(main_share)} of its runnable time for a core",
+            f"{percent(main_share)} of its runnable time for a core",
             **evidence,
         )
     impact = main_wait / max(len(ctx.training_pids), 1)
@@ -114,14 +115,14 @@ def detect(ctx: Context) -> Finding:
     next_step = ""
     if not own:
         title = (
-            f"Other jobs take the cores: the training thread waited for one {pct(main_share)} "
+            f"Other jobs take the cores: the training thread waited for one {percent(main_share)} "
             "of its runnable time"
         )
         summary = (
             f"The job kept only {runnable:.1f} threads runnable on its {cores:g} cores, but the "
             f"host had {host_running:.1f} runnable threads on {host_cores:g} cores: the job's "
-            f"threads waited {pct(tree_wait)} of their runnable time for a core, and the "
-            f"training thread {pct(main_share)} of its own, which stretches every step by as "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {percent(main_share)} of its own, which stretches every step by as "
             "much. The timings of this run are the machine's load as much as the program's."
         )
         next_step = (
@@ -132,8 +133,8 @@ def detect(ctx: Context) -> Finding:
         title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
         summary = (
             f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its "
-            f"threads waited {pct(tree_wait)} of their runnable time for a core, and the "
-            f"training thread {pct(main_share)} of its own, which stretches every step by as "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {percent(main_share)} of its own, which stretches every step by as "
             "much."
         )
     if pools_text:
@@ -181,9 +182,9 @@ def _pools(ctx: Context) -> list[dict[str, Any]]:
     return [
         {
             "label": label,
-            "processes": len(values),
-            "runnable_threads": round(float(np.sum(values)), 2),
-            "threads_each": int(np.median(threads[label])),
+            "processes": Count(len(values)),
+            "runnable_threads": Number(round(float(np.sum(values)), 2), "threads"),
+            "threads_each": Count(int(np.median(threads[label]))),
         }
         for label, values in sorted(groups.items(), key=lambda kv: -sum(kv[1]))
     ]

@@ -35,20 +35,21 @@ from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import Context, Finding, ms, not_detected, pct
+from probe.analysis.detectors.base import Context, Finding, not_detected
 from probe.analysis.stats import block_bootstrap_quantiles, block_bootstrap_ratio
 from probe.analysis.timeline import Intervals
+from probe.units import Count, Duration, Interval, Share, duration, percent
 
 ID = "event-loop-blocked"
-MEDIAN_LAG = 0.010
-P99_LAG = 0.100
-BLOCKED_SHARE = 0.20
-HIGH_MEDIAN = 0.050
-HIGH_P99 = 0.500
-HIGH_BLOCKED = 0.40
-MIN_RECORDS = 10
-BLOCKED_LAG = 0.010
-WINDOW_S = 1.0  # blocked share per window of this length, for its interval
+MEDIAN_LAG = Duration(0.010)
+P99_LAG = Duration(0.100)
+BLOCKED_SHARE = Share(0.20)
+HIGH_MEDIAN = Duration(0.050)
+HIGH_P99 = Duration(0.500)
+HIGH_BLOCKED = Share(0.40)
+MIN_RECORDS = Count(10)
+BLOCKED_LAG = Duration(0.010)
+WINDOW_S = Duration(1.0)  # blocked share per window of this length, for its interval
 
 
 def detect(ctx: Context) -> Finding:
@@ -88,8 +89,9 @@ def detect(ctx: Context) -> Finding:
     share = worst["blocked_share"]
     if not crossing:
         reason = (
-            f"the event loop's median lag was {ms(med)}, its 99th percentile "
-            f"{ms(worst['p99_lag_ms'] / 1000)} and it was blocked {pct(share)} of the time"
+            f"the event loop's median lag was {duration(med)}, its 99th percentile "
+            f"{duration(worst['p99_lag_ms'] / 1000)} and it was blocked {percent(share)} of "
+            "the time"
         )
         if borderline:
             reason += "; borderline: " + "; ".join(borderline)
@@ -104,16 +106,16 @@ def detect(ctx: Context) -> Finding:
     order = np.argsort(mine.dur)[::-1][:8]
     windows = sorted((float(mine.start[i] - mine.dur[i]), float(mine.start[i])) for i in order)
     title = (
-        f"The event loop is blocked {pct(share)} of the time: median lag {ms(med)}, "
-        f"99th percentile {ms(worst['p99_lag_ms'] / 1000)}"
+        f"The event loop is blocked {percent(share)} of the time: median lag {duration(med)}, "
+        f"99th percentile {duration(worst['p99_lag_ms'] / 1000)}"
     )
     if unsure:
         title += " (borderline)"
     summary = (
-        f"An asyncio event loop ran its timers {ms(med)} late at the median, "
-        f"{ms(worst['p99_lag_ms'] / 1000)} at the 99th percentile and up to {ms(top)} late; it "
-        f"was blocked {pct(share)} of the time, so every request waiting on it waited as long. "
-        "Synchronous work runs on the loop's thread."
+        f"An asyncio event loop ran its timers {duration(med)} late at the median, "
+        f"{duration(worst['p99_lag_ms'] / 1000)} at the 99th percentile and up to "
+        f"{duration(top)} late; it was blocked {percent(share)} of the time, so every request "
+        "waiting on it waited as long. Synchronous work runs on the loop's thread."
     )
     if borderline:
         summary += " Borderline: " + "; ".join(borderline) + "."
@@ -146,16 +148,22 @@ def _measure(mine: Intervals) -> dict[str, Any]:
     lengths = np.diff(edges)
     lengths[-1] = max(min(float(times[-1] - edges[-2]), WINDOW_S), 1e-9)
     share = block_bootstrap_ratio(blocked, lengths)
+
+    def lag_ms(seconds: float) -> Duration:
+        return Duration(round(seconds * 1000, 2), "ms")
+
     return {
-        "median_lag_ms": round(median.estimate * 1000, 2),
-        "median_lag_ci95_ms": [round(median.low * 1000, 2), round(median.high * 1000, 2)],
-        "p95_lag_ms": round(p95.estimate * 1000, 2),
-        "p99_lag_ms": round(p99.estimate * 1000, 2),
-        "p99_lag_ci95_ms": [round(p99.low * 1000, 2), round(p99.high * 1000, 2)],
-        "max_lag_ms": round(float(lags.max()) * 1000, 2),
-        "ticks": len(mine),
-        "blocked_share": round(min(float(lags.sum()) / span, 1.0), 4),
-        "blocked_share_ci95": [round(min(share.low, 1.0), 4), round(min(share.high, 1.0), 4)],
+        "median_lag_ms": lag_ms(median.estimate),
+        "median_lag_ci95_ms": Interval(lag_ms(median.low), lag_ms(median.high)),
+        "p95_lag_ms": lag_ms(p95.estimate),
+        "p99_lag_ms": lag_ms(p99.estimate),
+        "p99_lag_ci95_ms": Interval(lag_ms(p99.low), lag_ms(p99.high)),
+        "max_lag_ms": lag_ms(float(lags.max())),
+        "ticks": Count(len(mine)),
+        "blocked_share": Share(round(min(float(lags.sum()) / span, 1.0), 4)),
+        "blocked_share_ci95": Interval(
+            Share(round(min(share.low, 1.0), 4)), Share(round(min(share.high, 1.0), 4))
+        ),
         "_mine": mine,
     }
 
@@ -178,7 +186,7 @@ class _Figure:
         return self.low < self.threshold <= self.high_ci
 
     def text(self) -> str:
-        fmt_ = ms if self.seconds else pct
+        fmt_ = duration if self.seconds else percent
         return (
             f"{self.name} {fmt_(self.estimate)} (95 % interval {fmt_(self.low)}-"
             f"{fmt_(self.high_ci)}) against the {fmt_(self.threshold)} threshold"

@@ -10,11 +10,11 @@ neighbour's load, thermal drift, phases of the data), so comparing all hit steps
 steps at once (Mann-Whitney) takes a slow stretch that happens to hold more collections for an
 effect of the collections.
 
-Thresholds: 5 % of wall time is moderate and 15 % high. Clinic Doctor flags blocking GC of
-100 ms or more in any one second (10 % of that second); that alone makes a moderate issue here
-when GC also takes at least 2 % overall. Steps hit by full collections make an issue when they
-are significantly longer than their neighbours (p < 0.01), at least 1.5x their median, and the
-extra time is at least 2 % of the window.
+Thresholds: ``MODERATE`` of wall time is moderate and ``HIGH`` high. Clinic Doctor flags blocking
+GC of 100 ms or more in any one second (``CLINIC_PER_SECOND``); that alone makes a moderate issue
+here when GC also takes at least ``MIN_SHARE_WITH_SPIKE`` overall. Steps hit by full collections
+make an issue when they are significantly longer than their neighbours (p < ``STEP_P``), at least
+``STEP_RATIO`` their median, and the extra time is at least ``STEP_EXCESS`` of the window.
 
 What would fool it: pauses in a process other than the training one (a DataLoader worker) are not
 counted, since they do not stop the loop; time spent allocating the garbage is not GC and shows
@@ -32,20 +32,20 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    ms,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.timeline import overlap_with
+from probe.units import Count, Duration, Number, Share, duration, percent, text
 
 ID = "gc-pauses"
-MODERATE = 0.05
-HIGH = 0.15
-CLINIC_PER_SECOND = 0.100
-MIN_SHARE_WITH_SPIKE = 0.02
-STEP_RATIO = 1.5
-STEP_EXCESS = 0.02
+MODERATE = Share(0.05)
+HIGH = Share(0.15)
+CLINIC_PER_SECOND = Duration(0.100)
+MIN_SHARE_WITH_SPIKE = Share(0.02)
+STEP_RATIO = Number(1.5, "x")
+STEP_EXCESS = Share(0.02)
+STEP_P = Number(0.01)  # Wilcoxon p below which steps hit by a full collection are longer
 
 
 def detect(ctx: Context) -> Finding:
@@ -82,23 +82,25 @@ def detect(ctx: Context) -> Finding:
     g = gc.of(worst_pid)
     gens = {
         f"gen{gen}": {
-            "count": int((g.extra["gen"] == gen).sum()),
-            "total_ms": round(float(g.dur[g.extra["gen"] == gen].sum()) * 1000, 1),
+            "count": Count(int((g.extra["gen"] == gen).sum())),
+            "total_ms": Duration(round(float(g.dur[g.extra["gen"] == gen].sum()) * 1000, 1), "ms"),
         }
         for gen in (1, 2)
     }
     young = summary.of(worst_pid)
     gens["gen0"] = {
-        "count": int(young.extra["count"].sum()) + int((g.extra["gen"] == 0).sum()),
-        "total_ms": round(float(young.dur.sum() + g.dur[g.extra["gen"] == 0].sum()) * 1000, 1),
+        "count": Count(int(young.extra["count"].sum()) + int((g.extra["gen"] == 0).sum())),
+        "total_ms": Duration(
+            round(float(young.dur.sum() + g.dur[g.extra["gen"] == 0].sum()) * 1000, 1), "ms"
+        ),
     }
     longest = float(g.dur.max()) if len(g) else 0.0
     worst_second = float(per_second.max()) if len(per_second) else 0.0
     evidence: dict[str, object] = {
-        "gc_share": round(total_share, 4),
+        "gc_share": Share(round(total_share, 4)),
         "pauses": gens,
-        "longest_pause_ms": round(longest * 1000, 1),
-        "worst_second_ms": round(worst_second * 1000, 1),
+        "longest_pause_ms": Duration(round(longest * 1000, 1), "ms"),
+        "worst_second_ms": Duration(round(worst_second * 1000, 1), "ms"),
         "pid": worst_pid,
     }
     step_excess, step_text = _step_effect(ctx, evidence)
@@ -110,8 +112,8 @@ def detect(ctx: Context) -> Finding:
     if level is None:
         return not_detected(
             ID,
-            f"GC paused the loop {pct(total_share)} of the time, at most "
-            f"{ms(worst_second)} in any second",
+            f"GC paused the loop {percent(total_share)} of the time, at most "
+            f"{duration(worst_second)} in any second",
             **evidence,
         )
     impact = max(total_share, step_excess)
@@ -119,11 +121,11 @@ def detect(ctx: Context) -> Finding:
     longest_pauses = np.argsort(g.dur)[::-1][:8]
     windows = sorted((float(g.start[i]), float(g.end[i])) for i in longest_pauses)
     stacks = _stacks_at_pauses(ctx, worst_pid, full if len(full) else g)
-    title = f"Python's garbage collector pauses the loop {pct(total_share)} of the time"
+    title = f"Python's garbage collector pauses the loop {percent(total_share)} of the time"
     summary_text = (
-        f"Garbage collection took {pct(total_share)} of the steady state "
-        f"({gens['gen2']['count']} full collections totalling {gens['gen2']['total_ms']:.0f} ms, "
-        f"longest pause {ms(longest)}, worst second {ms(worst_second)})."
+        f"Garbage collection took {percent(total_share)} of the steady state "
+        f"({gens['gen2']['count']} full collections totalling {text(gens['gen2']['total_ms'])}, "
+        f"longest pause {duration(longest)}, worst second {duration(worst_second)})."
     )
     if step_text:
         summary_text += " " + step_text
@@ -150,10 +152,10 @@ def _step_effect(ctx: Context, evidence: dict[str, object]) -> tuple[float, str]
     p = _wilcoxon_greater(np.log(ratios))
     ratio = float(np.median(ratios))
     excess = float(extra.sum()) / ctx.wall
-    evidence["steps_with_full_gc"] = len(ratios)
-    evidence["full_gc_step_ratio"] = round(ratio, 2)
-    evidence["full_gc_step_p"] = float(f"{p:.3g}")
-    if p < 0.01 and ratio >= STEP_RATIO:
+    evidence["steps_with_full_gc"] = Count(len(ratios))
+    evidence["full_gc_step_ratio"] = Number(round(ratio, 2), "x")
+    evidence["full_gc_step_p"] = Number(float(f"{p:.3g}"))
+    if p < STEP_P and ratio >= STEP_RATIO:
         return excess, (
             f"Steps in which a full collection ran took {ratio:.1f}x as long as the steps around "
             f"them (median; Wilcoxon p = {p:.2g})."

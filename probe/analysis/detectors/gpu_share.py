@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from probe.analysis.detectors.base import Context
 from probe.analysis.timeline import overlap_with
+from probe.units import Bytes, Share
 
 MIN_GPU_SAMPLES = 3
 
@@ -78,8 +79,8 @@ def utilization(ctx: Context, pids: list[int] | None = None) -> GpuUse:
         use.rows.append(
             {
                 "gpu": index,
-                "utilization": round(float(busy[ok].mean()), 1),
-                "memory_used_mb": round(float(mem[ok].max()) / 2**20),
+                "utilization": Share(round(float(busy[ok].mean()), 1), "%"),
+                "memory_used_mb": Bytes(round(float(mem[ok].max()) / 2**20), "MB"),
             }
         )
     return use

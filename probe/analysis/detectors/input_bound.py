@@ -3,18 +3,19 @@
 Measures, over the steps of the analysed window, the time the training loop spent blocked in
 ``next()`` on its DataLoader (recorded exactly by the agent's hook) as a share of step time, with a
 moving-block bootstrap interval over steps. The training loader is the one waited on in at least
-30 % of the steps; an evaluation loader iterated between epochs is not the training pipeline and
-its time is left to periodic-stall.
+``TRAINING_LOADER_SHARE`` of the steps; an evaluation loader iterated between epochs is not the
+training pipeline and its time is left to periodic-stall.
 
-Thresholds: a wait share of 5 % is moderate, 20 % high (the TensorBoard profiler and XProf flag
-input-bound steps at these levels); the lower bound of the 95 % interval must clear 3 % so that a
-handful of slow first batches does not make a verdict.
+Thresholds: a wait share of ``MODERATE`` is moderate, ``HIGH`` high (the TensorBoard profiler and
+XProf flag input-bound steps at these levels); the lower bound of the 95 % interval must clear
+``LOWER_BOUND`` so that a handful of slow first batches does not make a verdict.
 
-Why the workers are slow comes from the batches they build (the fetch hook times each batch,
-wall and CPU, in whichever process builds it): with ``num_workers=0`` the main process builds
-every batch itself; workers whose CPU time is at least half their wall time per batch are
+Why the workers are slow comes from the batches they build (the fetch hook times each batch, wall
+and CPU, in whichever process builds it): with ``num_workers=0`` the main process builds every
+batch itself; workers whose CPU time is at least ``BUSY_WORKERS`` of their wall time per batch are
 transform-bound (busy computing); below that they are waiting on storage, the network or sleeps
-(latency-bound). When the machine's cores are already saturated, more workers cannot help.
+(latency-bound). When the machine's cores are already saturated (``SATURATED`` of them busy), more
+workers cannot help.
 
 What would fool it: an input pipeline that is not a DataLoader (a hand-written generator or a
 prefetch thread) is invisible here; a loader consumed from a thread other than the one that
@@ -33,19 +34,19 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    ms,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.stats import block_bootstrap_ratio
+from probe.units import Count, Duration, Interval, Number, Share, duration, percent
 
 ID = "input-bound"
-MODERATE = 0.05
-HIGH = 0.20
-LOWER_BOUND = 0.03
-BUSY_WORKERS = 0.5  # worker CPU / wall per batch at or above which workers are transform-bound
-OWN_CODE = 0.2  # of the workers' busy samples in the program's own code: it has transforms
+MODERATE = Share(0.05)
+HIGH = Share(0.20)
+LOWER_BOUND = Share(0.03)
+SATURATED = Share(0.85)  # of the cores busy: more workers cannot help
+BUSY_WORKERS = Share(0.5)  # worker CPU / wall per batch from which workers are transform-bound
+OWN_CODE = Share(0.2)  # of the workers' busy samples in the program's own code: it has transforms
 
 
 def detect(ctx: Context) -> Finding:
@@ -65,19 +66,21 @@ def detect(ctx: Context) -> Finding:
     share = interval.estimate
     loaders = [tl.loaders.get(k, {}) for k in sorted(keys)]
     evidence: dict[str, Any] = {
-        "data_wait_share": round(share, 4),
-        "data_wait_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
-        "steps": len(steps),
-        "median_step_ms": round(float(np.median(durations)) * 1000, 2),
-        "median_wait_ms": round(float(np.median(per_step)) * 1000, 2),
-        "steps_waiting_over_half": round(float(np.mean(per_step > 0.5 * durations)), 3),
+        "data_wait_share": Share(round(share, 4)),
+        "data_wait_share_ci95": Interval(
+            Share(round(interval.low, 4)), Share(round(interval.high, 4))
+        ),
+        "steps": Count(len(steps)),
+        "median_step_ms": Duration(round(float(np.median(durations)) * 1000, 2), "ms"),
+        "median_wait_ms": Duration(round(float(np.median(per_step)) * 1000, 2), "ms"),
+        "steps_waiting_over_half": Share(round(float(np.mean(per_step > 0.5 * durations)), 3)),
         "loaders": [_loader_summary(desc) for desc in loaders],
     }
     level = severity(share, MODERATE, HIGH)
     if level is None or interval.low < LOWER_BOUND:
         return not_detected(
             ID,
-            f"the loop waited for data {pct(share)} of step time (below {pct(MODERATE)})",
+            f"the loop waited for data {percent(share)} of step time (below {percent(MODERATE)})",
             **evidence,
         )
     cause, cause_text = _cause(ctx, loaders, evidence)
@@ -110,11 +113,11 @@ def detect(ctx: Context) -> Finding:
             " pin_memory=True was asked but is not in effect: there is no accelerator to copy "
             "batches to, so pinning would not help."
         )
-    title = f"The training loop waits for its input pipeline: {pct(share)} of step time"
+    title = f"The training loop waits for its input pipeline: {percent(share)} of step time"
     summary = (
-        f"In the steady state the loop spent {pct(share)} of each step (median "
-        f"{ms(float(np.median(per_step)))} of {ms(float(np.median(durations)))}) blocked in "
-        f"next() on its DataLoader. {cause_text}"
+        f"In the steady state the loop spent {percent(share)} of each step (median "
+        f"{duration(float(np.median(per_step)))} of {duration(float(np.median(durations)))}) "
+        f"blocked in next() on its DataLoader. {cause_text}"
     )
     return Finding(
         id=ID,
@@ -154,14 +157,16 @@ def _cause(
     main_pids = set(ctx.training_pids)
     busy_cores = ctx.mean_in_window(tl.sys_busy)
     cores = tl.effective_cores
-    evidence["machine_busy_cores"] = round(busy_cores, 2)
-    evidence["cores"] = cores
+    evidence["machine_busy_cores"] = Number(round(busy_cores, 2), "cores")
+    evidence["cores"] = Number(cores, "cores")
     if workers == 0:
         inline = fetches.select(np.isin(fetches.pid, list(main_pids)))
         if len(inline):
-            evidence["batch_build_ms"] = round(float(np.median(inline.dur)) * 1000, 2)
+            evidence["batch_build_ms"] = Duration(
+                round(float(np.median(inline.dur)) * 1000, 2), "ms"
+            )
             cpu_ratio = float(inline.extra["cpu"].sum() / 1e9 / max(inline.dur.sum(), 1e-9))
-            evidence["batch_cpu_share"] = round(cpu_ratio, 3)
+            evidence["batch_cpu_share"] = Share(round(cpu_ratio, 3))
         return (
             "main-process-loading",
             "The DataLoader has num_workers=0, so the training process builds every batch "
@@ -177,21 +182,21 @@ def _cause(
     dur = float(in_workers.dur.sum())
     cpu_ratio = float(in_workers.extra["cpu"].sum() / 1e9 / max(dur, 1e-9))
     per_batch = float(np.median(in_workers.dur))
-    evidence["worker_batch_ms"] = round(per_batch * 1000, 2)
-    evidence["worker_cpu_share"] = round(cpu_ratio, 3)
-    evidence["workers"] = workers
+    evidence["worker_batch_ms"] = Duration(round(per_batch * 1000, 2), "ms")
+    evidence["worker_cpu_share"] = Share(round(cpu_ratio, 3))
+    evidence["workers"] = Count(workers)
     if cpu_ratio >= BUSY_WORKERS:
-        saturated = busy_cores >= 0.85 * cores
+        saturated = busy_cores >= SATURATED * cores
         evidence["cores_saturated"] = saturated
         own = _own_code_share(ctx)
         if own is not None:
-            evidence["worker_own_code_share"] = round(own, 3)
+            evidence["worker_own_code_share"] = Share(round(own, 3))
         intra = max(
             (ctx.tl.processes[p].torch_threads or 1 for p in main_pids if p in ctx.tl.processes),
             default=1,
         )
         wanted = workers + intra
-        evidence["threads_wanted"] = wanted
+        evidence["threads_wanted"] = Count(wanted)
         evidence["oversubscribed"] = bool(saturated and wanted > cores)
         what = (
             "the dataset and transforms"
@@ -200,8 +205,8 @@ def _cause(
             "transforms of its own"
         )
         text = (
-            f"Its {workers} workers are busy computing: {pct(cpu_ratio)} of the "
-            f"{ms(per_batch)} each batch takes is CPU time in {what} (transform-bound)."
+            f"Its {workers} workers are busy computing: {percent(cpu_ratio)} of the "
+            f"{duration(per_batch)} each batch takes is CPU time in {what} (transform-bound)."
         )
         if evidence["oversubscribed"]:
             text += (
@@ -222,8 +227,9 @@ def _cause(
         return "transform-bound", text
     return (
         "latency-bound",
-        f"Its {workers} workers mostly wait: only {pct(cpu_ratio)} of the {ms(per_batch)} each "
-        "batch takes is CPU time, the rest is spent blocked on storage, the network or sleeps "
+        f"Its {workers} workers mostly wait: only {percent(cpu_ratio)} of the "
+        f"{duration(per_batch)} each batch takes is CPU time, the rest is spent blocked on "
+        "storage, the network or sleeps "
         "(latency-bound). More workers or a larger prefetch_factor overlap that waiting.",
     )
 

@@ -8,16 +8,16 @@ time in DataLoader waits (input-bound's). A sample counts as I/O when:
   ``torch.load``, numpy files, compression, ``shutil``...; in-memory serialisation such as
   ``json.dumps`` is computation and does not count), or
 - it is in the program's own code while the thread was blocked (its kernel state sleeping or in
-  disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under 30 %
-  of a core) and the thread itself moved data through read()/write() in that bin (its own
-  ``/proc/<pid>/task/<tid>/io``; the whole process's in sessions before format 1.2): a plain
+  disk wait with the GIL free; where that was not recorded, its CPU in that 100 ms bin under
+  ``OFF_CPU`` of a core) and the thread itself moved data through read()/write() in that bin (its
+  own ``/proc/<pid>/task/<tid>/io``; the whole process's in sessions before format 1.2): a plain
   ``f.read()`` or ``f.write()`` from the program shows its caller, not a library.
 
-The share of samples is the share of time; with the same thresholds as waits for input (5 %
-moderate, 20 % high) and a block bootstrap interval over one-second windows whose lower bound
-must clear 3 %. What would fool it: I/O the kernel serves from the page cache is quick and barely
-shows (correctly: it costs little); sleeping in ``time.sleep`` between the main thread's own
-reads and writes within one 100 ms bin could be counted as off-CPU I/O.
+The share of samples is the share of time; with the same thresholds as waits for input
+(``MODERATE`` moderate, ``HIGH`` high) and a block bootstrap interval over one-second windows whose
+lower bound must clear ``LOWER_BOUND``. What would fool it: I/O the kernel serves from the page
+cache is quick and barely shows (correctly: it costs little); sleeping in ``time.sleep`` between
+the main thread's own reads and writes within one 100 ms bin could be counted as off-CPU I/O.
 """
 
 from __future__ import annotations
@@ -31,22 +31,21 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    mb,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.periodic_stall import stall_steps
 from probe.analysis.stacks import STATE
 from probe.analysis.stats import block_bootstrap_ratio
+from probe.units import Count, Interval, Rate, Share, percent, size
 
 ID = "io-bound"
-MODERATE = 0.05
-HIGH = 0.20
-LOWER_BOUND = 0.03
-OFF_CPU = 0.30
-MIN_IO_RATE = 256 * 1024  # bytes/s through read()/write() while the thread is off-CPU
-MIN_SAMPLES = 50
+MODERATE = Share(0.05)
+HIGH = Share(0.20)
+LOWER_BOUND = Share(0.03)
+OFF_CPU = Share(0.30)
+MIN_IO_RATE = Rate(256 * 1024, "B", per="s")  # through read()/write() while off-CPU
+MIN_SAMPLES = Count(50)
 
 
 def detect(ctx: Context) -> Finding:
@@ -54,6 +53,7 @@ def detect(ctx: Context) -> Finding:
     if ctx.wall < MIN_WINDOW_S:
         return insufficient(ID, f"needs at least {MIN_WINDOW_S:g} s of steady state")
     st = tl.stacks
+    zeros = np.zeros(tl.n_bins)
     best: dict[str, Any] | None = None
     for pid in ctx.training_pids:
         mask = ctx.main_samples(pid)
@@ -71,22 +71,18 @@ def detect(ctx: Context) -> Finding:
         interval = block_bootstrap_ratio(hits, totals)
         candidate = {
             "pid": pid,
-            "io_share": round(interval.estimate, 4),
-            "io_share_ci95": [round(interval.low, 4), round(interval.high, 4)],
-            "samples": n,
-            "library_io_share": round(st.share(io, mask), 4),
-            "off_cpu_io_share": round(st.share(blocked, mask), 4),
-            "read_mb_per_s": round(
-                ctx.mean_in_window(tl.io_read.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
+            "io_share": Share(round(interval.estimate, 4)),
+            "io_share_ci95": Interval(
+                Share(round(interval.low, 4)), Share(round(interval.high, 4))
             ),
-            "write_mb_per_s": round(
-                ctx.mean_in_window(tl.io_write.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
-            ),
-            "rw_mb_per_s": round(
-                ctx.mean_in_window(tl.io_chars.get(pid, np.zeros(tl.n_bins))) / 2**20, 2
-            ),
+            "samples": Count(n),
+            "library_io_share": Share(round(st.share(io, mask), 4)),
+            "off_cpu_io_share": Share(round(st.share(blocked, mask), 4)),
+            "read_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_read.get(pid, zeros))),
+            "write_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_write.get(pid, zeros))),
+            "rw_mb_per_s": _mb_per_s(ctx.mean_in_window(tl.io_chars.get(pid, zeros))),
             "main_thread_rw_mb_per_s": (
-                round(ctx.mean_in_window(tl.io_chars_main[pid]) / 2**20, 2)
+                _mb_per_s(ctx.mean_in_window(tl.io_chars_main[pid]))
                 if pid in tl.io_chars_main
                 else None
             ),
@@ -102,14 +98,16 @@ def detect(ctx: Context) -> Finding:
     share = best["io_share"]
     level = severity(share, MODERATE, HIGH)
     if level is None or low < LOWER_BOUND:
-        return not_detected(ID, f"the training thread was in I/O {pct(share)} of the time", **best)
+        return not_detected(
+            ID, f"the training thread was in I/O {percent(share)} of the time", **best
+        )
     stacks = tl.stacks.top(mask, 5)
     main_rate = best["main_thread_rw_mb_per_s"]
     rate = (main_rate if main_rate is not None else best["rw_mb_per_s"]) * 2**20
-    title = f"The training thread waits on file or network I/O: {pct(share)} of the time"
+    title = f"The training thread waits on file or network I/O: {percent(share)} of the time"
     summary = (
-        f"Outside the DataLoader, the training loop's main thread spent {pct(share)} of the "
-        f"steady state in I/O (moving {mb(rate)}/s through read and write), every step rather "
+        f"Outside the DataLoader, the training loop's main thread spent {percent(share)} of the "
+        f"steady state in I/O (moving {size(rate)}/s through read and write), every step rather "
         "than in occasional stalls."
     )
     return Finding(
@@ -123,6 +121,10 @@ def detect(ctx: Context) -> Finding:
         windows=[ctx.window],
         stacks=stacks,
     )
+
+
+def _mb_per_s(bytes_per_s: float) -> Rate:
+    return Rate(round(bytes_per_s / 2**20, 2), "MB", per="s")
 
 
 def _excluded(ctx: Context, pid: int) -> np.ndarray[Any, np.dtype[np.bool_]]:

@@ -6,17 +6,17 @@ a monotonic trend and the Theil-Sen estimator gives the slope with its 95 % inte
 bins, not raw samples, so autocorrelation and allocator noise do not inflate significance). A
 process's memory grows when:
 
-- the trend is strong: tau >= 0.6 and the slope's lower bound > 0;
+- the trend is strong: tau >= ``MIN_TAU`` and the slope's lower bound > 0;
 - it is a drift, not a wander: memory that moves as a random walk (allocator pools, caches that
   fill and empty) has binned medians that are far from independent, and Kendall's p-value on them
   reads most walks that end higher than they began as a trend. The test is instead on the
   increments between the levels at up to 20 equally spaced points of the window (``stats.drift``:
-  Student's t, exact for a random walk), one-sided p < 0.01;
-- it grew by at least max(32 MB, 5 % of where it started) over the window;
-- it is still growing in the second half of the window: tau >= 0.3, slope lower bound > 0, the
-  slope's upper bound at least half the whole window's slope, and at least a quarter of the
-  whole window's growth within that half. Caches and allocator pools that fill up and level off
-  are not leaks, even when a small drift remains after they level off.
+  Student's t, exact for a random walk), one-sided p < ``MAX_P``;
+- it grew by at least max(``MIN_GROWTH``, ``MIN_RELATIVE`` of where it started) over the window;
+- it is still growing in the second half of the window: tau >= ``LATE_TAU``, slope lower bound > 0,
+  the slope's upper bound at least ``LATE_PACE`` of the whole window's slope, and at least
+  ``LATE_GROWTH`` of the whole window's growth within that half. Caches and allocator pools that
+  fill up and level off are not leaks, even when a small drift remains after they level off.
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
 step is reported too. The time to the limit uses the cgroup memory limit when there is one, else
@@ -41,20 +41,20 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    mb,
     not_detected,
 )
 from probe.analysis.stats import Trend, binned_medians, drift, trend
+from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share, duration, size
 
 ID = "memory-growth"
-MIN_TAU = 0.6
-MAX_P = 0.01  # of the drift test
-LATE_GROWTH = 0.25  # of the window's growth that must come in its second half
-MIN_GROWTH = 32 * 2**20
-MIN_RELATIVE = 0.05
-LATE_TAU = 0.3
-LATE_PACE = 0.5  # the second half's slope (its upper bound) against the whole window's
-HOUR = 3600.0
+MIN_TAU = Number(0.6)
+MAX_P = Number(0.01)  # of the drift test
+MIN_GROWTH = Bytes(32 * 2**20)
+MIN_RELATIVE = Share(0.05)
+LATE_TAU = Number(0.3)
+LATE_PACE = Share(0.5)  # the second half's slope (its upper bound) against the whole window's
+LATE_GROWTH = Share(0.25)  # of the window's growth that must come in its second half
+HOUR = Duration(3600.0)
 
 
 def detect(ctx: Context) -> Finding:
@@ -102,41 +102,41 @@ def detect(ctx: Context) -> Finding:
         "process": worst["process"],
         "pid": worst["pid"],
         "memory": worst["kind"],
-        "slope_mb_per_s": round(worst["rate_bytes_per_s"] / 2**20, 3),
-        "slope_ci95_mb_per_s": [
-            round(worst["low"] / 2**20, 3),
-            round(worst["high"] / 2**20, 3),
-        ],
-        "kendall_tau": round(worst["tau"], 3),
-        "p_value": float(f"{worst['p']:.3g}"),
-        "drift_t": round(worst["drift_t"], 2),
-        "start_mb": round(worst["start_bytes"] / 2**20, 1),
-        "end_mb": round(current / 2**20, 1),
-        "growth_mb": round(worst["growth_bytes"] / 2**20, 1),
-        "limit_mb": round(limit / 2**20) if limit else None,
+        "slope_mb_per_s": Rate(round(worst["rate_bytes_per_s"] / 2**20, 3), "MB", per="s"),
+        "slope_ci95_mb_per_s": Interval(
+            Rate(round(worst["low"] / 2**20, 3), "MB", per="s"),
+            Rate(round(worst["high"] / 2**20, 3), "MB", per="s"),
+        ),
+        "kendall_tau": Number(round(worst["tau"], 3)),
+        "p_value": Number(float(f"{worst['p']:.3g}")),
+        "drift_t": Number(round(worst["drift_t"], 2)),
+        "start_mb": Bytes(round(worst["start_bytes"] / 2**20, 1), "MB"),
+        "end_mb": Bytes(round(current / 2**20, 1), "MB"),
+        "growth_mb": Bytes(round(worst["growth_bytes"] / 2**20, 1), "MB"),
+        "limit_mb": Bytes(round(limit / 2**20), "MB") if limit else None,
         "limit": limit_name,
-        "seconds_to_limit": round(to_limit, 1) if to_limit is not None else None,
-        "growing_processes": len(candidates),
+        "seconds_to_limit": Duration(round(to_limit, 1)) if to_limit is not None else None,
+        "growing_processes": Count(len(candidates)),
     }
     per_step = _per_step(ctx, worst["pid"]) if worst["kind"] == "rss" else None
     if per_step is not None:
-        evidence["kb_per_step"] = round(per_step / 1024, 1)
+        evidence["kb_per_step"] = Rate(round(per_step / 1024, 1), "kB", per="step")
     high = to_limit is not None and to_limit < HOUR
-    when = _duration(to_limit) if to_limit is not None else "an unknown time"
+    when = duration(to_limit) if to_limit is not None else "an unknown time"
     title = (
-        f"Memory grows steadily: {mb(worst['rate_bytes_per_s'] * 60)} per minute in "
+        f"Memory grows steadily: {size(worst['rate_bytes_per_s'] * 60)} per minute in "
         f"{worst['process']}"
     )
     summary = (
         f"{'CUDA memory allocated' if worst['kind'] == 'cuda' else 'Resident memory'} of "
-        f"{worst['process']} grew from {mb(worst['start_bytes'])} to {mb(current)} over the "
-        f"steady state, {mb(worst['rate_bytes_per_s'])}/s (95 % interval "
-        f"{mb(worst['low'])}-{mb(worst['high'])}/s; Kendall tau {worst['tau']:.2f}) and was "
+        f"{worst['process']} grew from {size(worst['start_bytes'])} to {size(current)} over the "
+        f"steady state, {size(worst['rate_bytes_per_s'])}/s (95 % interval "
+        f"{size(worst['low'])}-{size(worst['high'])}/s; Kendall tau {worst['tau']:.2f}) and was "
         "still growing at the end"
     )
     summary += f"; at this rate it reaches the {limit_name} in {when}." if limit else "."
     if per_step is not None:
-        summary += f" That is about {per_step / 1024:.0f} KB per step."
+        summary += f" That is about {size(per_step)} per step."
     return Finding(
         id=ID,
         status="issue",
@@ -227,13 +227,3 @@ def _per_step(ctx: Context, pid: int) -> float | None:
         return None
     result = trend(np.arange(int(ok.sum()), dtype=np.float64), mine.rss_end[ok])
     return result.slope if result is not None and result.slope > 0 else None
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * HOUR:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * HOUR:
-        return f"{seconds / HOUR:.1f} h"
-    return f"{seconds / 86400:.0f} days"

@@ -1,30 +1,29 @@
 """periodic-stall: steps periodically take far longer (checkpointing, evaluation, logging).
 
 Stall steps are the analysed window's steps that are far longer than the bulk: above the median
-plus 3 robust standard deviations (1.4826 MAD) and above twice the median. They recur
-periodically when one period, in steps (checkpoint every N steps) or in seconds (log every T
-seconds), puts at least 3 of them and 60 % of their extra time on its beat (within a twentieth of
-the period, at least one step), one per beat, filling 60 % of the beats they span and spanning
-half the window or more (a burst of slow steps in one stretch is not a rhythm), with a period of
-at least 6 steps (a beat one step wide either side covers half of any shorter period's steps)
-(`find_period`).
-That tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread
-of the gaps does not; weighing by extra time rather than counting keeps a noisy machine's many
-steps that are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them.
-Only the stalls on the beat count towards the impact. Candidate periods are the
-gaps themselves and, when Fisher's g test finds a periodic component in the series of stall
-indicators (p < 0.01), its period. Steps that are long only because the training thread waited
-for a core (run-queue wait >= 30 % of their runnable time: another job stole the CPU) are
-slowdowns, not periodic work.
+plus ``STALL_MADS`` robust standard deviations (1.4826 MAD) and above ``STALL_FLOOR`` the median.
+They recur periodically when one period, in steps (checkpoint every N steps) or in seconds (log
+every T seconds), puts at least ``MIN_STALLS`` of them and ``MIN_ALIGNED_SHARE`` of their extra
+time on its beat (within ``PHASE_TOL`` of the period, at least one step), one per beat, filling
+``MIN_FILL`` of the beats they span and spanning ``MIN_SPREAD`` of the window or more (a burst of
+slow steps in one stretch is not a rhythm), with a period of at least ``MIN_PERIOD_STEPS`` (a beat
+one step wide either side covers half of any shorter period's steps) (`find_period`). That
+tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread of the
+gaps does not; weighing by extra time rather than counting keeps a noisy machine's many steps that
+are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them. Only the stalls
+on the beat count towards the impact. Candidate periods are the gaps themselves and, when Fisher's
+g test finds a periodic component in the series of stall indicators (p < ``MAX_G_P``), its period.
+Steps that are long only because the training thread waited for a core (run-queue wait >=
+``CONTENTION`` of their runnable time: another job stole the CPU) are slowdowns, not periodic work.
 
 Stalls already explained by the garbage collector or by waits for the training data belong to
-gc-pauses and input-bound: when those account for half or more of the stall steps' extra time,
-this verdict stands aside. The rest of the extra time (stall duration minus the median step) as a
-share of the window is the impact; 3 % is moderate, 15 % high. In a loop that drives a GPU the
-impact is at most the GPU's idle share (NVML): a step that reads ``loss.item()`` every N steps
-waits for all the work queued ahead of it, and is long without costing the GPU anything. The
-stacks are what the main thread ran during the stalls' extra time, which names the checkpoint,
-evaluation or logging code.
+gc-pauses and input-bound: when those account for ``EXPLAINED`` or more of the stall steps' extra
+time, this verdict stands aside. The rest of the extra time (stall duration minus the median step)
+as a share of the window is the impact; ``MODERATE`` is moderate, ``HIGH`` high. In a loop that
+drives a GPU the impact is at most the GPU's idle share (NVML): a step that reads ``loss.item()``
+every N steps waits for all the work queued ahead of it, and is long without costing the GPU
+anything. The stacks are what the main thread ran during the stalls' extra time, which names the
+checkpoint, evaluation or logging code.
 
 What would fool it: irregular one-off stalls (a slow filesystem once) are not periodic and are
 not reported here; a run shorter than three periods cannot show a period.
@@ -45,26 +44,27 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
     insufficient,
-    ms,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.gpu_share import utilization
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
 from probe.analysis.timeline import UNITS, StepTable
+from probe.units import Count, Duration, Number, Share, duration, percent
 
 ID = "periodic-stall"
-MIN_STALLS = 3
-PHASE_TOL = 0.05  # on the beat: within a twentieth of the period (and at least one step)
-MIN_ALIGNED_SHARE = 0.6  # of the long steps that must sit on the period
-MIN_FILL = 0.6  # of the period's slots, between the first and last stall, that must hold one
+STALL_MADS = Number(3.0)  # a stall step: above the median plus this many robust standard deviations
+STALL_FLOOR = Number(2.0, "x")  # and above this multiple of the median
+MIN_STALLS = Count(3)
+PHASE_TOL = Share(0.05)  # on the beat: within a twentieth of the period (and at least one step)
+MIN_ALIGNED_SHARE = Share(0.6)  # of the long steps that must sit on the period
+MIN_FILL = Share(0.6)  # of the period's slots, between the first and last stall, that must hold one
 # A beat within one step either side covers 3 of every `period` steps: below 6 it covers half the
 # steps or more, and lines up any dense cluster of slow steps, periodic or not.
-MIN_PERIOD_STEPS = 6.0
-MIN_SPREAD = 0.5  # of the analysed window that the stalls on the beat must span, first to last
-STALL_IO = 0.3  # of the stalls' extra time in I/O: they are checkpoints or uploads
+MIN_PERIOD_STEPS = Number(6.0, "steps")
+MIN_SPREAD = Share(0.5)  # of the window that the stalls on the beat must span, first to last
+STALL_IO = Share(0.3)  # of the stalls' extra time in I/O: they are checkpoints or uploads
 EVAL_WORDS = ("eval", "valid", "test", "score", "metric")
 # The first thing to try, by what the stalls do ("" is the recommendation's own first step:
 # checkpoint asynchronously).
@@ -75,20 +75,20 @@ NEXT_STEPS = {
     "work": "Make the periodic work cheaper or take it out of the loop: do it less often, on a "
     "background thread or process, or incrementally a little every step",
 }
-MAX_CANDIDATES = 12
-MAX_ANCHORS = 8
-NULL_DRAWS = 99  # with none as good: chance below 1 %
-MAX_CHANCE = 0.01
-MAX_G_P = 0.01
-EXPLAINED = 0.5
-CONTENTION = 0.3  # main-thread run-queue wait share during stalls that means "slowed, not busy"
-MODERATE = 0.03
-HIGH = 0.15
+MAX_CANDIDATES = Count(12)
+MAX_ANCHORS = Count(8)
+NULL_DRAWS = Count(99)  # with none as good: chance below 1 %
+MAX_CHANCE = Share(0.01)
+MAX_G_P = Number(0.01)
+EXPLAINED = Share(0.5)
+CONTENTION = Share(0.3)  # main thread run-queue wait share in stalls: "slowed, not busy"
+MODERATE = Share(0.03)
+HIGH = Share(0.15)
 
 
 def stall_steps(steps: StepTable) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Steps far longer than the bulk of the steps (see the module docstring)."""
-    return robust_outliers(steps.duration, factor=3.0, floor_ratio=2.0)
+    return robust_outliers(steps.duration, factor=STALL_MADS, floor_ratio=STALL_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -269,9 +269,9 @@ def detect(ctx: Context) -> Finding:
     median = float(np.median(durations))
     evidence: dict[str, Any] = {
         "pid": pid,
-        "steps": len(mine),
-        "median_step_ms": round(median * 1000, 2),
-        "stall_steps": n,
+        "steps": Count(len(mine)),
+        "median_step_ms": Duration(round(median * 1000, 2), "ms"),
+        "stall_steps": Count(n),
     }
     if n < MIN_STALLS:
         return not_detected(
@@ -306,14 +306,14 @@ def detect(ctx: Context) -> Finding:
     )
     evidence.update(
         {
-            "fisher_g_p": float(f"{g.p_value:.3g}") if g else None,
-            "median_stall_ms": round(float(np.median(durations[stalls])) * 1000, 1),
+            "fisher_g_p": Number(float(f"{g.p_value:.3g}")) if g else None,
+            "median_stall_ms": Duration(round(float(np.median(durations[stalls])) * 1000, 1), "ms"),
         }
     )
     use_steps = by_steps is not None and (by_time is None or by_steps.score >= by_time.score)
     best = by_steps if use_steps else by_time
     if best is None:
-        evidence["period_steps"] = round(float(np.median(np.diff(idx))), 1)
+        evidence["period_steps"] = Number(round(float(np.median(np.diff(idx))), 1), "steps")
         return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
     aligned = np.zeros_like(stalls)
     aligned[idx[best.members]] = True
@@ -321,21 +321,21 @@ def detect(ctx: Context) -> Finding:
     slots = float(best.slots[-1] - best.slots[0])
     evidence.update(
         {
-            "period_steps": round(float(idx[last] - idx[first]) / slots, 1),
-            "period_s": round(float(times[last] - times[first]) / slots, 2),
+            "period_steps": Number(round(float(idx[last] - idx[first]) / slots, 1), "steps"),
+            "period_s": Duration(round(float(times[last] - times[first]) / slots, 2)),
             "period_unit": "steps" if use_steps else "seconds",
-            "periodic_stalls": best.count,
-            "other_long_steps": n - best.count,
+            "periodic_stalls": Count(best.count),
+            "other_long_steps": Count(n - best.count),
         }
     )
     stalls = aligned
     n = best.count
     contention = _run_queue_wait_during(ctx, pid, mine, stalls)
-    evidence["stall_run_queue_wait_share"] = round(contention, 3)
+    evidence["stall_run_queue_wait_share"] = Share(round(contention, 3))
     if contention >= CONTENTION:
         return not_detected(
             ID,
-            f"the long steps are the training thread waiting for a core ({pct(contention)} of "
+            f"the long steps are the training thread waiting for a core ({percent(contention)} of "
             "their time), not periodic work",
             **evidence,
         )
@@ -344,8 +344,8 @@ def detect(ctx: Context) -> Finding:
     explained = float(
         np.minimum(mine.gc[stalls] + data_wait[stalls], durations[stalls] - median).clip(0).sum()
     )
-    evidence["stall_gc_ms"] = round(float(mine.gc[stalls].sum()) * 1000, 1)
-    evidence["stall_data_wait_ms"] = round(float(data_wait[stalls].sum()) * 1000, 1)
+    evidence["stall_gc_ms"] = Duration(round(float(mine.gc[stalls].sum()) * 1000, 1), "ms")
+    evidence["stall_data_wait_ms"] = Duration(round(float(data_wait[stalls].sum()) * 1000, 1), "ms")
     if total_excess <= 0 or explained >= EXPLAINED * total_excess:
         what = (
             "garbage collection"
@@ -363,14 +363,14 @@ def detect(ctx: Context) -> Finding:
         # A loop that drives a GPU loses a long step only while the GPU idles: a step that reads
         # the loss every N steps waits for all the work queued ahead (the steps before it ran
         # ahead of the GPU), and the GPU, busy throughout, loses nothing.
-        evidence["gpu_idle_share"] = round(gpu_idle, 3)
+        evidence["gpu_idle_share"] = Share(round(gpu_idle, 3))
         impact = gpu_idle
-    evidence["stall_share"] = round(impact, 4)
+    evidence["stall_share"] = Share(round(impact, 4))
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
             ID,
-            f"periodic long steps cost {pct(impact)} of the run (below {pct(MODERATE)})",
+            f"periodic long steps cost {percent(impact)} of the run (below {percent(MODERATE)})",
             **evidence,
         )
     windows = [(float(a), float(b)) for a, b in zip(mine.start[stalls], mine.end[stalls])]
@@ -393,12 +393,11 @@ def detect(ctx: Context) -> Finding:
             if leaf is not None and leaf != user:
                 where += f", inside {leaf['func']}"
             where += "."
-    title = f"Steps stall periodically: {n} stalls {period}, {pct(impact)} of the run"
+    title = f"Steps stall periodically: {n} stalls {period}, {percent(impact)} of the run"
     summary = (
-        f"{n} {UNITS[steps.source][1]} took far longer than the median of {ms(median)} "
-        "(median stall "
-        f"{ms(float(np.median(durations[stalls])))}), {period}, costing {pct(impact)} of the "
-        f"steady state.{where}"
+        f"{n} {UNITS[steps.source][1]} took far longer than the median of {duration(median)} "
+        f"(median stall {duration(float(np.median(durations[stalls])))}), {period}, costing "
+        f"{percent(impact)} of the steady state.{where}"
     )
     return Finding(
         id=ID,

@@ -1,32 +1,31 @@
 """python-bound: one thread saturated in the interpreter while the compute pool idles.
 
-The training loop's main thread must be on a core nearly all the time (>= 80 % of a core, from
-the outside sampler's schedstat), and at least one of three signs must say that the time goes
+The training loop's main thread must be on a core nearly all the time (>= ``MAIN_BUSY`` of a core,
+from the outside sampler's schedstat), and at least one of three signs must say that the time goes
 into Python and operator dispatch rather than into computation:
 
 - **tiny operators**: the agent counts the nodes of an autograd graph (how many differentiable
   operators one step ran) at the 3rd backward pass, then every 50th or every 2 s, whichever is
-  rarer. When a step takes 40 us or less per node, the operators are so small that the fixed
-  cost of dispatching each from Python (several microseconds forward and backward) is most of
-  the time. Note that torch's OpenMP pool spins while it waits for work, so its CPU time cannot
-  show that it idles: this sign does not need it.
-- **the interpreter itself**: at least half of the main thread's stack samples were taken after
-  the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element loops)
-  was running without calling into torch.
-- **an idle pool**: torch was given two or more intra-op threads, its native threads used less
-  than 30 % of the cores they could, and at least half a core sat idle (tiny operators that do
-  not even wake the pool).
+  rarer. When a step takes ``US_PER_NODE`` or less per node (over ``MIN_NODES`` nodes or more), the
+  operators are so small that the fixed cost of dispatching each from Python (several microseconds
+  forward and backward) is most of the time. Note that torch's OpenMP pool spins while it waits for
+  work, so its CPU time cannot show that it idles: this sign does not need it.
+- **the interpreter itself**: at least ``INTERPRETER`` of the main thread's stack samples were
+  taken after the sampler had to wait for the GIL, i.e. pure Python code (bookkeeping, per-element
+  loops) was running without calling into torch.
+- **an idle pool**: torch was given two or more intra-op threads, its native threads used less than
+  ``POOL_IDLE`` of the cores they could, and at least ``FREE_CORES`` sat idle (tiny operators that
+  do not even wake the pool).
 
 Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter
-share (the collector held the GIL, not the program). Time in the collector, in DataLoader
-waits and in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it
-waits) is subtracted (those have their own verdicts); what is left of the main thread's busy
-time is the impact. 15 % is moderate, 40 % high. A process that drives a GPU loses no more than
-the GPU idles: when NVML sampled the GPU it used, the impact is at most the GPU's idle share
-less what the loop's waits for data and on the GPU explain (a GPU-bound loop keeps its main
-thread busy launching kernels, or spinning while CUDA's launch queue is full, and its idle
-intra-op pool is no sign of dispatch overhead; host work that only runs after a sync is
-host-sync-stalls' to fix).
+share (the collector held the GIL, not the program). Time in the collector, in DataLoader waits and
+in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it waits) is
+subtracted (those have their own verdicts); what is left of the main thread's busy time is the
+impact. ``MODERATE`` is moderate, ``HIGH`` high. A process that drives a GPU loses no more than the
+GPU idles: when NVML sampled the GPU it used, the impact is at most the GPU's idle share less what
+the loop's waits for data and on the GPU explain (a GPU-bound loop keeps its main thread busy
+launching kernels, or spinning while CUDA's launch queue is full, and its idle intra-op pool is no
+sign of dispatch overhead; host work that only runs after a sync is host-sync-stalls' to fix).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
@@ -46,21 +45,21 @@ from probe.analysis.detectors.base import (
     Finding,
     insufficient,
     not_detected,
-    pct,
     severity,
 )
 from probe.analysis.detectors.gpu_share import idle_time, sync_share
 from probe.analysis.stacks import STATE
+from probe.units import Count, Duration, Number, Rate, Share, duration, percent
 
 ID = "python-bound"
-MAIN_BUSY = 0.80
-US_PER_NODE = 40.0
-MIN_NODES = 100
-INTERPRETER = 0.5
-POOL_IDLE = 0.30
-FREE_CORES = 0.5
-MODERATE = 0.15
-HIGH = 0.40
+MAIN_BUSY = Share(0.80)
+US_PER_NODE = Duration(40.0, "us")
+MIN_NODES = Count(100)
+INTERPRETER = Share(0.5)
+POOL_IDLE = Share(0.30)
+FREE_CORES = Number(0.5, "cores")
+MODERATE = Share(0.15)
+HIGH = Share(0.40)
 
 
 def detect(ctx: Context) -> Finding:
@@ -77,7 +76,9 @@ def detect(ctx: Context) -> Finding:
     )
     main = best["main_thread_cpu"]
     if main < MAIN_BUSY:
-        return not_detected(ID, f"the main thread was on a core {pct(main)} of the time", **best)
+        return not_detected(
+            ID, f"the main thread was on a core {percent(main)} of the time", **best
+        )
     signs = best["signs"]
     if not signs:
         return not_detected(
@@ -90,22 +91,24 @@ def detect(ctx: Context) -> Finding:
     )
     gpu = idle_time(ctx, [best["pid"]])
     if gpu is not None:
-        best["gpu_idle_share"] = round(gpu.idle, 3)
-        best["gpu_idle_unexplained"] = round(gpu.left, 3)
+        best["gpu_idle_share"] = Share(round(gpu.idle, 3))
+        best["gpu_idle_unexplained"] = Share(round(gpu.left, 3))
         if gpu.left < impact:
             impact = gpu.left
             if severity(impact, MODERATE, HIGH) is None:
                 return not_detected(
                     ID,
-                    f"the main thread was busy, but the GPU it drives was busy {pct(1 - gpu.idle)}"
-                    " of the time, and waits explain the rest: the loop is bound by the GPU",
+                    "the main thread was busy, but the GPU it drives was busy "
+                    f"{percent(1 - gpu.idle)} of the time, and waits explain the rest: the loop "
+                    "is bound by the GPU",
                     **best,
                 )
     level = severity(impact, MODERATE, HIGH)
     if level is None:
         return not_detected(
             ID,
-            f"the interpreter-bound share of the loop ({pct(impact)}) is below {pct(MODERATE)}",
+            f"the interpreter-bound share of the loop ({percent(impact)}) is below "
+            f"{percent(MODERATE)}",
             **best,
         )
     pid = best["pid"]
@@ -115,24 +118,26 @@ def detect(ctx: Context) -> Finding:
     if "tiny-operators" in signs:
         reasons.append(
             f"each step ran about {best['graph_nodes']:.0f} operators at "
-            f"{best['us_per_node']:.0f} us each, too small to be worth dispatching from Python"
+            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
+            "from Python"
         )
     if "interpreter" in signs:
         reasons.append(
-            f"{pct(best['interpreter_share'])} of its samples found Python code holding the GIL"
+            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
         )
     if "idle-pool" in signs:
         reasons.append(
-            f"its {best['intra_op_threads']} intra-op threads used {pct(best['pool_use'])} of "
+            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
             f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
         )
-    title = f"The loop is bound by Python: one thread busy {pct(main)}, its operators tiny"
+    title = f"The loop is bound by Python: one thread busy {percent(main)}, its operators tiny"
     if signs == ["interpreter"]:
-        title = f"The loop is bound by the Python interpreter: one thread busy {pct(main)}"
+        title = f"The loop is bound by the Python interpreter: one thread busy {percent(main)}"
     summary = (
-        f"The training loop's main thread was on a core {pct(main)} of the steady state, and "
+        f"The training loop's main thread was on a core {percent(main)} of the steady state, and "
         + "; ".join(reasons)
-        + f". The interpreter sets the pace, not the computation (about {pct(impact)} of the run)."
+        + ". The interpreter sets the pace, not the computation (about "
+        + f"{percent(impact)} of the run)."
     )
     return Finding(
         id=ID,
@@ -180,22 +185,24 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
         signs.append("idle-pool")
     return {
         "pid": pid,
-        "main_thread_cpu": round(main, 3),
+        "main_thread_cpu": Number(round(main, 3), "cores"),
         "signs": signs,
-        "graph_nodes": nodes,
-        "us_per_node": round(us_per_node, 1) if us_per_node is not None else None,
-        "median_step_ms": round(step_s * 1000, 2) if step_s is not None else None,
-        "interpreter_share": round(interpreter, 3) if interpreter is not None else None,
-        "pool_cpu": round(pool, 3),
-        "pool_capacity_cores": round(capacity, 2),
-        "pool_use": round(pool_use, 3) if pool_use is not None else None,
-        "intra_op_threads": intra,
-        "gc_share": round(_gc_share(ctx, pid), 3),
-        "data_wait_share": round(_data_share(ctx, pid), 3),
-        "gpu_wait_share": round(sync_share(ctx, pid), 3),
-        "main_thread_states": {k: round(v, 3) for k, v in tl.stacks.shares(mask).items()},
-        "machine_busy_cores": round(busy, 2),
-        "cores": cores,
+        "graph_nodes": Number(nodes) if nodes is not None else None,
+        "us_per_node": (
+            Rate(round(us_per_node, 1), "us", per="node") if us_per_node is not None else None
+        ),
+        "median_step_ms": Duration(round(step_s * 1000, 2), "ms") if step_s is not None else None,
+        "interpreter_share": Share(round(interpreter, 3)) if interpreter is not None else None,
+        "pool_cpu": Number(round(pool, 3), "cores"),
+        "pool_capacity_cores": Number(round(capacity, 2), "cores"),
+        "pool_use": Share(round(pool_use, 3)) if pool_use is not None else None,
+        "intra_op_threads": Count(intra) if intra is not None else None,
+        "gc_share": Share(round(_gc_share(ctx, pid), 3)),
+        "data_wait_share": Share(round(_data_share(ctx, pid), 3)),
+        "gpu_wait_share": Share(round(sync_share(ctx, pid), 3)),
+        "main_thread_states": {k: Share(round(v, 3)) for k, v in tl.stacks.shares(mask).items()},
+        "machine_busy_cores": Number(round(busy, 2), "cores"),
+        "cores": Number(cores, "cores"),
     }
 
 

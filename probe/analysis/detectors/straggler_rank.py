@@ -7,11 +7,12 @@ taken while it was blocked (asleep with the GIL free, as seen by the kernel stat
 the stack) inside torch's autograd or torch.distributed is its collective wait; when the
 thread's state was not recorded, the share of time its main thread was off-CPU stands in.
 
-An issue when the other ranks wait at least 15 % of the time (median) and the straggler waits at
-least 10 points less than they do. Impact is the others' median wait share. The stacks are the
-straggler's main thread outside collectives: its extra work. What would fool it: ranks that
-differ by design (a parameter server, rank 0 doing extra logging by choice) are stragglers all
-the same; pipeline parallel schedules, where waiting is structural, need their own reading.
+An issue when the other ranks wait at least ``OTHERS_WAIT`` of the time (median) and the straggler
+waits at least ``GAP`` of it less than they do; high from ``HIGH``. Impact is the others' median
+wait share. The stacks are the straggler's main thread outside collectives: its extra work. What
+would fool it: ranks that differ by design (a parameter server, rank 0 doing extra logging by
+choice) are stragglers all the same; pipeline parallel schedules, where waiting is structural, need
+their own reading.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected, pct
+from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected
 from probe.analysis.stacks import STATE
+from probe.units import Count, Number, Share, percent
 
 ID = "straggler-rank"
-OTHERS_WAIT = 0.15
-GAP = 0.10
-MIN_SAMPLES = 30
+OTHERS_WAIT = Share(0.15)
+GAP = Share(0.10)
+HIGH = Share(0.30)  # the others' wait from which the straggler costs the job a lot
+MIN_SAMPLES = Count(30)
 
 
 def detect(ctx: Context) -> Finding:
@@ -49,7 +52,14 @@ def detect(ctx: Context) -> Finding:
         groups = tl.threads.get(pid)
         cpu = float(groups.main[ctx.bins].mean()) if groups is not None else None
         if n < MIN_SAMPLES:
-            rows.append({"rank": rank, "pid": pid, "wait_share": None, "main_thread_cpu": cpu})
+            rows.append(
+                {
+                    "rank": rank,
+                    "pid": pid,
+                    "wait_share": None,
+                    "main_thread_cpu": Number(cpu, "cores") if cpu is not None else None,
+                }
+            )
             continue
         in_sync = (st.state == STATE["torch"]) | (st.state == STATE["distributed"])
         known = mask & (st.thread_state != 0)
@@ -61,8 +71,8 @@ def detect(ctx: Context) -> Finding:
             {
                 "rank": rank,
                 "pid": pid,
-                "wait_share": round(wait, 3),
-                "main_thread_cpu": round(cpu, 3) if cpu is not None else None,
+                "wait_share": Share(round(wait, 3)),
+                "main_thread_cpu": Number(round(cpu, 3), "cores") if cpu is not None else None,
             }
         )
     judged = [r for r in rows if r["wait_share"] is not None]
@@ -75,22 +85,22 @@ def detect(ctx: Context) -> Finding:
         "ranks": rows,
         "straggler_rank": straggler["rank"],
         "straggler_wait_share": straggler["wait_share"],
-        "others_wait_share": round(others_wait, 3),
+        "others_wait_share": Share(round(others_wait, 3)),
     }
     if others_wait < OTHERS_WAIT or others_wait - straggler["wait_share"] < GAP:
         return not_detected(
             ID,
-            f"the ranks waited for each other {pct(others_wait)} of the time, evenly",
+            f"the ranks waited for each other {percent(others_wait)} of the time, evenly",
             **evidence,
         )
     pid = straggler["pid"]
     mask = ctx.main_samples(pid) & ~(
         st.blocked & ((st.state == STATE["torch"]) | (st.state == STATE["distributed"]))
     )
-    title = f"Rank {straggler['rank']} is a straggler: the other ranks wait {pct(others_wait)}"
+    title = f"Rank {straggler['rank']} is a straggler: the other ranks wait {percent(others_wait)}"
     summary = (
-        f"The other ranks spent {pct(others_wait)} of the steady state waiting in collectives "
-        f"for rank {straggler['rank']}, which waited only {pct(straggler['wait_share'])}: it "
+        f"The other ranks spent {percent(others_wait)} of the steady state waiting in collectives "
+        f"for rank {straggler['rank']}, which waited only {percent(straggler['wait_share'])}: it "
         "does more work per step than they do, and the whole job runs at its pace."
     )
     return Finding(
@@ -98,7 +108,7 @@ def detect(ctx: Context) -> Finding:
         status="issue",
         title=title,
         summary=summary,
-        severity="high" if others_wait >= 0.3 else "moderate",
+        severity="high" if others_wait >= HIGH else "moderate",
         impact=others_wait,
         evidence=evidence,
         windows=[ctx.window],

@@ -1,4 +1,7 @@
-"""Synthetic sessions, written through the real record format: for tests and benchmarks.
+"""Sessions made from numbers, written through the real record format: for tests and benchmarks.
+
+The way to give the analysis and the report a run without running a program
+(docs/session-format.md shows a whole example); nothing in probe itself uses it.
 
     b = SessionBuilder(tmp / "s", duration_s=20)
     b.process(100, argv=["python", "train.py"], torch_threads=2)

@@ -30,6 +30,7 @@ from typing import TextIO
 
 from probe.collectors.proctree import TreeTotals
 from probe.session import format as fmt
+from probe.units import clock, size
 
 MIN_ROWS = 5
 # probe.analysis.timeline.MIN_RHYTHM (a unit test keeps them equal): this module runs while the
@@ -143,26 +144,15 @@ def status_enabled(stream: TextIO, environ: dict[str, str] | None = None) -> boo
 def format_status(
     elapsed: float, steps: int, rate: float | None, totals: TreeTotals | None, cores: float | None
 ) -> str:
-    parts = [f"probe: recording {_clock(elapsed)}"]
+    parts = [f"probe: recording {clock(elapsed)}"]
     if steps:
         parts.append(f"{steps:,} steps".replace(",", " ") + (f" ({rate:.1f}/s)" if rate else ""))
     if totals is not None and totals.processes:
         if cores is not None:
             parts.append(f"CPU {cores:.1f} cores")
-        parts.append(f"RSS {_bytes(totals.rss)}")
+        parts.append(f"RSS {size(totals.rss)}")
         parts.append(f"{totals.processes} process{'es' if totals.processes != 1 else ''}")
     return " · ".join(parts)
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return (
-        f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-    )
-
-
-def _bytes(n: int) -> str:
-    return f"{n / 2**20:.0f} MB" if n < 10 * 2**30 else f"{n / 2**30:.1f} GB"
 
 
 class LiveStatus:

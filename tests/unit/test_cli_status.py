@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
+from probe.cli.status import LiveStatus, StepCounter, format_status, status_enabled
 from probe.collectors.proctree import ProcessTreeSampler, TreeTotals
-from probe.report.status import LiveStatus, StepCounter, format_status, status_enabled
 from probe.session import format as fmt
 from probe.session.writer import RecordBuffer, RecordFile
 
@@ -133,19 +139,47 @@ def test_status_thread_starts_and_stops(tmp_path: Path) -> None:
     live.stop()  # the autouse fixture fails the test if the thread outlives it
 
 
+@pytest.fixture
+def terminal() -> Iterator[Callable[..., TextIO]]:
+    """A real pseudo-terminal, its size and TOSTOP as asked."""
+    opened: list[tuple[TextIO, int]] = []
+
+    def make(rows: int = 24, tostop: bool = False) -> TextIO:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 80, 0, 0))
+        attrs = termios.tcgetattr(slave)
+        attrs[3] = attrs[3] | termios.TOSTOP if tostop else attrs[3] & ~termios.TOSTOP
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        stream = os.fdopen(slave, "w")
+        opened.append((stream, master))
+        return stream
+
+    yield make
+    for stream, master in opened:
+        stream.close()
+        os.close(master)
+
+
 @pytest.mark.parametrize(
-    ("env", "stream", "expected"),
+    ("env", "rows", "tostop", "expected"),
     [
-        ({}, io.StringIO(), False),  # not a terminal
-        ({"TERM": "dumb"}, _Tty(), False),
-        ({"PROBE_NO_STATUS": "1"}, _Tty(), False),
-        ({}, _Tty(), False),  # a StringIO has no terminal size
+        ({}, 24, False, True),  # a person at a terminal
+        ({"PROBE_NO_STATUS": "0"}, 24, False, True),
+        ({"TERM": "dumb"}, 24, False, False),
+        ({"PROBE_NO_STATUS": "1"}, 24, False, False),
+        ({}, 3, False, False),  # too small to give up a row
+        ({}, 24, True, False),  # writing from the background would stop probe
     ],
 )
-def test_no_status_line_without_a_real_terminal(
-    env: dict[str, str], stream: io.StringIO, expected: bool
+def test_status_line_only_on_a_terminal_that_wants_it(
+    terminal: Callable[..., TextIO], env: dict[str, str], rows: int, tostop: bool, expected: bool
 ) -> None:
-    assert status_enabled(stream, env) is expected
+    assert status_enabled(terminal(rows=rows, tostop=tostop), env) is expected
+
+
+@pytest.mark.parametrize("stream", [io.StringIO(), _Tty()], ids=["not-a-tty", "no-terminal-size"])
+def test_no_status_line_without_a_real_terminal(stream: io.StringIO) -> None:
+    assert status_enabled(stream, {}) is False
     live = LiveStatus(Path("."), lambda: None, stream=stream)
     live.reserve()
     live.start()
