@@ -314,16 +314,30 @@ class SessionBuilder:
     # -- agent records --------------------------------------------------------------------------
 
     def steps(
-        self, pid: int, ends: Sequence[float] | npt.NDArray[Any], *, explicit: bool = False
+        self,
+        pid: int,
+        ends: Sequence[float] | npt.NDArray[Any],
+        *,
+        explicit: bool = False,
+        source: int | None = None,
+        opt: int | None = None,
+        durs: Any = 0.0,
     ) -> None:
+        """Step records ending at ``ends``: optimizer steps by default, ``probe.step()`` with
+        ``explicit``, or any ``source`` (backward passes, top-level module calls); ``opt`` is
+        the optimizer (or module class) id, ``durs`` the time inside the call, seconds."""
         ends = np.asarray(ends, dtype=np.float64)
+        if source is None:
+            source = fmt.STEP_SOURCE_EXPLICIT if explicit else fmt.STEP_SOURCE_OPTIMIZER
+        if opt is None:
+            opt = 1 if source in (fmt.STEP_SOURCE_OPTIMIZER, fmt.STEP_SOURCE_FORWARD) else 0
         self.agent(pid).add(
             fmt.STEP,
             t=self.ns(ends),
             tid=pid,
-            source=fmt.STEP_SOURCE_EXPLICIT if explicit else fmt.STEP_SOURCE_OPTIMIZER,
-            opt=0 if explicit else 1,
-            opt_dur=0,
+            source=source,
+            opt=opt,
+            opt_dur=(np.asarray(durs, dtype=np.float64) * 1e9).astype(np.int64),
             index=np.arange(1, len(ends) + 1),
         )
 

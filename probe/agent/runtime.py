@@ -52,6 +52,7 @@ TORCH_MODULES = (
     "torch.utils.data.dataloader",
     "torch.utils.data._utils.fetch",
     "torch.autograd",
+    "torch._dynamo",
 )  # the keys of probe.collectors.torch.WATCHED (a unit test keeps them equal)
 ASYNCIO_MODULES = ("asyncio",)
 DEFAULT_LAG_MS = 20.0

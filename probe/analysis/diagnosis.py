@@ -22,12 +22,13 @@ from probe.analysis.detectors.base import (
     INSUFFICIENT,
     MIN_STEPS,
     MIN_WINDOW_S,
+    TIME_ONLY_WINDOW_S,
     Context,
     Finding,
 )
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.stacks import STATES, is_library_file
-from probe.analysis.timeline import Timeline, build_timeline
+from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
 from probe.units import Count, Duration, Share, duration, percent, plain
@@ -64,6 +65,17 @@ class Diagnosis:
         return bool(self.losses)
 
     @property
+    def checks_failed(self) -> dict[str, str]:
+        """The checks whose detector raised: verdict id -> the error."""
+        return {
+            e.part: e.cause
+            for loss in self.losses
+            if loss.source == "analysis"
+            for e in loss.episodes
+            if e.what == "detector" and e.part
+        }
+
+    @property
     def window(self) -> tuple[float, float]:
         return self.segmentation.window
 
@@ -86,20 +98,26 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     ctx = Context(tl, seg)
     findings: dict[str, Finding] = {}
     losses = list(session.losses)
+    failed: dict[str, str] = {}  # verdict id -> the error its detector raised
     for detector in DETECTORS:
         say(f"checking {detector.ID}")
         try:
             findings[detector.ID] = detector.detect(ctx)
         except Exception as exc:  # one broken detector must not hide the others' verdicts
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            failed[detector.ID] = error
             findings[detector.ID] = Finding(
                 id=detector.ID,
                 status=INSUFFICIENT,
-                reason=f"the detector failed: {type(exc).__name__}: {exc}",
+                reason=f"the check failed ({error})",
+                evidence={"check_failed": error},
             )
             tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
             losses.append(_failed_check(detector.ID, exc))
-    issues = _causes_first(
-        sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+    issues = _program_first(
+        _causes_first(
+            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+        )
     )
     activity = _activity(ctx)
     run = _run(session, tl)
@@ -108,6 +126,9 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         headline = issues[0].title
     else:
         enough, why, next_step = _enough(ctx, findings)
+        if enough and failed:
+            # A check that failed found nothing only because it did not look: never healthy.
+            enough, why, next_step = False, _failed_text(failed), FAILED_NEXT_STEP
         if enough:
             category = HEALTHY
             headline = _healthy_headline(ctx, activity)
@@ -126,7 +147,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
                 status="issue",
                 severity="moderate",
                 impact=0.0,
-                title="Not enough data to judge this run",
+                title=(
+                    f"Not judged: the {_names(failed)} check{'s' if len(failed) > 1 else ''} failed"
+                    if failed
+                    else "Not enough data to judge this run"
+                ),
                 summary=why,
                 evidence=_insufficient_evidence(ctx, findings),
                 windows=[seg.window],
@@ -150,10 +175,41 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     )
 
 
+FAILED_NEXT_STEP = (
+    "Report the failed check to probe's developers with this session; "
+    "`probe report DIR` repeats the analysis without rerunning"
+)
+
+
+def _names(failed: dict[str, str]) -> str:
+    return ", ".join(failed)
+
+
+def _failed_text(failed: dict[str, str]) -> str:
+    """Why a run in which a check failed and the others found nothing is not called healthy."""
+    errors = "; ".join(f"{k}: {v}" for k, v in failed.items())
+    return (
+        f"The {_names(failed)} check{'s' if len(failed) > 1 else ''} failed ({errors}), and the "
+        "others found nothing; a check that did not run cannot clear the run, so it is not "
+        "called healthy."
+    )
+
+
 def _failed_check(verdict: str, exc: Exception) -> Loss:
     cause = f"{type(exc).__name__}: {exc}"[:200]
     episode = Episode(what="detector", from_ns=None, until_ns=None, cause=cause, part=verdict)
     return Loss(source="analysis", pid=None, file=None, episodes=[episode])
+
+
+def _program_first(issues: list[Finding]) -> list[Finding]:
+    """The program's own issues before other jobs taking the machine's cores.
+
+    What holds the program back is the verdict; a machine shared with other jobs is the context
+    its timings were taken in (cpu-oversubscription with ``pressure`` "other jobs"): the verdict
+    only when nothing else was found, where the run would otherwise be called healthy.
+    """
+    others = [f for f in issues if f.evidence.get("pressure") == "other jobs"]
+    return [f for f in issues if f not in others] + others
 
 
 def _causes_first(issues: list[Finding]) -> list[Finding]:
@@ -171,6 +227,8 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
     cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
     if cause < symptom or issues[symptom].evidence.get("oversubscribed_without_workers", True):
         return issues
+    if issues[symptom].evidence.get("pressure") == "other jobs":
+        return issues  # the cores are taken by other jobs, not by the workers
     reordered = [f for i, f in enumerate(issues) if i != cause]
     reordered.insert(symptom, issues[cause])  # just before its symptom; other issues keep place
     return reordered
@@ -202,27 +260,41 @@ def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]
             ),
             "Let the agent in: run Python without -I/-E/-S and keep PYTHONPATH",
         )
-    if len(tl.steps) and len(steps) < MIN_STEPS:
+    one, many = UNITS[tl.steps.source]
+    if len(tl.steps) and len(steps) < MIN_STEPS and ctx.wall < TIME_ONLY_WINDOW_S:
         rate = len(tl.steps) / max(float(tl.steps.end.max() - tl.steps.start.min()), 1e-9)
         need = MIN_STEPS * 3
         seconds = need / max(rate, 1e-9)
         return (
             False,
             (
-                f"Only {len(steps)} steady-state steps were seen ({len(tl.steps)} in all, "
-                f"{rate:.1f}/s). Run at least {need} steps (about {seconds:.0f} s at "
-                "this pace) so warm-up can be told from the steady state."
+                f"Only {len(steps)} steady-state {many if len(steps) != 1 else one} were seen "
+                f"({len(tl.steps)} in all, {rate:.1f}/s), in a steady state of {ctx.wall:.1f} s. "
+                f"Run at least {need} {many} (about {seconds:.0f} s at this pace), or the "
+                f"workload for {TIME_ONLY_WINDOW_S:.0f} s past start-up, so there is a steady "
+                "state to judge."
             ),
-            f"Run at least {need} steps",
+            f"Run at least {need} {many}, or {TIME_ONLY_WINDOW_S:.0f} s past start-up",
         )
-    if ctx.wall < MIN_WINDOW_S or len(judged) < 3:
+    if ctx.wall < MIN_WINDOW_S:
         return (
             False,
             (
-                f"The steady state lasted {ctx.wall:.1f} s; run the workload for at least "
-                f"{max(10, int(4 * MIN_WINDOW_S))} s so there is a steady state to judge."
+                f"The steady state lasted only {ctx.wall:.1f} s, too short to judge: run the "
+                f"workload for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up."
             ),
-            f"Run for at least {max(10, int(4 * MIN_WINDOW_S))} s past start-up",
+            f"Run for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up",
+        )
+    if len(judged) < 3:
+        missing = [k for k in CORE if k not in judged]
+        reasons = ", ".join(f"{k} ({findings[k].reason})" for k in missing)
+        return (
+            False,
+            (
+                f"Only {len(judged)} of the {len(CORE)} core checks could judge the "
+                f"{ctx.wall:.1f} s steady state: {reasons}."
+            ),
+            f"Run for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up",
         )
     return True, "", ""
 
@@ -234,6 +306,11 @@ def _insufficient_evidence(ctx: Context, findings: dict[str, Finding]) -> dict[s
         "steps": Count(len(ctx.tl.steps)),
         "steady_steps": Count(len(ctx.steps)),
         "agent_data": ctx.tl.session.has_agent_data,
+        "checks_failed": {
+            k: f.evidence["check_failed"]
+            for k, f in findings.items()
+            if "check_failed" in f.evidence
+        },
         "reasons": {k: f.reason for k, f in findings.items() if f.status == INSUFFICIENT},
     }
 
@@ -272,15 +349,24 @@ def _activity(ctx: Context) -> dict[str, float]:
 def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
     steps = ctx.steps
     parts = []
+    one, many = UNITS[steps.source]
     if len(steps):
         median = float(np.median(steps.duration))
-        parts.append(f"{len(steps)} steady steps at {duration(median)} each")
+        parts.append(
+            f"{len(steps)} steady {many if len(steps) != 1 else one} at {duration(median)} each"
+        )
     busy = ctx.mean_in_window(ctx.tl.sys_busy)
     parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
     if activity:
         torch_share = activity.get("torch", 0.0)
         parts.append(f"the training thread in torch {percent(torch_share)} of the time")
-    return "No issue found: " + ", ".join(parts) + "."
+    text = "No issue found: " + ", ".join(parts) + "."
+    if len(steps) < MIN_STEPS:
+        text += (
+            f" The checks that need the loop's {many} (input-bound, periodic-stall) were not "
+            f"judged: {len(steps)} in the steady state."
+        )
+    return text
 
 
 def _run(session: Session, tl: Timeline) -> dict[str, Any]:
@@ -293,6 +379,7 @@ def _run(session: Session, tl: Timeline) -> dict[str, Any]:
         "signal": exit_info.get("signal"),
         "duration_s": round(tl.duration_s, 3),
         "steps": len(tl.steps),
+        "step_unit": UNIT_LABELS.get(tl.steps.source),
         "processes": len(tl.processes),
     }
     crash = crash_of(session)

@@ -61,7 +61,10 @@ class ProcessInfo:
 
 @dataclass
 class StepTable:
-    """One row per completed step of a training process (the first step has no known start)."""
+    """One row per completed step of a training process (the first step has no known start).
+
+    A step is one unit of the loop's rhythm, whichever the process showed (see ``_rhythm``):
+    optimizer steps, or backward passes, top-level module calls, DataLoader batches."""
 
     pid: IntArray
     start: FloatArray
@@ -71,7 +74,9 @@ class StepTable:
     gc_full: IntArray  # full (generation 2) collections inside the step
     opt: FloatArray  # seconds inside optimizer.step()
     rss_end: FloatArray  # bytes, the process's RSS at the end of the step (nan if unknown)
-    source: str  # "optimizer" | "probe.step" | "mixed"
+    # what a step is (see UNITS): "probe.step" | "optimizer" | "backward" | "forward" |
+    # "dataloader", "mixed" when processes differ, "none" without steps
+    source: str
 
     @property
     def duration(self) -> FloatArray:
@@ -392,7 +397,7 @@ def build_timeline(session: Session) -> Timeline:
     loaders = {
         (int(e["pid"]), int(e["loader"])): e for e in session.events_of("loader") if "loader" in e
     }
-    steps = _steps(session, sec, waits, gc, gc_summary, proc)
+    steps = _steps(session, sec, waits, gc, gc_summary, proc, processes)
     stacks = classify_stacks(session, sec)
     _assign_roles(processes, steps, session)
 
@@ -590,6 +595,82 @@ def _thread_groups(
     return out
 
 
+# How many units of one kind a process must show in the whole run before that kind is taken as
+# its loop's rhythm in place of optimizer steps (the steps a verdict needs, MIN_STEPS, three times
+# over, so that warm-up can be told from the steady state).
+MIN_RHYTHM = 30
+# The loop's unit, by source, as words: (one, several). The first that a process shows at least
+# MIN_RHYTHM times is its rhythm: probe.step() (said by the program, always first when present),
+# optimizer.step(), then backward passes (an L-BFGS closure, manual SGD, gradient accumulation
+# with few optimizer steps), top-level module calls (inference), DataLoader batches.
+UNITS = {
+    "probe.step": ("step", "steps"),
+    "optimizer": ("step", "steps"),
+    "backward": ("backward pass", "backward passes"),
+    "forward": ("forward call", "forward calls"),
+    "dataloader": ("DataLoader batch", "DataLoader batches"),
+    "mixed": ("step", "steps"),
+    "none": ("step", "steps"),
+}
+UNIT_LABELS = {
+    "probe.step": "probe.step() calls",
+    "optimizer": "optimizer.step() calls",
+    "backward": "backward passes",
+    "forward": "top-level module calls",
+    "dataloader": "DataLoader batches (next() returned)",
+    "mixed": "a different unit in each process",
+}
+
+
+def _rhythm(
+    rows: Table, waits: Intervals, sec: Any, worker: bool
+) -> tuple[str, FloatArray, FloatArray] | None:
+    """A process's loop rhythm: its source, the end of every unit, each one's optimizer time.
+
+    Optimizer time is ``opt_dur`` for optimizer steps; for other units it is filled in by the
+    caller from the optimizer steps that overlap them.
+    """
+    explicit = rows.where(rows["source"] == fmt.STEP_SOURCE_EXPLICIT)
+    if len(explicit) >= 2:
+        return "probe.step", sec(explicit["t"]), np.zeros(len(explicit))
+    opt_rows = rows.where(rows["source"] == fmt.STEP_SOURCE_OPTIMIZER)
+    if len(opt_rows):
+        # Several optimizers (a GAN, say) step once each per iteration: count one of them.
+        opts, counts = np.unique(opt_rows["opt"], return_counts=True)
+        opt_rows = opt_rows.where(opt_rows["opt"] == opts[np.argmax(counts)])
+    optimizer = ("optimizer", sec(opt_rows["t"]), opt_rows["opt_dur"].astype(np.float64) / 1e9)
+    if len(opt_rows) >= MIN_RHYTHM:
+        return optimizer
+    candidates: list[tuple[str, FloatArray]] = []
+    if not worker:  # a DataLoader worker's module calls are transforms, not the loop
+        backward = rows.where(rows["source"] == fmt.STEP_SOURCE_BACKWARD)
+        candidates.append(("backward", sec(backward["t"])))
+        forward = rows.where(rows["source"] == fmt.STEP_SOURCE_FORWARD)
+        if len(forward):
+            # The class whose calls take the most time is the model (not a loss or a transform).
+            classes = np.unique(forward["opt"])
+            busiest = max(
+                classes, key=lambda c: float(forward["opt_dur"][forward["opt"] == c].sum())
+            )
+            forward = forward.where(forward["opt"] == busiest)
+        candidates.append(("forward", sec(forward["t"])))
+        if len(waits):
+            fetched = waits.select((waits.extra["flags"] & fmt.WAIT_EXHAUSTED) == 0)
+            if len(fetched):
+                loaders, counts = np.unique(fetched.extra["loader"], return_counts=True)
+                mine = fetched.select(fetched.extra["loader"] == loaders[np.argmax(counts)])
+                candidates.append(("dataloader", np.sort(mine.end)))
+    for source, ends in candidates:
+        if len(ends) >= MIN_RHYTHM and len(ends) > len(opt_rows):
+            return source, ends, np.zeros(len(ends))
+    if len(opt_rows) >= 2:
+        return optimizer
+    best = max(candidates, key=lambda c: len(c[1]), default=None)
+    if best is not None and len(best[1]) >= 2:
+        return best[0], best[1], np.zeros(len(best[1]))
+    return None
+
+
 def _steps(
     session: Session,
     sec: Any,
@@ -597,30 +678,33 @@ def _steps(
     gc: Intervals,
     gc_summary: Intervals,
     proc: Table,
+    processes: dict[int, ProcessInfo],
 ) -> StepTable:
     table = session.table("step")
     parts: list[dict[str, Any]] = []
     sources: set[str] = set()
-    for pid in np.unique(table["pid"]):
-        rows = table.where(table["pid"] == pid)
-        explicit = rows["source"] == fmt.STEP_SOURCE_EXPLICIT
-        if explicit.sum() >= 2:
-            rows = rows.where(explicit)
-            sources.add("probe.step")
-        else:
-            rows = rows.where(rows["source"] == fmt.STEP_SOURCE_OPTIMIZER)
-            if not len(rows):
-                continue
-            # Several optimizers (a GAN, say) step once each per iteration: count one of them.
-            opts, counts = np.unique(rows["opt"], return_counts=True)
-            rows = rows.where(rows["opt"] == opts[np.argmax(counts)])
-            sources.add("optimizer")
-        if len(rows) < 2:
+    pids = sorted(
+        {int(p) for p in np.unique(table["pid"])} | {int(p) for p in np.unique(waits.pid)}
+    )
+    for p in pids:
+        info = processes.get(p)
+        worker = info is not None and (info.worker_id is not None or info.loader is not None)
+        rows = table.where(table["pid"] == p)
+        found = _rhythm(rows, waits.of(p), sec, worker)
+        if found is None:
             continue
-        ends = sec(rows["t"])
-        starts = ends[:-1]
-        ends = ends[1:]
-        p = int(pid)
+        source, unit_ends, unit_opt = found
+        order = np.argsort(unit_ends, kind="stable")
+        unit_ends, unit_opt = unit_ends[order], unit_opt[order]
+        sources.add(source)
+        starts = unit_ends[:-1]
+        ends = unit_ends[1:]
+        if source == "optimizer":
+            opt = unit_opt[1:]
+        else:  # time inside optimizer.step() within each unit (0 without an optimizer)
+            steps_ = rows.where(rows["source"] == fmt.STEP_SOURCE_OPTIMIZER)
+            opt_dur = steps_["opt_dur"].astype(np.float64) / 1e9
+            opt = overlap_with(starts, ends, sec(steps_["t"]) - opt_dur, opt_dur)
         w = waits.of(p)
         g = gc.of(p)
         gs = gc_summary.of(p)
@@ -646,7 +730,7 @@ def _steps(
                 "data_wait": overlap_with(starts, ends, w.start, w.dur),
                 "gc": gc_in,
                 "gc_full": gc_full,
-                "opt": rows["opt_dur"][1:].astype(np.float64) / 1e9,
+                "opt": opt,
                 "rss_end": rss_end,
             }
         )

@@ -33,6 +33,9 @@ from probe.session import format as fmt
 from probe.units import clock, size
 
 MIN_ROWS = 5
+# probe.analysis.timeline.MIN_RHYTHM (a unit test keeps them equal): this module runs while the
+# command does, before the analysis (and numpy) is imported.
+MIN_RHYTHM = 30
 REFRESH_S = 1.0
 RATE_WINDOW_S = 5.0
 
@@ -96,12 +99,23 @@ class StepCounter:
 
 
 def _steps_of(counts: collections.Counter[tuple[int, int]]) -> int:
+    """The loop's units so far, chosen as the analysis chooses them (timeline._rhythm), but for
+    DataLoader batches, which this line does not read."""
     explicit = sum(n for (source, _), n in counts.items() if source == fmt.STEP_SOURCE_EXPLICIT)
     if explicit >= 2:
         return explicit
-    return max(
-        (n for (source, _), n in counts.items() if source == fmt.STEP_SOURCE_OPTIMIZER), default=0
-    )
+
+    def most(source: int) -> int:
+        return max((n for (s, _), n in counts.items() if s == source), default=0)
+
+    optimizer = most(fmt.STEP_SOURCE_OPTIMIZER)
+    if optimizer >= MIN_RHYTHM:
+        return optimizer
+    for source in (fmt.STEP_SOURCE_BACKWARD, fmt.STEP_SOURCE_FORWARD):
+        n = most(source)
+        if n >= MIN_RHYTHM and n > optimizer:
+            return n
+    return optimizer
 
 
 def status_enabled(stream: TextIO, environ: dict[str, str] | None = None) -> bool:

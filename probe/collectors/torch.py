@@ -1,6 +1,13 @@
 """torch hooks, installed when the target imports torch (in-process; never imports torch itself).
 
 - Steps: global optimizer step pre/post hooks; a step ends when ``optimizer.step()`` returns.
+- The loop's rhythm when it has no (or few) optimizer steps: every backward pass
+  (``torch.autograd.backward``: an L-BFGS closure, manual SGD, gradient accumulation) and, until
+  the first backward pass, every top-level module call (an inference loop), each recorded as a
+  step of its own source; the analysis picks the unit (see probe.analysis.timeline). Top-level
+  calls are found through torch's global module hooks for the first DISCOVERY_CALLS of them
+  only; then only the classes seen called at the top are watched, so a model's submodules pay
+  nothing after that, and nothing is recorded while torch.compile traces.
 - DataLoader waits: ``_BaseDataLoaderIter.__next__`` timed in the process that iterates; each
   iterator's loader is described once (workers, batch size, pin_memory, ...), with worker pids.
 - Batch production: the dataset fetchers timed (wall and CPU) where they run: in each DataLoader
@@ -31,7 +38,12 @@ WATCHED = {
     "torch.utils.data.dataloader": "_hook_dataloader",
     "torch.utils.data._utils.fetch": "_hook_fetch",
     "torch.autograd": "_hook_autograd",
+    "torch._dynamo": "_on_dynamo",
 }
+# Every module call is watched (torch's global module hooks: ~2.5 us a call, measured on the 2-core
+# VM) for the first DISCOVERY_CALLS top-level calls of a process; then only the classes seen
+# called at the top are, through their __call__ (~1 us a forward pass).
+DISCOVERY_CALLS = 20
 # Count the autograd graph's nodes (how many differentiable operators one step ran: it tells
 # tiny-operator, dispatch-bound loops from big-kernel ones) at the 3rd backward pass, then at every
 # GRAPH_EVERY-th pass at the earliest, and no sooner than GRAPH_PERIOD_NS, nor than
@@ -64,6 +76,7 @@ class TorchHooks:
         self._opt_start: dict[int, int] = {}
         self._loader_ids: dict[tuple[int, int, Any], int] = {}
         self._iter_loader: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._pin_asked: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._worker_id: int | None = None
         self._dist_seen: tuple[int, int] | None = None
         self._facts_seen: tuple[Any, ...] | None = None
@@ -71,6 +84,13 @@ class TorchHooks:
         self._backwards = 0
         self._next_graph = 0  # monotonic ns before which the graph is not counted again
         self._sync_hooked = False
+        self._forward_local = threading.local()  # depth of module calls, start of the top one
+        self._forward_classes: dict[type, int] = {}  # class -> id in the step records
+        self._forward_calls = 0
+        self._forward_state = "off"  # off | discovering | classes | done
+        self._forward_handles: list[Any] = []
+        self._forward_wrapped: list[tuple[type, Any]] = []  # class, its own __call__ or None
+        self._compiling: Callable[[], bool] | None = None
         self.hook_ns = 0
 
     # -- installation ---------------------------------------------------------------------------
@@ -93,15 +113,18 @@ class TorchHooks:
         self._opt_start.clear()
         self._loader_ids.clear()
         self._iter_loader = weakref.WeakKeyDictionary()
+        self._pin_asked = weakref.WeakKeyDictionary()
         self._worker_id = None
         self._dist_seen = None
         self._facts_seen = None
         self._step_index = 0
         self._backwards = 0
         self._next_graph = 0
+        self._forward_local = threading.local()
 
     def _on_torch(self, torch: ModuleType) -> None:
         self.record_facts(torch)
+        self._start_forward_discovery()
 
     def _hook_optimizer(self, module: ModuleType) -> None:
         pre = module.register_optimizer_step_pre_hook(self._pre_step)
@@ -129,6 +152,22 @@ class TorchHooks:
         __next__.__qualname__ = original.__qualname__
         cls.__next__ = __next__
         self._restore.append(lambda: setattr(cls, "__next__", original))
+        # What the program asked of its loader: the iterator keeps only what is in effect
+        # (pin_memory=True without an accelerator is off), and not the loader itself.
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+
+            def __init__(it: Any, loader: Any, *args: Any, **kwargs: Any) -> None:
+                init(it, loader, *args, **kwargs)
+                try:
+                    hooks._pin_asked[it] = bool(getattr(loader, "pin_memory", False))
+                except TypeError:
+                    pass
+
+            __init__.__wrapped__ = init  # type: ignore[attr-defined]
+            __init__.__qualname__ = init.__qualname__
+            cls.__init__ = __init__
+            self._restore.append(lambda: setattr(cls, "__init__", init))
 
     def _hook_autograd(self, module: ModuleType) -> None:
         original = module.__dict__.get("backward")
@@ -141,12 +180,183 @@ class TorchHooks:
             # the 3rd pass (past the first steps), then the 53rd, 103rd, ... once the time is up
             if hooks._backwards % GRAPH_EVERY == 3 and _now() >= hooks._next_graph:
                 hooks._count_graph(tensors)  # catches its own failures
-            return original(tensors, *args, **kwargs)
+            result = original(tensors, *args, **kwargs)
+            hooks._after_backward()  # and so does this
+            return result
 
         backward.__wrapped__ = original  # type: ignore[attr-defined]
         backward.__doc__ = original.__doc__
         module.backward = backward  # type: ignore[attr-defined]
         self._restore.append(lambda: setattr(module, "backward", original))
+
+    def _after_backward(self) -> None:
+        try:
+            now = _now()
+            self._buffer.add(fmt.STEP, now, _tid(), fmt.STEP_SOURCE_BACKWARD, 0, 0, self._backwards)
+            if self._forward_state in ("discovering", "classes"):
+                self._stop_forward()  # a loop with backward passes has its rhythm
+            self.hook_ns += _now() - now
+        except Exception as exc:
+            self._on_error("backward pass hook", exc)
+
+    # -- top-level module calls: the rhythm of a loop with no backward pass (inference) --------
+
+    def _start_forward_discovery(self) -> None:
+        """Watch every module call through torch's global hooks until DISCOVERY_CALLS top-level
+        calls have been seen (each module call pays ~2.5 us meanwhile), then only the classes
+        seen called at the top, through a wrapper of their ``__call__`` (~1 us a forward pass).
+        A backward pass ends all of it: a loop that has backward passes has its rhythm."""
+        module = sys.modules.get("torch.nn.modules.module")
+        register_pre = getattr(module, "register_module_forward_pre_hook", None)
+        register_post = getattr(module, "register_module_forward_hook", None)
+        if register_pre is None or register_post is None or self._forward_state != "off":
+            return
+        if self._backwards or "torch._dynamo" in sys.modules:
+            return
+        try:
+            pre = register_pre(self._discover_pre)
+            try:
+                post = register_post(self._discover_post, always_call=True)
+            except TypeError:  # before always_call (torch < 2.1)
+                post = register_post(self._discover_post)
+        except Exception as exc:
+            self._on_error("module call hooks", exc)
+            return
+        self._forward_handles = [pre, post]
+        self._forward_state = "discovering"
+        self._restore.append(self._stop_forward)
+
+    def _discover_pre(self, module: Any, args: Any) -> None:
+        try:
+            if self._is_compiling():
+                return
+            local = self._forward_local
+            depth = getattr(local, "depth", 0)
+            local.depth = depth + 1
+            if depth == 0:
+                local.start = _now()
+        except Exception as exc:
+            self._on_error("module call hook", exc)
+
+    def _discover_post(self, module: Any, args: Any, output: Any) -> None:
+        try:
+            if self._is_compiling():
+                return
+            local = self._forward_local
+            depth = getattr(local, "depth", 0) - 1
+            local.depth = max(depth, 0)
+            if depth == 0:
+                self._after_forward(type(module), getattr(local, "start", _now()))
+        except Exception as exc:
+            self._on_error("module call hook", exc)
+
+    def _is_compiling(self) -> bool:
+        check = self._compiling
+        if check is None:
+            compiler = sys.modules.get("torch.compiler")
+            check = getattr(compiler, "is_compiling", None)
+            if check is None:
+                return False
+            self._compiling = check
+        return bool(check())
+
+    def _after_forward(self, cls: type, start: int) -> None:
+        now = _now()
+        forward = self._forward_classes.get(cls)
+        if forward is None:
+            forward = len(self._forward_classes) + 1
+            self._forward_classes[cls] = forward
+            self._buffer.event(
+                {
+                    "type": "module",
+                    "t": now,
+                    "forward": forward,
+                    "class": f"{cls.__module__}.{cls.__qualname__}",
+                }
+            )
+        self._forward_calls += 1
+        self._buffer.add(
+            fmt.STEP,
+            now,
+            _tid(),
+            fmt.STEP_SOURCE_FORWARD,
+            forward,
+            now - start,
+            self._forward_calls,
+        )
+        if self._forward_calls >= DISCOVERY_CALLS and self._forward_state == "discovering":
+            self._narrow_forward()
+        self.hook_ns += _now() - now
+
+    def _narrow_forward(self) -> None:
+        """Stop watching every module call; wrap the classes seen called at the top."""
+        self._remove_discovery_hooks()
+        self._forward_state = "classes"
+        if "torch._dynamo" in sys.modules:
+            self._forward_state = "done"  # torch.compile in use: leave its modules untouched
+            return
+        for cls in list(self._forward_classes):
+            if cls.__module__.startswith("torch._dynamo"):
+                continue
+            own = cls.__dict__.get("__call__")
+            target = own if own is not None else cls.__call__
+            try:
+                cls.__call__ = self._forward_wrapper(cls, target)  # type: ignore[method-assign]
+            except (AttributeError, TypeError):
+                continue
+            self._forward_wrapped.append((cls, own))
+
+    def _forward_wrapper(self, cls: type, original: Any) -> Any:
+        hooks = self
+        local = self._forward_local
+
+        def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
+            # Code torch.compile traces must see no side effects: nothing is recorded there.
+            if hooks._is_compiling():
+                return original(module, *args, **kwargs)
+            depth = getattr(local, "depth", 0)
+            local.depth = depth + 1
+            start = _now() if depth == 0 else 0
+            try:
+                return original(module, *args, **kwargs)
+            finally:
+                local.depth = depth
+                if depth == 0 and hooks._forward_state == "classes":
+                    try:
+                        hooks._after_forward(type(module), start)
+                    except Exception as exc:
+                        hooks._on_error("module call hook", exc)
+
+        __call__.__wrapped__ = original  # type: ignore[attr-defined]
+        __call__.__qualname__ = f"{cls.__qualname__}.__call__"
+        return __call__
+
+    def _remove_discovery_hooks(self) -> None:
+        handles, self._forward_handles = self._forward_handles, []
+        for handle in handles:
+            try:
+                handle.remove()
+            except Exception as exc:
+                self._on_error("module call hooks removal", exc)
+
+    def _stop_forward(self) -> None:
+        """No more top-level module calls recorded: hooks removed, classes given back."""
+        self._remove_discovery_hooks()
+        wrapped, self._forward_wrapped = self._forward_wrapped, []
+        for cls, own in wrapped:
+            try:
+                if own is not None:
+                    cls.__call__ = own  # type: ignore[method-assign]
+                else:
+                    del cls.__call__
+            except (AttributeError, TypeError) as exc:
+                self._on_error("module call wrapper removal", exc)
+        if self._forward_state != "off":
+            self._forward_state = "done"
+
+    def _on_dynamo(self, module: ModuleType) -> None:
+        """torch.compile is about to trace modules: give their classes back untouched."""
+        self._stop_forward()
 
     def _count_graph(self, tensors: Any) -> None:
         start = _now()
@@ -309,7 +519,8 @@ class TorchHooks:
             "iterable": int(getattr(it, "_dataset_kind", 0)) == 1,
             "num_workers": getattr(it, "_num_workers", None),
             "batch_size": batch_size if isinstance(batch_size, int) else None,
-            "pin_memory": bool(getattr(it, "_pin_memory", False)),
+            "pin_memory": bool(getattr(it, "_pin_memory", False)),  # in effect
+            "pin_memory_asked": self._pin_asked.get(it),
             "prefetch_factor": getattr(it, "_prefetch_factor", None),
             "persistent_workers": bool(getattr(it, "_persistent_workers", False)),
             "timeout": getattr(it, "_timeout", None),

@@ -494,10 +494,12 @@ def lag_graph(tl: Timeline) -> Graph | None:
             )
         )
     y_max = max(_finite_max([s.y for s in series]), 12.0) * 1.12
-    median, worst = event_loop_blocked.MEDIAN_LAG, event_loop_blocked.MAX_LAG
+    median, worst = event_loop_blocked.MEDIAN_LAG, event_loop_blocked.P99_LAG
     rules = [Rule(f"{text(median)} (median threshold)", 1000 * median.seconds, "threshold")]
     if y_max > 1000 * worst.seconds:
-        rules.append(Rule(f"{text(worst)} (maximum threshold)", 1000 * worst.seconds, "limit"))
+        rules.append(
+            Rule(f"{text(worst)} (99th percentile threshold)", 1000 * worst.seconds, "limit")
+        )
     return Graph(
         id="lag",
         title="Event-loop lag",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from probe.analysis.diagnosis import Diagnosis
-from probe.analysis.timeline import Timeline
+from probe.analysis.timeline import UNIT_LABELS, Timeline
 from probe.report.graphs import short_label
 from probe.report.model import Header, ProcessRow, clean
 from probe.session.redact import redact_argv
@@ -160,10 +160,17 @@ def header_of(d: Diagnosis) -> Header:
         ("Python", header.python),
         ("torch", header.torch),
         ("processes", f"{header.processes} ({header.python_processes} profiled inside)"),
-        ("steps", f"{steps}" + (f" ({rate})" if rate else "")),
+        ("steps", f"{steps}" + (f" ({rate})" if rate else "") + _unit(tl)),
         ("probe overhead", overhead),
     ]
     return header
+
+
+def _unit(tl: Timeline) -> str:
+    """What a step is, when it is not an optimizer step or probe.step()."""
+    if tl.steps.source in ("optimizer", "probe.step", "none") or not len(tl.steps):
+        return ""
+    return f", {UNIT_LABELS[tl.steps.source]}"
 
 
 def process_rows(tl: Timeline) -> list[ProcessRow]:

@@ -492,7 +492,7 @@ def _warnings_html(page: Page) -> str:
     items = "".join(f"<li>{e(w)}</li>" for w in page.warnings)
     return (
         f'<details class="warnings"><summary>{len(page.warnings)} warning'
-        f"{'s' if len(page.warnings) != 1 else ''} while reading the session</summary>"
+        f"{'s' if len(page.warnings) != 1 else ''} while reading or analysing the session</summary>"
         f"<ul>{items}</ul></details>"
     )
 

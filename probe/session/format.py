@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 3
+FORMAT_MINOR = 4
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
@@ -306,5 +306,7 @@ KINDS_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}
 
 STEP_SOURCE_OPTIMIZER = 1
 STEP_SOURCE_EXPLICIT = 2
+STEP_SOURCE_BACKWARD = 3  # a backward pass returned (format 1.4)
+STEP_SOURCE_FORWARD = 4  # a top-level module call returned; opt: its class, opt_dur: its time
 WAIT_EXHAUSTED = 1
 SYNC_CALLS = ("synchronize", "item", "cpu", "tolist", "stream.synchronize", "event.synchronize")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.session import format as fmt
 from probe.session.reader import Session
 from probe.testing import FrameSpec, SessionBuilder
 
@@ -70,6 +71,14 @@ class Run:
     cuda_alloc: object = None  # CUDA memory allocated (bytes, or a function of time)
     sync: float = 0.0  # seconds of each step the host waits on the GPU (.item()), at its end
     sync_every: int = 1  # steps between steps that sync
+    # What the agent records at the end of each unit of the loop: "optimizer" steps, "backward"
+    # passes only (manual SGD), "lbfgs" (a backward pass a unit and an optimizer step around
+    # every 20 of them), "forward" module calls only (inference), "dataloader" (only the waits:
+    # needs wait > 0), or "few" (5 optimizer steps in the whole run, nothing else).
+    rhythm: str = "optimizer"
+    host_running: float = 2.0  # runnable threads on the whole host during the steps
+    loader: dict[str, object] = field(default_factory=dict)  # more of the loader's description
+    worker_frames: list[FrameSpec] | None = None  # what the DataLoader workers' stacks show
 
     def build(self, path: Path) -> Session:
         b = SessionBuilder(path, duration_s=self.duration)
@@ -89,7 +98,7 @@ class Run:
             t += length
             ends.append(t)
         ends_a = np.array(ends)
-        b.steps(pid, ends_a)
+        self._rhythm(b, pid, ends_a)
         if self.graph_nodes:
             for t_ns in b.ns(ends_a[3::50]):
                 b.agent(pid).events.append(
@@ -121,10 +130,13 @@ class Run:
             if self.busy is not None
             else min(self.main_cpu + self.pool_cpu + self.extra_runnable, 2.0)
         )
-        b.system(busy=lambda x: level(x, busy, self.startup_cpu, 0.1))
+        b.system(
+            busy=lambda x: level(x, busy, self.startup_cpu, 0.1),
+            running=lambda x: level(x, self.host_running, 2.0, 1.0),
+        )
         if self.wait:
             starts = ends_a[:-1] + 0.001
-            b.loader(pid, num_workers=self.num_workers)
+            b.loader(pid, **{"num_workers": self.num_workers, **self.loader})
             b.waits(
                 pid, starts, np.full(len(starts), self.wait), workers=[201, 202][: self.num_workers]
             )
@@ -132,6 +144,9 @@ class Run:
                 for w, wpid in enumerate([201, 202][: self.num_workers]):
                     b.process(wpid, ppid=pid, worker=w)
                     b.cpu(wpid, main=self.worker_cpu_share, main_wait=self.worker_wait)
+                    if self.worker_frames is not None:
+                        wt = np.arange(self.start, end_steps, 0.05)
+                        b.stack_table(wpid, wt, [self.worker_frames], np.zeros(len(wt), int))
                     batch = self.num_workers * (self.step)
                     fs = np.arange(self.start, end_steps, batch)
                     b.fetches(
@@ -215,3 +230,21 @@ class Run:
             ),
         )
         return Session(b.write())
+
+    def _rhythm(self, b: SessionBuilder, pid: int, ends: np.ndarray) -> None:
+        if self.rhythm == "optimizer":
+            b.steps(pid, ends)
+        elif self.rhythm == "backward":
+            b.steps(pid, ends, source=fmt.STEP_SOURCE_BACKWARD)
+        elif self.rhythm == "lbfgs":
+            b.steps(pid, ends, source=fmt.STEP_SOURCE_BACKWARD)
+            outer = ends[20::20]
+            b.steps(pid, outer, durs=outer - ends[:-20:20])
+        elif self.rhythm == "forward":
+            b.steps(
+                pid, ends, source=fmt.STEP_SOURCE_FORWARD, durs=np.full(len(ends), 0.8 * self.step)
+            )
+        elif self.rhythm == "few":
+            b.steps(pid, ends[:: max(len(ends) // 5, 1)][:5])
+        elif self.rhythm != "dataloader":
+            raise ValueError(self.rhythm)

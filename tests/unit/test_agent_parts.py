@@ -522,3 +522,141 @@ def test_pacer_intervals_sit_on_a_ladder_between_the_base_and_the_slowest() -> N
     assert all(abs(b / a - 2**0.25) < 1e-3 for a, b in zip(rungs[:-2], rungs[1:-1]))
     off = Pacer(10 * MS, budget=0.0, max_ns=100 * MS)
     assert _settle(off, late_ns=5 * MS) == 10 * MS  # budget 0: a fixed rate
+
+
+# -- the loop's rhythm without optimizer steps ---------------------------------------------------
+
+
+def test_every_backward_pass_is_recorded_as_a_unit_of_the_rhythm(session_dir: Path) -> None:
+    import torch
+
+    from probe.collectors.torch import TorchHooks
+
+    buf = _buffer(session_dir)
+    hooks = TorchHooks(buf, lambda where, exc: None)
+    hooks.on_module("torch.autograd", torch.autograd)
+    try:
+        w = torch.ones(3, requires_grad=True)
+
+        def closure() -> torch.Tensor:  # an L-BFGS closure: forward and backward, no step
+            loss = ((w - 2) ** 2).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(7):
+            closure()
+            with torch.no_grad():
+                w -= 0.1 * w.grad  # manual SGD: no optimizer at all
+                w.grad = None
+    finally:
+        hooks.uninstall()
+    buf.close()
+    steps = Session(session_dir).table("step")
+    assert list(steps["source"]) == [fmt.STEP_SOURCE_BACKWARD] * 7
+    assert list(steps["index"]) == list(range(1, 8))
+    assert float(w.detach()[0]) == pytest.approx(2 - 1 * 0.8**7)
+
+
+def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
+    session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from torch import nn
+
+    from probe.collectors import torch as torch_collector
+
+    monkeypatch.setattr(torch_collector, "DISCOVERY_CALLS", 5)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    model, loss_fn = Net(), nn.MSELoss()
+    x, y = torch.randn(3, 4), torch.randn(3, 2)
+    expected = model(x)
+    buf = _buffer(session_dir)
+    hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
+    hooks._on_torch(torch)  # torch finished importing
+    hooks.on_module("torch.autograd", torch.autograd)
+    try:
+        assert torch.nn.modules.module._global_forward_pre_hooks  # discovering
+        with torch.no_grad():
+            for _ in range(4):
+                assert torch.equal(model(x), expected)
+                loss_fn(model(x), y)
+        # 12 top-level calls, 8 of them Net's: discovery ended at the 5th, and only the classes
+        # called at the top are wrapped now; the submodules' calls are not watched any more.
+        assert not torch.nn.modules.module._global_forward_pre_hooks
+        assert "__call__" in Net.__dict__ and "__call__" in nn.MSELoss.__dict__
+        assert "__call__" not in nn.Sequential.__dict__ and "__call__" not in nn.Linear.__dict__
+        assert torch.equal(model(x), expected)
+        # the first backward pass: the loop has its rhythm, the classes are given back at once
+        loss_fn(model(x), y).backward()
+        assert "__call__" not in Net.__dict__ and "__call__" not in nn.MSELoss.__dict__
+        model(x)
+    finally:
+        hooks.uninstall()
+    buf.close()
+    session = Session(session_dir)
+    steps = session.table("step")
+    forward = steps.where(steps["source"] == fmt.STEP_SOURCE_FORWARD)
+    classes = {e["forward"]: e["class"] for e in session.events_of("module")}
+    assert sorted(classes.values()) == [
+        f"{Net.__module__}.{Net.__qualname__}",
+        "torch.nn.modules.loss.MSELoss",
+    ]
+    names = [classes[int(o)].rsplit(".", 1)[-1] for o in forward["opt"]]
+    assert names == ["Net", "Net", "MSELoss"] * 5  # the last model(x), after backward: none
+    assert (forward["opt_dur"] > 0).all()
+    assert list(steps["source"]).count(fmt.STEP_SOURCE_BACKWARD) == 1
+
+
+def test_module_calls_traced_by_torch_compile_are_not_recorded(
+    session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from torch import nn
+
+    from probe.collectors import torch as torch_collector
+
+    buf = _buffer(session_dir)
+    hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
+    hooks._on_torch(torch)
+    compiling = [True]
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling[0])
+    model = nn.Linear(2, 2)
+    try:
+        model(torch.ones(2))
+        compiling[0] = False
+        model(torch.ones(2))
+    finally:
+        hooks.uninstall()
+    assert not torch.nn.modules.module._global_forward_pre_hooks
+    buf.close()
+    assert len(Session(session_dir).table("step")) == 1
+
+
+def test_a_loader_records_the_pin_memory_asked_and_the_one_in_effect(session_dir: Path) -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from probe.collectors.torch import TorchHooks
+
+    buf = _buffer(session_dir)
+    hooks = TorchHooks(buf, lambda where, exc: None)
+    hooks.on_module("torch.utils.data.dataloader", torch.utils.data.dataloader)
+    try:
+        loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4, pin_memory=True)
+        with pytest.warns(UserWarning, match="pin_memory"):  # no accelerator on this build
+            batches = [b[0] for b in loader]
+    finally:
+        hooks.uninstall()
+    buf.close()
+    assert torch.equal(torch.cat(batches), torch.arange(8.0))
+    (event,) = Session(session_dir).events_of("loader")
+    assert event["pin_memory_asked"] is True
+    assert event["pin_memory"] is torch.accelerator.is_available()

@@ -195,16 +195,83 @@ def test_input_bound_transform_bound_workers(tmp_path: Path) -> None:
 def test_transform_bound_workers_on_busy_cores_are_told_to_make_samples_cheaper(
     tmp_path: Path,
 ) -> None:
-    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.9).build(tmp_path / "s"))
+    # One worker and one intra-op thread: the job wants the 2 cores it has, and they are busy.
+    run = Run(wait=0.02, worker_cpu_share=0.95, busy=1.9, num_workers=1, torch_threads=1)
+    d = diagnose(run.build(tmp_path / "s"))
     top = d.top
     assert top is not None and top.id == "input-bound"
-    assert top.evidence["cores_saturated"] is True
+    assert top.evidence["cores_saturated"] is True and top.evidence["oversubscribed"] is False
     assert top.next_step.startswith("Make each sample cheaper")
+    assert "precompute" in top.next_step
     # With a core to spare, the recommendation's first step (more workers) stands.
     d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.0).build(tmp_path / "idle"))
     top = d.top
     assert top is not None and top.id == "input-bound"
     assert top.evidence["cores_saturated"] is False and top.next_step == ""
+
+
+def test_workers_and_threads_that_oversubscribe_saturated_cores_are_told_to_be_fewer(
+    tmp_path: Path,
+) -> None:
+    # 2 busy workers and 2 intra-op threads on 2 saturated cores: fewer of them, not cheaper
+    # transforms, comes first.
+    d = diagnose(Run(wait=0.02, worker_cpu_share=0.95, busy=1.9).build(tmp_path / "s"))
+    top = d.top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["threads_wanted"] == 4 and top.evidence["oversubscribed"] is True
+    assert top.next_step.startswith("Use fewer DataLoader workers or intra-op threads")
+    assert "want 4 cores of the 2 there are" in top.summary
+    assert "precompute" not in top.next_step + top.summary
+
+
+def test_workers_with_no_transforms_of_their_own_are_not_told_to_precompute_them(
+    tmp_path: Path,
+) -> None:
+    # The worker's samples: torch indexing a TensorDataset and collating, under the program's
+    # own frames from the parent that forked it.
+    frames = [
+        *TRAIN,
+        ("/usr/lib/python3.11/multiprocessing/process.py", "_bootstrap", 314),
+        ("/venv/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop", 349),
+        ("/venv/site-packages/torch/utils/data/dataset.py", "__getitem__", 211),
+    ]
+    run = Run(
+        wait=0.02,
+        worker_cpu_share=0.95,
+        busy=1.9,
+        num_workers=1,
+        torch_threads=1,
+        worker_frames=frames,
+    )
+    top = diagnose(run.build(tmp_path / "s")).top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["worker_own_code_share"] == 0.0
+    assert "no transforms of its own" in top.summary
+    assert "precompute" not in top.next_step and "cheaper to build" in top.summary
+    own = [*frames[:-1], ("/work/train.py", "augment", 33)]
+    top = diagnose(
+        Run(
+            wait=0.02,
+            worker_cpu_share=0.95,
+            busy=1.9,
+            num_workers=1,
+            torch_threads=1,
+            worker_frames=own,
+        ).build(tmp_path / "own")
+    ).top
+    assert top is not None and top.evidence["worker_own_code_share"] == 1.0
+    assert "precompute" in top.next_step
+
+
+def test_pin_memory_asked_but_not_in_effect_is_said(tmp_path: Path) -> None:
+    top = diagnose(Run(wait=0.02).build(tmp_path / "s")).top
+    assert top is not None and "pin_memory" not in top.summary
+    run = Run(wait=0.02, loader={"pin_memory": False, "pin_memory_asked": True})
+    top = diagnose(run.build(tmp_path / "asked")).top
+    assert top is not None and top.id == "input-bound"
+    assert top.evidence["loaders"][0]["pin_memory"] is False
+    assert top.evidence["loaders"][0]["pin_memory_asked"] is True
+    assert "pin_memory=True was asked but is not in effect" in top.summary
 
 
 def test_input_bound_latency_bound_workers(tmp_path: Path) -> None:
@@ -320,6 +387,14 @@ def test_a_cause_moves_only_just_before_its_symptom() -> None:
     alone = issue("cpu-oversubscription", oversubscribed_without_workers=True)
     assert [f.id for f in _causes_first([alone, issue("input-bound")])] == [
         alone.id,
+        "input-bound",
+    ]
+    # Other jobs take the cores: the workers are not the cause of the waits.
+    others = issue(
+        "cpu-oversubscription", oversubscribed_without_workers=False, pressure="other jobs"
+    )
+    assert [f.id for f in _causes_first([others, issue("input-bound")])] == [
+        others.id,
         "input-bound",
     ]
 
@@ -587,7 +662,16 @@ def test_json_document_shape(tmp_path: Path) -> None:
     assert doc["category"] == doc["issues"][0]["id"]
     issue = doc["issues"][0]
     assert set(issue) == {"id", "severity", "impact", "title", "summary", "evidence", "windows"}
-    assert set(doc["run"]) == {"command", "exit_code", "signal", "duration_s", "steps", "processes"}
+    assert set(doc["run"]) == {
+        "command",
+        "exit_code",
+        "signal",
+        "duration_s",
+        "steps",
+        "step_unit",
+        "processes",
+    }
+    assert doc["run"]["step_unit"] == "optimizer.step() calls"
     impacts = [i["impact"] for i in doc["issues"]]
     assert impacts == sorted(impacts, reverse=True)
     import json
@@ -829,6 +913,31 @@ def test_a_failed_three_state_fit_is_retried_with_two(
     assert seg.window[0] == pytest.approx(start, abs=0.6)
     assert seg.window[1] == pytest.approx(end, abs=0.6)
     assert seg.to_json()["states"] == 2
+
+
+def test_a_training_thread_starved_by_other_jobs_is_not_healthy(tmp_path: Path) -> None:
+    # The job's own threads fit its 2 cores, but the host keeps 12 threads runnable: the training
+    # thread waits for a core 80 % of its runnable time (the nanoGPT run of docs/validation.md).
+    d = diagnose(Run(main_cpu=0.2, main_wait=0.8, host_running=12.0).build(tmp_path / "s"))
+    assert d.category == "cpu-oversubscription"
+    top = d.top
+    assert top is not None and top.evidence["pressure"] == "other jobs"
+    assert top.title.startswith("Other jobs take the cores")
+    assert top.next_step.startswith("Run the job where it has its cores to itself")
+    # A neighbour that costs the training thread a third of its time is noise, not a verdict.
+    d = diagnose(Run(main_cpu=0.6, main_wait=0.3, host_running=6.0).build(tmp_path / "light"))
+    assert d.findings["cpu-oversubscription"].evidence["main_thread_run_queue_wait_share"] > 0.3
+    assert d.category == "healthy"
+    # The program's own issue comes first; other jobs are listed after it.
+    d = diagnose(
+        Run(main_cpu=0.2, main_wait=0.8, host_running=12.0, wait=0.02).build(tmp_path / "io")
+    )
+    assert [f.id for f in d.issues] == ["input-bound", "cpu-oversubscription"]
+    assert d.issues[1].impact > d.issues[0].impact
+    # The job's own oversubscription keeps its own words.
+    d = diagnose(Run(main_wait=0.4, extra_runnable=2.0, host_running=12.0).build(tmp_path / "own"))
+    assert d.top is not None and d.top.evidence["pressure"] == "job"
+    assert d.top.title.startswith("More runnable threads than cores")
 
 
 def test_the_documented_way_to_make_a_session_works(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from probe import units
 from probe.analysis.diagnosis import Diagnosis, diagnose, to_json
 from probe.cli import main
 from probe.report import terminal
@@ -71,7 +72,7 @@ def test_markdown_says_the_verdict_its_evidence_and_the_run(
     assert "**The training loop waits for its input pipeline: " in text
     assert re.search(r"^\| Data wait share \| \d+ % \|$", text, re.M)
     assert re.search(r"^\| Median step \| 50 ms \|$", text, re.M)
-    assert f"**First thing to try:** {d.next_step}." in text
+    assert f"**First thing to try:** {units.markdown(d.next_step)}." in text
     assert "### Next steps" in text and "### The run" in text
     assert f"JSON: `{session_dir}/diagnosis.json`" in text
 

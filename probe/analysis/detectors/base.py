@@ -20,6 +20,9 @@ INSUFFICIENT = "insufficient-data"
 MIN_STEPS = Count(10)  # steps in the analysed window before a step-based verdict is judged
 MIN_WINDOW_S = Duration(2.0)  # seconds of analysed window before a time-based verdict is judged
 TRAINING_LOADER_SHARE = Share(0.30)  # a loader waited on in this share of steps feeds the training
+# With fewer than MIN_STEPS steps, a steady state this long is still judged on the verdicts that
+# need no steps (python-bound, cpu-oversubscription, memory-growth, gc-pauses, io-bound).
+TIME_ONLY_WINDOW_S = Duration(10.0)
 
 
 @dataclass

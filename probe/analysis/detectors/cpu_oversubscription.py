@@ -11,11 +11,18 @@ Thresholds: an issue when the tree averages at least ``RUNNABLE_PER_CORE`` runna
 core, its threads spend at least ``TREE_WAIT`` of their runnable time waiting, and the training
 thread itself waits at least ``MAIN_WAIT`` of its runnable time (every such wait stretches the step
 by as much). Severity is high when the training thread waits ``MAIN_WAIT_HIGH`` or more.
+With the job's own threads fewer than its cores, while the host keeps ``RUNNABLE_PER_CORE``
+runnable threads per logical core or more, the waits are other jobs taking the cores: reported
+as such once the training thread waits ``MAIN_WAIT_OTHERS`` of its runnable time or more (a
+machine shared with a noisy neighbour that halves the job's speed is not a healthy run, nor the
+job's to fix by having fewer threads). That finding comes after the program's own issues,
+whatever its impact: it is the verdict only when nothing else was found.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
-fool it: another job on the same machine (the host's runnable count is reported beside the
-tree's, so the summary says when the pressure comes from outside the tree); a quota enforced by
-throttling shows as waits only on kernels that account it as run-queue time.
+fool it: a quota enforced by throttling shows as waits only on kernels that account it as
+run-queue time; in a container whose CPU set is a slice of a large host, the host's runnable
+threads are counted against all of its cores, so other containers' load is seen only when the
+whole host is oversubscribed.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ RUNNABLE_PER_CORE = Number(1.25)
 TREE_WAIT = Share(0.20)
 MAIN_WAIT = Share(0.10)
 MAIN_WAIT_HIGH = Share(0.25)
+# Other jobs' load is reported only when the training thread gets less than half the CPU time it
+# asks for: its steps then take twice as long as on a machine of its own, and the run measures
+# the machine more than the program. Below that, a neighbour is noise around the verdict (and
+# periodic-stall already sets aside steps that were long from waiting for a core).
+MAIN_WAIT_OTHERS = Share(0.5)
 
 
 def detect(ctx: Context) -> Finding:
@@ -78,7 +90,18 @@ def detect(ctx: Context) -> Finding:
         # Without the DataLoader workers, would the job still oversubscribe the cores?
         "oversubscribed_without_workers": bool((runnable - workers) / cores >= RUNNABLE_PER_CORE),
     }
-    if runnable / cores < RUNNABLE_PER_CORE or tree_wait < TREE_WAIT or main_share < MAIN_WAIT:
+    # Other jobs on the machine: the host's runnable threads per logical core, when the job's
+    # own are fewer than its cores (the tree's count decides first, as it is the job's to fix).
+    host_cores = float((tl.session.meta.get("machine") or {}).get("logical_cores") or cores)
+    others = host_running / max(host_cores, 1e-9) >= RUNNABLE_PER_CORE
+    evidence["host_runnable_per_core"] = Number(round(host_running / max(host_cores, 1e-9), 2))
+    own = runnable / cores >= RUNNABLE_PER_CORE
+    evidence["pressure"] = "job" if own else ("other jobs" if others else None)
+    if (
+        not (own or (others and main_share >= MAIN_WAIT_OTHERS))
+        or tree_wait < TREE_WAIT
+        or main_share < MAIN_WAIT
+    ):
         return not_detected(
             ID,
             f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
@@ -89,15 +112,34 @@ def detect(ctx: Context) -> Finding:
     pools_text = ", ".join(
         f"{p['processes']} x {p['label']} ({p['threads_each']} threads each)" for p in pools
     )
-    title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
-    summary = (
-        f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its threads "
-        f"waited {percent(tree_wait)} of their runnable time for a core, and the training thread "
-        f"{percent(main_share)} of its own, which stretches every step by as much."
-    )
+    next_step = ""
+    if not own:
+        title = (
+            f"Other jobs take the cores: the training thread waited for one {percent(main_share)} "
+            "of its runnable time"
+        )
+        summary = (
+            f"The job kept only {runnable:.1f} threads runnable on its {cores:g} cores, but the "
+            f"host had {host_running:.1f} runnable threads on {host_cores:g} cores: the job's "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {percent(main_share)} of its own, which stretches every step by as "
+            "much. The timings of this run are the machine's load as much as the program's."
+        )
+        next_step = (
+            "Run the job where it has its cores to itself (a dedicated machine, or a CPU set "
+            "other jobs do not use), then measure again"
+        )
+    else:
+        title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
+        summary = (
+            f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
+            f"training thread {percent(main_share)} of its own, which stretches every step by as "
+            "much."
+        )
     if pools_text:
         summary += f" Busy thread pools: {pools_text}."
-    if host_running > runnable * 1.5 + 1:
+    if own and host_running > runnable * 1.5 + 1:
         summary += (
             f" The host had {host_running:.1f} runnable threads in all: other jobs share "
             "these cores."
@@ -111,6 +153,7 @@ def detect(ctx: Context) -> Finding:
         impact=min(impact, 1.0),
         evidence=evidence,
         windows=[ctx.window],
+        next_step=next_step,
     )
 
 

@@ -3,14 +3,18 @@
 Measures the pause time of every collection in the training processes (``gc.callbacks`` times
 each one; short young collections are summed by the agent, and spread evenly over the span they
 cover) as a share of the analysed window's wall time, the worst one-second window, and whether
-steps that contain a full (generation 2) collection are longer than steps that do not
-(one-sided Mann-Whitney on step durations).
+steps that contain a full (generation 2) collection are longer than the steps around them. Each
+such step is set against the median of its nearest steps without one (up to 5 either side), and
+the log ratios are tested with a one-sided Wilcoxon signed-rank test: step times wander (a
+neighbour's load, thermal drift, phases of the data), so comparing all hit steps with all other
+steps at once (Mann-Whitney) takes a slow stretch that happens to hold more collections for an
+effect of the collections.
 
 Thresholds: ``MODERATE`` of wall time is moderate and ``HIGH`` high. Clinic Doctor flags blocking
 GC of 100 ms or more in any one second (``CLINIC_PER_SECOND``); that alone makes a moderate issue
 here when GC also takes at least ``MIN_SHARE_WITH_SPIKE`` overall. Steps hit by full collections
-make an issue when they are significantly longer (p < ``STEP_P``), at least ``STEP_RATIO`` the
-median of the others, and the extra time is at least ``STEP_EXCESS`` of the window.
+make an issue when they are significantly longer than their neighbours (p < ``STEP_P``), at least
+``STEP_RATIO`` their median, and the extra time is at least ``STEP_EXCESS`` of the window.
 
 What would fool it: pauses in a process other than the training one (a DataLoader worker) are not
 counted, since they do not stop the loop; time spent allocating the garbage is not GC and shows
@@ -20,6 +24,8 @@ as python-bound instead.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
+from scipy import stats
 
 from probe.analysis.detectors.base import (
     MIN_WINDOW_S,
@@ -29,7 +35,6 @@ from probe.analysis.detectors.base import (
     not_detected,
     severity,
 )
-from probe.analysis.stats import greater
 from probe.analysis.timeline import overlap_with
 from probe.units import Count, Duration, Number, Share, duration, percent, text
 
@@ -40,7 +45,7 @@ CLINIC_PER_SECOND = Duration(0.100)
 MIN_SHARE_WITH_SPIKE = Share(0.02)
 STEP_RATIO = Number(1.5, "x")
 STEP_EXCESS = Share(0.02)
-STEP_P = Number(0.01)  # Mann-Whitney p below which steps hit by a full collection are longer
+STEP_P = Number(0.01)  # Wilcoxon p below which steps hit by a full collection are longer
 
 
 def detect(ctx: Context) -> Finding:
@@ -141,22 +146,59 @@ def _step_effect(ctx: Context, evidence: dict[str, object]) -> tuple[float, str]
     steps = ctx.steps
     if len(steps) < 10:
         return 0.0, ""
-    hit = steps.gc_full > 0
-    if hit.sum() < 2 or (~hit).sum() < 5:
+    ratios, extra = _against_neighbours(steps.pid, steps.duration, steps.gc_full > 0)
+    if len(ratios) < 2 or int((steps.gc_full == 0).sum()) < 5:
         return 0.0, ""
-    dur = steps.duration
-    p = greater(dur[hit], dur[~hit])
-    ratio = float(np.median(dur[hit]) / max(np.median(dur[~hit]), 1e-9))
-    excess = float(np.clip(dur[hit] - np.median(dur[~hit]), 0, None).sum()) / ctx.wall
-    evidence["steps_with_full_gc"] = Count(int(hit.sum()))
+    p = _wilcoxon_greater(np.log(ratios))
+    ratio = float(np.median(ratios))
+    excess = float(extra.sum()) / ctx.wall
+    evidence["steps_with_full_gc"] = Count(len(ratios))
     evidence["full_gc_step_ratio"] = Number(round(ratio, 2), "x")
     evidence["full_gc_step_p"] = Number(float(f"{p:.3g}"))
     if p < STEP_P and ratio >= STEP_RATIO:
         return excess, (
-            f"Steps in which a full collection ran took {ratio:.1f}x as long as the others "
-            f"(median; Mann-Whitney p = {p:.2g})."
+            f"Steps in which a full collection ran took {ratio:.1f}x as long as the steps around "
+            f"them (median; Wilcoxon p = {p:.2g})."
         )
     return 0.0, ""
+
+
+NEIGHBOURS = 5  # steps without a full collection taken either side of one with it
+
+
+def _against_neighbours(
+    pid: npt.NDArray[np.int64], duration: npt.NDArray[np.float64], hit: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """For each step with a full collection: its duration over the median of its process's
+    nearest steps without one, and the time it took beyond that median."""
+    ratios: list[npt.NDArray[np.float64]] = []
+    extra: list[npt.NDArray[np.float64]] = []
+    for p in np.unique(pid):
+        mine = np.flatnonzero(pid == p)  # steps are in time order
+        d = duration[mine]
+        h = hit[mine]
+        clear = np.flatnonzero(~h)
+        hits = np.flatnonzero(h)
+        if len(clear) < 2 * NEIGHBOURS or not len(hits):
+            continue
+        at = np.searchsorted(clear, hits)
+        lo = np.clip(at - NEIGHBOURS, 0, len(clear) - 2 * NEIGHBOURS)
+        window = clear[lo[:, None] + np.arange(2 * NEIGHBOURS)[None, :]]
+        base = np.median(d[window], axis=1)
+        ok = base > 0
+        ratios.append(d[hits][ok] / base[ok])
+        extra.append(np.clip(d[hits][ok] - base[ok], 0.0, None))
+    if not ratios:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(ratios), np.concatenate(extra)
+
+
+def _wilcoxon_greater(x: npt.NDArray[np.float64]) -> float:
+    """One-sided Wilcoxon signed-rank p-value that ``x`` is centred above zero."""
+    x = x[x != 0]
+    if len(x) < 2:
+        return 1.0
+    return float(stats.wilcoxon(x, alternative="greater").pvalue)
 
 
 def _stacks_at_pauses(ctx: Context, pid: int, pauses: object) -> list[dict[str, object]]:

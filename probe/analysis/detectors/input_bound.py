@@ -46,6 +46,7 @@ HIGH = Share(0.20)
 LOWER_BOUND = Share(0.03)
 SATURATED = Share(0.85)  # of the cores busy: more workers cannot help
 BUSY_WORKERS = Share(0.5)  # worker CPU / wall per batch from which workers are transform-bound
+OWN_CODE = Share(0.2)  # of the workers' busy samples in the program's own code: it has transforms
 
 
 def detect(ctx: Context) -> Finding:
@@ -85,10 +86,19 @@ def detect(ctx: Context) -> Finding:
     cause, cause_text = _cause(ctx, loaders, evidence)
     evidence["cause"] = cause
     next_step = ""  # the recommendation's first step: build batches in parallel with training
-    if cause == "transform-bound" and evidence.get("cores_saturated"):
+    if cause == "transform-bound" and evidence.get("oversubscribed"):
+        next_step = (
+            f"Use fewer DataLoader workers or intra-op threads: num_workers plus the training "
+            f"process's threads no more than the {evidence['cores']:g} cores"
+        )
+    elif cause == "transform-bound" and evidence.get("cores_saturated"):
         next_step = (
             "Make each sample cheaper: the cores are already busy, so more workers cannot help; "
-            "precompute the deterministic part of the transforms once"
+            + (
+                "precompute the deterministic part of the transforms once"
+                if evidence.get("worker_own_code_share", 1.0) >= OWN_CODE
+                else "build batches with fewer, larger reads (index the dataset by batch)"
+            )
         )
     elif cause == "latency-bound":
         next_step = (
@@ -98,6 +108,11 @@ def detect(ctx: Context) -> Finding:
     worst = np.argsort(per_step)[::-1][:5]
     windows = [(float(steps.start[i]), float(steps.end[i])) for i in sorted(worst)]
     stacks = _worker_stacks(ctx, loaders, cause)
+    if any(d.get("pin_memory_asked") and not d.get("pin_memory") for d in loaders):
+        cause_text += (
+            " pin_memory=True was asked but is not in effect: there is no accelerator to copy "
+            "batches to, so pinning would not help."
+        )
     title = f"The training loop waits for its input pipeline: {percent(share)} of step time"
     summary = (
         f"In the steady state the loop spent {percent(share)} of each step (median "
@@ -124,6 +139,7 @@ def _loader_summary(desc: dict[str, Any]) -> dict[str, Any]:
         "num_workers",
         "batch_size",
         "pin_memory",
+        "pin_memory_asked",
         "prefetch_factor",
         "persistent_workers",
         "start_method",
@@ -172,15 +188,41 @@ def _cause(
     if cpu_ratio >= BUSY_WORKERS:
         saturated = busy_cores >= SATURATED * cores
         evidence["cores_saturated"] = saturated
+        own = _own_code_share(ctx)
+        if own is not None:
+            evidence["worker_own_code_share"] = Share(round(own, 3))
+        intra = max(
+            (ctx.tl.processes[p].torch_threads or 1 for p in main_pids if p in ctx.tl.processes),
+            default=1,
+        )
+        wanted = workers + intra
+        evidence["threads_wanted"] = Count(wanted)
+        evidence["oversubscribed"] = bool(saturated and wanted > cores)
+        what = (
+            "the dataset and transforms"
+            if own is None or own >= OWN_CODE
+            else "torch's own batch assembly (indexing, collate): the dataset has no "
+            "transforms of its own"
+        )
         text = (
             f"Its {workers} workers are busy computing: {percent(cpu_ratio)} of the "
-            f"{duration(per_batch)} each batch takes is CPU time in the dataset and transforms "
-            "(transform-bound)."
+            f"{duration(per_batch)} each batch takes is CPU time in {what} (transform-bound)."
         )
-        if saturated:
+        if evidence["oversubscribed"]:
+            text += (
+                f" With the training process's {intra} intra-op thread{'s' if intra > 1 else ''}"
+                f" they want {wanted} cores of the {cores:g} there are, all saturated: fewer "
+                "workers or threads would give each a core instead of making them take turns."
+            )
+        elif saturated:
             text += (
                 f" The machine's {cores:g} cores are already saturated, so more workers will not "
-                "help: make the transforms cheaper or precompute them."
+                "help: make "
+                + (
+                    "the transforms cheaper or precompute them."
+                    if own is None or own >= OWN_CODE
+                    else "each batch cheaper to build."
+                )
             )
         return "transform-bound", text
     return (
@@ -190,6 +232,31 @@ def _cause(
         "storage, the network or sleeps "
         "(latency-bound). More workers or a larger prefetch_factor overlap that waiting.",
     )
+
+
+def _own_code_share(ctx: Context) -> float | None:
+    """Share of the DataLoader workers' busy stack samples that were in the program's own code
+    (its dataset's ``__getitem__``, its transforms) rather than only in libraries; None when
+    the workers' stacks were not sampled."""
+    from probe.analysis.stacks import STATE, is_library_file
+
+    st = ctx.tl.stacks
+    t0, t1 = ctx.window
+    worker_pids = [p.pid for p in ctx.tl.processes.values() if p.role == "worker"]
+    mask = np.isin(st.pid, worker_pids) & (st.t >= t0) & (st.t <= t1)
+    mask &= st.state != STATE["wait"]
+    if int(mask.sum()) < 20:
+        return None
+    own = 0.0
+    for stack in st.top(mask, 50):
+        frames = stack["frames"]
+        # Only what runs inside the worker's loop: a forked worker's stack begins with the
+        # program's own frames that iterated the loader in the parent.
+        loop = [i for i, f in enumerate(frames) if f["func"] in ("_worker_loop", "_bootstrap")]
+        inside = frames[loop[-1] + 1 :] if loop else frames
+        if any(not is_library_file(str(f["file"])) for f in inside):
+            own += float(stack["share"])
+    return min(own, 1.0)
 
 
 def _worker_stacks(ctx: Context, loaders: list[dict[str, Any]], cause: str) -> list[dict[str, Any]]:

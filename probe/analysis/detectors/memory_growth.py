@@ -6,12 +6,16 @@ a monotonic trend and the Theil-Sen estimator gives the slope with its 95 % inte
 bins, not raw samples, so autocorrelation and allocator noise do not inflate significance). A
 process's memory grows when:
 
-- the trend is strong and significant: tau >= ``MIN_TAU`` and p < ``MAX_P``, and the slope's lower
-  bound > 0;
+- the trend is strong: tau >= ``MIN_TAU`` and the slope's lower bound > 0;
+- it is a drift, not a wander: memory that moves as a random walk (allocator pools, caches that
+  fill and empty) has binned medians that are far from independent, and Kendall's p-value on them
+  reads most walks that end higher than they began as a trend. The test is instead on the
+  increments between the levels at up to 20 equally spaced points of the window (``stats.drift``:
+  Student's t, exact for a random walk), one-sided p < ``MAX_P``;
 - it grew by at least max(``MIN_GROWTH``, ``MIN_RELATIVE`` of where it started) over the window;
 - it is still growing in the second half of the window: tau >= ``LATE_TAU``, slope lower bound > 0,
   the slope's upper bound at least ``LATE_PACE`` of the whole window's slope, and at least
-  ``LATE_GROWTH`` of the minimum growth above within that half. Caches and allocator pools that
+  ``LATE_GROWTH`` of the whole window's growth within that half. Caches and allocator pools that
   fill up and level off are not leaks, even when a small drift remains after they level off.
 
 Works without torch and without steps (the window is then the HMM's). With steps, the slope per
@@ -39,17 +43,17 @@ from probe.analysis.detectors.base import (
     insufficient,
     not_detected,
 )
-from probe.analysis.stats import Trend, trend
+from probe.analysis.stats import Trend, binned_medians, drift, trend
 from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share, duration, size
 
 ID = "memory-growth"
 MIN_TAU = Number(0.6)
-MAX_P = Number(1e-3)
+MAX_P = Number(0.01)  # of the drift test
 MIN_GROWTH = Bytes(32 * 2**20)
 MIN_RELATIVE = Share(0.05)
 LATE_TAU = Number(0.3)
 LATE_PACE = Share(0.5)  # the second half's slope (its upper bound) against the whole window's
-LATE_GROWTH = Share(0.5)  # of the minimum growth that the second half must add on its own
+LATE_GROWTH = Share(0.25)  # of the window's growth that must come in its second half
 HOUR = Duration(3600.0)
 
 
@@ -105,6 +109,7 @@ def detect(ctx: Context) -> Finding:
         ),
         "kendall_tau": Number(round(worst["tau"], 3)),
         "p_value": Number(float(f"{worst['p']:.3g}")),
+        "drift_t": Number(round(worst["drift_t"], 2)),
         "start_mb": Bytes(round(worst["start_bytes"] / 2**20, 1), "MB"),
         "end_mb": Bytes(round(current / 2**20, 1), "MB"),
         "growth_mb": Bytes(round(worst["growth_bytes"] / 2**20, 1), "MB"),
@@ -146,7 +151,10 @@ def detect(ctx: Context) -> Finding:
 
 def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:
     full = trend(t, values)
-    if full is None or full.tau < MIN_TAU or full.p_value >= MAX_P or full.low <= 0:
+    if full is None or full.tau < MIN_TAU or full.low <= 0:
+        return None
+    walk = drift(*binned_medians(np.asarray(t, float), np.asarray(values, float)))
+    if walk is None or walk.p_value >= MAX_P:
         return None
     span = float(t[-1] - t[0])
     start = float(np.median(values[: max(3, len(values) // 20)]))
@@ -164,14 +172,15 @@ def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, 
     if late.high < LATE_PACE * full.slope:
         return None
     late_span = float(t[-1] - t[half])
-    if late.slope * late_span < LATE_GROWTH * max(MIN_GROWTH, MIN_RELATIVE * max(start, 1.0)):
+    if late.slope * late_span < LATE_GROWTH * growth:
         return None
     return {
         "rate_bytes_per_s": full.slope,
         "low": full.low,
         "high": full.high,
         "tau": full.tau,
-        "p": full.p_value,
+        "p": walk.p_value,
+        "drift_t": walk.t,
         "start_bytes": start,
         "end_bytes": end,
         "growth_bytes": growth,

@@ -50,7 +50,7 @@ from probe.analysis.detectors.base import (
 from probe.analysis.detectors.gpu_share import utilization
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
-from probe.analysis.timeline import StepTable
+from probe.analysis.timeline import UNITS, StepTable
 from probe.units import Count, Duration, Number, Share, duration, percent
 
 ID = "periodic-stall"
@@ -379,7 +379,7 @@ def detect(ctx: Context) -> Finding:
     kind = _stall_kind(ctx, in_stalls, stacks)
     evidence["stall_kind"] = kind
     period = (
-        f"every {evidence['period_steps']:.0f} steps"
+        f"every {evidence['period_steps']:.0f} {UNITS[steps.source][1]}"
         if use_steps
         else f"every {evidence['period_s']:.1f} s"
     )
@@ -395,8 +395,8 @@ def detect(ctx: Context) -> Finding:
             where += "."
     title = f"Steps stall periodically: {n} stalls {period}, {percent(impact)} of the run"
     summary = (
-        f"{n} steps took far longer than the median of {duration(median)} (median stall "
-        f"{duration(float(np.median(durations[stalls])))}), {period}, costing "
+        f"{n} {UNITS[steps.source][1]} took far longer than the median of {duration(median)} "
+        f"(median stall {duration(float(np.median(durations[stalls])))}), {period}, costing "
         f"{percent(impact)} of the steady state.{where}"
     )
     return Finding(
