@@ -20,7 +20,7 @@ import pytest
 from probe.attach.inject import gdb_corrupts_calls
 from probe.attach.permissions import ptrace_obstacle
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
 from tests.waiting import recorded, wait_until
 
 TRAIN = PROGRAMS / "attach_train.py"
@@ -67,9 +67,7 @@ class Job:
         return self.proc.returncode, out, err
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate()
+        end_process(self.proc, group=True)
 
 
 @pytest.fixture
@@ -99,31 +97,21 @@ def attach(
     return run_probe(attach_args(tmp_path, pid, *args, name=name), timeout=180)
 
 
-def start_attach(tmp_path: Path, pid: int) -> subprocess.Popen[str]:
-    """`probe attach` in the background, for the tests that stop it themselves."""
-    return subprocess.Popen(
-        [PYTHON, "-m", "probe", *attach_args(tmp_path, pid)],
-        env=probe_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def attach_until(
     tmp_path: Path,
     pid: int,
     enough: Callable[[], bool],
     what: str,
     *args: str,
-    stop: Callable[[], None] | None = None,
+    stop: Callable[[subprocess.Popen[str]], None] | None = None,
     argv: list[str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`probe attach PID ARGS` for as long as the machine needs, not for a fixed time: it runs in
     the background until probe has seen the agent start in ``pid`` and ``enough()`` holds (the
-    agent has recorded what the test counts), then ends by ``stop()`` (default: Ctrl-C). On a
+    agent has recorded what the test counts), then ends by ``stop(attach)`` (default: Ctrl-C). On a
     loaded machine the injection and the agent's start can take most of a window of seconds, so
-    a fixed ``--duration`` would leave the test counting what the machine had time for."""
+    a fixed ``--duration`` would leave the test counting what the machine had time for. Fails
+    at once, with what probe said, when probe ends or says that no agent can come."""
     err_path = tmp_path / "attach.stderr"
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
@@ -134,18 +122,21 @@ def attach_until(
             text=True,
         )
     running = f"agent running in process {pid} "
+    refused = f"process {pid}: no agent"
+
+    def done() -> bool:
+        said = err_path.read_text()
+        return proc.poll() is not None or refused in said or (running in said and enough())
+
     try:
-        wait_until(
-            lambda: proc.poll() is not None or (running in err_path.read_text() and enough()),
-            lambda: f"{what} (probe attach said: {err_path.read_text()!r})",
-        )
+        wait_until(done, lambda: f"{what} (probe attach said: {err_path.read_text()!r})")
+        said = err_path.read_text()
+        assert running in said, f"no agent started in process {pid}; probe attach said: {said}"
         if proc.poll() is None:
-            (stop or (lambda: proc.send_signal(signal.SIGINT)))()
+            (stop or (lambda attach: attach.send_signal(signal.SIGINT)))(proc)
         out, _ = proc.communicate(timeout=180)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err_path.read_text())
 
 
@@ -284,11 +275,11 @@ def test_a_probe_killed_mid_attach_leaves_no_agent_behind(
 ) -> None:
     job = Job(tmp_path, "--workers", "0")
     job_factory.append(job)
-    probe_proc = start_attach(tmp_path, job.pid)
     status = tmp_path / "d" / "s" / f"attach-{job.pid}.json"
-    wait_for_state(status, "attached")
-    probe_proc.kill()
-    probe_proc.communicate()
+    killed = attach_until(
+        tmp_path, job.pid, lambda: True, "the agent", stop=lambda attach: attach.kill()
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     wait_for_state(status, "detached")  # the agent notices at its next check (every 0.5 s)
     assert json.loads(status.read_text())["reason"] == "the probe attach process is gone"
     code, out, _ = job.end()
@@ -363,9 +354,7 @@ def test_listener_from_the_environment(tmp_path: Path, job_factory: list[Job]) -
         finish.touch()
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert proc.returncode == 0
     assert out.strip() == "frames 2 agent None"
     steps = Session(session_dir).table("step")
@@ -502,7 +491,7 @@ def test_a_job_that_exits_mid_attach_still_gets_its_session(tmp_path: Path) -> N
     session_dir = tmp_path / "d" / "s"
     told_ns = []
 
-    def end_the_job() -> None:
+    def end_the_job(attach: subprocess.Popen[str]) -> None:
         assert proc.stdin is not None
         told_ns.append(time.monotonic_ns())
         proc.stdin.write("stop\n")
@@ -522,9 +511,7 @@ def test_a_job_that_exits_mid_attach_still_gets_its_session(tmp_path: Path) -> N
         )
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert "exited during the attach" in result.stderr
     assert proc.returncode == 0 and out == "bye\n"
@@ -568,9 +555,7 @@ def serve(
         finish.touch()
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert proc.returncode == 0, err
     assert json.loads(out)["probe_timers"] == 0
@@ -691,9 +676,7 @@ def test_root_attaches_to_another_users_job_through_a_staging_directory(tmp_path
         )
         out, _ = proc.communicate("stop\n", timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert proc.returncode == 0
     assert json.loads(out) == {"frames": 1, "gc": 0}
@@ -740,9 +723,7 @@ def test_a_job_already_under_probe_doctor_is_recorded_from_outside(tmp_path: Pat
         result = attach(tmp_path, pid, "--duration", "1")
         doctor.communicate("stop\n", timeout=60)
     finally:
-        if doctor.poll() is None:
-            doctor.kill()
-            doctor.communicate()
+        end_process(doctor)
     assert result.returncode == 0, result.stderr
     assert "already recorded by probe doctor" in result.stderr
     assert doctor.returncode == 0

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
 from tests.waiting import recorded, wait_until
 
 
@@ -256,11 +256,14 @@ def test_signals_are_forwarded_and_the_session_is_complete(
     tmp_path: Path, sig: int, expected_line: str, expected_status: int
 ) -> None:
     proc = _start_probe(tmp_path, PYTHON, str(PROGRAMS / "wait_for_signal.py"))
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    wait_for_records(tmp_path / "s", steps=5, procs=3)
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        wait_for_records(tmp_path / "s", steps=5, procs=3)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        end_process(proc)
     assert expected_line in out
     assert proc.returncode == expected_status
     session = Session(tmp_path / "s")
