@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -53,6 +56,24 @@ def recorded_sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     from tests.export_sessions import record_all
 
     return record_all(tmp_path_factory.mktemp("recorded"))
+
+
+def end_process(proc: subprocess.Popen[Any], *, group: bool = False) -> None:
+    """Kill ``proc`` (its whole process group with ``group``) if it still runs, reap it and close
+    its pipes. For the ``finally`` of a test that started it: a test that fails midway must leave
+    no process behind, nor an open pipe whose garbage collection would fail a later test with a
+    ResourceWarning."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):  # stdin: unwritten input to a dead process
+                stream.close()
 
 
 @pytest.fixture(autouse=True)

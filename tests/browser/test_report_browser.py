@@ -26,6 +26,7 @@ from probe.cli import main
 from tests.conftest import PYTHON, REPO, run_probe
 from tests.unit.report_sessions import EVIL, evil_session
 from tests.unit.synthetic_runs import Run
+from tests.waiting import PATIENCE_S
 
 pytestmark = pytest.mark.browser
 
@@ -117,11 +118,13 @@ class Opened:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("dialog", self._dialog)
         self.page.goto(path.resolve().as_uri())
-        # Bokeh renders once its document is idle; every graph section then holds a canvas.
+        # Bokeh says when a document is idle: every root has rendered (each graph section then
+        # holds a canvas). Wait for that, not for a fixed time a loaded machine may need more of.
         self.page.wait_for_function(
-            "() => window.Bokeh && Bokeh.documents.length > 0", timeout=20_000
+            "() => window.Bokeh && Bokeh.documents.length > 0"
+            " && Bokeh.documents.every((doc) => doc.is_idle)",
+            timeout=PATIENCE_S * 1000,
         )
-        self.page.wait_for_timeout(800)
 
     def _dialog(self, dialog: Any) -> None:
         self.dialogs.append(dialog.message)

@@ -10,16 +10,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from probe.attach.inject import gdb_corrupts_calls
 from probe.attach.permissions import ptrace_obstacle
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
+from tests.waiting import recorded, wait_until
 
 TRAIN = PROGRAMS / "attach_train.py"
 
@@ -54,15 +56,18 @@ class Job:
         assert line.startswith("ready"), line + self.proc.stderr.read()  # type: ignore[union-attr]
         self.pid = self.proc.pid
 
+    @property
+    def workers(self) -> list[int]:
+        """The job's DataLoader workers (started before it said it was ready)."""
+        return [child.pid for child in psutil.Process(self.pid).children()]
+
     def end(self, timeout: float = 60) -> tuple[int, str, str]:
         self.finish.touch()
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, err
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate()
+        end_process(self.proc, group=True)
 
 
 @pytest.fixture
@@ -92,24 +97,59 @@ def attach(
     return run_probe(attach_args(tmp_path, pid, *args, name=name), timeout=180)
 
 
-def start_attach(tmp_path: Path, pid: int) -> subprocess.Popen[str]:
-    """`probe attach` in the background, for the tests that stop it themselves."""
-    return subprocess.Popen(
-        [PYTHON, "-m", "probe", *attach_args(tmp_path, pid)],
-        env=probe_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def attach_until(
+    tmp_path: Path,
+    pid: int,
+    enough: Callable[[], bool],
+    what: str,
+    *args: str,
+    stop: Callable[[subprocess.Popen[str]], None] | None = None,
+    argv: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`probe attach PID ARGS` for as long as the machine needs, not for a fixed time: it runs in
+    the background until probe has seen the agent start in ``pid`` and ``enough()`` holds (the
+    agent has recorded what the test counts), then ends by ``stop(attach)`` (default: Ctrl-C). On a
+    loaded machine the injection and the agent's start can take most of a window of seconds, so
+    a fixed ``--duration`` would leave the test counting what the machine had time for. Fails
+    at once, with what probe said, when probe ends or says that no agent can come."""
+    err_path = tmp_path / "attach.stderr"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "probe", *(argv or attach_args(tmp_path, pid, *args))],
+            env=probe_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    running = f"agent running in process {pid} "
+    refused = f"process {pid}: no agent"
+
+    def done() -> bool:
+        said = err_path.read_text()
+        return proc.poll() is not None or refused in said or (running in said and enough())
+
+    try:
+        wait_until(done, lambda: f"{what} (probe attach said: {err_path.read_text()!r})")
+        said = err_path.read_text()
+        assert running in said, f"no agent started in process {pid}; probe attach said: {said}"
+        if proc.poll() is None:
+            (stop or (lambda attach: attach.send_signal(signal.SIGINT)))(proc)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        end_process(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err_path.read_text())
 
 
-def wait_for_state(status: Path, state: str, timeout: float) -> None:
-    """Until the job's attach status file says ``state`` (or the timeout passes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if status.exists() and json.loads(status.read_text())["state"] == state:
-            return
-        time.sleep(0.1)
+def wait_for_state(status: Path, state: str) -> None:
+    """Until the job's attach status file says ``state``."""
+
+    def state_now() -> str | None:
+        try:
+            return str(json.loads(status.read_text())["state"])
+        except (OSError, ValueError):  # not written yet
+            return None
+
+    wait_until(lambda: state_now() == state, lambda: f"{state!r} in {status}: {state_now()!r}")
 
 
 def assert_left_clean(out: str) -> dict[str, object]:
@@ -138,7 +178,17 @@ def test_attach_with_gdb_records_inside_and_leaves_the_job_as_it_was(
 ) -> None:
     job = Job(tmp_path)
     job_factory.append(job)
-    result = attach(tmp_path, job.pid, "--duration", "6")
+    session_dir = tmp_path / "d" / "s"
+    result = attach_until(
+        tmp_path,
+        job.pid,
+        lambda: (
+            recorded(session_dir, "step", job.pid) >= 20
+            and recorded(session_dir, "wait", job.pid) >= 20
+            and all(recorded(session_dir, "fetch", w) > 0 for w in job.workers)
+        ),
+        "20 steps and waits from the job, and fetches from each of its workers",
+    )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert f"agent running in process {job.pid} (gdb" in result.stderr
@@ -146,9 +196,9 @@ def test_attach_with_gdb_records_inside_and_leaves_the_job_as_it_was(
     code, out, err = job.end()
     assert code == 0, err
     assert_left_clean(out)
-    session = Session(tmp_path / "d" / "s")
+    session = Session(session_dir)
     meta = session.meta
-    assert meta["kind"] == "attach" and meta["status"] == "finished"
+    assert meta["kind"] == "attach" and meta["status"] == "detached"
     assert meta["root_pid"] == job.pid
     assert meta["attach"]["no_inside_data"] is None
     processes = {p["pid"]: p for p in meta["attach"]["processes"]}
@@ -175,12 +225,16 @@ def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -
     job = Job(tmp_path)
     job_factory.append(job)
     verdict = tmp_path / "verdict.json"
-    result = run_probe(
-        [
+    session_dir = tmp_path / "d" / "s"
+    # 150 steps: what 6 s of this loop give (25 steps/s: each worker sleeps 80 ms for a batch).
+    result = attach_until(
+        tmp_path,
+        job.pid,
+        lambda: recorded(session_dir, "step", job.pid) >= 150,
+        "150 steps from the job",
+        argv=[
             "attach",
             str(job.pid),
-            "--duration",
-            "6",
             "--no-open",
             "--json",
             str(verdict),
@@ -189,7 +243,6 @@ def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -
             "--name",
             "s",
         ],
-        timeout=240,
     )
     assert result.returncode == 0, result.stderr
     code, out, _ = job.end()
@@ -202,14 +255,13 @@ def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -
 def test_ctrl_c_ends_the_attach_not_the_job(tmp_path: Path, job_factory: list[Job]) -> None:
     job = Job(tmp_path, "--workers", "0")
     job_factory.append(job)
-    probe_proc = start_attach(tmp_path, job.pid)
     session_dir = tmp_path / "d" / "s"
-    wait_for_state(session_dir / f"attach-{job.pid}.json", "attached", 60)
-    time.sleep(1.5)
-    probe_proc.send_signal(signal.SIGINT)
-    _, err = probe_proc.communicate(timeout=60)
-    assert probe_proc.returncode == 0, err
-    assert f"process {job.pid} keeps running" in err
+    # Ctrl-C once the agent has recorded something to keep.
+    result = attach_until(
+        tmp_path, job.pid, lambda: recorded(session_dir, "step", job.pid) > 0, "a step"
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"process {job.pid} keeps running" in result.stderr
     assert job.proc.poll() is None  # the job did not see the Ctrl-C
     code, out, _ = job.end()
     assert code == 0
@@ -223,12 +275,12 @@ def test_a_probe_killed_mid_attach_leaves_no_agent_behind(
 ) -> None:
     job = Job(tmp_path, "--workers", "0")
     job_factory.append(job)
-    probe_proc = start_attach(tmp_path, job.pid)
     status = tmp_path / "d" / "s" / f"attach-{job.pid}.json"
-    wait_for_state(status, "attached", 60)
-    probe_proc.kill()
-    probe_proc.communicate()
-    wait_for_state(status, "detached", 10)  # the agent notices within half a second
+    killed = attach_until(
+        tmp_path, job.pid, lambda: True, "the agent", stop=lambda attach: attach.kill()
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    wait_for_state(status, "detached")  # the agent notices at its next check (every 0.5 s)
     assert json.loads(status.read_text())["reason"] == "the probe attach process is gone"
     code, out, _ = job.end()
     assert code == 0
@@ -241,7 +293,15 @@ def test_a_probe_killed_mid_attach_leaves_no_agent_behind(
 def test_attach_through_the_listener(tmp_path: Path, job_factory: list[Job]) -> None:
     job = Job(tmp_path, "--listen")
     job_factory.append(job)
-    result = attach(tmp_path, job.pid, "--duration", "4")
+    session_dir = tmp_path / "d" / "s"
+    result = attach_until(
+        tmp_path,
+        job.pid,
+        lambda: (
+            recorded(session_dir, "step", job.pid) >= 10 and recorded(session_dir, "fetch") >= 10
+        ),
+        "10 steps from the job and 10 fetches from its workers",
+    )
     assert result.returncode == 0, result.stderr
     assert f"agent running in process {job.pid} (listener" in result.stderr
     code, out, err = job.end()
@@ -253,7 +313,7 @@ def test_attach_through_the_listener(tmp_path: Path, job_factory: list[Job]) -> 
     assert isinstance(before, dict)
     assert before["python_threads"] == before["threading"] + 1
     assert before["probe_objects"] == ["Listener"]
-    session = Session(tmp_path / "d" / "s")
+    session = Session(session_dir)
     processes = {p["pid"]: p for p in session.meta["attach"]["processes"]}
     assert processes[job.pid]["method"] == "listener"
     # Forked DataLoader workers listen on their own socket: they are switched on too.
@@ -279,21 +339,25 @@ def test_listener_from_the_environment(tmp_path: Path, job_factory: list[Job]) -
         stderr=subprocess.PIPE,
         text=True,
     )
+    session_dir = tmp_path / "d" / "s"
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("ready")
-        result = attach(tmp_path, proc.pid, "--duration", "2")
+        result = attach_until(
+            tmp_path,
+            proc.pid,
+            lambda: recorded(session_dir, "step", proc.pid) >= 20,
+            "20 steps from the job",
+        )
         assert result.returncode == 0, result.stderr
         assert "(listener" in result.stderr
         finish.touch()
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert proc.returncode == 0
     assert out.strip() == "frames 2 agent None"
-    steps = Session(tmp_path / "d" / "s").table("step")
+    steps = Session(session_dir).table("step")
     assert len(steps) >= 20  # probe.step() recorded while attached
 
 
@@ -409,43 +473,66 @@ def test_a_non_python_process_is_refused_unless_no_inject(tmp_path: Path) -> Non
 
 @needs_gdb
 def test_a_job_that_exits_mid_attach_still_gets_its_session(tmp_path: Path) -> None:
+    # The job ends when told to (a line on its stdin), once the agent has recorded its stacks.
     code = (
-        "import os, time\n"
+        "import os, select, sys, time\n"
         "print('ready', os.getpid(), flush=True)\n"
-        "end = time.monotonic() + 4\n"
-        "while time.monotonic() < end:\n"
+        "while not select.select([sys.stdin], [], [], 0)[0]:\n"
         "    sum(range(10000)); time.sleep(0.005)\n"
         "print('bye')\n"
     )
     proc = subprocess.Popen(
-        [PYTHON, "-c", code], env=probe_env(), stdout=subprocess.PIPE, text=True
+        [PYTHON, "-c", code],
+        env=probe_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    session_dir = tmp_path / "d" / "s"
+    told_ns = []
+
+    def end_the_job(attach: subprocess.Popen[str]) -> None:
+        assert proc.stdin is not None
+        told_ns.append(time.monotonic_ns())
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("ready")
-        result = attach(tmp_path, proc.pid, "--duration", "60")
+        result = attach_until(
+            tmp_path,
+            proc.pid,
+            lambda: recorded(session_dir, "stack", proc.pid) > 10,
+            "10 stack samples from the job",
+            "--duration",
+            "600",  # longer than any wait here: the job's exit ends the attach
+            stop=end_the_job,
+        )
         out, _ = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert "exited during the attach" in result.stderr
     assert proc.returncode == 0 and out == "bye\n"
-    session = Session(tmp_path / "d" / "s")
+    session = Session(session_dir)
     assert session.meta["status"] == "target-exited"
     assert session.meta["exit"]["code"] is None  # not probe's child: its exit code is unknown
     assert session.has_agent_data
-    assert (session.end_ns - session.start_ns) / 1e9 < 30
+    assert session.end_ns >= told_ns[0]  # the session covers the job up to its exit
     assert len(session.table("stack")) > 10
 
 
 # -- serving: a running asyncio loop gets its lag monitor ------------------------------------------
 
 
-def serve(tmp_path: Path, python: str, *args: str) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run the serving program, attach to it for 3 s, stop it; (probe's result, its output)."""
+def serve(
+    tmp_path: Path, python: str, *args: str, agent: bool = True
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the serving program, attach to it until the agent has timed its loop ten times (or for
+    3 s when no agent can start), stop it; (probe's result, its output)."""
     finish = tmp_path / "finish"
+    session_dir = tmp_path / "d" / "s"
     proc = subprocess.Popen(
         [python, str(PROGRAMS / "attach_serve.py"), str(finish), *args],
         env=probe_env(),
@@ -456,13 +543,19 @@ def serve(tmp_path: Path, python: str, *args: str) -> tuple[subprocess.Completed
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("ready")
-        result = attach(tmp_path, proc.pid, "--duration", "3")
+        if agent:
+            result = attach_until(
+                tmp_path,
+                proc.pid,
+                lambda: recorded(session_dir, "lag", proc.pid) >= 10,
+                "10 lag records from the job",
+            )
+        else:
+            result = attach(tmp_path, proc.pid, "--duration", "3")
         finish.touch()
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert proc.returncode == 0, err
     assert json.loads(out)["probe_timers"] == 0
@@ -491,7 +584,7 @@ def test_a_running_event_loop_is_timed_and_left_clean(tmp_path: Path, args: list
 def test_a_main_thread_blocked_in_native_code_is_explained(tmp_path: Path) -> None:
     # The loop runs in a thread while the main thread waits in join(): before 3.12 only the main
     # thread runs the queued call, so no agent starts, and probe says why and what would help.
-    result, _ = serve(tmp_path, PYTHON, "--thread")
+    result, _ = serve(tmp_path, PYTHON, "--thread", agent=False)
     assert "the agent was queued but never started" in result.stderr
     assert "PROBE_LISTEN=1" in result.stderr
     session = Session(tmp_path / "d" / "s")
@@ -568,12 +661,22 @@ def test_root_attaches_to_another_users_job_through_a_staging_directory(tmp_path
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("ready")
-        result = attach(tmp_path, proc.pid, "--duration", "2")
+        staging = f"probe-attach-{proc.pid}-*"  # the agent writes where the job's user can
+        result = attach_until(
+            tmp_path,
+            proc.pid,
+            lambda: (
+                sum(
+                    recorded(d, "stack", proc.pid)
+                    for d in Path(tempfile.gettempdir()).glob(staging)
+                )
+                > 10
+            ),
+            "10 stack samples from the job in its staging directory",
+        )
         out, _ = proc.communicate("stop\n", timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        end_process(proc)
     assert result.returncode == 0, result.stderr
     assert proc.returncode == 0
     assert json.loads(out) == {"frames": 1, "gc": 0}
@@ -620,9 +723,7 @@ def test_a_job_already_under_probe_doctor_is_recorded_from_outside(tmp_path: Pat
         result = attach(tmp_path, pid, "--duration", "1")
         doctor.communicate("stop\n", timeout=60)
     finally:
-        if doctor.poll() is None:
-            doctor.kill()
-            doctor.communicate()
+        end_process(doctor)
     assert result.returncode == 0, result.stderr
     assert "already recorded by probe doctor" in result.stderr
     assert doctor.returncode == 0

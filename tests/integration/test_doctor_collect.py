@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from probe.session import format as fmt
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
+from tests.waiting import recorded, wait_until
 
 
 def collect(
@@ -30,6 +32,20 @@ def collect(
 
 def agent_pids(session: Session) -> set[int]:
     return {f.pid for f in session.files if f.writer == "agent"}
+
+
+def wait_for_records(directory: Path, steps: int, procs: int) -> None:
+    """Until the live session holds more than ``steps`` steps (the agent's, flushed every 0.2 s)
+    and ``procs`` process samples (the outside sampler's): something to keep when the run is
+    interrupted, however long the machine took to start it."""
+
+    def counts() -> tuple[int, int]:
+        return recorded(directory, "step"), recorded(directory, "proc")
+
+    wait_until(
+        lambda: counts()[0] > steps and counts()[1] > procs,
+        lambda: f"more than {steps} steps and {procs} process samples; (steps, procs) = {counts()}",
+    )
 
 
 # -- behaves exactly like the command ---------------------------------------------------------
@@ -241,11 +257,14 @@ def test_signals_are_forwarded_and_the_session_is_complete(
     tmp_path: Path, sig: int, expected_line: str, expected_status: int
 ) -> None:
     proc = _start_probe(tmp_path, PYTHON, str(PROGRAMS / "wait_for_signal.py"))
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        wait_for_records(tmp_path / "s", steps=5, procs=3)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        end_process(proc)
     assert expected_line in out
     assert proc.returncode == expected_status
     session = Session(tmp_path / "s")
@@ -275,14 +294,14 @@ def test_data_before_a_sigkill_survives(tmp_path: Path) -> None:
     result, path = collect(tmp_path, PYTHON, str(PROGRAMS / "kill_self.py"))
     assert result.returncode == 128 + signal.SIGKILL
     steps_line = next(line for line in result.stdout.splitlines() if line.startswith("steps"))
-    steps_printed = int(steps_line.split()[1])
+    taken, older_than_a_second = (int(n) for n in steps_line.split()[1:])
     session = Session(path)
     steps = session.table("step")
-    # Everything older than ~0.5 s before the kill is on disk.
-    assert len(steps) > 0
-    last_step = int(steps["t"][-1])
-    assert (session.end_ns - last_step) / 1e9 < 1.0
-    assert len(steps) >= steps_printed * (2.3 / 3.0)
+    optimizer_steps = int((steps["source"] == fmt.STEP_SOURCE_OPTIMIZER).sum())
+    # Every step taken a second or more before the kill is on disk (the agent flushes every
+    # 0.2 s), whatever the step rate was meanwhile.
+    assert older_than_a_second > 0
+    assert older_than_a_second <= optimizer_steps <= taken
     assert session.meta["exit"]["signal"] == signal.SIGKILL
 
 
@@ -527,7 +546,7 @@ def test_ctrl_c_on_a_terminal_reaches_the_command_once(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while b"ready" not in output and time.monotonic() < deadline:
         output += os.read(master, 4096)
-    time.sleep(1.0)
+    wait_for_records(tmp_path / "s", steps=5, procs=0)
     os.write(master, b"\x03")  # Ctrl-C, delivered by the terminal to its foreground group
     assert proc.wait(timeout=60) == 130
     while True:

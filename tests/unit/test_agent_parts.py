@@ -23,6 +23,7 @@ from probe.session import format as fmt
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
 from probe.session.writer import RecordBuffer
+from tests.waiting import PATIENCE_S
 
 
 @pytest.fixture
@@ -117,13 +118,17 @@ def test_stack_sampler_sees_every_thread_and_names_them(session_dir: Path) -> No
     buf = _buffer(session_dir)
     sampler = StackSampler(buf)
     release = threading.Event()
+    parked = threading.Event()
 
     def parked_in_a_named_function() -> None:
+        parked.set()
         release.wait(10)
 
     worker = threading.Thread(target=parked_in_a_named_function, name="loader-thread")
     worker.start()
     try:
+        # Sampled once it is in the function: start() returns before the thread gets there.
+        assert parked.wait(PATIENCE_S)
         for t in range(3):
             sampler.sample(1_000 + t, skip_ident=-1)
     finally:
@@ -205,12 +210,15 @@ def test_a_stack_sample_leaves_a_disabled_collector_disabled(session_dir: Path) 
 
 
 def _park(name: str, release: threading.Event) -> tuple[threading.Thread, Any]:
-    """A thread parked in a function of its own, compiled here (so its code can die)."""
+    """A thread parked in a function of its own, compiled here (so its code can die); returns
+    once the thread is in it."""
     namespace: dict[str, Any] = {}
-    exec(f"def {name}(release):\n    release.wait(10)\n", namespace)
+    exec(f"def {name}(release, parked):\n    parked.set()\n    release.wait(10)\n", namespace)
     function = namespace[name]
-    thread = threading.Thread(target=function, args=(release,))
+    parked = threading.Event()
+    thread = threading.Thread(target=function, args=(release, parked))
     thread.start()
+    assert parked.wait(PATIENCE_S)
     return thread, function
 
 

@@ -19,6 +19,7 @@ import pytest
 from probe.agent import attached, listener, runtime
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -47,14 +48,12 @@ def status(directory: Path) -> dict[str, object]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def wait_for_state(directory: Path, state: str, timeout: float = 20.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_state(directory: Path, state: str) -> dict[str, object]:
+    def reached() -> dict[str, object]:
         doc = status(directory)
-        if doc.get("state") == state:
-            return doc
-        time.sleep(0.02)
-    raise AssertionError(f"no {state!r} status; last: {status(directory)}")
+        return doc if doc.get("state") == state else {}
+
+    return wait_until(reached, lambda: f"a {state!r} status; last: {status(directory)}")
 
 
 def installed() -> dict[str, object]:
@@ -87,7 +86,8 @@ def test_the_agent_removes_everything_once_the_stop_file_appears(session_dir: Pa
     during = installed()
     assert len(during["gc_callbacks"]) == len(before["gc_callbacks"]) + 1  # type: ignore[arg-type]
     assert during["probe_agent"] is agent
-    time.sleep(0.3)
+    # Stopped once it has sampled a stack, however long its thread took to get a CPU.
+    wait_until(lambda: agent.stacks.samples > 0, "the agent's first stack sample")
     (session_dir / "attach.stop").touch()
     doc = wait_for_state(session_dir, "detached")
     assert doc["reason"] == "probe attach ended" and doc["errors"] == 0

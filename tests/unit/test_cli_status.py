@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import termios
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +20,7 @@ from probe.cli.status import LiveStatus, StepCounter, format_status, status_enab
 from probe.collectors.proctree import ProcessTreeSampler, TreeTotals
 from probe.session import format as fmt
 from probe.session.writer import RecordBuffer, RecordFile
+from tests.waiting import wait_until
 
 
 def _steps(f: RecordFile, n: int, *, source: int = fmt.STEP_SOURCE_OPTIMIZER, opt: int = 1) -> None:
@@ -69,12 +69,12 @@ def test_sampler_totals_follow_the_tree(tmp_path: Path) -> None:
         buffer = RecordBuffer(str(tmp_path), "sampler", {"writer": "sampler"})
         sampler = ProcessTreeSampler(buffer, child.pid)
         assert sampler.totals == TreeTotals()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def sampled_the_allocation() -> bool:
             sampler.sample()
-            if sampler.totals.rss > 30 << 20:
-                break
-            time.sleep(0.05)
+            return sampler.totals.rss > 30 << 20
+
+        wait_until(sampled_the_allocation, "the child's 30 MB in the sampler's totals")
         totals = sampler.totals
         assert totals.processes == 1
         assert totals.rss > 30 << 20

@@ -25,6 +25,7 @@ from probe.session import writer
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
 from probe.session.writer import RecordBuffer
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -54,13 +55,6 @@ def child() -> Iterator[subprocess.Popen[bytes]]:
     proc.wait()
 
 
-def _wait(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_a_stack_sampler_failing_every_time_is_switched_off_and_the_rest_goes_on(
     agent: runtime.Agent, session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,7 +63,7 @@ def test_a_stack_sampler_failing_every_time_is_switched_off_and_the_rest_goes_on
 
     monkeypatch.setattr(agent.stacks, "sample", changed_internal)
     agent.start()
-    _wait(lambda: "stack sampler" in agent._parts_off)
+    wait_until(lambda: "stack sampler" in agent._parts_off, "the stack sampler switched off")
     for _ in range(5):
         agent.step()
     agent.stop(detach=True)
@@ -185,7 +179,7 @@ def test_a_sampler_whose_every_pass_fails_stops_and_says_why(
     monkeypatch.setattr(sampler, "sample", broken)
     thread = SamplerThread(sampler, 0.001)
     thread.start()
-    _wait(lambda: thread.error is not None)
+    wait_until(lambda: thread.error is not None, "the sampler thread's error")
     assert thread.stop()
     buffer.close()
     assert isinstance(thread.error, MemoryError)
@@ -198,8 +192,10 @@ def test_stopping_the_sampler_waits_a_bounded_time_for_a_write_that_blocks(
     session_dir: Path, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
+    blocked = threading.Event()
 
     def hung(fd: int, data: Any) -> int:
+        blocked.set()
         release.wait(60)
         raise OSError(5, "Input/output error")
 
@@ -207,7 +203,7 @@ def test_stopping_the_sampler_waits_a_bounded_time_for_a_write_that_blocks(
     buffer = RecordBuffer(str(session_dir), "sampler", {"writer": "sampler"})
     thread = SamplerThread(ProcessTreeSampler(buffer, child.pid), 0.01, flush_s=0.01)
     thread.start()
-    time.sleep(0.1)
+    wait_until(blocked.is_set, "the sampler thread in its blocked write")
     started = time.monotonic()
     try:
         assert thread.stop(timeout=0.2) is False

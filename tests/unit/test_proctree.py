@@ -12,6 +12,7 @@ from probe.collectors.system import Cgroup
 from probe.session import format as fmt
 from probe.session.records import read_record_file
 from probe.session.writer import RecordBuffer
+from tests.waiting import wait_until
 
 # A child with a second thread that ends on the first line of stdin; the process ends on the next.
 CHILD = """
@@ -54,6 +55,10 @@ def test_files_stay_open_while_their_task_lives_and_close_when_it_ends(tmp_path:
         child.stdin.write("\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "joined"
+        # join() returns as the thread finishes its Python part; the kernel task ends a moment
+        # later, later still on a loaded machine.
+        task = Path(f"/proc/{child.pid}/task/{helper}")
+        wait_until(lambda: not task.exists(), f"{task} to go")
         sampler.sample()
         assert helper_file not in sampler.files._fds  # the thread ended: its file is closed
         assert f"/proc/{child.pid}/stat" in sampler.files._fds
