@@ -15,6 +15,9 @@ from typing import Any
 import psutil
 import pytest
 
+from probe.session import format as fmt
+from probe.session.reader import Session
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 PROGRAMS = REPO / "tests" / "integration" / "programs"
@@ -48,6 +51,20 @@ def run_probe(
         input=input,
         check=False,
     )
+
+
+def steps_of(
+    session: Session, source: int = fmt.STEP_SOURCE_OPTIMIZER, pid: int | None = None
+) -> int:
+    """How many step records of one ``source`` (``fmt.STEP_SOURCE_*``; optimizer steps unless
+    said) the session holds, only ``pid``'s when given. The step table holds every unit the agent
+    saw since format 1.4 (optimizer steps, backward passes, top-level module calls, probe.step()),
+    so a test that means one of them counts it alone."""
+    steps = session.table("step")
+    mine = steps["source"] == source
+    if pid is not None:
+        mine &= steps["pid"] == pid
+    return int(mine.sum())
 
 
 @pytest.fixture(scope="session")

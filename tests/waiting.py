@@ -13,8 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
 from probe.errors import NotASession
 from probe.session import format as fmt
+from probe.session.reader import numpy_dtype
 from probe.session.records import read_record_file
 
 T = TypeVar("T")
@@ -47,13 +50,17 @@ def wait_until(
         time.sleep(interval)
 
 
-def recorded(directory: Path, kind: str, pid: int | None = None) -> int:
+def recorded(
+    directory: Path, kind: str, pid: int | None = None, *, source: int | None = None
+) -> int:
     """How many records of ``kind`` (``"step"``, ``"stack"``, ``"proc"``, ...) the record files in
-    ``directory`` hold so far (only ``pid``'s agent file when given). Reads a session while its
-    writers still write: a chunk being appended reads as torn and is left out, like a file whose
-    header is not written yet."""
+    ``directory`` hold so far (only ``pid``'s agent file when given; for steps, only those of
+    ``source``, a ``fmt.STEP_SOURCE_*``, when given: the step records hold backward passes and
+    module calls too). Reads a session while its writers still write: a chunk being appended
+    reads as torn and is left out, like a file whose header is not written yet."""
     size = fmt.KINDS_BY_NAME[kind].struct.size
     code = fmt.KINDS_BY_NAME[kind].code
+    dtype = numpy_dtype(fmt.KINDS_BY_NAME[kind])
     total = 0
     for path in directory.glob("*.rec"):
         try:
@@ -62,5 +69,10 @@ def recorded(directory: Path, kind: str, pid: int | None = None) -> int:
             continue
         if pid is not None and (data.writer != "agent" or data.pid != pid):
             continue
-        total += sum(len(chunk) // size for chunk in data.chunks.get(code, []))
+        for chunk in data.chunks.get(code, []):
+            if source is None:
+                total += len(chunk) // size
+            else:
+                rows = np.frombuffer(chunk, dtype=dtype, count=len(chunk) // size)
+                total += int((rows["source"] == source).sum())
     return total

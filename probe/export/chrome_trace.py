@@ -4,11 +4,12 @@ One process per process of the run, named for what it is ("rank 0", "DataLoader 
 python train.py"), and one track per thread with its real name. On the threads, as slices
 (complete events, ``X``): DataLoader waits, GC pauses, ``probe.span()`` phases, the host waiting
 for the GPU, and the batches a DataLoader worker built. Steps and event-loop lag are not calls of
-one thread (a step runs from one optimizer step to the next and may cross a span), so each has a
-track of its own in its process ("steps", "event-loop lag"). CPU (cores), RSS, CUDA memory and
-event-loop lag are counters of their process. A pseudo-process "probe: the run" holds the
-analysed window and each issue of the verdict as slices (with an instant event where each of its
-windows begins), and the host's CPU and the GPUs' utilisation and memory as counters.
+one thread (a step runs from one optimizer step, or other unit of the loop, to the next and may
+cross a span), so each has a track of its own in its process ("steps", "event-loop lag"). CPU
+(cores), RSS, CUDA memory and event-loop lag are counters of their process. A pseudo-process
+"probe: the run" holds the analysed window and each issue of the verdict as slices (with an
+instant event where each of its windows begins), and the host's CPU and the GPUs' utilisation and
+memory as counters.
 
 Timestamps are microseconds since the start of the run, the time axis of the report and of the
 diagnosis JSON; ``otherData`` gives the start on the session's monotonic clock and as Unix time.
@@ -33,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probe import __version__
-from probe.analysis.timeline import Intervals, StepTable
+from probe.analysis.timeline import UNITS, Intervals, StepTable
 from probe.export import StreamExporter
 from probe.export.source import ExportData
 from probe.session import format as fmt
@@ -224,11 +225,14 @@ def _process_tracks(data: ExportData) -> list[Track]:
     def pids_of(column: npt.NDArray[Any]) -> list[int]:
         return [int(p) for p in np.unique(column) if data.wants_pid(int(p))]
 
-    # Steps: on their own track, one per training process.
+    # Steps: on their own track, one per training process. A step is the loop's unit the analysis
+    # chose (optimizer steps; else backward passes, module calls...), named after it; the
+    # session's other step records (every backward pass of an optimizer loop) are not steps.
+    unit = json.dumps(UNITS[tl.steps.source][0])
     for pid in pids_of(tl.steps.pid):
         steps = tl.steps.select(tl.steps.pid == pid)
         track(pid, virtual_tid(pid, STEPS), "steps", 0).slices.append(
-            Slices(steps.start, steps.end, "step", '"step"', _step_args(steps))
+            Slices(steps.start, steps.end, "step", unit, _step_args(steps))
         )
     # DataLoader waits, GC pauses and spans: calls on the thread that made them.
     for pid, tid, waits in _by_thread(tl.waits, pids_of(tl.waits.pid)):

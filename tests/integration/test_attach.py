@@ -19,8 +19,9 @@ import pytest
 
 from probe.attach.inject import gdb_corrupts_calls
 from probe.attach.permissions import ptrace_obstacle
+from probe.session.format import STEP_SOURCE_OPTIMIZER as OPTIMIZER
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe, steps_of
 from tests.waiting import recorded, wait_until
 
 TRAIN = PROGRAMS / "attach_train.py"
@@ -183,7 +184,7 @@ def test_attach_with_gdb_records_inside_and_leaves_the_job_as_it_was(
         tmp_path,
         job.pid,
         lambda: (
-            recorded(session_dir, "step", job.pid) >= 20
+            recorded(session_dir, "step", job.pid, source=OPTIMIZER) >= 20
             and recorded(session_dir, "wait", job.pid) >= 20
             and all(recorded(session_dir, "fetch", w) > 0 for w in job.workers)
         ),
@@ -211,7 +212,7 @@ def test_attach_with_gdb_records_inside_and_leaves_the_job_as_it_was(
     assert origins[job.pid] == "attach" and len(origins) == 3
     waits = session.table("wait")
     steps = session.table("step")
-    assert len(steps) >= 20 and {int(p) for p in steps["pid"]} == {job.pid}
+    assert steps_of(session) >= 20 and {int(p) for p in steps["pid"]} == {job.pid}
     assert len(waits) >= 20
     fetch = session.table("fetch")
     assert {int(p) for p in fetch["pid"]} == set(origins) - {job.pid}
@@ -230,7 +231,7 @@ def test_attach_verdict_is_input_bound(tmp_path: Path, job_factory: list[Job]) -
     result = attach_until(
         tmp_path,
         job.pid,
-        lambda: recorded(session_dir, "step", job.pid) >= 150,
+        lambda: recorded(session_dir, "step", job.pid, source=OPTIMIZER) >= 150,
         "150 steps from the job",
         argv=[
             "attach",
@@ -298,7 +299,8 @@ def test_attach_through_the_listener(tmp_path: Path, job_factory: list[Job]) -> 
         tmp_path,
         job.pid,
         lambda: (
-            recorded(session_dir, "step", job.pid) >= 10 and recorded(session_dir, "fetch") >= 10
+            recorded(session_dir, "step", job.pid, source=OPTIMIZER) >= 10
+            and recorded(session_dir, "fetch") >= 10
         ),
         "10 steps from the job and 10 fetches from its workers",
     )
@@ -318,7 +320,7 @@ def test_attach_through_the_listener(tmp_path: Path, job_factory: list[Job]) -> 
     assert processes[job.pid]["method"] == "listener"
     # Forked DataLoader workers listen on their own socket: they are switched on too.
     assert len(processes) == 3 and all(p["method"] == "listener" for p in processes.values())
-    assert len(session.table("step")) >= 10
+    assert steps_of(session) >= 10
     assert len(session.table("fetch")) >= 10
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from probe.analysis.timeline import build_timeline
 from probe.session import format as fmt
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe, steps_of
 from tests.waiting import recorded, wait_until
 
 
@@ -296,8 +297,7 @@ def test_data_before_a_sigkill_survives(tmp_path: Path) -> None:
     steps_line = next(line for line in result.stdout.splitlines() if line.startswith("steps"))
     taken, older_than_a_second = (int(n) for n in steps_line.split()[1:])
     session = Session(path)
-    steps = session.table("step")
-    optimizer_steps = int((steps["source"] == fmt.STEP_SOURCE_OPTIMIZER).sum())
+    optimizer_steps = steps_of(session)
     # Every step taken a second or more before the kill is on disk (the agent flushes every
     # 0.2 s), whatever the step rate was meanwhile.
     assert older_than_a_second > 0
@@ -323,7 +323,12 @@ def test_dataloader_workers_are_seen_with_their_waits(tmp_path: Path, method: st
     waits = session.table("wait")
     root = session.meta["root_pid"]
     assert len(waits) >= 20 and set(int(p) for p in waits["pid"]) == {root}
-    assert len(session.table("step")) == 20
+    # 20 batches: 20 optimizer steps and their 20 backward passes, and the analysis's loop unit
+    # is the optimizer's step, not every record of the step table.
+    assert steps_of(session) == 20
+    assert steps_of(session, fmt.STEP_SOURCE_BACKWARD) == 20
+    steps = build_timeline(session).steps
+    assert steps.source == "optimizer" and len(steps) == 19  # the first step has no known start
     (loader,) = [e for e in session.events_of("loader") if e["num_workers"] == 2]
     assert loader["start_method"] == method
     assert loader["batch_size"] == 8
@@ -452,7 +457,9 @@ def test_torchrun_ranks_are_injected(tmp_path: Path) -> None:
     assert all(e["world_size"] == 2 for e in session.events_of("distributed"))
     steps = session.table("step")
     assert {int(p) for p in steps["pid"]} == set(ranks.values())
-    assert len(steps) == 120
+    for pid in ranks.values():  # 60 iterations a rank: an optimizer step and a backward pass each
+        assert steps_of(session, pid=pid) == 60
+        assert steps_of(session, fmt.STEP_SOURCE_BACKWARD, pid=pid) == 60
 
 
 def test_agent_writes_nothing_to_the_commands_output(tmp_path: Path) -> None:

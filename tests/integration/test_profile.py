@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from probe.session import format as fmt
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env
+from tests.conftest import PROGRAMS, PYTHON, probe_env, steps_of
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,8 @@ def test_the_block_its_workers_and_its_subprocess_are_recorded(
     assert workers <= sampled and root in sampled
     sampler = next(f for f in session.files if f.writer == "sampler")
     assert sampler.pid != root and sampler.pid not in sampled  # the helper leaves itself out
-    assert len(session.table("step")) == 24  # 2 epochs x 12 batches
+    assert steps_of(session) == 24  # optimizer steps: 2 epochs x 12 batches
+    assert steps_of(session, fmt.STEP_SOURCE_BACKWARD) == 24
 
 
 def test_only_the_block_is_judged(block: tuple[dict[str, object], Path]) -> None:

@@ -20,6 +20,7 @@ from probe.export import FORMATS, exporter
 from probe.export.chrome_trace import PROBE_PID
 from probe.export.collapsed import clean
 from probe.export.source import ExportData, Selection, parse_window
+from probe.session.format import STEP_SOURCE_BACKWARD
 from probe.session.reader import Session
 from probe.testing import SessionBuilder
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
@@ -137,6 +138,38 @@ def test_chrome_trace_pid_keeps_that_process_and_the_run(sessions: dict[str, Pat
         json.loads(export_text(sessions["ranks"], "chrome-trace", Selection(pids=frozenset({102}))))
     )
     assert set(facts.process_names) == {PROBE_PID, 102}
+
+
+def _loop_with_backward_passes(path: Path, optimizer_every: int) -> Session:
+    """A loop with a backward pass every 0.05 s and an optimizer step after every
+    ``optimizer_every``-th of them (gradient accumulation; an L-BFGS step when it is large)."""
+    b = SessionBuilder(path, duration_s=30.0)
+    b.process(100, torch_threads=1)
+    b.cpu(100, main=0.9)
+    backward = np.arange(1.0, 29.0, 0.05)
+    b.steps(100, backward, source=STEP_SOURCE_BACKWARD)
+    b.steps(100, backward[optimizer_every - 1 :: optimizer_every] + 0.01)
+    b.system(busy=1.0)
+    return Session(b.write())
+
+
+@pytest.mark.parametrize(("optimizer_every", "unit"), [(2, "step"), (100, "backward pass")])
+def test_the_steps_are_the_loops_unit_not_every_step_record(
+    tmp_path: Path, optimizer_every: int, unit: str
+) -> None:
+    # Every backward pass is a step record of the session; the steps exported are the loop's
+    # unit the analysis chose: the optimizer's steps when there are enough of them (one per two
+    # backward passes here), else the backward passes (5 L-BFGS-like steps), named after it.
+    session = _loop_with_backward_passes(tmp_path / "s", optimizer_every)
+    tl = diagnose(session).timeline
+    backward = int((session.table("step")["source"] == STEP_SOURCE_BACKWARD).sum())
+    expected = backward // optimizer_every - 1 if unit == "step" else backward - 1
+    assert len(tl.steps) == expected
+    facts = check_trace_events(json.loads(export_text(tmp_path / "s", "chrome-trace")))
+    assert facts.slices[(100, unit)] == expected
+    assert {name for pid, name in facts.slices if pid == 100} & {"step", "backward pass"} == {unit}
+    exporter("csv").write(ExportData(session), tmp_path / "t")
+    assert len(pd.read_csv(tmp_path / "t" / "steps.csv")) == expected
 
 
 def test_chrome_trace_is_written_as_it_is_made(sessions: dict[str, Path]) -> None:
