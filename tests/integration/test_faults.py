@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -186,7 +187,9 @@ def test_the_agents_file_closed_under_it(tmp_path: Path) -> None:
     # The program's own file got the agent's descriptor number: probe never wrote into it.
     assert result.stdout == "closed every descriptor\nown file intact: True\n" + TRAINED
     assert "its record file was lost at" in result.stderr
-    assert "(descriptor closed; continued in a new file)" in result.stderr
+    # "closed" when the writer looked between the close and the program's open, "replaced" when
+    # the program's file already held the number: both are the same fault, seen at two moments.
+    assert re.search(r"\(descriptor (closed|replaced); continued in a new file\)", result.stderr)
     session = Session(tmp_path / "s")
     files = sorted(p.name for p in (tmp_path / "s").glob("agent-*.rec"))
     assert len(files) == 2 and files[0].endswith("-1.rec")
