@@ -212,6 +212,30 @@ def _program_first(issues: list[Finding]) -> list[Finding]:
     return [f for f in issues if f not in others] + others
 
 
+def _collector_before_interpreter(issues: list[Finding]) -> list[Finding]:
+    """A high gc-pauses before a python-bound that rests on the interpreter sign alone.
+
+    Both are the interpreter's time: a loop whose Python allocates enough containers to spend a
+    high share (``gc_pauses.HIGH``) in the collector has its GIL-holding time made by the same
+    allocations. The collector's share is measured to the millisecond and its fix is one line
+    (``gc.freeze()`` after start-up, thresholds); the interpreter sign is a sampled share whose fix
+    rewrites the Python. So the specific, cheaper cause leads and python-bound follows it. With
+    tiny operators or an idle pool, python-bound is dispatch overhead, another mechanism: impacts
+    decide.
+    """
+    ids = [f.id for f in issues]
+    if "gc-pauses" not in ids or "python-bound" not in ids:
+        return issues
+    gc, interp = ids.index("gc-pauses"), ids.index("python-bound")
+    if gc < interp or issues[gc].severity != "high":
+        return issues
+    if list(issues[interp].evidence.get("signs", [])) != ["interpreter"]:
+        return issues
+    reordered = [f for i, f in enumerate(issues) if i != gc]
+    reordered.insert(interp, issues[gc])
+    return reordered
+
+
 def _causes_first(issues: list[Finding]) -> list[Finding]:
     """Put a cause before the symptom it produces, whatever their impacts.
 
@@ -221,6 +245,7 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
     workers) is input-bound's; cpu-oversubscription stays listed, after it.
     """
+    issues = _collector_before_interpreter(issues)
     ids = [f.id for f in issues]
     if "input-bound" not in ids or "cpu-oversubscription" not in ids:
         return issues

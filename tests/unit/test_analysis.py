@@ -425,6 +425,55 @@ def test_samples_that_waited_on_the_collector_are_not_python_work(tmp_path: Path
     assert f.evidence["interpreter_share"] == pytest.approx(0.3, abs=0.06)
 
 
+def test_interpreter_alone_costs_only_the_time_python_held_the_gil(tmp_path: Path) -> None:
+    # Big operators and a busy pool: of the busy main thread, only the 60 % in which Python held
+    # the GIL is the interpreter's (the rest is torch computing).
+    run = Run(main_cpu=0.98, pool_cpu=0.9, python_share=0.6)
+    d = diagnose(run.build(tmp_path / "s"))
+    f = d.findings["python-bound"]
+    assert f.is_issue and f.evidence["signs"] == ["interpreter"]
+    share = f.evidence["interpreter_share"]
+    assert f.impact == pytest.approx(
+        (f.evidence["main_thread_cpu"] - f.evidence["gc_share"]) * share, abs=0.01
+    )
+
+
+def test_high_gc_pauses_lead_a_python_bound_that_rests_on_the_interpreter(tmp_path: Path) -> None:
+    # Python holds the GIL most of the time outside the collector, and full collections take
+    # about a fifth of the run: both are issues, and the collector's (specific, one-line fix)
+    # leads even where the interpreter's sampled share is larger.
+    run = Run(
+        main_cpu=0.98, pool_cpu=0.9, python_share=0.8, gc_every=1.0, gc_pause=0.2, gc_holds_gil=True
+    )
+    d = diagnose(run.build(tmp_path / "s"))
+    ids = [f.id for f in d.issues]
+    assert ids[:2] == ["gc-pauses", "python-bound"], ids
+    assert d.findings["gc-pauses"].severity == "high"
+    assert d.findings["python-bound"].impact > d.findings["gc-pauses"].impact  # by cause
+
+
+def test_the_collector_moves_only_before_an_interpreter_only_python_bound() -> None:
+    from probe.analysis.detectors.base import Finding
+    from probe.analysis.diagnosis import _causes_first
+
+    def issue(id_: str, impact: float, severity: str = "high", **evidence: object) -> Finding:
+        return Finding(id=id_, status="issue", impact=impact, severity=severity, evidence=evidence)
+
+    def order(*found: Finding) -> list[str]:
+        return [f.id for f in _causes_first(list(found))]
+
+    interp = issue("python-bound", 0.5, signs=["interpreter"])
+    tiny = issue("python-bound", 0.5, signs=["tiny-operators", "interpreter"])
+    assert order(interp, issue("io-bound", 0.3), issue("gc-pauses", 0.2)) == [
+        "gc-pauses",
+        "python-bound",
+        "io-bound",
+    ]
+    assert order(tiny, issue("gc-pauses", 0.2)) == ["python-bound", "gc-pauses"]  # dispatch
+    moderate = issue("gc-pauses", 0.08, severity="moderate")
+    assert order(interp, moderate) == ["python-bound", "gc-pauses"]
+
+
 def test_tiny_operators_are_python_bound_even_with_a_spinning_pool(tmp_path: Path) -> None:
     # OpenMP threads spin while they wait for work: the pool looks busy and the cores full.
     run = Run(step=0.03, main_cpu=0.98, pool_cpu=0.97, graph_nodes=3000, python_share=0.05)
