@@ -598,6 +598,12 @@ RANK_COLLECTIVE = [
     ("/venv/site-packages/torch/autograd/__init__.py", "backward", 347),
     ("/venv/site-packages/torch/autograd/graph.py", "_engine_run_backward", 825),
 ]
+RANK_DATA = [
+    ("/work/train.py", "<module>", 90),
+    ("/work/train.py", "train", 55),
+    ("/venv/site-packages/torch/utils/data/dataloader.py", "__next__", 733),
+    ("/usr/lib/python3.11/multiprocessing/connection.py", "poll", 257),
+]
 RANK_EXTRA = [
     ("/work/train.py", "<module>", 90),
     ("/work/train.py", "train", 58),
@@ -613,6 +619,7 @@ def job_sessions(
     duration_s: float = 30.0,
     step_s: float = 0.1,
     slow: dict[int, float] | None = None,
+    data_wait: dict[int, float] | None = None,
     wall_errors_s: Sequence[float] | None = None,
     start_delays_s: Sequence[float] | None = None,
     busy_outside: dict[int, float] | None = None,
@@ -628,7 +635,9 @@ def job_sessions(
 
     Every step ends in an all-reduce that all ranks leave together; a rank's own work per step
     is about 60 % of ``step_s`` (gamma-distributed), plus ``slow[rank]`` seconds for the ranks
-    named there, and the others wait in backward for the slowest. ``start_delays_s[K]`` is when
+    named there, plus ``data_wait[rank]`` seconds waiting for its DataLoader (at the start of
+    each step, its workers busy building batches), and the others wait in backward for the
+    slowest. ``start_delays_s[K]`` is when
     node K's session starts (true time, seconds), ``wall_errors_s[K]`` how far its wall clock is
     off; every node's monotonic clock has its own, unrelated, origin. ``busy_outside[K]`` cores of
     node K's host are taken by processes outside the job. Rank processes have the same pids on
@@ -636,6 +645,7 @@ def job_sessions(
     default ``none``)."""
     rng = np.random.default_rng(seed)
     slow = slow or {}
+    data_wait = data_wait or {}
     world = nodes * ranks_per_node
     delays = list(start_delays_s or [0.0] * nodes)
     errors = list(wall_errors_s or [0.0] * nodes)
@@ -645,6 +655,8 @@ def job_sessions(
     work = rng.gamma(25.0, 0.6 * step_s / 25.0, size=(world, n_steps))
     for rank, extra in slow.items():
         work[rank] += extra
+    for rank, wait in data_wait.items():
+        work[rank] += wait
     collective = 0.05 * step_s
     opt = 0.02 * step_s
     durations = work.max(axis=0) + collective + opt
@@ -708,15 +720,33 @@ def job_sessions(
             phase = true - starts[step]
             in_step = (true >= starts[step]) & (true < ends[step])
             waiting = in_step & (phase >= work[rank, step]) & (phase < durations[step] - opt)
-            extra = in_step & (phase < slow.get(rank, 0.0))
-            choice = np.where(waiting, 1, np.where(extra, 2, 0))
+            fed = data_wait.get(rank, 0.0)
+            in_data = in_step & (phase < fed)
+            extra = in_step & ~in_data & (phase < fed + slow.get(rank, 0.0))
+            choice = np.where(waiting, 1, np.where(extra, 2, np.where(in_data, 3, 0)))
             b.stack_table(
                 pid,
                 times,
-                [RANK_COMPUTE, RANK_COLLECTIVE, RANK_EXTRA],
+                [RANK_COMPUTE, RANK_COLLECTIVE, RANK_EXTRA, RANK_DATA],
                 choice,
-                states=np.where(waiting, ord("S"), ord("R")).astype(np.uint8),
+                states=np.where(waiting | in_data, ord("S"), ord("R")).astype(np.uint8),
             )
+            if fed and not loader_workers:
+                workers = [300 + lr * 10 + w for w in range(2)]
+                b.loader(pid, num_workers=2)
+                b.waits(pid, starts + local, np.full(n_steps, fed), workers=workers)
+                for w, wpid in enumerate(workers):
+                    b.process(wpid, ppid=pid, worker=w)
+                    b.cpu(wpid, main=0.95, rss=4e8)
+                    built = starts[w::2] + local
+                    b.fetches(
+                        wpid,
+                        built,
+                        np.full(len(built), 2 * step_s),
+                        np.full(len(built), 1.9 * step_s),
+                        worker=w,
+                    )
+                    ranks_cpu += 0.95
             for w in range(loader_workers):
                 wpid = 300 + lr * 10 + w
                 b.process(wpid, ppid=pid, worker=w)

@@ -376,8 +376,8 @@ def analyse_sessions(
             out.append(analyse_session(path))
         return out
     say(f"analysing {len(paths)} sessions, {n} at a time")
-    import probe.analysis.diagnosis  # noqa: F401 - imported once, before the workers fork
-    import probe.session.reader  # noqa: F401
+    # imported once, here (the reader with it), rather than in every worker after the fork
+    import probe.analysis.diagnosis  # noqa: F401
 
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
@@ -416,6 +416,7 @@ def diagnose_job(
         )
     issues.extend(_per_node(results, of))
     issues.sort(key=lambda i: (-i.finding.impact, i.id))
+    issues = _causes_first(issues)
     window = _job_window(results)
     for issue in issues:
         issue.finding.windows = [window]
@@ -525,6 +526,26 @@ def _per_node(results: list[SessionResult], of: int) -> list[JobIssue]:
             impacts[r.node] = max(impacts.get(r.node, 0.0), float(f.impact))
         out.append(JobIssue(finding, nodes, hosts, of, impacts))
     return out
+
+
+def _causes_first(issues: list[JobIssue]) -> list[JobIssue]:
+    """A verdict that holds on the straggler's node and not on every node is what makes that
+    node late (its input pipeline, its GC, its I/O...): it goes first, the straggler after it,
+    whose summary names it."""
+    straggler = next((i for i in issues if i.across and i.finding.is_issue), None)
+    if straggler is None:
+        return issues
+    node = straggler.nodes[0]
+    causes = [i for i in issues if not i.across and node in i.nodes and len(i.nodes) < i.of]
+    if not causes:
+        return issues
+    names = ", ".join(i.id for i in causes)
+    straggler.finding.summary += (
+        f" On {node}, probe also finds {names}, which probably makes it late: fix that first."
+    )
+    rest = [i for i in issues if i is not causes[0]]
+    rest.insert(rest.index(straggler), causes[0])
+    return rest
 
 
 def _job_window(results: list[SessionResult]) -> tuple[float, float]:

@@ -232,6 +232,12 @@ def across_nodes(
             summary += f" The other ranks of {node} are not late: the node itself is not slow."
     if host_note:
         summary += " " + host_note
+    next_step = (
+        f"Find what else runs on host {host} and whether it is throttled, or move {node}'s "
+        "ranks to another host"
+        if whole_node
+        else ""
+    )
     return Finding(
         id=ID,
         status="issue",
@@ -241,6 +247,7 @@ def across_nodes(
         impact=impact,
         evidence=evidence,
         stacks=stacks.get(rank, []),
+        next_step=next_step,
     )
 
 
