@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from probe.session.launch import int_or_none
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+PARALLEL_MIN_BYTES = 32 << 20  # records in all before the sessions are analysed in parallel
 HOST_POINTS = 600  # per host series, at most (block means of the analysis grid)
 PER_NODE = ("healthy", "insufficient-data", straggler_rank.ID)  # not merged per node
 SCHEMA = "probe.diagnosis/1"
@@ -356,36 +356,111 @@ def analyse_sessions(
     paths: Sequence[Path], workers: int | None = None, progress: Progress | None = None
 ) -> list[SessionResult]:
     """``analyse_session`` for each path, in parallel processes when there are several sessions
-    and cores (``workers``: how many at most; default: the usable cores).
+    and cores (``workers``: how many at most; default: the usable cores, once the sessions hold
+    at least ``PARALLEL_MIN_BYTES`` of records: a worker takes a second or two to start, about
+    what analysing that much takes).
 
-    The workers are forked, so they start at once with the analysis already imported and never
-    re-run the calling program's ``__main__`` (as spawned ones do); a process that runs other
-    threads is never forked (a lock held by one of them would stay held in the child), and
-    analyses its sessions one after the other instead."""
-    import multiprocessing
-    import threading
-
+    The workers are fresh interpreters (``python -m probe.analysis.multinode PATH...``), each
+    given its share of the sessions, that send back the pickled results in a file: a fork of a
+    process that has already run the analysis can hang in the child (the OpenMP and BLAS thread
+    pools of numpy, scipy and hmmlearn do not survive a fork), and multiprocessing's spawned
+    workers re-import the calling program and leave a resource tracker process behind."""
     say = progress or (lambda stage: None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n = min(len(paths), workers if workers is not None else (cores or 1))
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    if n <= 1 or not can_fork or threading.active_count() > 1:
+    if workers is None and _records_bytes(paths) < PARALLEL_MIN_BYTES:
+        n = 1
+    if n <= 1:
         out = []
         for i, path in enumerate(paths):
             say(f"analysing session {i + 1} of {len(paths)}")
             out.append(analyse_session(path))
         return out
     say(f"analysing {len(paths)} sessions, {n} at a time")
-    # imported once, here (the reader with it), rather than in every worker after the fork
-    import probe.analysis.diagnosis  # noqa: F401
+    return _in_workers(list(paths), n)
 
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=n, mp_context=context) as pool:
-        results = []
-        for i, result in enumerate(pool.map(analyse_session, paths)):
-            say(f"analysed session {i + 1} of {len(paths)}")
-            results.append(result)
-        return results
+
+def _in_workers(paths: list[Path], n: int) -> list[SessionResult]:
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    import probe
+
+    sizes = [_records_bytes([p]) for p in paths]
+    shares: list[list[int]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for i in sorted(range(len(paths)), key=lambda i: -sizes[i]):  # biggest first, least loaded
+        k = loads.index(min(loads))
+        shares[k].append(i)
+        loads[k] += sizes[i] + 1
+    env = {k: v for k, v in os.environ.items() if k != "PROBE_AGENT"}
+    root = str(Path(probe.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    results: dict[int, SessionResult] = {}
+    with tempfile.TemporaryDirectory(prefix="probe-job-") as tmp:
+        procs = []
+        for k, share in enumerate(shares):
+            out = Path(tmp) / f"worker-{k}.pickle"
+            args = [sys.executable, "-m", "probe.analysis.multinode", str(out)]
+            args += [str(paths[i]) for i in share]
+            procs.append((share, out, subprocess.Popen(args, env=env, stderr=subprocess.PIPE)))
+        failure: str | None = None
+        for share, out, proc in procs:
+            _, err = proc.communicate()
+            if proc.returncode != 0 or not out.exists():
+                failure = failure or err.decode(errors="replace").strip()[-2000:]
+                continue
+            with open(out, "rb") as f:
+                kind, payload = pickle.load(f)
+            if kind == "error":
+                _raise(payload)
+            for i, result in zip(share, payload):
+                results[i] = result
+        if failure is not None:
+            from probe.errors import AnalysisError
+
+            raise AnalysisError(f"a worker analysing the sessions failed:\n{failure}")
+    return [results[i] for i in range(len(paths))]
+
+
+def _raise(error: tuple[str, str, str | None]) -> None:
+    """Raise in this process the probe error a worker met (a session it could not read)."""
+    import probe.errors
+
+    name, message, hint = error
+    cls = getattr(probe.errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, probe.errors.ProbeError)):
+        cls = probe.errors.AnalysisError
+    raise cls(message, hint=hint)
+
+
+def _worker_main(argv: list[str]) -> int:
+    """``python -m probe.analysis.multinode OUT PATH...``: analyse the sessions, pickle the
+    results (or the probe error met) into OUT."""
+    import pickle
+
+    from probe.errors import ProbeError
+
+    out, paths = Path(argv[0]), [Path(p) for p in argv[1:]]
+    try:
+        payload: tuple[str, Any] = ("results", [analyse_session(p) for p in paths])
+    except ProbeError as exc:
+        payload = ("error", (type(exc).__name__, exc.message, exc.hint))
+    with open(out, "wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+def _records_bytes(paths: Sequence[Path]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += sum(f.stat().st_size for f in Path(path).glob("*.rec"))
+        except OSError:
+            continue
+    return total
 
 
 def diagnose_job(
@@ -696,3 +771,12 @@ __all__ = [
     "to_json",
     "where_text",
 ]
+
+
+if __name__ == "__main__":  # a worker of analyse_sessions
+    import sys
+
+    # through the module's own name, so that what is pickled names probe.analysis.multinode
+    from probe.analysis.multinode import _worker_main as worker
+
+    sys.exit(worker(sys.argv[1:]))
