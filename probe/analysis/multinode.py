@@ -406,9 +406,9 @@ def _in_workers(paths: list[Path], n: int) -> list[SessionResult]:
             args = [sys.executable, "-m", "probe.analysis.multinode", str(out)]
             args += [str(paths[i]) for i in share]
             procs.append((share, out, subprocess.Popen(args, env=env, stderr=subprocess.PIPE)))
+        errors = [proc.communicate()[1] for _, _, proc in procs]  # every worker ends first
         failure: str | None = None
-        for share, out, proc in procs:
-            _, err = proc.communicate()
+        for (share, out, proc), err in zip(procs, errors):
             if proc.returncode != 0 or not out.exists():
                 failure = failure or err.decode(errors="replace").strip()[-2000:]
                 continue
