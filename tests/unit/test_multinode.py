@@ -21,6 +21,7 @@ from probe.session.launch import (
     clock_offset_for_tests_ns,
     launch_env,
     launch_facts,
+    short_host,
     torchrun_args,
 )
 from probe.session.meta import new_meta
@@ -80,7 +81,8 @@ def test_session_names_carry_host_and_node_for_a_node_of_a_multinode_job() -> No
     assert name != default_name(42, now, argv=["torchrun", "--nnodes", "2", "--node_rank", "0"])
     elastic = ["torchrun", "--nnodes", "2:4", "--rdzv-backend", "c10d", "train.py"]
     assert "-node" not in default_name(42, now, argv=elastic, environ={})
-    assert len(default_name(42, now, argv=elastic, environ={}).split("-")) == 4  # date time host pid
+    host = short_host()
+    assert default_name(42, now, argv=elastic, environ={}) == f"20261121-101500-{host}-42"
     slurm = {"SLURM_NNODES": "4", "SLURM_NODEID": "3"}
     assert default_name(42, now, argv=["python", "t.py"], environ=slurm).endswith("-node3-42")
     assert default_name(42, now, argv=["python", "t.py"], environ={}) == "20261121-101500-42"
@@ -243,7 +245,7 @@ def test_a_whole_slow_node_is_told_from_a_slow_rank(slow_node: JobDiagnosis) -> 
     assert "1.5 of its 4 cores were busy outside the job" in f.summary
     assert f.next_step.startswith("Find what else runs on host host1")
     waits = f.evidence["node_wait_shares"]
-    assert waits["node 0"] > 0.3 > 0.2 > waits["node 1"]
+    assert waits["node 0"] > 0.3 and waits["node 1"] < 0.2
     assert slow_node.issues[0].nodes == ["node 1"]
 
 
@@ -288,8 +290,8 @@ def test_a_verdict_on_one_node_only_says_where_and_goes_before_its_straggler(
     d = _diagnose(tmp_path / "job", duration_s=30, data_wait={1: 0.06})
     assert [i.id for i in d.issues] == ["input-bound", "straggler-rank"]
     first, straggler = d.issues
-    assert first.nodes == ["node 1"] and first.hosts == ["host1"] and first.where == (
-        "on node 1 only"
+    assert (
+        first.nodes == ["node 1"] and first.hosts == ["host1"] and first.where == ("on node 1 only")
     )
     assert first.finding.title.endswith("(on node 1 only)")
     assert first.finding.summary.startswith("On node 1 only (host host1). ")
