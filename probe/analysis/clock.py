@@ -7,14 +7,15 @@ only the first guess, ``prior_s``: where a session's start falls on the referenc
 
 The correction comes from events that happen at one instant on every rank. A synchronous
 data-parallel job ends each step's backward pass in an all-reduce that every rank leaves at the
-same moment (the slowest rank's arrival plus the collective itself), and the optimizer step
-follows at once: the start of ``optimizer.step()`` of step ``k`` (its end minus its duration) is
-one instant on all ranks, up to the time a thread takes to wake. For each session, the median of
-its ranks' instants for step ``k`` is matched with the reference session's, and
-``d_k = reference_k - (local_k + prior_s)`` is fitted as ``offset + drift * t`` (Theil-Sen on at
-most ``MAX_FIT_POINTS`` steps: robust to the odd late wake-up; ``drift`` absorbs the rate at
-which the two monotonic clocks part, tens of ppm at most on real hardware). What is left,
-``|d_k - fit|``, is the residual skew: how well the aligned axis holds, reported with it.
+same moment (the slowest rank's arrival plus the collective itself): the return of backward pass
+``k`` (or, from agents that did not record backward passes, the start of ``optimizer.step()``,
+which follows it at once) is one instant on all ranks, up to the time a thread takes to wake.
+For each session, the median of its ranks' instants for step ``k`` is matched with the
+reference session's, and ``d_k = reference_k - (local_k + prior_s)`` is fitted as
+``offset + drift * t`` (Theil-Sen on at most ``MAX_FIT_POINTS`` steps: robust to the odd late
+wake-up; ``drift`` absorbs the rate at which the two monotonic clocks part, tens of ppm at most
+on real hardware). What is left, ``|d_k - fit|``, is the residual skew: how well the aligned
+axis holds, reported with it.
 
 The fit is trusted only if it looks like a synchronous job: enough matched steps, a plausible
 drift (``MAX_DRIFT``), and a residual (90th percentile) under ``MAX_RESIDUAL_SHARE`` of the
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from probe.session import format as fmt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -86,15 +89,30 @@ class ClockFit:
         }
 
 
-def sync_instants(
-    index: IntArray, end_s: FloatArray, opt_s: FloatArray
-) -> tuple[IntArray, FloatArray]:
-    """One rank's instants shared with the other ranks: the start of each optimizer step (its
-    end minus its duration), by step index, sorted by index (a repeated index keeps its first)."""
-    t = np.asarray(end_s, dtype=np.float64) - np.asarray(opt_s, dtype=np.float64)
-    idx = np.asarray(index, dtype=np.int64)
+def sync_times(
+    source: npt.NDArray[np.uint8],
+    index: npt.NDArray[np.integer],
+    t_ns: npt.NDArray[np.integer],
+    opt_ns: npt.NDArray[np.integer],
+) -> tuple[IntArray, IntArray]:
+    """One rank's instants shared with the other ranks, from its step records (``source``,
+    ``index``, ``t``, ``opt_dur`` columns): the returns of backward passes, where DDP's last
+    all-reduce ends (agents from format 1.4 record them); else the start of each optimizer step
+    (its end minus its duration), which follows it at once; else the ``probe.step()`` calls.
+    By index, sorted, a repeated index keeping its first."""
+    for code in (fmt.STEP_SOURCE_BACKWARD, fmt.STEP_SOURCE_OPTIMIZER, fmt.STEP_SOURCE_EXPLICIT):
+        rows = source == code
+        if rows.sum() >= MIN_MATCHED:
+            break
+    else:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    idx = index[rows].astype(np.int64)
+    t = t_ns[rows].astype(np.int64)
+    if code == fmt.STEP_SOURCE_OPTIMIZER:
+        t = t - opt_ns[rows].astype(np.int64)
     unique, first = np.unique(idx, return_index=True)
-    return unique, t[first]
+    times: IntArray = t[first]
+    return unique, times
 
 
 def session_instants(
@@ -168,4 +186,4 @@ def fit(
     return result
 
 
-__all__ = ["ClockFit", "fit", "session_instants", "sync_instants"]
+__all__ = ["ClockFit", "fit", "session_instants", "sync_times"]

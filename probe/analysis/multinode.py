@@ -53,11 +53,12 @@ class RankResult:
     pid: int
     rank: int
     local_rank: int | None
-    step_index: IntArray  # the optimizer step's index (the agent's count), per step row
+    step_index: IntArray  # each step row's index among the job's steps (-1: unknown)
     step_start: FloatArray  # seconds since the session's start
     step_end: FloatArray
-    step_opt: FloatArray  # seconds inside optimizer.step()
     step_wait: FloatArray  # seconds blocked in collectives inside the step (nan: unknown)
+    sync_index: IntArray  # the instants this rank shares with every other (clock.sync_times)
+    sync_t: FloatArray
     row: dict[str, Any]  # straggler_rank.measure_ranks's row (wait share, main thread CPU)
     stacks: list[dict[str, Any]]  # main thread outside collectives, in the window
     run_queue_share: float | None
@@ -202,16 +203,23 @@ def analyse_session(path: Path) -> SessionResult:
     for pid, (rank, local_rank) in sorted(ranks.items(), key=lambda kv: kv[1][0]):
         steps = tl.steps.select(tl.steps.pid == pid)
         mask = ctx.main_samples(pid)
+        table = session.table("step")
+        mine = table.where(table["pid"] == pid)
+        sync_index, sync_ns = clock.sync_times(
+            mine["source"], mine["index"], mine["t"], mine["opt_dur"]
+        )
+        sync_t = (sync_ns.astype(np.float64) - tl.t0_ns) / 1e9
         results.append(
             RankResult(
                 pid=pid,
                 rank=rank,
                 local_rank=local_rank,
-                step_index=_step_index(session, pid, steps.end, tl.t0_ns),
+                step_index=_step_index(sync_index, sync_t, steps.start, steps.end),
                 step_start=steps.start,
                 step_end=steps.end,
-                step_opt=steps.opt,
                 step_wait=_wait_per_step(ctx, pid, steps.start, steps.end),
+                sync_index=sync_index,
+                sync_t=sync_t,
                 row=rows[pid],
                 stacks=st.top(mask & outside_collectives, 5),
                 run_queue_share=_run_queue_share(ctx, [pid]),
@@ -264,17 +272,17 @@ def _global_ranks(session: Any, training: list[int]) -> dict[int, tuple[int, int
     return out
 
 
-def _step_index(session: Any, pid: int, ends: FloatArray, t0_ns: int) -> IntArray:
-    """The agent's step index of each step row (matched by its end time)."""
-    table = session.table("step")
-    rows = table.where(table["pid"] == pid)
-    t = (rows["t"].astype(np.float64) - t0_ns) / 1e9
-    order = np.argsort(t, kind="stable")
-    t, index = t[order], rows["index"][order].astype(np.int64)
-    pos = np.clip(np.searchsorted(t, ends - 1e-9), 0, max(len(t) - 1, 0))
-    if not len(t):
-        return np.zeros(len(ends), dtype=np.int64)
-    out: IntArray = np.where(np.abs(t[pos] - ends) < 1e-6, index[pos], -1)
+def _step_index(
+    sync_index: IntArray, sync_t: FloatArray, starts: FloatArray, ends: FloatArray
+) -> IntArray:
+    """Each step's index among the job's steps: that of the shared instant it ends with (the
+    last one in ``(start, end]``), -1 when it holds none."""
+    if not len(sync_t) or not len(ends):
+        return np.full(len(ends), -1, dtype=np.int64)
+    pos = np.searchsorted(sync_t, ends + 1e-9, side="right") - 1
+    ok = pos >= 0
+    ok[ok] = sync_t[pos[ok]] > starts[ok] - 1e-9
+    out: IntArray = np.where(ok, sync_index[np.clip(pos, 0, None)], -1)
     return out
 
 
@@ -528,15 +536,9 @@ def _align(results: list[SessionResult]) -> str:
     """Fit every session's clock to the reference's; returns the reference's name."""
 
     def instants(r: SessionResult) -> tuple[IntArray, FloatArray]:
-        parts = []
-        for rank in r.ranks:
-            ok = rank.step_index >= 0
-            parts.append(
-                clock.sync_instants(rank.step_index[ok], rank.step_end[ok], rank.step_opt[ok])
-            )
-        return clock.session_instants(parts)
+        return clock.session_instants([(k.sync_index, k.sync_t) for k in r.ranks])
 
-    with_steps = [r for r in results if any(len(k.step_end) for k in r.ranks)]
+    with_steps = [r for r in results if any(len(k.sync_t) for k in r.ranks)]
     ranked = sorted(with_steps or results, key=lambda r: min((k.rank for k in r.ranks), default=0))
     ref = ranked[0]
     ref_index, ref_t = instants(ref)
@@ -667,7 +669,8 @@ def _category(
 def to_json(d: JobDiagnosis) -> dict[str, Any]:
     """The job's ``probe.diagnosis/1`` document: the usual keys, judged across the job, plus
     ``job`` (docs/diagnosis-schema.md)."""
-    from probe.analysis.diagnosis import _issue_json, _plain
+    from probe.analysis.diagnosis import _issue_json
+    from probe.units import plain
 
     ref = next(s for s in d.sessions if s.name == d.reference)
     first_exit = next(
@@ -708,7 +711,7 @@ def to_json(d: JobDiagnosis) -> dict[str, Any]:
         "partial": d.partial,
         "losses": [dict(loss, session=s.name) for s in d.sessions for loss in s.losses],
         "job": _job_json(d),
-        "straggler": _plain(
+        "straggler": plain(
             {"status": d.straggler.status, "reason": d.straggler.reason, **d.straggler.evidence}
         ),
     }

@@ -17,11 +17,18 @@ def is_job(paths: tuple[Path, ...]) -> bool:
     return len(paths) > 1 or (len(paths) == 1 and paths[0].is_dir() and not is_session(paths[0]))
 
 
-def report_job(paths: tuple[Path, ...], *, json_path: Path | None, open_report: bool) -> None:
+def report_job(
+    paths: tuple[Path, ...],
+    *,
+    json_path: Path | None,
+    open_report: bool,
+    markdown_path: Path | None = None,
+) -> None:
     """Analyse the sessions of one job together; write ``<dir>/job-<id>.json`` and ``.html``
     beside them (in their common directory), print the summary, maybe open the report."""
     from probe.analysis.multinode import diagnose_job
-    from probe.report import browser, job, terminal
+    from probe.cli import browser
+    from probe.report import job, terminal
     from probe.session.job import plan_job
 
     plan = plan_job(list(paths))

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from probe.analysis import clock
-from probe.analysis.detectors.base import pct
 from probe.analysis.multinode import JobDiagnosis, to_json
 from probe.report import recommendations
 from probe.report.terminal import _paint, first_sentence
+from probe.units import percent
 
 
 def dumps(d: JobDiagnosis) -> str:
@@ -102,7 +102,8 @@ def summary_lines(
         lines.append("  next: " + first)
     if len(d.issues) > 1:
         also = ", ".join(
-            f"{i.id}{' ' + i.where if i.where and not i.across else ''} ({pct(i.finding.impact)})"
+            f"{i.id}{' ' + i.where if i.where and not i.across else ''} "
+            f"({percent(i.finding.impact)})"
             for i in d.issues[1:5]
         )
         lines.append(_paint(f"  also: {also}", "dim", color))

@@ -16,6 +16,7 @@ from probe.analysis.multinode import JobDiagnosis, diagnose_job, to_json, where_
 from probe.cli import main
 from probe.errors import JobError
 from probe.recorder import default_name
+from probe.session import format as fmt
 from probe.session.job import plan_job
 from probe.session.launch import (
     clock_offset_for_tests_ns,
@@ -25,7 +26,7 @@ from probe.session.launch import (
     torchrun_args,
 )
 from probe.session.meta import new_meta
-from probe.session.synthetic import job_sessions
+from probe.testing import job_sessions
 
 # -- the launch environment and names -------------------------------------------------------------
 
@@ -204,10 +205,24 @@ def test_steps_that_are_not_synchronous_fall_back_to_the_wall_clock() -> None:
     assert few.method == clock.WALL_CLOCK and "only 3 of its steps" in few.reason
 
 
+def test_the_shared_instants_are_backward_returns_else_optimizer_starts() -> None:
+    back, opt = fmt.STEP_SOURCE_BACKWARD, fmt.STEP_SOURCE_OPTIMIZER
+    n = 6
+    source = np.array([back, opt] * n, dtype=np.uint8)
+    index = np.repeat(np.arange(1, n + 1), 2)
+    t = np.array([[100 * k, 100 * k + 30] for k in range(1, n + 1)]).ravel()
+    dur = np.array([[0, 20] for _ in range(n)]).ravel()
+    idx, at = clock.sync_times(source, index, t, dur)
+    assert list(idx) == list(range(1, n + 1)) and list(at) == [100 * k for k in range(1, n + 1)]
+    only_opt = source == opt
+    idx, at = clock.sync_times(source[only_opt], index[only_opt], t[only_opt], dur[only_opt])
+    assert list(at) == [100 * k + 10 for k in range(1, n + 1)]  # the optimizer step's start
+
+
 def test_a_session_instant_is_the_median_of_its_ranks() -> None:
-    a = clock.sync_instants(np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]), np.full(3, 0.1))
-    b = clock.sync_instants(np.array([2, 3, 4]), np.array([2.2, 3.2, 4.2]), np.full(3, 0.1))
-    c = clock.sync_instants(np.array([2, 3]), np.array([2.4, 3.4]), np.full(2, 0.1))
+    a = (np.array([1, 2, 3]), np.array([0.9, 1.9, 2.9]))
+    b = (np.array([2, 3, 4]), np.array([2.1, 3.1, 4.1]))
+    c = (np.array([2, 3]), np.array([2.3, 3.3]))
     index, t = clock.session_instants([a, b, c])
     assert list(index) == [1, 2, 3, 4]
     assert np.allclose(t, [0.9, 2.1, 3.1, 4.1])
