@@ -6,8 +6,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probe.cli.common import echo
+
+if TYPE_CHECKING:
+    from probe.analysis.multinode import JobDiagnosis
 
 
 def is_job(paths: tuple[Path, ...]) -> bool:
@@ -48,7 +52,9 @@ def report_job(
         verdict = None
     if json_path is not None:
         job.write_json(diagnosis, json_path)
-    report = render_job_report(diagnosis, out_dir / f"{plan.name}.html")
+    report = render_job_report(diagnosis, out_dir / f"{plan.name}.html", list(paths))
+    if markdown_path is not None:
+        _write_markdown(diagnosis, markdown_path, report=report, json_path=verdict)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     lines = job.summary_lines(
         diagnosis,
@@ -63,10 +69,38 @@ def report_job(
         browser.open_report(report)
 
 
-def render_job_report(diagnosis: object, path: Path) -> Path | None:
-    """The job's HTML report (not written yet: the one-session report's renderer is being
-    restructured; the job's page follows once it has landed)."""
-    return None
+def render_job_report(
+    diagnosis: JobDiagnosis, path: Path, again: list[Path] | None = None
+) -> Path | None:
+    """The job's HTML page (probe/report/job_page.py) at ``path``; None, with a warning, when it
+    cannot be written."""
+    from probe.files import write_atomic
+    from probe.report.job_page import render_job
+
+    text = render_job(diagnosis, again=[str(p) for p in again or []])
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        echo(f"probe: warning: cannot write the report {path}: {exc.strerror or exc}")
+        return None
+    return path
+
+
+def _write_markdown(
+    diagnosis: JobDiagnosis, path: Path, *, report: Path | None, json_path: Path | None
+) -> None:
+    from probe.files import write_atomic
+    from probe.report.job import markdown_text
+
+    text = markdown_text(diagnosis, report=report, json_path=json_path)
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        echo(f"probe: warning: cannot write the Markdown verdict to {path}: {exc.strerror or exc}")
 
 
 def multinode_note(session_dir: Path) -> str | None:

@@ -125,6 +125,61 @@ def summary_lines(
     return lines
 
 
+def markdown_text(d: JobDiagnosis, *, report: Path | None, json_path: Path | None) -> str:
+    """The job's verdict as Markdown (``probe report DIR --markdown FILE``): the verdict and
+    where it holds, what to try first, the other issues, the nodes, the clocks, the files.
+    Strings from the sessions are escaped (``units.markdown``, code spans for paths)."""
+    from probe.report.mdout import _cell, _code, _one_line
+    from probe.units import markdown as md
+
+    out: list[str] = []
+    top = d.top
+    if top is None:
+        out += [f"## probe: {d.category} (job {md(d.plan.name)})", "", md(d.headline)]
+    else:
+        f = top.finding
+        severity = f" ({f.severity})" if f.severity else ""
+        out += [f"## probe: {f.id}{severity} (job {md(d.plan.name)})", "", f"**{md(f.title)}**"]
+        out += ["", md(_one_line(f.summary))]
+        where = (
+            f"judged across all ranks; the straggler is on {', '.join(top.nodes)}"
+            if top.across
+            else top.where
+        )
+        if where:
+            out += ["", f"**Where:** {md(where)} (host {md(', '.join(top.hosts))})."]
+    first = (top.finding.next_step if top else "") or recommendations.load(d.category).first_step
+    if first:
+        out += ["", f"**First thing to try:** {md(first)}."]
+    if len(d.issues) > 1:
+        also = ", ".join(
+            f"{i.id}{' ' + i.where if i.where and not i.across else ''} "
+            f"({percent(i.finding.impact)})"
+            for i in d.issues[1:]
+        )
+        out += ["", f"Also found: {md(also)}."]
+    out += ["", "### The job", "", md(layout_line(d)), ""]
+    out += ["| node | host | ranks | the node alone | clock |", "|---|---|---|---|---|"]
+    for s in d.sessions:
+        ranks = _ranks(sorted(k.rank for k in s.ranks))
+        fit = s.clock.method if s.clock is not None else "-"
+        if s.clock is not None and s.clock.method == clock.STEPS:
+            fit += f", corrected by {s.clock.offset_s:+.3f} s"
+        cells = [s.node, s.host, ranks, s.category, fit]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    out += ["", f"Clocks: {md(clock_line(d))}."]
+    if d.warnings:
+        out += ["", *(f"- {md(_one_line(w))}" for w in d.warnings)]
+    files = []
+    if report is not None:
+        files.append(f"Report: {_code(str(report))}  ")
+    if json_path is not None:
+        files.append(f"JSON: {_code(str(json_path))}")
+    if files:
+        out += ["", *files]
+    return "\n".join(out) + "\n"
+
+
 def _ranks(ranks: list[int]) -> str:
     if not ranks:
         return "no rank"
@@ -143,4 +198,4 @@ def _seconds(s: float) -> str:
     return f"{s:.3f} s"
 
 
-__all__ = ["clock_line", "dumps", "layout_line", "summary_lines", "write_json"]
+__all__ = ["clock_line", "dumps", "layout_line", "markdown_text", "summary_lines", "write_json"]

@@ -111,3 +111,5 @@ def test_a_two_node_job_is_one_diagnosis_with_aligned_clocks(tmp_path: Path) -> 
     assert f"Rank 1 on host {socket.gethostname()} (node 1)" in issue["title"]
 
     assert (dest / "job-torchrun-e2e-two-nodes.json").is_file()
+    page = (dest / "job-torchrun-e2e-two-nodes.html").read_text()
+    assert "Collective wait per step (ms): rank x step" in page and "Ranks by node" in page

@@ -397,3 +397,131 @@ def test_a_session_a_worker_cannot_read_is_the_error_of_probe_report(tmp_path: P
     (paths[1] / "meta.json").write_text("{not json")
     with pytest.raises(NotASession, match="cannot be read"):
         analyse_sessions(paths, workers=2)
+
+
+# -- the job's page and Markdown ------------------------------------------------------------------
+
+
+def test_the_heat_map_has_a_row_per_rank_and_the_slow_node_waits_least(
+    slow_node: JobDiagnosis,
+) -> None:
+    from probe.report.job_page import MAX_HEAT_COLUMNS, heat_matrix
+
+    ranks = [k for s in slow_node.sessions for k in s.ranks]
+    made = heat_matrix(ranks)
+    assert made is not None
+    matrix, first, _ = made
+    assert matrix.shape[0] == 4 and matrix.shape[1] <= MAX_HEAT_COLUMNS
+    assert first == min(int(k.step_index[k.step_index >= 0].min()) for k in ranks)
+    waits = np.nanmean(matrix, axis=1)
+    assert max(waits[2:]) < min(waits[:2])  # node 1's ranks 2 and 3 wait least
+
+
+def test_the_heat_map_bins_long_runs_into_columns() -> None:
+    from probe.analysis.multinode import RankResult
+    from probe.report.job_page import MAX_HEAT_COLUMNS, heat_matrix
+
+    n = 5000
+    index = np.arange(1, n + 1)
+    wait = np.where(index % 2 == 0, 0.002, 0.004)
+    wait[:10] = np.nan
+    rank = RankResult(
+        pid=1,
+        rank=0,
+        local_rank=0,
+        step_index=index,
+        step_start=index * 0.1,
+        step_end=index * 0.1 + 0.1,
+        step_wait=wait,
+        sync_index=index,
+        sync_t=index * 0.1,
+        row={},
+        stacks=[],
+        run_queue_share=None,
+    )
+    made = heat_matrix([rank])
+    assert made is not None
+    matrix, first, block = made
+    assert (first, block) == (1, 9) and matrix.shape == (1, MAX_HEAT_COLUMNS - 44)
+    assert np.isnan(matrix[0, 0])  # steps 1-9: none known
+    assert matrix[0, 1] == pytest.approx(3.0)  # steps 10-18: 10 unknown, four of 2 ms, four of 4
+    assert matrix[0, 5] == pytest.approx((5 * 2 + 4 * 4) / 9)  # steps 46-54
+    no_index = RankResult(**{**rank.__dict__, "step_index": np.full(n, -1)})
+    assert heat_matrix([no_index]) is None
+
+
+def test_the_job_page_groups_ranks_by_node_with_every_graph(slow_node: JobDiagnosis) -> None:
+    import re
+
+    from probe.report.job_page import render_job
+
+    page = render_job(slow_node, again=["/shared/.probe"])
+    for title in (
+        "Step time per rank",
+        "Collective wait per step (ms): rank x step",
+        "CPU per node (cores)",
+        "Memory per node (GB)",
+        "Ranks by node",
+    ):
+        assert title in page
+    assert "Node 1 (host host1) is slow: all its 2 ranks are late" in page
+    assert "steps, wall clock corrected by -5.000 s" in page
+    table = page[page.index("Ranks by node") :]
+    cells = re.findall(r"<tr><td>(node \d)</td><td>(host\d)</td><td>(\d)</td>", table)
+    assert cells == [
+        ("node 0", "host0", "0"),
+        ("node 0", "host0", "1"),
+        ("node 1", "host1", "2"),
+        ("node 1", "host1", "3"),
+    ]
+    assert not re.search(r"<script[^>]+src=", page)  # opens from disk: nothing loaded
+    assert "render again: <code>probe report /shared/.probe</code>" in page
+
+
+def test_the_job_page_escapes_what_the_sessions_say(tmp_path: Path) -> None:
+    from probe.report.job_page import render_job
+
+    d = _diagnose(tmp_path / "job", duration_s=12, host_prefix="<img src=x onerror=alert(1)>$$")
+    page = render_job(d)
+    body = page[page.index("<body") :]
+    assert "<img src=x" not in body
+    assert "&lt;img src=x onerror=alert(1)&gt;$$0" in body
+
+
+def test_the_job_markdown_says_the_verdict_where_and_the_nodes(slow_node: JobDiagnosis) -> None:
+    from probe.report.job import markdown_text
+
+    text = markdown_text(slow_node, report=Path("/r/job.html"), json_path=None)
+    assert text.startswith("## probe: straggler-rank (high) (job job-torchrun-job-1)")
+    assert "**Where:** judged across all ranks; the straggler is on node 1 (host host1)." in text
+    assert "| node 1 | host1 | ranks 2-3 | healthy | steps, corrected by -5.000 s |" in text
+    assert "Report: `/r/job.html`" in text
+
+
+def test_probe_report_on_a_job_writes_its_page_and_markdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_NO_OPEN", "1")
+    paths = job_sessions(tmp_path / "shared", duration_s=12, slow={1: 0.05})
+    md = tmp_path / "job.md"
+    assert main(["report", *map(str, paths), "--markdown", str(md)]) == 0
+    err = capsys.readouterr().err
+    page = tmp_path / "shared" / "job-torchrun-job-1.html"
+    assert f"report:  {page}" in err
+    assert "Ranks by node" in page.read_text()
+    assert md.read_text().startswith("## probe: straggler-rank")
+
+
+def test_probe_report_on_a_job_with_a_node_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_NO_OPEN", "1")
+    paths = job_sessions(tmp_path / "shared", nodes=3, duration_s=12)
+    shutil.rmtree(paths[2])
+    out = tmp_path / "job.json"
+    assert main(["report", str(tmp_path / "shared"), "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "probe: warning: node 2 of 3 is missing: no session of it was given" in err
+    assert "note: partial: a node is missing" in err
+    doc = json.loads(out.read_text())
+    assert doc["partial"] is True and doc["job"]["missing"]["nodes"] == [2]
