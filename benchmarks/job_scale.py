@@ -13,7 +13,9 @@ its last rank (``2 * ranks_per_node - 1``) is slower: the expected verdict is st
 naming that rank on host1, the clocks aligned on the steps. Budget (issue 23): 16 ranks of 10
 minutes each <= 30 s and <= 2 GiB on a 2-core machine. Peak memory is the largest sum, over
 time, of the resident memory of `probe report` and its descendants (sampled every 20 ms from
-/proc), since the sessions are analysed in parallel worker processes.
+/proc), since the sessions are analysed in parallel worker processes. CPU seconds (user and
+system, probe and its workers) are printed too: on a shared machine the wall time depends on
+the others' load, the CPU time much less.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def tree_rss(root: int) -> int:
 
 
 def measure(dest: Path) -> dict[str, object]:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "probe", "report", str(dest), "--no-open", "--json", "-"],
@@ -68,6 +73,8 @@ def measure(dest: Path) -> dict[str, object]:
     sampler.start()
     out, err = proc.communicate()
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"probe report failed:\n{err}")
@@ -75,11 +82,13 @@ def measure(dest: Path) -> dict[str, object]:
     top = doc["issues"][0] if doc["issues"] else {}
     return {
         "seconds": wall,
+        "cpu_s": cpu,
         "peak_mb": peak[0] / 2**20,
         "category": doc["category"],
         "straggler": (top.get("evidence") or {}).get("straggler_rank"),
         "host": (top.get("evidence") or {}).get("straggler_host"),
         "clock": doc["job"]["clock"],
+        "page_mb": sum(f.stat().st_size for f in dest.glob("job-*.html")) / 1e6,
     }
 
 
@@ -116,9 +125,10 @@ def main() -> None:
     print(
         f"{args.nodes} nodes x {args.ranks_per_node} ranks ({world}), {args.minutes:g} min: "
         f"{size / 2**20:.0f} MB of records (built in {built:.1f} s) -> probe report "
-        f"{result['seconds']:.1f} s, peak memory {result['peak_mb']:.0f} MB (probe and its "
-        f"workers); verdict {result['category']} (rank {result['straggler']} on "
-        f"{result['host']}); clocks {clock.get('method')}, residual skew "
+        f"{result['seconds']:.1f} s ({result['cpu_s']:.1f} CPU s), peak memory "
+        f"{result['peak_mb']:.0f} MB (probe and its workers), page {result['page_mb']:.2f} MB; "
+        f"verdict {result['category']} (rank {result['straggler']} on {result['host']}); "
+        f"clocks {clock.get('method')}, residual skew "
         f"{'-' if skew is None else f'{skew * 1e3:.2f} ms'}; "
         f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
         file=sys.stderr,

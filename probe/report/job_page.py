@@ -6,8 +6,8 @@ time; a rank x step heat map of the time each step spent blocked in collectives 
 is the row that waits least, a slow node a block of such rows); each node's CPU and memory; the
 ranks grouped by node in a table. Like the one-session report it opens from disk with no
 network (Bokeh's core bundle inlined, no external URL), and every string from the sessions is
-escaped: with ``html.escape`` in the page; in Bokeh, labels drop ``$`` (no TeX) and hover
-tooltips show field values as text.
+escaped: with ``html.escape`` in the page; in Bokeh, labels drop ``$`` (no TeX), and hover
+tooltips show values and renderer names as text.
 
 Kept apart from probe/report/html.py, whose page model is that of one session.
 """
@@ -185,9 +185,7 @@ def _step_figure(
         t, ms = _step_line(s, k)
         if not len(t):
             continue
-        source = ColumnDataSource(
-            {"t": t, "ms": ms, "rank": [k.rank] * len(t), "where": [f"{s.node}, {s.host}"] * len(t)}
-        )
+        source = ColumnDataSource({"t": np.round(t, 3), "ms": np.round(ms, 2)})
         kwargs: dict[str, Any] = {}
         if s.node not in legend_done:
             kwargs["legend_label"] = _label(s.node)
@@ -200,6 +198,7 @@ def _step_figure(
                 color=_node_color(d, s.node),
                 alpha=0.8,
                 width=1.2,
+                name=f"rank {k.rank} on {s.node}, {s.host}",
                 **kwargs,
             )
         )
@@ -207,8 +206,7 @@ def _step_figure(
         HoverTool(
             renderers=renderers,
             tooltips=[
-                ("rank", "@rank"),
-                ("node", "@where"),
+                ("", "$name"),
                 ("t", "@t{0.00} s"),
                 ("step", "@ms{0.0} ms"),
             ],
@@ -284,7 +282,7 @@ def _host_figure(d: JobDiagnosis, x_range: Any, what: str) -> Any:
                 )
         for y, label, dash in lines:
             y = np.where(np.isfinite(y), y, np.nan)
-            source = ColumnDataSource({"t": t, "y": y, "where": [f"{node}, {s.host}"] * len(t)})
+            source = ColumnDataSource({"t": np.round(t, 3), "y": np.round(y, 4)})
             renderers.append(
                 fig.line(
                     "t",
@@ -292,13 +290,14 @@ def _host_figure(d: JobDiagnosis, x_range: Any, what: str) -> Any:
                     source=source,
                     color=color,
                     line_dash=dash,
+                    name=f"{label} ({s.host})",
                     width=1.4,
                     legend_label=_label(label),
                 )
             )
     fig.add_tools(
         HoverTool(
-            renderers=renderers, tooltips=[("node", "@where"), ("t", "@t{0.0} s"), ("", "@y{0.00}")]
+            renderers=renderers, tooltips=[("", "$name"), ("t", "@t{0.0} s"), ("", "@y{0.00}")]
         )
     )
     fig.legend.location = "top_left"
