@@ -731,6 +731,8 @@ def job_sessions(
                 choice,
                 states=np.where(waiting | in_data, ord("S"), ord("R")).astype(np.uint8),
             )
+            # the agent's pace: each sample stands for one interval (1 / stack_hz)
+            b.agent(pid).add(fmt.PACE, t=b.ns(0.0), interval=int(1e9 / stack_hz))
             if fed and not loader_workers:
                 workers = [300 + lr * 10 + w for w in range(2)]
                 b.loader(pid, num_workers=2)

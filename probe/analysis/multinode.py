@@ -288,7 +288,8 @@ def _step_index(
 
 def _wait_per_step(ctx: Context, pid: int, starts: FloatArray, ends: FloatArray) -> FloatArray:
     """Seconds each step spent blocked in collectives, from the main thread's samples (each
-    weighs the interval it stands for); nan where too few samples had their thread state."""
+    weighs the interval it stands for, which can be longer than a short step: the estimate is
+    capped at the step's length); nan where too few samples had their thread state."""
     st = ctx.tl.stacks
     mine = st.thread_mask(pid, ctx.main_tid(pid))
     t = st.t[mine]
@@ -305,6 +306,7 @@ def _wait_per_step(ctx: Context, pid: int, starts: FloatArray, ends: FloatArray)
     wait = cum_hit[b] - cum_hit[a]
     seen = cum_all[b] - cum_all[a]
     known_w = cum_known[b] - cum_known[a]
+    wait = np.minimum(wait, np.maximum(ends - starts, 0.0))
     out: FloatArray = np.where((seen > 0) & (known_w >= 0.5 * seen), wait, np.nan)
     return out
 

@@ -417,6 +417,21 @@ def test_the_heat_map_has_a_row_per_rank_and_the_slow_node_waits_least(
     assert max(waits[2:]) < min(waits[:2])  # node 1's ranks 2 and 3 wait least
 
 
+def test_a_step_waits_no_longer_than_it_lasts_even_between_sparse_samples(
+    tmp_path: Path,
+) -> None:
+    # stacks at 5 Hz: each sample stands for 0.2 s, longer than a step of about 0.12 s
+    d = _diagnose(tmp_path / "job", duration_s=30, slow={1: 0.05}, stack_hz=5.0)
+    capped = 0
+    for k in (k for s in d.sessions for k in s.ranks):
+        known = np.isfinite(k.step_wait)
+        lengths = (k.step_end - k.step_start)[known]
+        assert known.sum() > 20
+        assert np.all(k.step_wait[known] <= lengths + 1e-12)
+        capped += int(np.sum(np.isclose(k.step_wait[known], lengths)))
+    assert capped > 0
+
+
 def test_the_heat_map_bins_long_runs_into_columns() -> None:
     from probe.analysis.multinode import RankResult
     from probe.report.job_page import MAX_HEAT_COLUMNS, heat_matrix
