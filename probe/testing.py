@@ -629,6 +629,7 @@ def job_sessions(
     loader_workers: int = 0,
     host_prefix: str = "host",
     seed: int = 0,
+    no_steps: Sequence[int] = (),
 ) -> list[Path]:
     """The sessions of a synchronous data-parallel job on ``nodes`` nodes (one session each,
     named ``<host>-node<K>``), with ``ranks_per_node`` ranks each.
@@ -642,7 +643,8 @@ def job_sessions(
     off; every node's monotonic clock has its own, unrelated, origin. ``busy_outside[K]`` cores of
     node K's host are taken by processes outside the job. Rank processes have the same pids on
     every node (as in containers). ``run_id`` None leaves out the rendezvous id (torchrun's
-    default ``none``)."""
+    default ``none``). The ranks of the nodes in ``no_steps`` record no steps (their stacks and
+    CPU only)."""
     rng = np.random.default_rng(seed)
     slow = slow or {}
     data_wait = data_wait or {}
@@ -710,7 +712,8 @@ def job_sessions(
                     "MASTER_PORT": "29500",
                 },
             )
-            b.steps(pid, ends + local, durs=opt)
+            if k not in no_steps:  # node K's agents recorded no steps: ``no_steps``
+                b.steps(pid, ends + local, durs=opt)
             busy = float(work[rank].sum() / durations.sum())
             ranks_cpu += busy + 0.1
             b.cpu(pid, main=busy, pool=0.1, pool_threads=2, rss=lambda t: 1.2e9 + 1e4 * t)

@@ -283,6 +283,33 @@ def test_node_clocks_are_aligned_on_the_steps_not_the_wall_clock(slow_node: JobD
     assert np.ptp(np.concatenate(ends)) < 1e-3
 
 
+def test_a_node_without_steps_is_placed_by_its_wall_clock_and_says_so(tmp_path: Path) -> None:
+    from probe.report.job import clock_line
+
+    d = _diagnose(
+        tmp_path / "job",
+        duration_s=20,
+        wall_errors_s=[0.0, 2.0],
+        start_delays_s=[0.0, 0.5],
+        no_steps=[1],
+    )
+    ref, other = d.sessions
+    assert ref.clock is not None and ref.clock.method == clock.REFERENCE
+    assert other.clock is not None and other.clock.method == clock.WALL_CLOCK
+    assert other.clock.reason == "no steps were recorded"
+    assert other.clock.start_s == pytest.approx(2.5)  # where its (wrong) wall clock puts it
+    assert d.clock_method == clock.WALL_CLOCK and d.residual_skew_s is None
+    assert any(
+        w.startswith("node 1 (host1-node1) is placed by its wall clock: no steps were recorded")
+        for w in d.warnings
+    )
+    assert clock_line(d) == (
+        "placed by the hosts' wall clocks (no step boundaries shared by the nodes)"
+    )
+    doc = to_json(d)
+    assert doc["job"]["clock"] == {"method": "wall-clock", "residual_skew_s": None}
+
+
 def test_one_slow_rank_among_healthy_ranks_of_its_node(tmp_path: Path) -> None:
     d = _diagnose(
         tmp_path / "job", ranks_per_node=2, duration_s=30, slow={3: 0.05}, wall_errors_s=[0, -0.7]
