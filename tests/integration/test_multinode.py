@@ -75,6 +75,9 @@ def test_a_two_node_job_is_one_diagnosis_with_aligned_clocks(tmp_path: Path) -> 
     for proc, (_, err) in zip(nodes, outputs):
         assert proc.returncode == 0, err
     assert "rank 0 on node 0" in outputs[0][0] and "rank 1 on node 1" in outputs[1][0]
+    for k, (_, err) in enumerate(outputs):  # each node says how to see the whole job
+        assert f"probe: note: this session is node {k} of a 2-node job" in err, err
+        assert f"probe report {dest.resolve()}" in err
 
     host = socket.gethostname().split(".")[0]
     names = sorted(p.name for p in dest.iterdir() if p.is_dir())

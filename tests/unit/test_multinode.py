@@ -567,3 +567,23 @@ def test_probe_report_on_a_job_with_a_node_missing(
     assert "note: partial: a node is missing" in err
     doc = json.loads(out.read_text())
     assert doc["partial"] is True and doc["job"]["missing"]["nodes"] == [2]
+
+
+def test_a_node_s_own_probe_says_how_to_see_the_whole_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from probe.cli.common import conclude
+    from probe.testing import SessionBuilder
+
+    paths = job_sessions(tmp_path / "shared", duration_s=8)
+    conclude(paths[1], collect_only=True, json_path=None, open_report=False)
+    err = capsys.readouterr().err
+    assert f"probe: analyse it with: probe report {paths[1]}" in err
+    assert (
+        "probe: note: this session is node 1 of a 2-node job; for one diagnosis of the whole "
+        f"job: probe report {(tmp_path / 'shared').resolve()}"
+    ) in err
+    b = SessionBuilder(tmp_path / "alone" / "one", duration_s=5)
+    b.process(100)
+    conclude(b.write(), collect_only=True, json_path=None, open_report=False)
+    assert "note:" not in capsys.readouterr().err  # one machine: nothing to merge
