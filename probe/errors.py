@@ -34,6 +34,14 @@ class SessionVersionError(SessionError):
     """The session was written in a format this probe does not read."""
 
 
+class AnalysisError(ProbeError):
+    """Sessions could not be analysed (a worker process analysing them failed)."""
+
+
+class JobError(SessionError):
+    """Sessions given as one job are not one job (different jobs, one rank twice)."""
+
+
 class DestinationError(ProbeError):
     """The session directory cannot be created where asked."""
 

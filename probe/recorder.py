@@ -18,15 +18,19 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import probe.agent
 from probe.collectors.gpu import GpuSampler
 from probe.collectors.proctree import STOP_WAIT_S, ProcessTreeSampler, SamplerThread, TreeTotals
 from probe.collectors.system import Cgroup, machine_info
 from probe.errors import DestinationError
+from probe.session.launch import launch_env, launch_facts, short_host, torchrun_args
 from probe.session.meta import META_NAME, finish_meta, new_meta, write_meta
 from probe.session.writer import RecordBuffer, describe_error
+
+if TYPE_CHECKING:
+    from probe.session.records import RecordFileData
 
 DEFAULT_DEST = ".probe"
 BOOTSTRAP_DIR = Path(probe.agent.__file__).parent / "bootstrap"
@@ -47,11 +51,6 @@ class Settings:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def default_name(pid: int | None = None, now: _dt.datetime | None = None) -> str:
-    now = now or _dt.datetime.now()
-    return f"{now:%Y%m%d-%H%M%S}-{pid if pid is not None else os.getpid()}"
 
 
 def report_path(session_dir: Path) -> Path:
@@ -325,8 +324,47 @@ class Recording:
                     break
             if self.meta["torch"]:
                 break
+        self._launches(files)
         start = self.meta["start"]["monotonic_ns"]
         self.losses = [line for loss in losses_of(files) for line in loss.lines(start)]
+
+    def _launches(self, files: list[RecordFileData]) -> None:
+        """The launch environments the ranks were given (one of each), for ``probe report`` to
+        tell which sessions form one job without reading their records."""
+        seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        for data in files:
+            for event in data.events if data.writer == "agent" else ():
+                env = event.get("env") if event.get("type") == "launch" else None
+                if isinstance(env, dict) and env:
+                    seen.setdefault(tuple(sorted(env.items())), env)
+        if seen:
+            launch = self.meta.setdefault("launch", {})
+            launch["processes"] = sorted(seen.values(), key=_rank_order)
+
+
+def _rank_order(env: dict[str, str]) -> tuple[int, str]:
+    rank = env.get("RANK", env.get("SLURM_PROCID", ""))
+    return (int(rank) if rank.isdigit() else -1, repr(sorted(env.items())))
+
+
+def default_name(
+    pid: int | None = None,
+    now: _dt.datetime | None = None,
+    *,
+    argv: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> str:
+    """``<YYYYmmdd-HHMMSS>-<pid>``; for a node of a multi-node job (``torchrun --nnodes 2``,
+    ``srun`` on several nodes) ``<YYYYmmdd-HHMMSS>-<host>-node<K>-<pid>``, so that the nodes'
+    sessions never collide in a shared directory (``-node<K>`` only when the node's rank is known
+    at the start: an elastic rendezvous assigns it later)."""
+    now = now or _dt.datetime.now()
+    pid = pid if pid is not None else os.getpid()
+    facts = launch_facts(launch_env(environ), torchrun_args(argv or []))
+    if not facts["multinode"]:
+        return f"{now:%Y%m%d-%H%M%S}-{pid}"
+    node = f"-node{facts['node_rank']}" if facts["node_rank"] is not None else ""
+    return f"{now:%Y%m%d-%H%M%S}-{short_host()}{node}-{pid}"
 
 
 __all__ = [

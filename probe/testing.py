@@ -118,6 +118,9 @@ class SessionBuilder:
         memory_limit: int | None = None,
         root_pid: int = 100,
         t0_ns: int = 1_000_000_000_000,
+        hostname: str | None = None,
+        wall_start_ns: int | None = None,
+        launch: dict[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.duration_s = duration_s
@@ -128,6 +131,10 @@ class SessionBuilder:
         self.memory_limit = memory_limit
         self.root_pid = root_pid
         self.t0 = t0_ns
+        self.hostname = hostname  # meta.json's host (default: this machine's)
+        self.wall_start_ns = wall_start_ns  # the wall clock at the start (default: now)
+        self.launch = launch  # meta.json's launch (format 1.4): probe's own env and torchrun args
+        self.launches: list[dict[str, str]] = []  # the processes' launch environments
         self.sampler = _Writer({"writer": "sampler", "pid": 1, "root_pid": root_pid})
         self.agents: dict[int, _Writer] = {}
         self.grid = np.arange(0.0, duration_s + 1e-9, interval_s)
@@ -150,6 +157,8 @@ class SessionBuilder:
         torch_threads: int | None = None,
         rank: int | None = None,
         worker: int | None = None,
+        world_size: int = 2,
+        launch: dict[str, str] | None = None,
     ) -> None:
         argv = argv or self.argv
         self.sampler.events.append(
@@ -195,10 +204,13 @@ class SessionBuilder:
                     "type": "distributed",
                     "t": int(self.ns(start)),
                     "rank": rank,
-                    "world_size": 2,
+                    "world_size": world_size,
                     "backend": "gloo",
                 }
             )
+        if launch is not None:  # the launcher's environment (torchrun's RANK, SLURM_*, ...)
+            agent.events.append({"type": "launch", "t": int(self.ns(start)), "env": launch})
+            self.launches.append(dict(launch))
         if worker is not None:
             agent.events.append(
                 {"type": "worker", "t": int(self.ns(start)), "worker": worker, "num_workers": 2}
@@ -322,10 +334,12 @@ class SessionBuilder:
         source: int | None = None,
         opt: int | None = None,
         durs: Any = 0.0,
+        index: Sequence[int] | npt.NDArray[Any] | None = None,
     ) -> None:
         """Step records ending at ``ends``: optimizer steps by default, ``probe.step()`` with
         ``explicit``, or any ``source`` (backward passes, top-level module calls); ``opt`` is
-        the optimizer (or module class) id, ``durs`` the time inside the call, seconds."""
+        the optimizer (or module class) id, ``durs`` the time inside the call, seconds; the steps
+        are indexed 1, 2, ... unless ``index`` says otherwise."""
         ends = np.asarray(ends, dtype=np.float64)
         if source is None:
             source = fmt.STEP_SOURCE_EXPLICIT if explicit else fmt.STEP_SOURCE_OPTIMIZER
@@ -338,7 +352,7 @@ class SessionBuilder:
             source=source,
             opt=opt,
             opt_dur=(np.asarray(durs, dtype=np.float64) * 1e9).astype(np.int64),
-            index=np.arange(1, len(ends) + 1),
+            index=np.arange(1, len(ends) + 1) if index is None else np.asarray(index),
         )
 
     def loader(self, pid: int, loader: int = 1, **desc: Any) -> None:
@@ -545,7 +559,20 @@ class SessionBuilder:
             environ={},
         )
         meta["start"]["monotonic_ns"] = self.t0
-        meta["end"] = {"monotonic_ns": int(self.ns(self.duration_s)), "time": None, "unix_ns": None}
+        end_unix = None
+        if self.wall_start_ns is not None:
+            meta["start"]["unix_ns"] = self.wall_start_ns
+            end_unix = self.wall_start_ns + int(self.duration_s * 1e9)
+        if self.hostname is not None:
+            meta["host"]["hostname"] = self.hostname
+            meta["host"]["boot_id"] = f"boot-{self.hostname}"
+        meta["launch"] = dict(self.launch or {"env": {}, "torchrun": None})
+        meta["launch"]["processes"] = self.launches
+        meta["end"] = {
+            "monotonic_ns": int(self.ns(self.duration_s)),
+            "time": None,
+            "unix_ns": end_unix,
+        }
         meta["status"] = "finished"
         meta["exit"] = {"code": 0, "signal": None, "status": 0}
         meta["root_pid"] = self.root_pid
@@ -554,3 +581,198 @@ class SessionBuilder:
         for pid, writer in self.agents.items():
             writer.write(self.directory, f"agent-{pid}")
         return self.directory
+
+
+# -- a multi-node job: one session per node ------------------------------------------------------
+
+RANK_COMPUTE = [
+    ("/work/train.py", "<module>", 90),
+    ("/work/train.py", "train", 60),
+    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
+    ("/venv/site-packages/torch/nn/modules/linear.py", "forward", 125),
+]
+RANK_COLLECTIVE = [
+    ("/work/train.py", "<module>", 90),
+    ("/work/train.py", "train", 64),
+    ("/venv/site-packages/torch/_tensor.py", "backward", 581),
+    ("/venv/site-packages/torch/autograd/__init__.py", "backward", 347),
+    ("/venv/site-packages/torch/autograd/graph.py", "_engine_run_backward", 825),
+]
+RANK_DATA = [
+    ("/work/train.py", "<module>", 90),
+    ("/work/train.py", "train", 55),
+    ("/venv/site-packages/torch/utils/data/dataloader.py", "__next__", 733),
+    ("/usr/lib/python3.11/multiprocessing/connection.py", "poll", 257),
+]
+RANK_EXTRA = [
+    ("/work/train.py", "<module>", 90),
+    ("/work/train.py", "train", 58),
+    ("/work/train.py", "load_shard", 31),
+]
+
+
+def job_sessions(
+    dest: Path,
+    *,
+    nodes: int = 2,
+    ranks_per_node: int = 1,
+    duration_s: float = 30.0,
+    step_s: float = 0.1,
+    slow: dict[int, float] | None = None,
+    data_wait: dict[int, float] | None = None,
+    wall_errors_s: Sequence[float] | None = None,
+    start_delays_s: Sequence[float] | None = None,
+    busy_outside: dict[int, float] | None = None,
+    run_id: str | None = "job-1",
+    cores: float = 4.0,
+    stack_hz: float = 50.0,
+    loader_workers: int = 0,
+    host_prefix: str = "host",
+    seed: int = 0,
+    no_steps: Sequence[int] = (),
+) -> list[Path]:
+    """The sessions of a synchronous data-parallel job on ``nodes`` nodes (one session each,
+    named ``<host>-node<K>``), with ``ranks_per_node`` ranks each.
+
+    Every step ends in an all-reduce that all ranks leave together; a rank's own work per step
+    is about 60 % of ``step_s`` (gamma-distributed), plus ``slow[rank]`` seconds for the ranks
+    named there, plus ``data_wait[rank]`` seconds waiting for its DataLoader (at the start of
+    each step, its workers busy building batches), and the others wait in backward for the
+    slowest. ``start_delays_s[K]`` is when
+    node K's session starts (true time, seconds), ``wall_errors_s[K]`` how far its wall clock is
+    off; every node's monotonic clock has its own, unrelated, origin. ``busy_outside[K]`` cores of
+    node K's host are taken by processes outside the job. Rank processes have the same pids on
+    every node (as in containers). ``run_id`` None leaves out the rendezvous id (torchrun's
+    default ``none``). The ranks of the nodes in ``no_steps`` record no steps (their stacks and
+    CPU only)."""
+    rng = np.random.default_rng(seed)
+    slow = slow or {}
+    data_wait = data_wait or {}
+    world = nodes * ranks_per_node
+    delays = list(start_delays_s or [0.0] * nodes)
+    errors = list(wall_errors_s or [0.0] * nodes)
+    wall0 = 1_780_000_000_000_000_000
+    first = max(delays) + 2.0  # the first step ends after every node has joined
+    n_steps = int((duration_s - first - 1.0) / step_s)
+    work = rng.gamma(25.0, 0.6 * step_s / 25.0, size=(world, n_steps))
+    for rank, extra in slow.items():
+        work[rank] += extra
+    for rank, wait in data_wait.items():
+        work[rank] += wait
+    collective = 0.05 * step_s
+    opt = 0.02 * step_s
+    durations = work.max(axis=0) + collective + opt
+    ends = first + np.cumsum(durations)  # true time of each step's end
+    starts = ends - durations
+    paths = []
+    for k in range(nodes):
+        host = f"{host_prefix}{k}"
+        b = SessionBuilder(
+            dest / f"{host}-node{k}",
+            duration_s=duration_s - delays[k],
+            cores=cores,
+            root_pid=100,
+            t0_ns=(k + 1) * 7_000_000_000_000 + k * 123_456_789,
+            hostname=host,
+            wall_start_ns=wall0 + int((delays[k] + errors[k]) * 1e9),
+            argv=["torchrun", "--nnodes", str(nodes), "--node_rank", str(k), "train.py"],
+            launch={
+                "env": {},
+                "torchrun": {
+                    "nnodes": str(nodes),
+                    "node_rank": str(k),
+                    **({"rdzv_id": run_id} if run_id else {}),
+                    "rdzv_endpoint": "10.0.0.1:29500",
+                },
+            },
+        )
+        local = -delays[k]  # true time -> this session's seconds
+        b.process(100, argv=b.argv)
+        b.cpu(100, main=0.01, rss=150e6)
+        ranks_cpu = 0.0
+        for lr in range(ranks_per_node):
+            rank = k * ranks_per_node + lr
+            pid = 200 + lr
+            b.process(
+                pid,
+                ppid=100,
+                argv=["python", "train.py"],
+                torch_threads=1,
+                rank=rank,
+                world_size=world,
+                launch={
+                    "RANK": str(rank),
+                    "LOCAL_RANK": str(lr),
+                    "WORLD_SIZE": str(world),
+                    "LOCAL_WORLD_SIZE": str(ranks_per_node),
+                    "GROUP_RANK": str(k),
+                    "GROUP_WORLD_SIZE": str(nodes),
+                    "TORCHELASTIC_RUN_ID": run_id or "none",
+                    "MASTER_ADDR": "10.0.0.1",
+                    "MASTER_PORT": "29500",
+                },
+            )
+            if k not in no_steps:  # node K's agents recorded no steps: ``no_steps``
+                b.steps(pid, ends + local, durs=opt)
+            busy = float(work[rank].sum() / durations.sum())
+            ranks_cpu += busy + 0.1
+            b.cpu(pid, main=busy, pool=0.1, pool_threads=2, rss=lambda t: 1.2e9 + 1e4 * t)
+            times = np.arange(0.05, duration_s - delays[k] - 0.05, 1.0 / stack_hz)
+            true = times - local
+            step = np.clip(np.searchsorted(ends, true, side="left"), 0, n_steps - 1)
+            phase = true - starts[step]
+            in_step = (true >= starts[step]) & (true < ends[step])
+            waiting = in_step & (phase >= work[rank, step]) & (phase < durations[step] - opt)
+            fed = data_wait.get(rank, 0.0)
+            in_data = in_step & (phase < fed)
+            extra = in_step & ~in_data & (phase < fed + slow.get(rank, 0.0))
+            choice = np.where(waiting, 1, np.where(extra, 2, np.where(in_data, 3, 0)))
+            b.stack_table(
+                pid,
+                times,
+                [RANK_COMPUTE, RANK_COLLECTIVE, RANK_EXTRA, RANK_DATA],
+                choice,
+                states=np.where(waiting | in_data, ord("S"), ord("R")).astype(np.uint8),
+            )
+            # the agent's pace: each sample stands for one interval (1 / stack_hz)
+            b.agent(pid).add(fmt.PACE, t=b.ns(0.0), interval=int(1e9 / stack_hz))
+            if fed and not loader_workers:
+                workers = [300 + lr * 10 + w for w in range(2)]
+                b.loader(pid, num_workers=2)
+                b.waits(pid, starts + local, np.full(n_steps, fed), workers=workers)
+                for w, wpid in enumerate(workers):
+                    b.process(wpid, ppid=pid, worker=w)
+                    b.cpu(wpid, main=0.95, rss=4e8)
+                    built = starts[w::2] + local
+                    b.fetches(
+                        wpid,
+                        built,
+                        np.full(len(built), 2 * step_s),
+                        np.full(len(built), 1.9 * step_s),
+                        worker=w,
+                    )
+                    ranks_cpu += 0.95
+            for w in range(loader_workers):
+                wpid = 300 + lr * 10 + w
+                b.process(wpid, ppid=pid, worker=w)
+                b.cpu(wpid, main=0.3, rss=4e8)
+                fetch_at = np.sort(rng.uniform(1.0, duration_s - delays[k] - 1, n_steps // 2))
+                b.fetches(
+                    wpid,
+                    fetch_at,
+                    np.full(len(fetch_at), step_s),
+                    np.full(len(fetch_at), 0.6 * step_s),
+                    worker=w,
+                )
+                ranks_cpu += 0.3
+            if loader_workers:
+                b.loader(pid, num_workers=loader_workers)
+                b.waits(
+                    pid,
+                    ends[:-1] + local + 1e-4,
+                    np.full(n_steps - 1, 0.002 * step_s),
+                    workers=[300 + lr * 10 + w for w in range(loader_workers)],
+                )
+        b.system(busy=ranks_cpu + (busy_outside or {}).get(k, 0.0), running=ranks_per_node + 1)
+        paths.append(b.write())
+    return paths

@@ -32,6 +32,7 @@ from probe.collectors.faults import FaultLog
 from probe.collectors.gc import GcCollector
 from probe.collectors.stacks import Pacer, StackSampler
 from probe.session import format as fmt
+from probe.session.launch import clock_offset_for_tests_ns, launch_env
 from probe.session.redact import redact_argv, redact_text
 from probe.session.writer import RecordBuffer
 
@@ -533,7 +534,10 @@ class Agent:
             "session": self.session,
             "host": os.uname().nodename,
             "python": sys.version.split()[0],
-            "clock": {"monotonic_ns": time.monotonic_ns(), "unix_ns": time.time_ns()},
+            "clock": {
+                "monotonic_ns": time.monotonic_ns(),
+                "unix_ns": time.time_ns() + clock_offset_for_tests_ns(),
+            },
         }
 
     def _record_process(self) -> None:
@@ -555,6 +559,9 @@ class Agent:
                 "gc_thresholds": list(_gc_threshold()),
             }
         )
+        launch = launch_env() if self.origin != "fork" else None  # a fork inherits its parent's
+        if launch:
+            self.buffer.event({"type": "launch", "t": _now(), "env": launch})
 
     def _record_exit(self) -> None:
         if self._exit_recorded:

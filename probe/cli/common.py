@@ -178,9 +178,14 @@ def conclude(
 ) -> None:
     """After recording: either say how to analyse later, or analyse now. ``meta``: the
     recorder's own (the truth, even when meta.json could not be written)."""
+    from probe.cli.job import multinode_note
+
+    note = multinode_note(session_dir)  # a node of a multi-node job: how to see the whole job
     if collect_only:
         echo(f"probe: session recorded in {session_dir}")
         echo(f"probe: analyse it with: probe report {shlex.quote(str(session_dir))}")
+        if note:
+            echo(f"probe: note: {note}")
         return
     diagnosis = analyse(session_dir, meta)
     finish(
@@ -190,3 +195,5 @@ def conclude(
         open_report=open_report,
         markdown_path=markdown_path,
     )
+    if note:
+        echo(f"probe: note: {note}")

@@ -60,7 +60,7 @@ def doctor(
     )
     recording = Recording.create(
         dest=dest,
-        name=name or default_name(),
+        name=name or default_name(argv=argv, environ=environ),
         force=force,
         kind="doctor",
         argv=argv,

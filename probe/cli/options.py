@@ -35,8 +35,9 @@ def recording_options(func: F) -> F:
         click.option(
             "--name",
             default=None,
-            help="Session name (default: <YYYYmmdd-HHMMSS>-<pid>). The session is DEST/NAME/, "
-            "the report DEST/NAME.html.",
+            help="Session name (default: <YYYYmmdd-HHMMSS>-<pid>, and "
+            "<YYYYmmdd-HHMMSS>-<host>-node<K>-<pid> for a node of a multi-node job). The session "
+            "is DEST/NAME/, the report DEST/NAME.html.",
         ),
         click.option(
             "--force", is_flag=True, help="Overwrite an existing session of the same name."

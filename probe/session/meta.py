@@ -16,6 +16,7 @@ from probe import __version__
 from probe.errors import NotASession, SessionVersionError
 from probe.files import write_atomic
 from probe.session import format as fmt
+from probe.session.launch import clock_offset_for_tests_ns, launch_env, torchrun_args
 from probe.session.redact import allowed_env, redact_argv
 
 SCHEMA = "probe.session"
@@ -33,9 +34,11 @@ def new_meta(
     environ: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The meta document at the start of a run (``end`` and ``exit`` are filled in later)."""
-    wall_ns = time.time_ns()
+    env = environ if environ is not None else dict(os.environ)
+    offset_ns = clock_offset_for_tests_ns(env)
+    wall_ns = time.time_ns() + offset_ns
     mono_ns = time.monotonic_ns()
-    return {
+    meta: dict[str, Any] = {
         "schema": SCHEMA,
         "format": [fmt.FORMAT_MAJOR, fmt.FORMAT_MINOR],
         "probe_version": __version__,
@@ -61,17 +64,21 @@ def new_meta(
         "exit": None,
         "settings": settings,
         "machine": machine,
-        "env": allowed_env(environ if environ is not None else dict(os.environ)),
+        "env": allowed_env(env),
+        "launch": {"env": launch_env(env), "torchrun": torchrun_args(redact_argv(argv))},
         "root_pid": None,
         "warnings": [],
     }
+    if offset_ns:
+        meta["test_clock_offset_s"] = offset_ns / 1e9
+    return meta
 
 
 def finish_meta(
     meta: dict[str, Any], *, status: str, exit_code: int | None, signal: int | None
 ) -> None:
     """Record the end of the run in ``meta`` (not yet written)."""
-    wall_ns = time.time_ns()
+    wall_ns = time.time_ns() + int(float(meta.get("test_clock_offset_s") or 0) * 1e9)
     meta["end"] = {
         "time": _iso(wall_ns),
         "unix_ns": wall_ns,
