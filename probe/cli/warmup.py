@@ -107,15 +107,18 @@ class Warmup:
         self.nice: int | None = None  # the thread's nice value, as set
         self.error = ""  # the step that failed, and why (the warm-up then stops)
         self._t0 = 0.0
+        self._in_step = False  # a step is under way (set before the stop is checked)
 
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._thread.start()
 
     def stop(self, wait_s: float = STOP_WAIT_S) -> None:
-        """No step after the one under way; wait at most ``wait_s`` for that one."""
+        """No step after the one under way; wait at most ``wait_s`` for that one. A thread that
+        is only waiting (for the command's first seconds, for room) is not waited for: at nice
+        10 on a busy machine it may take a second to get a core just to see that it must end."""
         self._stop.set()
-        if self._thread.is_alive():
+        if self._in_step and self._thread.is_alive():
             self._thread.join(timeout=wait_s)
 
     @property
@@ -145,6 +148,9 @@ class Warmup:
             for step in self.steps:
                 if not self._wait_for_room():
                     return
+                self._in_step = True  # before the check: stop() sees one or the other
+                if self._stop.is_set():
+                    return
                 if self.started_s is None:
                     self.started_s = time.monotonic() - self._t0
                 try:
@@ -152,6 +158,8 @@ class Warmup:
                 except Exception as exc:  # the analysis will meet it again, and say it
                     self.error = f"{step.name}: {type(exc).__name__}: {exc}"[:300]
                     return
+                finally:
+                    self._in_step = False
                 self.done += 1
                 self.cpu_s = time.thread_time() - cpu_start
         finally:

@@ -121,6 +121,29 @@ def test_stop_waits_no_longer_than_asked_and_no_step_follows() -> None:
     assert log == [] and w.done == 1 and not w.finished
 
 
+def test_stop_does_not_wait_for_a_thread_that_is_only_waiting_for_room() -> None:
+    """A niced thread on a busy machine may take long to get a core: the analysis does not wait
+    for it unless it is in a step (here it is stuck measuring the room)."""
+    measuring = threading.Event()
+    release = threading.Event()
+    log: list[str] = []
+
+    def slow_headroom() -> Room | None:
+        measuring.set()
+        release.wait(10.0)
+        return ROOMY
+
+    w = Warmup(after_s=0.0, headroom=slow_headroom, steps=_recording_steps(log), check_s=0.001)
+    w.start()
+    assert measuring.wait(5.0)
+    started = time.monotonic()
+    w.stop(wait_s=5.0)
+    waited = time.monotonic() - started
+    release.set()
+    w._thread.join(10.0)
+    assert waited < 2.0 and log == [] and w.done == 0
+
+
 def test_the_environment_turns_it_off_or_skips_the_room_check() -> None:
     assert warmup.from_environment({"PROBE_WARMUP": "off"}) is None
     assert warmup.from_environment({"PROBE_WARMUP": "0"}) is None
