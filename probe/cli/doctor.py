@@ -85,7 +85,8 @@ def doctor(
             )
             return result.status
         if warm is not None:
-            warm.stop()  # the analysis never runs beside the warm-up's last step
+            warm.stop()  # a step under way may finish (1 s at most): the analysis would wait
+            # for a half-done import anyway
         with contained("the analysis", "no verdict for this run"):
             conclude(
                 recording.directory,
