@@ -87,7 +87,9 @@ def finish(
     open_report: bool,
     markdown_path: Path | None = None,
 ) -> None:
-    """Write the verdict and the report, print the summary, maybe open the report.
+    """Write the verdict, print it, then write the report and say where everything is; maybe
+    open the report. The verdict comes before the page: rendering the page takes longer than
+    the analysis of a short run.
 
     Raises ProbeError, once all else is done, when the verdict could not be written to
     ``json_path`` or ``markdown_path`` (what ``--json`` or ``--markdown`` asked for)."""
@@ -97,23 +99,10 @@ def finish(
 
     for line in _analysis_losses(diagnosis):
         warn(line)
-    outputs = Outputs(session_dir=session_dir)
-    verdict = renderer("json")
-    json_written = True
-    try:
-        verdict.write(diagnosis, session_dir / "diagnosis.json", outputs)
-    except OSError as exc:
-        json_written = False
-        warn(f"cannot write {session_dir / 'diagnosis.json'}: {describe_error(exc)}")
-    asked_error: ProbeError | None = None
-    if json_path is not None:
-        try:
-            verdict.write(diagnosis, json_path, outputs)
-        except OSError as exc:
-            asked_error = ProbeError(f"cannot write the verdict to {json_path}: {describe(exc)}")
-            json_path = None
-    report = render_report(session_dir, diagnosis)
+    json_written, json_path, asked_error = _write_verdict(session_dir, diagnosis, json_path)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    terminal.print_summary(terminal.verdict_lines(diagnosis, color=color))
+    report = render_report(session_dir, diagnosis)
     outputs = Outputs(
         session_dir=session_dir,
         report=report,
@@ -128,11 +117,43 @@ def finish(
             asked_error = asked_error or ProbeError(
                 f"cannot write the Markdown verdict to {markdown_path}: {describe(exc)}"
             )
-    terminal.print_summary(renderer("terminal").lines(diagnosis, outputs))
+    terminal.print_summary(
+        terminal.file_lines(
+            session_dir=session_dir,
+            report=report,
+            json_copy=json_path,
+            json_written=json_written,
+        )
+    )
     if report is not None and browser.should_open(open_report):
         browser.open_report(report)
     if asked_error is not None:
         raise asked_error
+
+
+def _write_verdict(
+    session_dir: Path, diagnosis: Diagnosis, json_path: Path | None
+) -> tuple[bool, Path | None, ProbeError | None]:
+    """SESSION/diagnosis.json (a warning when it cannot be written) and the --json copy; returns
+    whether the first was written, the copy written (None if none), and the copy's error."""
+    from probe.report.renderer import Outputs, renderer
+
+    outputs = Outputs(session_dir=session_dir)
+    verdict = renderer("json")
+    json_written = True
+    try:
+        verdict.write(diagnosis, session_dir / "diagnosis.json", outputs)
+    except OSError as exc:
+        json_written = False
+        warn(f"cannot write {session_dir / 'diagnosis.json'}: {describe_error(exc)}")
+    if json_path is None:
+        return json_written, None, None
+    try:
+        verdict.write(diagnosis, json_path, outputs)
+    except OSError as exc:
+        error = ProbeError(f"cannot write the verdict to {json_path}: {describe(exc)}")
+        return json_written, None, error
+    return json_written, json_path, None
 
 
 def _analysis_losses(diagnosis: Diagnosis) -> list[str]:

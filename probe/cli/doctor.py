@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
+from probe.cli import warmup
 from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
 from probe.cli.status import LiveStatus
-from probe.launcher import Launcher, resolve_command
+from probe.launcher import Launcher, RunResult, resolve_command
 from probe.recorder import Recording, Settings, default_name
 
 
@@ -67,6 +68,45 @@ def doctor(
         settings=settings,
         environ=environ,
     )
+    # The analysis gets ready while the command runs, unless there will be none.
+    warm = None if collect_only else warmup.from_environment()
+    try:
+        result = _record(recording, argv, environ, warm)
+        for message in recording.warnings + (recording.losses if collect_only else []):
+            warn(message)  # (the analysis says what the record files lost)
+        if result.interrupted:
+            echo(
+                f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})"
+            )
+        if recording.directory_gone:
+            warn(
+                f"the session {recording.directory} was removed (or hidden) while the command "
+                "ran: nothing is left to analyse"
+            )
+            return result.status
+        if warm is not None:
+            warm.stop()  # a step under way may finish (1 s at most): the analysis would wait
+            # for a half-done import anyway
+        with contained("the analysis", "no verdict for this run"):
+            conclude(
+                recording.directory,
+                collect_only=collect_only,
+                json_path=json_path,
+                open_report=open_report,
+                meta=recording.meta,
+                markdown_path=markdown_path,
+            )
+        return result.status
+    finally:
+        if warm is not None:
+            warm.stop()  # done already but for a failure above; the thread is a daemon anyway
+
+
+def _record(
+    recording: Recording, argv: list[str], environ: dict[str, str], warm: warmup.Warmup | None
+) -> RunResult:
+    """Run the command to its end while recording it (and warming the analysis up); then record
+    how it ended."""
     launcher = Launcher(argv, recording.agent_env(environ))
     live = LiveStatus(recording.directory, lambda: recording.tree_totals)
     live.reserve()
@@ -82,9 +122,15 @@ def doctor(
         recording.start_sampler(pid)
     with contained("the live status line", "none is shown"):
         live.start()
+    if warm is not None:
+        with contained("getting the analysis ready", "the verdict may take a second longer"):
+            warm.start()
     try:
         result = launcher.wait()
     finally:
+        if warm is not None:  # no new step; the one under way ends while the sampler stops
+            warm.stop(wait_s=0.0)
+            recording.meta["warmup"] = warm.summary()
         with contained("the live status line", "the terminal may need a reset"):
             live.stop()
         launcher.restore()
@@ -93,26 +139,7 @@ def doctor(
     status = "interrupted" if result.interrupted else "finished"
     with contained("recording how the run ended", "meta.json may not say it"):
         recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
-    for message in recording.warnings + (recording.losses if collect_only else []):
-        warn(message)  # (the analysis says what the record files lost)
-    if result.interrupted:
-        echo(f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})")
-    if recording.directory_gone:
-        warn(
-            f"the session {recording.directory} was removed (or hidden) while the command ran: "
-            "nothing is left to analyse"
-        )
-        return result.status
-    with contained("the analysis", "no verdict for this run"):
-        conclude(
-            recording.directory,
-            collect_only=collect_only,
-            json_path=json_path,
-            open_report=open_report,
-            meta=recording.meta,
-            markdown_path=markdown_path,
-        )
-    return result.status
+    return result
 
 
 def _describe(signal: int | None, code: int | None) -> str:

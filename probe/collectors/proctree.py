@@ -262,54 +262,8 @@ class ProcessTreeSampler:
             if cmdline and cmdline != proc.cmdline:
                 proc.cmdline = cmdline
                 self.buffer.event({"type": "proc_exec", "t": now, "pid": pid, "argv": cmdline})
-        refresh_names = proc.seen % NAME_REFRESH == 1
-        add = self.buffer.add_packed
-        pack = fmt.THREAD.struct.pack
-        live: dict[int, _Thread] = {}
-        cpu_sum = proc.dead_cpu
-        wait_sum = proc.dead_wait
-        for entry in tids:
-            tid = int(entry)
-            sched = read(f"{base}/task/{entry}/schedstat")
-            if not sched:
-                continue
-            parts = sched.split()
-            cpu, wait = int(parts[0]), int(parts[1])
-            thread = proc.threads.get(tid)
-            if thread is None or refresh_names:
-                comm = read_once(f"{base}/task/{entry}/comm") or b"?"
-                name = self.buffer.intern(comm.decode(errors="replace").strip())
-                thread = thread or _Thread()
-                thread.name = name
-            thread.cpu, thread.wait = cpu, wait
-            live[tid] = thread
-            cpu_sum += cpu
-            wait_sum += wait
-            add(fmt.THREAD, pack(now, pid, tid, cpu, wait, 0, thread.name))
-        for tid, gone in proc.threads.items():
-            if tid not in live:
-                self.files.close(f"{base}/task/{tid}/schedstat")
-                proc.dead_cpu += gone.cpu
-                proc.dead_wait += gone.wait
-                cpu_sum += gone.cpu
-                wait_sum += gone.wait
-        proc.threads = live
-        if io:
-            rchar, wchar = _field(io, b"rchar:"), _field(io, b"wchar:")
-            read_bytes, write_bytes = _field(io, b"read_bytes:"), _field(io, b"write_bytes:")
-            # The main thread's own share: whether it was the thread moving data while it was
-            # blocked (io-bound), not a communication or logging thread beside it.
-            main_io = read(f"{base}/task/{pid}/io")
-            if main_io:
-                self.buffer.add(
-                    fmt.MAIN_IO,
-                    now,
-                    pid,
-                    _field(main_io, b"rchar:"),
-                    _field(main_io, b"wchar:"),
-                )
-        else:
-            rchar = wchar = read_bytes = write_bytes = -1
+        cpu_sum, wait_sum = self._sample_threads(proc, tids, now)
+        rchar, wchar, read_bytes, write_bytes = self._io(pid, io, now)
         rss_kb = _field(status, b"VmRSS:")
         anon_kb = _field(status, b"RssAnon:")
         proc.cpu_ns = cpu_sum
@@ -335,6 +289,60 @@ class ProcessTreeSampler:
             wchar,
         )
         return True
+
+    def _sample_threads(self, proc: _Proc, tids: list[str], now: int) -> tuple[int, int]:
+        """One THREAD record per live thread (CPU and run-queue wait from schedstat, in ns);
+        returns the process's CPU and wait so far, its ended threads' included."""
+        base = f"/proc/{proc.pid}"
+        read = self.files.read
+        refresh_names = proc.seen % NAME_REFRESH == 1
+        add = self.buffer.add_packed
+        pack = fmt.THREAD.struct.pack
+        live: dict[int, _Thread] = {}
+        cpu_sum = proc.dead_cpu
+        wait_sum = proc.dead_wait
+        for entry in tids:
+            tid = int(entry)
+            sched = read(f"{base}/task/{entry}/schedstat")
+            if not sched:
+                continue
+            parts = sched.split()
+            cpu, wait = int(parts[0]), int(parts[1])
+            thread = proc.threads.get(tid)
+            if thread is None or refresh_names:
+                comm = read_once(f"{base}/task/{entry}/comm") or b"?"
+                name = self.buffer.intern(comm.decode(errors="replace").strip())
+                thread = thread or _Thread()
+                thread.name = name
+            thread.cpu, thread.wait = cpu, wait
+            live[tid] = thread
+            cpu_sum += cpu
+            wait_sum += wait
+            add(fmt.THREAD, pack(now, proc.pid, tid, cpu, wait, 0, thread.name))
+        for tid, gone in proc.threads.items():
+            if tid not in live:
+                self.files.close(f"{base}/task/{tid}/schedstat")
+                proc.dead_cpu += gone.cpu
+                proc.dead_wait += gone.wait
+                cpu_sum += gone.cpu
+                wait_sum += gone.wait
+        proc.threads = live
+        return cpu_sum, wait_sum
+
+    def _io(self, pid: int, io: bytes | None, now: int) -> tuple[int, int, int, int]:
+        """The process's I/O counters (rchar, wchar, read_bytes, write_bytes; -1 when unreadable)
+        and a MAIN_IO record of its main thread's own."""
+        if not io:
+            return -1, -1, -1, -1
+        # The main thread's own share: whether it was the thread moving data while it was
+        # blocked (io-bound), not a communication or logging thread beside it.
+        main_io = self.files.read(f"/proc/{pid}/task/{pid}/io")
+        if main_io:
+            self.buffer.add(
+                fmt.MAIN_IO, now, pid, _field(main_io, b"rchar:"), _field(main_io, b"wchar:")
+            )
+        rchar, wchar = _field(io, b"rchar:"), _field(io, b"wchar:")
+        return rchar, wchar, _field(io, b"read_bytes:"), _field(io, b"write_bytes:")
 
     def _exited(self, proc: _Proc, now: int) -> None:
         self._exited_cpu_ns += proc.cpu_ns

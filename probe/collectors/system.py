@@ -9,6 +9,7 @@ memory.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -82,15 +83,18 @@ class Cgroup:
         self.version: int | None = None
         self._cpu_dirs: list[Path] = []
         self._mem_dirs: list[Path] = []
+        self._usage_dirs: list[Path] = []  # where the CPU used is counted
         if (root / "cgroup.controllers").exists():
             self.version = 2
             dirs = _candidates(root, paths.get("", "/"))
             self._cpu_dirs = dirs
             self._mem_dirs = dirs
+            self._usage_dirs = dirs
         elif (root / "memory").is_dir() or (root / "cpu").is_dir():
             self.version = 1
             self._cpu_dirs = _candidates(root / "cpu", paths.get("cpu", "/"))
             self._mem_dirs = _candidates(root / "memory", paths.get("memory", "/"))
+            self._usage_dirs = _candidates(root / "cpuacct", paths.get("cpuacct", "/"))
         self.memory_usage_file = self._memory_usage_file()
 
     def cpu_quota_cores(self) -> float | None:
@@ -147,6 +151,21 @@ class Cgroup:
         except ValueError:
             return -1
 
+    def cpu_usage_s(self) -> float | None:
+        """CPU seconds the cgroup has used (v2 ``cpu.stat`` usage_usec, v1 ``cpuacct.usage``);
+        None when it does not say."""
+        for d in self._usage_dirs[:1]:  # the cgroup's own (the quota may be an ancestor's)
+            if self.version == 2:
+                for line in (_read(d / "cpu.stat") or "").splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+            else:
+                text = _read(d / "cpuacct.usage")
+                if text:
+                    return int(text) / 1e9
+        return None
+
     def oom_kills(self) -> int | None:
         """How many processes the kernel's OOM killer ended in this cgroup, if it says."""
         for d in self._mem_dirs:
@@ -185,3 +204,52 @@ def machine_info(cgroup: Cgroup | None = None) -> MachineInfo:
         memory_limit=limit,
         cgroup_version=cgroup.version,
     )
+
+
+@dataclass(frozen=True)
+class Room:
+    """What the machine left free over an interval."""
+
+    cores: float  # idle cores, on average (within this process's CPUs, and the cgroup's quota)
+    memory: int  # bytes still available (the machine's, and below the cgroup's limit)
+
+
+class Headroom:
+    """Measures what the machine leaves free between two calls of ``measure``: idle CPU (the
+    cores this process may run on, ``/proc/stat`` idle and iowait time) and memory."""
+
+    def __init__(self, cgroup: Cgroup | None = None, clock: Callable[[], float] = time.monotonic):
+        self.cgroup = cgroup or Cgroup()
+        self.clock = clock
+        self.quota = self.cgroup.cpu_quota_cores()
+        self.limit = self.cgroup.memory_limit()
+        self._last: tuple[float, float, float | None] | None = None
+
+    def _idle_s(self) -> float:
+        try:
+            cpus = os.sched_getaffinity(0)
+        except OSError:
+            cpus = set(range(os.cpu_count() or 1))
+        times = psutil.cpu_times(percpu=True)
+        return float(
+            sum(t.idle + getattr(t, "iowait", 0.0) for k, t in enumerate(times) if k in cpus)
+        )
+
+    def measure(self) -> Room | None:
+        """Room since the previous call (None on the first: no interval yet)."""
+        now, idle = self.clock(), self._idle_s()
+        used = self.cgroup.cpu_usage_s() if self.quota is not None else None
+        last, self._last = self._last, (now, idle, used)
+        if last is None or now <= last[0]:
+            return None
+        span = now - last[0]
+        cores = (idle - last[1]) / span
+        if self.quota is not None:
+            if used is None or last[2] is None:
+                return Room(cores=0.0, memory=0)  # a quota whose use cannot be read: no room
+            cores = min(cores, self.quota - (used - last[2]) / span)
+        memory = int(psutil.virtual_memory().available)
+        if self.limit is not None:
+            usage = self.cgroup.memory_usage()
+            memory = min(memory, self.limit - usage) if usage >= 0 else 0
+        return Room(cores=max(cores, 0.0), memory=max(memory, 0))

@@ -13,21 +13,15 @@ import numpy.typing as npt
 from probe.analysis.detectors import event_loop_blocked, input_bound
 from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.segment import LABELS as STATE_LABELS
-from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
+from probe.analysis.timeline import FloatArray, ProcessInfo, Timeline
 from probe.report.downsample import (
-    MAX_BARS,
-    MAX_PAGE_BARS,
-    MAX_POINTS,
-    merge_bars,
     minmax,
     rolling_median,
     runs,
 )
-from probe.report.model import Bands, Graph, Lanes, Rule, Series, clean
+from probe.report.model import Bands, Graph, Rule, Series, clean
 from probe.units import size, text
 
-MAX_LANES = 24
-LANE_NAME_CHARS = 28  # lane names sit left of the Gantt, in the margin every graph shares
 MAX_SERIES_PROCESSES = 8  # processes drawn one line each; the rest are summed
 
 
@@ -189,65 +183,7 @@ def _memory_unit(peak: float) -> tuple[float, str]:
 
 
 def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
-    gpu_procs = tl.session.table("gpu_proc")
-    if not tl.rss and not tl.cuda and not len(gpu_procs):
-        return None
-    x = tl.centers
-    own = [p for p in training if p in tl.rss][:MAX_SERIES_PROCESSES]
-    workers = [
-        p for p in tl.rss if p not in own and p in tl.processes and tl.processes[p].role == "worker"
-    ]
-    others = [p for p in tl.rss if p not in own and p not in workers]
-    raw: list[tuple[str, FloatArray, FloatArray, str, str]] = []
-    for i, pid in enumerate(own):
-        raw.append(
-            (
-                f"{short_label(tl.processes.get(pid), pid)} RSS",
-                x,
-                tl.rss[pid],
-                "main" if i == 0 else f"proc{i}",
-                "line",
-            )
-        )
-
-    def total(pids: list[int]) -> FloatArray:
-        stack = np.vstack([tl.rss[p] for p in pids])
-        out: FloatArray = np.where(np.isfinite(stack).any(axis=0), np.nansum(stack, axis=0), np.nan)
-        return out
-
-    if workers:
-        raw.append(
-            (
-                f"DataLoader workers' RSS (total of {len(workers)})",
-                x,
-                total(workers),
-                "workers",
-                "line",
-            )
-        )
-    if others:
-        tot = total(others)
-        if np.nanmax(tot, initial=0.0) > 0:
-            raw.append((f"other processes' RSS ({len(others)})", x, tot, "other", "line"))
-    for k, ((pid, dev), (t, alloc, reserved)) in enumerate(sorted(tl.cuda.items())):
-        if k >= MAX_SERIES_PROCESSES:
-            break
-        where = f"pid {pid}, cuda:{dev}"
-        raw.append((f"CUDA allocated ({where})", t, alloc, "cuda", "line"))
-        raw.append((f"CUDA reserved ({where})", t, reserved, "cuda-reserved", "line"))
-    # NVML's view of each process's GPU memory: its CUDA context and everything outside torch's
-    # allocator too (only the job's own processes: NVML lists every process on the GPU).
-    ours = np.isin(gpu_procs["pid"], list(tl.processes))
-    pairs = sorted(
-        {(int(p), int(i)) for p, i in zip(gpu_procs["pid"][ours], gpu_procs["index"][ours])}
-    )
-    for pid, index in pairs[:MAX_SERIES_PROCESSES]:
-        r = gpu_procs.where((gpu_procs["pid"] == pid) & (gpu_procs["index"] == index))
-        used = r["mem"].astype(np.float64)
-        used[used < 0] = np.nan
-        if np.isfinite(used).any():
-            label = f"GPU {index} memory, NVML ({short_label(tl.processes.get(pid), pid)})"
-            raw.append((label, tl.to_s(r["t"]), used, "gpu-memory", "line"))
+    raw = _rss_lines(tl, training) + _cuda_lines(tl) + _nvml_lines(tl)
     if not raw:
         return None
     peak = _finite_max([r[2] for r in raw])
@@ -283,6 +219,83 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
         y_max=y_max,
         note=note,
     )
+
+
+# A memory line before scaling: label, times, bytes, style, kind.
+_MemoryLine = tuple[str, FloatArray, FloatArray, str, str]
+
+
+def _rss_lines(tl: Timeline, training: list[int]) -> list[_MemoryLine]:
+    """RSS of each training process, and the totals of the workers and of the others."""
+    x = tl.centers
+    own = [p for p in training if p in tl.rss][:MAX_SERIES_PROCESSES]
+    workers = [
+        p for p in tl.rss if p not in own and p in tl.processes and tl.processes[p].role == "worker"
+    ]
+    others = [p for p in tl.rss if p not in own and p not in workers]
+    raw: list[_MemoryLine] = []
+    for i, pid in enumerate(own):
+        raw.append(
+            (
+                f"{short_label(tl.processes.get(pid), pid)} RSS",
+                x,
+                tl.rss[pid],
+                "main" if i == 0 else f"proc{i}",
+                "line",
+            )
+        )
+
+    def total(pids: list[int]) -> FloatArray:
+        stack = np.vstack([tl.rss[p] for p in pids])
+        out: FloatArray = np.where(np.isfinite(stack).any(axis=0), np.nansum(stack, axis=0), np.nan)
+        return out
+
+    if workers:
+        raw.append(
+            (
+                f"DataLoader workers' RSS (total of {len(workers)})",
+                x,
+                total(workers),
+                "workers",
+                "line",
+            )
+        )
+    if others:
+        tot = total(others)
+        if np.nanmax(tot, initial=0.0) > 0:
+            raw.append((f"other processes' RSS ({len(others)})", x, tot, "other", "line"))
+    return raw
+
+
+def _cuda_lines(tl: Timeline) -> list[_MemoryLine]:
+    """torch's CUDA memory per process and device: allocated, and reserved by its allocator."""
+    raw: list[_MemoryLine] = []
+    for (pid, dev), (t, alloc, reserved) in sorted(tl.cuda.items())[:MAX_SERIES_PROCESSES]:
+        where = f"pid {pid}, cuda:{dev}"
+        raw.append((f"CUDA allocated ({where})", t, alloc, "cuda", "line"))
+        raw.append((f"CUDA reserved ({where})", t, reserved, "cuda-reserved", "line"))
+    return raw
+
+
+def _nvml_lines(tl: Timeline) -> list[_MemoryLine]:
+    """NVML's view of each process's GPU memory: its CUDA context and everything outside torch's
+    allocator too (only the job's own processes: NVML lists every process on the GPU)."""
+    gpu_procs = tl.session.table("gpu_proc")
+    if not len(gpu_procs):
+        return []
+    ours = np.isin(gpu_procs["pid"], list(tl.processes))
+    pairs = sorted(
+        {(int(p), int(i)) for p, i in zip(gpu_procs["pid"][ours], gpu_procs["index"][ours])}
+    )
+    raw: list[_MemoryLine] = []
+    for pid, index in pairs[:MAX_SERIES_PROCESSES]:
+        r = gpu_procs.where((gpu_procs["pid"] == pid) & (gpu_procs["index"] == index))
+        used = r["mem"].astype(np.float64)
+        used[used < 0] = np.nan
+        if np.isfinite(used).any():
+            label = f"GPU {index} memory, NVML ({short_label(tl.processes.get(pid), pid)})"
+            raw.append((label, tl.to_s(r["t"]), used, "gpu-memory", "line"))
+    return raw
 
 
 def gpu_graph(tl: Timeline) -> Graph | None:
@@ -511,140 +524,4 @@ def lag_graph(tl: Timeline) -> Graph | None:
         series=series,
         rules=rules,
         y_max=y_max,
-    )
-
-
-def timeline_graph(tl: Timeline, training: list[int]) -> Graph | None:
-    lanes: list[tuple[str, str, FloatArray, FloatArray]] = []
-    min_width = max(tl.duration_s, 1e-3) / MAX_POINTS
-
-    def add(name: str, style: str, start: FloatArray, end: FloatArray) -> None:
-        if len(start):
-            lanes.append((clean(name, LANE_NAME_CHARS), style, start, end))
-
-    def thread_name(pid: int, tid: int) -> str:
-        info = tl.processes.get(pid)
-        if info is not None and (info.main_tid or pid) == tid:
-            return "main thread"
-        groups = tl.threads.get(pid)
-        name = groups.names.get(tid) if groups is not None else None
-        return name or f"thread {tid}"
-
-    def spans_of(pid: int, who: str) -> None:
-        sp = tl.spans.of(pid)
-        if not len(sp):
-            return
-        names = sp.extra["name"]
-        tids = sp.extra["tid"]
-        keys = sorted({(int(t), int(n)) for t, n in zip(tids, names)})
-        for tid, name_id in keys:
-            mask = (tids == tid) & (names == name_id)
-            thread = thread_name(pid, tid)
-            where = "" if thread == "main thread" else f" [{thread}]"
-            add(
-                f"{who} · {tl.session.string(name_id)}{where}",
-                "span",
-                sp.start[mask],
-                sp.end[mask],
-            )
-
-    shown = set()
-    for pid in training[:MAX_SERIES_PROCESSES]:
-        who = _lane_owner(tl.processes.get(pid), pid)
-        mine = tl.steps.select(tl.steps.pid == pid)
-        add(f"{who} · steps", "steps", mine.start, mine.end)
-        w = tl.waits.of(pid)
-        add(f"{who} · data wait", "wait", w.start, w.end)
-        g = _gc_all(tl, pid)
-        add(f"{who} · GC", "gc", g.start, g.end)
-        spans_of(pid, who)
-        shown.add(pid)
-    workers = sorted(
-        (p for p in tl.processes.values() if p.role == "worker"),
-        key=lambda p: (p.start_s or 0.0, p.worker_id or 0, p.pid),
-    )
-    by_worker: dict[str, list[int]] = {}
-    for info in workers:
-        key = f"worker {info.worker_id}" if info.worker_id is not None else f"worker pid {info.pid}"
-        by_worker.setdefault(key, []).append(info.pid)
-    for key, wpids in list(by_worker.items())[:MAX_SERIES_PROCESSES]:
-        f = tl.fetches.select(np.isin(tl.fetches.pid, wpids))
-        add(f"{key} · batches", "fetch", f.start, f.end)
-        shown.update(wpids)
-    main_fetch = (
-        tl.fetches.select(np.isin(tl.fetches.pid, training) & (tl.fetches.extra["worker"] < 0))
-        if len(tl.fetches)
-        else tl.fetches
-    )
-    if len(main_fetch):
-        add("main · batches built in-process", "fetch", main_fetch.start, main_fetch.end)
-    for info in tl.processes.values():
-        if info.pid in shown or not info.python:
-            continue
-        spans_of(info.pid, _lane_owner(info, info.pid))
-    if not lanes:
-        return None
-    note = ""
-    if len(lanes) > MAX_LANES:
-        # Keep the most telling kinds across all processes (every rank's steps before anyone's
-        # spans), then show them in process order again.
-        priority = {"steps": 0, "wait": 1, "gc": 2, "fetch": 3, "span": 4}
-        ranked = sorted(range(len(lanes)), key=lambda k: (priority[lanes[k][1]], k))
-        keep = sorted(ranked[:MAX_LANES])
-        note = f"{len(lanes) - MAX_LANES} more lanes (less telling kinds) were left out."
-        lanes = [lanes[k] for k in keep]
-    per_lane = max(MAX_PAGE_BARS // len(lanes), 100)
-    parts = [merge_bars(s, e, min_width, min(per_lane, MAX_BARS)) for _, _, s, e in lanes]
-    merged = any(int(p[2].max(initial=1)) > 1 for p in parts)
-    if merged:
-        note = (note + " " if note else "") + (
-            "Runs of intervals too short to see at full width are merged into one bar; the "
-            "tooltip says how many."
-        )
-    return Graph(
-        id="timeline",
-        title="Timeline of steps, data waits, GC pauses and spans",
-        description=(
-            "One lane per process and kind of interval: steps of the training loop, time blocked "
-            "on the DataLoader, GC pauses, batches built by each worker and probe.span() phases. "
-            "Zoom in to see single steps."
-        ),
-        y_label="",
-        lanes=Lanes(
-            names=[name for name, _, _, _ in lanes],
-            lane=np.concatenate(
-                [np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)]
-            ),
-            start=np.concatenate([p[0] for p in parts]),
-            end=np.concatenate([p[1] for p in parts]),
-            count=np.concatenate([p[2] for p in parts]),
-            style=[style for _, style, _, _ in lanes],
-            busy=np.concatenate([p[3] for p in parts]),
-        ),
-        y_max=float(len(lanes)),
-        note=note,
-    )
-
-
-def _lane_owner(info: ProcessInfo | None, pid: int) -> str:
-    if info is None:
-        return f"pid {pid}"
-    if info.role == "rank" and info.rank is not None:
-        return f"rank {info.rank}"
-    if info.role == "main":
-        return "main"
-    if info.role == "worker":
-        return f"worker {info.worker_id}" if info.worker_id is not None else f"worker {pid}"
-    return f"pid {pid}"
-
-
-def _gc_all(tl: Timeline, pid: int) -> Intervals:
-    """GC pauses of one process: single pauses, and young collections summed (drawn at their
-    start with their summed length)."""
-    g = tl.gc.of(pid)
-    s = tl.gc_summary.of(pid)
-    return Intervals(
-        np.concatenate([g.pid, s.pid]),
-        np.concatenate([g.start, s.start]),
-        np.concatenate([g.dur, s.dur]),
     )

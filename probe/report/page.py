@@ -9,8 +9,9 @@ full width. Nothing else of the session goes on the page, so its size does not g
 length of the run.
 
 The parts: ``model`` (the types), ``downsample`` (min-max series, merged bars), ``graphs`` (one
-builder per graph), ``verdicts`` (the recommendation panel), ``header`` (the run, the processes).
-The model is plain data, tested without Bokeh; ``html`` renders it.
+builder per graph), ``lanes`` (the timeline's Gantt), ``verdicts`` (the recommendation panel),
+``header`` (the run, the processes). The model is plain data, tested without Bokeh; ``html``
+renders it (``figures`` draws the graphs, ``templates/`` hold the markup).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from probe.report.graphs import (
     memory_graph,
     steps_graph,
     threads_graph,
-    timeline_graph,
 )
 from probe.report.header import exit_notice, header_of, process_rows
+from probe.report.lanes import timeline_graph
 from probe.report.model import (
     ACTIVITY_LABELS,
     GRAPH_ORDER,

@@ -42,6 +42,13 @@ def summary_lines(
     json_written: bool = True,
 ) -> list[str]:
     """The verdict, one line of evidence, what to do next, and where the files are."""
+    return verdict_lines(d, color=color) + file_lines(
+        session_dir=session_dir, report=report, json_copy=json_copy, json_written=json_written
+    )
+
+
+def verdict_lines(d: Diagnosis, *, color: bool = False) -> list[str]:
+    """The verdict, one line of evidence, what to do next, the other issues, notes."""
     lines: list[str] = []
     top = d.top
     if d.category == HEALTHY:
@@ -78,6 +85,18 @@ def summary_lines(
                 color,
             )
         )
+    return lines
+
+
+def file_lines(
+    *,
+    session_dir: Path,
+    report: Path | None,
+    json_copy: Path | None = None,
+    json_written: bool = True,
+) -> list[str]:
+    """Where the report and the verdict are, and the command that makes them again."""
+    lines: list[str] = []
     if report is not None:
         lines.append(f"report:  {report}")
     json_lines = [str(session_dir / "diagnosis.json")] if json_written else []

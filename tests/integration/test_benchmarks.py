@@ -103,6 +103,18 @@ def test_export_scale_runs_every_format(tmp_path: Path) -> None:
     ]
 
 
+def test_verdict_latency_runs_both_arms(tmp_path: Path) -> None:
+    out = tmp_path / "v.json"
+    args = ["--rounds", "1", "--command-s", "1", "--arms", "off", "always", "--json", str(out)]
+    bench([str(BENCH / "verdict_latency.py"), *args], 300)
+    result = json.loads(out.read_text())
+    assert result["runs_per_arm"] == 2 and list(result["arms"]) == ["off", "always"]
+    for arm in result["arms"].values():
+        assert 0 < arm["to_verdict_s"] < arm["to_exit_s"] and arm["loop_s"] > 0
+        assert arm["sampler_max_ms"] >= arm["sampler_p99_ms"] > 0
+    assert result["arms"]["off"]["steps"] == 0 and result["arms"]["always"]["steps"] > 0
+
+
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
 def test_attach_latency_runs() -> None:
     result = bench([str(BENCH / "attach_latency.py"), "--runs", "1"], 300)
