@@ -121,6 +121,11 @@ class Warmup:
         if self._in_step and self._thread.is_alive():
             self._thread.join(timeout=wait_s)
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end (after ``stop``); whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     @property
     def finished(self) -> bool:
         return self.done == len(self.steps)

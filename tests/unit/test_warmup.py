@@ -28,6 +28,7 @@ def _finish(w: Warmup, timeout: float = 10.0) -> None:
     while not w.finished and not w.error and time.monotonic() < deadline:
         time.sleep(0.01)
     w.stop()
+    assert w.join(10.0)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +49,7 @@ def test_no_step_runs_while_the_machine_has_no_room(room: Room | None) -> None:
     assert measured.wait(5.0)
     time.sleep(0.2)  # ~40 checks, every one refused
     w.stop()
+    assert w.join(10.0)
     assert log == [] and w.done == 0 and w.started_s is None
 
 
@@ -71,6 +73,7 @@ def test_nothing_runs_before_the_command_has_run_a_while() -> None:
     w.start()
     time.sleep(0.1)
     w.stop()
+    assert w.join(10.0)
     assert log == [] and w.started_s is None
     assert warmup.AFTER_S >= 3.0  # a short command is never competed with
 
@@ -118,6 +121,7 @@ def test_stop_waits_no_longer_than_asked_and_no_step_follows() -> None:
     assert time.monotonic() - started < 2.0  # it did not wait for the step
     release.set()
     w.stop()
+    assert w.join(10.0)
     assert log == [] and w.done == 1 and not w.finished
 
 
@@ -140,7 +144,7 @@ def test_stop_does_not_wait_for_a_thread_that_is_only_waiting_for_room() -> None
     w.stop(wait_s=5.0)
     waited = time.monotonic() - started
     release.set()
-    w._thread.join(10.0)
+    assert w.join(10.0)
     assert waited < 2.0 and log == [] and w.done == 0
 
 
