@@ -13,8 +13,8 @@ from probe.cli.options import recording_options
 from probe.cli.status import LiveStatus
 from probe.launcher import Launcher, resolve_command
 from probe.recorder import Recording, Settings, default_name
+from probe.serve.load import redact_command
 from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OutputTail
-from probe.session.redact import redact_text
 
 
 @click.command(
@@ -191,21 +191,6 @@ def _doctor_on_port(
         use_terminal=False,
         forward_signals=False,
     )
-    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
-    live.reserve()
-    try:
-        pid = launcher.start()
-    except Exception:
-        live.stop()
-        recording.finish(status="failed-to-start", exit_code=None, signal=None)
-        raise
-    proc = launcher.proc
-    assert proc is not None
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
-    recording.start_sampler(pid)
-    live.start()
     runner = OnPort(
         launcher,
         load_command,
@@ -214,16 +199,31 @@ def _doctor_on_port(
         port=port,
         startup_timeout=startup_timeout,
         say=echo,
-        outputs=outputs,
     )
-    try:
-        result = runner.run()
-    finally:
-        live.stop()
-        recording.stop_sampler()
-        for output in outputs:
-            output.close()
-    recording.meta["serve"] = result.to_meta(redact_text(load_command))
+    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
+    live.reserve()
+    with runner.handling_signals():
+        try:
+            pid = launcher.start()
+        except Exception:
+            live.stop()
+            recording.finish(status="failed-to-start", exit_code=None, signal=None)
+            raise
+        proc = launcher.proc
+        assert proc is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        runner.outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
+        recording.start_sampler(pid)
+        live.start()
+        try:
+            result = runner.run()
+        finally:
+            live.stop()
+            recording.stop_sampler()
+            for output in runner.outputs:
+                output.close()
+    recording.meta["serve"] = result.to_meta(redact_command(load_command))
     server = result.server
     if result.failure is not None:
         recording.finish(status="failed-to-start", exit_code=server.exit_code, signal=server.signal)

@@ -23,13 +23,14 @@ when it never listens); both commands get /dev/null as standard input.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -207,13 +208,20 @@ class OnPort:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self) -> OnPortResult:
-        """Everything after the server started; returns once both have ended."""
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """probe's own handlers for the whole run: enter before the server starts, so that no
+        Ctrl-C can fall between its start and ``run``."""
         self._install()
         try:
-            return self._run()
+            yield
         finally:
             self._restore()
+
+    def run(self) -> OnPortResult:
+        """Everything after the server started (inside ``handling_signals``); returns once both
+        have ended."""
+        return self._run()
 
     def _run(self) -> OnPortResult:
         started = time.monotonic()
