@@ -59,7 +59,7 @@ def test_proc_net_tcp_addresses_are_decoded() -> None:
     assert parse_address("0100007F:1F90") == ("127.0.0.1", 8080)
     assert parse_address("00000000000000000000000001000000:0050") == ("::1", 80)
     assert parse_address("0000000000000000FFFF00000100007F:1F90") == ("127.0.0.1", 8080)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a /proc/net/tcp address"):
         parse_address("0100:1F90")
 
 
@@ -79,7 +79,7 @@ def test_the_tree_s_listening_sockets_are_found(tmp_path: Path) -> None:
         fd.mkdir(parents=True)
         for n, target in enumerate(links):
             (fd / str(n)).symlink_to(target)
-    import probe.serve.ports as ports
+    from probe.serve import ports
 
     original = ports.tree_pids
     ports.tree_pids = lambda root: [10, 11]  # type: ignore[assignment]

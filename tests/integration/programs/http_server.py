@@ -14,8 +14,8 @@ import argparse
 import os
 import signal
 import sys
-import time
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
