@@ -1,0 +1,222 @@
+"""A server under load, on hand-built sessions: the load's window, requests as the unit, what
+explains latency, and the serving verdicts (thread-pool-saturated, request-queueing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe.analysis.diagnosis import diagnose, to_json
+from probe.analysis.serving import union
+from probe.session.reader import Session
+from probe.testing import FrameSpec, SessionBuilder
+
+SERVE: list[FrameSpec] = [("/srv/app.py", "<module>", 90), ("/srv/app.py", "main", 80)]
+LOOP_IDLE = [
+    *SERVE,
+    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
+    ("/usr/lib/python3.11/asyncio/base_events.py", "_run_once", 1900),
+    ("/usr/lib/python3.11/selectors.py", "select", 468),
+]
+LOOP_FORWARD = [
+    *SERVE,
+    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
+    ("/srv/app.py", "embed", 30),
+    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
+]
+POOL_IDLE = [
+    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
+    ("/venv/site-packages/anyio/_backends/_asyncio.py", "run", 900),
+    ("/usr/lib/python3.11/queue.py", "get", 171),
+    ("/usr/lib/python3.11/threading.py", "wait", 320),
+]
+POOL_HANDLER = [
+    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
+    ("/venv/site-packages/anyio/_backends/_asyncio.py", "run", 900),
+    ("/srv/app.py", "search", 60),
+    ("/srv/app.py", "lexical_score", 44),
+]
+WORKER_FORWARD = [
+    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
+    ("/srv/app.py", "model_worker", 40),
+    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
+]
+
+DURATION = 14.0
+LOAD = (3.0, 13.0)
+
+
+def _closed_loop(concurrency: int, latency: float) -> tuple[np.ndarray, np.ndarray]:
+    """``concurrency`` connections, each sending its next request when the last is answered."""
+    starts = [
+        a
+        for c in range(concurrency)
+        for a in np.arange(LOAD[0] + 0.01 * c, LOAD[1] - latency, latency)
+    ]
+    starts = np.sort(np.array(starts))
+    return starts, np.full(len(starts), latency)
+
+
+def _server(tmp_path: Path, *, busy: float, cores: float = 2.0) -> SessionBuilder:
+    b = SessionBuilder(tmp_path / "s", duration_s=DURATION, cores=cores, argv=["python", "app.py"])
+    b.process(100, torch_threads=1)
+    b.system(busy=lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), busy, 0.05))
+    b.serve = {"port": 8000, "listen_pids": [100]}
+    return b
+
+
+def _samples(b: SessionBuilder, tid: int, frames: list[FrameSpec], late: float = 1e-4) -> None:
+    times = np.arange(0.05, DURATION, 0.05)
+    idle = LOOP_IDLE if tid == 100 else POOL_IDLE
+    in_load = (times >= LOAD[0]) & (times <= LOAD[1])
+    b.stack_table(
+        100,
+        times,
+        [idle, frames],
+        in_load.astype(int),
+        tid=tid,
+        late=np.full(len(times), late) if tid == 100 else None,
+    )
+
+
+def test_union_merges_overlapping_intervals() -> None:
+    starts, durs = union(np.array([0.0, 0.5, 2.0, 2.1]), np.array([1.0, 1.5, 2.2, 3.0]))
+    assert np.allclose(starts, [0.0, 2.0])
+    assert np.allclose(durs, [1.5, 1.0])
+
+
+def test_a_sync_thread_pool_holding_the_gil(tmp_path: Path) -> None:
+    # 8 requests in flight, each on a pool thread running Python; the 8 threads run 0.9 of a
+    # core between them and the sampler always waits 5 ms for the GIL.
+    b = _server(tmp_path, busy=1.0)
+    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b.cpu(100, main=lambda t: 0.03 * in_load(t), pool=lambda t: 0.9 * in_load(t), pool_threads=8)
+    _samples(b, 100, LOOP_IDLE, late=0.005)
+    for tid in range(101, 109):
+        _samples(b, tid, POOL_HANDLER)
+    t = np.arange(0.5, DURATION, 0.02)
+    b.lag(100, t, np.where((t >= LOAD[0]) & (t <= LOAD[1]), 0.03, 0.0005))
+    b.requests(*_closed_loop(8, 0.8))
+    d = diagnose(Session(b.write()))
+    finding = d.findings["thread-pool-saturated"]
+    assert finding.status == "issue", finding.reason
+    assert d.category == "thread-pool-saturated"  # its symptom, the loop's lag, comes after it
+    assert [f.id for f in d.issues][:2] == ["thread-pool-saturated", "event-loop-blocked"]
+    ev = finding.evidence
+    assert ev["working"] == pytest.approx(8, abs=0.2)
+    assert ev["pool_cpu_cores"] == pytest.approx(0.9, abs=0.05)
+    assert ev["gil_wait_share"] == pytest.approx(1 - 0.9 / 8, abs=0.03)
+    assert ev["gil_held_median_ms"] == pytest.approx(5, abs=0.1)
+    assert ev["loop_starved_share"] == pytest.approx(1.0)
+    assert finding.severity == "high"
+    assert finding.stacks[0]["frames"][-1]["func"] == "lexical_score"
+    assert d.findings["request-queueing"].status == "not-detected"
+
+
+def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) -> None:
+    # The same pool, but its threads run torch and use both cores: the sampler finds the GIL free.
+    b = _server(tmp_path, busy=1.95)
+    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b.cpu(100, main=lambda t: 0.03 * in_load(t), pool=lambda t: 1.9 * in_load(t), pool_threads=8)
+    _samples(b, 100, LOOP_IDLE, late=0.0001)
+    for tid in range(101, 109):
+        _samples(b, tid, WORKER_FORWARD)
+    b.requests(*_closed_loop(8, 0.3))
+    d = diagnose(Session(b.write()))
+    assert d.findings["thread-pool-saturated"].status == "not-detected"
+    assert "GIL was free" in d.findings["thread-pool-saturated"].reason
+    assert d.category == "healthy"
+
+
+def _single_worker(tmp_path: Path, *, busy: float, worker_cpu: float) -> Session:
+    b = _server(tmp_path, busy=busy)
+    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b.cpu(100, main=lambda t: 0.05 * in_load(t), pool=lambda t: worker_cpu * in_load(t))
+    _samples(b, 100, LOOP_IDLE)
+    _samples(b, 101, WORKER_FORWARD)
+    t = np.arange(0.5, DURATION, 0.02)
+    b.lag(100, t, np.full(len(t), 0.0005))
+    b.requests(*_closed_loop(8, 0.4))
+    return Session(b.write())
+
+
+def test_requests_queueing_behind_one_worker_with_a_core_idle(tmp_path: Path) -> None:
+    d = diagnose(_single_worker(tmp_path, busy=1.1, worker_cpu=1.0))
+    finding = d.findings["request-queueing"]
+    assert finding.status == "issue", finding.reason
+    assert d.category == "request-queueing"
+    ev = finding.evidence
+    assert ev["in_flight"] == pytest.approx(8, abs=0.3)
+    assert ev["working"] == pytest.approx(1.0, abs=0.05)
+    assert ev["queue_share"] == pytest.approx(1 - 1 / 8, abs=0.03)
+    assert ev["idle_cores"] == pytest.approx(0.9, abs=0.05)
+    assert finding.severity == "high"
+    assert finding.stacks[0]["frames"][1]["func"] == "model_worker"
+
+
+def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: Path) -> None:
+    d = diagnose(_single_worker(tmp_path, busy=1.95, worker_cpu=1.85))
+    assert d.findings["request-queueing"].status == "not-detected"
+    assert "no room for a second worker" in d.findings["request-queueing"].reason
+    assert d.category == "healthy"
+    assert "at the machine's capacity" in d.headline
+    assert d.headline.startswith("No issue found: ")
+    assert "requests at" in d.headline
+
+
+def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Path) -> None:
+    b = _server(tmp_path, busy=1.1)
+    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b.cpu(100, main=lambda t: 1.0 * in_load(t))
+    _samples(b, 100, LOOP_FORWARD)
+    t = np.arange(0.5, DURATION, 0.05)
+    b.lag(100, t, np.where((t >= LOAD[0]) & (t <= LOAD[1]), 0.05, 0.0005))
+    b.requests(*_closed_loop(8, 0.4))
+    d = diagnose(Session(b.write()))
+    assert d.category == "event-loop-blocked"
+    queueing = d.findings["request-queueing"]
+    assert queueing.status == "not-detected"
+    assert "see event-loop-blocked" in queueing.reason
+    assert d.serving is not None
+    assert d.serving.explained["loop_blocked"] > 0.9
+
+
+def test_the_load_is_the_analysed_window_and_requests_are_counted(tmp_path: Path) -> None:
+    session = _single_worker(tmp_path, busy=1.1, worker_cpu=1.0)
+    d = diagnose(session)
+    starts, durs = _closed_loop(8, 0.4)
+    assert d.window[0] == pytest.approx(starts.min(), abs=1e-6)
+    assert d.window[1] == pytest.approx((starts + durs).max(), abs=1e-6)
+    assert d.segmentation.method == "load"
+    doc = to_json(d)
+    assert doc["run"]["requests"] == len(starts)
+    requests = doc["requests"]
+    assert requests["count"] == len(starts)
+    assert requests["latency_ms"]["p50"] == pytest.approx(400)
+    assert requests["statuses"] == {"2xx": len(starts)}
+    assert requests["in_flight"] == pytest.approx(8, abs=0.3)
+    assert requests["client_cpu_share"] == pytest.approx(0.05, abs=0.01)
+    assert set(requests["explained"]) == {"loop_blocked", "gc", "cpu_wait", "queueing", "gil_wait"}
+
+
+def test_a_training_run_has_no_requests_section(tmp_path: Path) -> None:
+    from tests.unit.synthetic_runs import Run
+
+    d = diagnose(Run(duration=8).build(tmp_path / "s"))
+    assert d.serving is None
+    assert "requests" not in to_json(d)
+    assert "requests" not in to_json(d)["run"]
+    assert d.findings["thread-pool-saturated"].status == "not-detected"
+    assert d.findings["request-queueing"].status == "not-detected"
+
+
+def test_too_few_requests_is_insufficient_data(tmp_path: Path) -> None:
+    b = _server(tmp_path, busy=1.0)
+    b.cpu(100, main=0.2)
+    _samples(b, 100, LOOP_IDLE)
+    b.requests(np.array([4.0, 5.0, 6.0]), np.array([0.1, 0.1, 0.1]))
+    d = diagnose(Session(b.write()))
+    assert d.category == "insufficient-data"
+    assert "Only 3 requests were answered" in d.headline
