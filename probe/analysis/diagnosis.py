@@ -139,7 +139,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
             findings[HEALTHY] = Finding(
                 id=HEALTHY,
                 status="issue",
-                title="No issue found: the run is compute-bound",
+                title=(
+                    "No issue found: the server kept up with its load"
+                    if ctx.serving is not None
+                    else "No issue found: the run is compute-bound"
+                ),
                 summary=headline,
                 evidence={"activity": activity},
                 windows=[seg.window],

@@ -11,74 +11,18 @@ import pytest
 from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.serving import union
 from probe.session.reader import Session
-from probe.testing import FrameSpec, SessionBuilder
-
-SERVE: list[FrameSpec] = [("/srv/app.py", "<module>", 90), ("/srv/app.py", "main", 80)]
-LOOP_IDLE = [
-    *SERVE,
-    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
-    ("/usr/lib/python3.11/asyncio/base_events.py", "_run_once", 1900),
-    ("/usr/lib/python3.11/selectors.py", "select", 468),
-]
-LOOP_FORWARD = [
-    *SERVE,
-    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
-    ("/srv/app.py", "embed", 30),
-    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
-]
-POOL_IDLE = [
-    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
-    ("/venv/site-packages/anyio/_backends/_asyncio.py", "run", 900),
-    ("/usr/lib/python3.11/queue.py", "get", 171),
-    ("/usr/lib/python3.11/threading.py", "wait", 320),
-]
-POOL_HANDLER = [
-    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
-    ("/venv/site-packages/anyio/_backends/_asyncio.py", "run", 900),
-    ("/srv/app.py", "search", 60),
-    ("/srv/app.py", "lexical_score", 44),
-]
-WORKER_FORWARD = [
-    ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
-    ("/srv/app.py", "model_worker", 40),
-    ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
-]
-
-DURATION = 14.0
-LOAD = (3.0, 13.0)
-
-
-def _closed_loop(concurrency: int, latency: float) -> tuple[np.ndarray, np.ndarray]:
-    """``concurrency`` connections, each sending its next request when the last is answered."""
-    starts = [
-        a
-        for c in range(concurrency)
-        for a in np.arange(LOAD[0] + 0.01 * c, LOAD[1] - latency, latency)
-    ]
-    starts = np.sort(np.array(starts))
-    return starts, np.full(len(starts), latency)
-
-
-def _server(tmp_path: Path, *, busy: float, cores: float = 2.0) -> SessionBuilder:
-    b = SessionBuilder(tmp_path / "s", duration_s=DURATION, cores=cores, argv=["python", "app.py"])
-    b.process(100, torch_threads=1)
-    b.system(busy=lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), busy, 0.05))
-    b.serve = {"port": 8000, "listen_pids": [100]}
-    return b
-
-
-def _samples(b: SessionBuilder, tid: int, frames: list[FrameSpec], late: float = 1e-4) -> None:
-    times = np.arange(0.05, DURATION, 0.05)
-    idle = LOOP_IDLE if tid == 100 else POOL_IDLE
-    in_load = (times >= LOAD[0]) & (times <= LOAD[1])
-    b.stack_table(
-        100,
-        times,
-        [idle, frames],
-        in_load.astype(int),
-        tid=tid,
-        late=np.full(len(times), late) if tid == 100 else None,
-    )
+from tests.unit.serving_sessions import (
+    DURATION,
+    LOAD,
+    LOOP_FORWARD,
+    LOOP_IDLE,
+    WORKER_FORWARD,
+    closed_loop,
+    in_load,
+    samples,
+    server,
+    thread_pool_session,
+)
 
 
 def test_union_merges_overlapping_intervals() -> None:
@@ -88,18 +32,7 @@ def test_union_merges_overlapping_intervals() -> None:
 
 
 def test_a_sync_thread_pool_holding_the_gil(tmp_path: Path) -> None:
-    # 8 requests in flight, each on a pool thread running Python; the 8 threads run 0.9 of a
-    # core between them and the sampler always waits 5 ms for the GIL.
-    b = _server(tmp_path, busy=1.0)
-    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
-    b.cpu(100, main=lambda t: 0.03 * in_load(t), pool=lambda t: 0.9 * in_load(t), pool_threads=8)
-    _samples(b, 100, LOOP_IDLE, late=0.005)
-    for tid in range(101, 109):
-        _samples(b, tid, POOL_HANDLER)
-    t = np.arange(0.5, DURATION, 0.02)
-    b.lag(100, t, np.where((t >= LOAD[0]) & (t <= LOAD[1]), 0.03, 0.0005))
-    b.requests(*_closed_loop(8, 0.8))
-    d = diagnose(Session(b.write()))
+    d = diagnose(thread_pool_session(tmp_path / "s"))
     finding = d.findings["thread-pool-saturated"]
     assert finding.status == "issue", finding.reason
     assert d.category == "thread-pool-saturated"  # its symptom, the loop's lag, comes after it
@@ -117,13 +50,12 @@ def test_a_sync_thread_pool_holding_the_gil(tmp_path: Path) -> None:
 
 def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) -> None:
     # The same pool, but its threads run torch and use both cores: the sampler finds the GIL free.
-    b = _server(tmp_path, busy=1.95)
-    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b = server(tmp_path / "s", busy=1.95)
     b.cpu(100, main=lambda t: 0.03 * in_load(t), pool=lambda t: 1.9 * in_load(t), pool_threads=8)
-    _samples(b, 100, LOOP_IDLE, late=0.0001)
+    samples(b, 100, LOOP_IDLE, late=0.0001)
     for tid in range(101, 109):
-        _samples(b, tid, WORKER_FORWARD)
-    b.requests(*_closed_loop(8, 0.3))
+        samples(b, tid, WORKER_FORWARD)
+    b.requests(*closed_loop(8, 0.3))
     d = diagnose(Session(b.write()))
     assert d.findings["thread-pool-saturated"].status == "not-detected"
     assert "GIL was free" in d.findings["thread-pool-saturated"].reason
@@ -131,14 +63,13 @@ def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) 
 
 
 def _single_worker(tmp_path: Path, *, busy: float, worker_cpu: float) -> Session:
-    b = _server(tmp_path, busy=busy)
-    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b = server(tmp_path / "s", busy=busy)
     b.cpu(100, main=lambda t: 0.05 * in_load(t), pool=lambda t: worker_cpu * in_load(t))
-    _samples(b, 100, LOOP_IDLE)
-    _samples(b, 101, WORKER_FORWARD)
+    samples(b, 100, LOOP_IDLE)
+    samples(b, 101, WORKER_FORWARD)
     t = np.arange(0.5, DURATION, 0.02)
     b.lag(100, t, np.full(len(t), 0.0005))
-    b.requests(*_closed_loop(8, 0.4))
+    b.requests(*closed_loop(8, 0.4))
     return Session(b.write())
 
 
@@ -167,13 +98,12 @@ def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: P
 
 
 def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Path) -> None:
-    b = _server(tmp_path, busy=1.1)
-    in_load = lambda t: np.where((t >= LOAD[0]) & (t <= LOAD[1]), 1.0, 0.0)  # noqa: E731
+    b = server(tmp_path / "s", busy=1.1)
     b.cpu(100, main=lambda t: 1.0 * in_load(t))
-    _samples(b, 100, LOOP_FORWARD)
+    samples(b, 100, LOOP_FORWARD)
     t = np.arange(0.5, DURATION, 0.05)
     b.lag(100, t, np.where((t >= LOAD[0]) & (t <= LOAD[1]), 0.05, 0.0005))
-    b.requests(*_closed_loop(8, 0.4))
+    b.requests(*closed_loop(8, 0.4))
     d = diagnose(Session(b.write()))
     assert d.category == "event-loop-blocked"
     queueing = d.findings["request-queueing"]
@@ -186,7 +116,7 @@ def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Pat
 def test_the_load_is_the_analysed_window_and_requests_are_counted(tmp_path: Path) -> None:
     session = _single_worker(tmp_path, busy=1.1, worker_cpu=1.0)
     d = diagnose(session)
-    starts, durs = _closed_loop(8, 0.4)
+    starts, durs = closed_loop(8, 0.4)
     assert d.window[0] == pytest.approx(starts.min(), abs=1e-6)
     assert d.window[1] == pytest.approx((starts + durs).max(), abs=1e-6)
     assert d.segmentation.method == "load"
@@ -213,9 +143,9 @@ def test_a_training_run_has_no_requests_section(tmp_path: Path) -> None:
 
 
 def test_too_few_requests_is_insufficient_data(tmp_path: Path) -> None:
-    b = _server(tmp_path, busy=1.0)
+    b = server(tmp_path / "s", busy=1.0)
     b.cpu(100, main=0.2)
-    _samples(b, 100, LOOP_IDLE)
+    samples(b, 100, LOOP_IDLE)
     b.requests(np.array([4.0, 5.0, 6.0]), np.array([0.1, 0.1, 0.1]))
     d = diagnose(Session(b.write()))
     assert d.category == "insufficient-data"

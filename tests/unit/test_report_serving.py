@@ -1,0 +1,59 @@
+"""The report of a server under load: requests/s and latency on the shared time axis, the
+client's CPU, a header that counts requests (probe.report.requests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from probe.analysis.diagnosis import diagnose
+from probe.report.page import build_page
+from probe.report.renderer import Outputs, renderer
+from tests.unit.serving_sessions import LOAD, thread_pool_session
+from tests.unit.synthetic_runs import Run
+
+MAX_BYTES = 2 * 1024 * 1024
+
+
+def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
+    d = diagnose(thread_pool_session(tmp_path / "s"))
+    page = build_page(d)
+    ids = [g.id for g in page.graphs]
+    # the verdict's graphs first: latency, the pool's threads, the loop's lag
+    assert ids[:3] == ["latency", "threads", "lag"]
+    assert "requests" in ids
+    latency = next(g for g in page.graphs if g.id == "latency")
+    assert [s.label for s in latency.series] == ["p50", "p90", "p99"]
+    assert latency.y_label == "ms"
+    p50 = latency.series[0]
+    inside = (p50.x > LOAD[0] + 1) & (p50.x < LOAD[1] - 1)
+    assert abs(float(p50.y[inside].mean()) - 800) < 1  # every request took 0.8 s
+    assert "thread-pool-saturated" in latency.verdicts
+    throughput = next(g for g in page.graphs if g.id == "requests")
+    answered = throughput.series[0]
+    assert answered.label == "answered"
+    mid = (answered.x > LOAD[0] + 1) & (answered.x < LOAD[1] - 1)
+    assert abs(float(answered.y[mid].mean()) - 10) < 2.5  # 8 connections, 0.8 s each
+    cpu = next(g for g in page.graphs if g.id == "cpu")
+    assert "probe load (the client)" in [s.label for s in cpu.series]
+    facts = dict(page.header.facts)
+    assert "steps" not in facts
+    assert facts["requests"].startswith(f"{len(d.timeline.requests)} (")
+    assert "p50 800 ms" in facts["requests"]
+    assert "client CPU 5 % of a core" in facts["requests"]
+    assert "the load: from the first request sent to the last one answered" in page.header.window
+    outputs = Outputs(session_dir=tmp_path / "s")
+    renderer("html").write(d, tmp_path / "s.html", outputs)
+    out = (tmp_path / "s.html").read_text()
+    assert len(out.encode()) < MAX_BYTES
+    assert "Request latency" in out
+    assert "Requests per second" in out
+    lines = renderer("terminal").lines(d, outputs)
+    assert lines[0].startswith("verdict: thread-pool-saturated")
+    assert not any("analysed the whole run" in line for line in lines)
+
+
+def test_a_training_run_s_page_has_no_request_graphs(tmp_path: Path) -> None:
+    d = diagnose(Run(duration=8).build(tmp_path / "s"))
+    page = build_page(d)
+    assert not {"requests", "latency"} & {g.id for g in page.graphs}
+    assert "steps" in dict(page.header.facts)
