@@ -66,10 +66,14 @@ class Requests:
         return self.select((self.start >= t0) & (self.end <= t1))
 
     def window(self) -> tuple[float, float] | None:
-        """From the first request sent to the last one answered."""
+        """From the first answer to the last: the server is judged once it answers (requests
+        sent before that waited for a server still starting); without any answer, from the
+        first request sent."""
         if not len(self):
             return None
-        return float(self.start.min()), float(self.end.max())
+        answered = self.responded
+        first = float(self.end[answered].min()) if answered.any() else float(self.start.min())
+        return first, float(self.end.max())
 
     def errors_by_kind(self) -> dict[str, int]:
         kinds, counts = np.unique(self.error[self.error > 0], return_counts=True)

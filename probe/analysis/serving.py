@@ -152,9 +152,9 @@ def server_pids(tl: Timeline) -> list[int]:
 
 
 def load_window(tl: Timeline, seg: Segmentation) -> Segmentation:
-    """A server under load is judged over the load: from the first request sent to the last
-    answered (start-up, the idle wait for the load and shutdown are left out). Without requests
-    the segmentation is returned as it is."""
+    """A server under load is judged over the load: from its first answer to its last
+    (start-up, the idle wait for the load, requests waiting for a server still starting and
+    shutdown are left out). Without requests the segmentation is returned as it is."""
     span = tl.requests.window()
     if span is None:
         return seg
@@ -163,7 +163,7 @@ def load_window(tl: Timeline, seg: Segmentation) -> Segmentation:
         return seg
     seg.window = (t0, t1)
     seg.method = "load"
-    seg.reason = "the load's window: from the first request sent to the last one answered"
+    seg.reason = "the load's window: from the server's first answer to its last"
     seg.warmup_steps = 0
     seg.warmup_end = None
     return seg

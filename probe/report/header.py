@@ -120,7 +120,7 @@ def header_of(d: Diagnosis) -> Header:
         if seg.warmup_steps:
             how += f", {seg.warmup_steps} warm-up steps dropped"
     elif seg.method == "load":
-        how = "the load: from the first request sent to the last one answered"
+        how = "the load: from the first answer to the last"
     else:
         how = f"the whole run: {seg.reason}" if seg.reason else "the whole run"
     window = f"{t0:.1f} s to {t1:.1f} s ({how})"

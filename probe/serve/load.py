@@ -25,6 +25,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import signal
 import socket
 import time
@@ -172,8 +173,6 @@ def redact_command(command: str) -> str:
 
 
 def _redact_header_values(text: str, flag: str) -> str:
-    import re
-
     pattern = re.compile(
         rf"(?P<lead>{re.escape(flag)}[ =](?P<q>['\"]?))(?P<name>[^:'\"\s]+)\s*:(?P<value>[^'\"]*)"
     )

@@ -42,6 +42,7 @@ from probe.serve.ports import Listener, listeners
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
 GRACE_S = 5.0  # between SIGINT and SIGTERM, and between SIGTERM and SIGKILL
 POLL_S = 0.05
+RESCAN_S = 1.0  # during the load: which of the tree's processes hold the socket
 SESSION_ENV = "PROBE_LOAD_SESSION"  # where `probe load` records its requests
 OUTPUT_TAIL_LINES = 20
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
@@ -188,6 +189,7 @@ class OnPort:
         self._signals: list[int] = []
         self._old: dict[int, Any] = {}
         self._server_ended: RunResult | None = None
+        self._holders: set[int] = set()  # the tree's processes seen holding the loaded socket
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -241,8 +243,10 @@ class OnPort:
         also = f" (also {_ports(others)}; choose with --port)" if others else ""
         command = substitute_port(self.command_text, listener.port)
         self.say(f"probe: the server listens on port {listener.port}{also}; running: {command}")
+        self._holders = set(listener.pids)
         result = self._run_command(command, listener.port)
-        result.listener = listener
+        # Processes that took the socket over later (uvicorn --workers, gunicorn's workers).
+        result.listener = Listener(listener.port, listener.address, tuple(sorted(self._holders)))
         result.others = others
         result.startup_s = time.monotonic() - started
         return result
@@ -287,7 +291,13 @@ class OnPort:
             forward_signals=False,
         )
         load.start()
+        next_scan = time.monotonic() + RESCAN_S
         while True:
+            if time.monotonic() >= next_scan:
+                next_scan = time.monotonic() + RESCAN_S
+                for found in listeners(self.server.pid):
+                    if found.port == port:
+                        self._holders.update(found.pids)
             done = load.poll()
             if done is not None:
                 server, sent = self._stop(self.server)

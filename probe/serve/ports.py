@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -24,12 +24,7 @@ class Listener:
 
     port: int
     address: str
-    pids: tuple[int, ...] = field(default=())
-
-    @property
-    def loopback_or_any(self) -> bool:
-        ip = ipaddress.ip_address(self.address)
-        return ip.is_loopback or ip.is_unspecified
+    pids: tuple[int, ...] = ()
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -64,7 +59,7 @@ def parse_listening(text: str) -> dict[int, tuple[str, int]]:
             address, port = parse_address(cols[1])
         except ValueError:
             continue
-        if inode:
+        if inode:  # 0: a socket being torn down, held by no process
             out[inode] = (address, port)
     return out
 

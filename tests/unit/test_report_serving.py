@@ -40,7 +40,7 @@ def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
     assert facts["requests"].startswith(f"{len(d.timeline.requests)} (")
     assert "p50 800 ms" in facts["requests"]
     assert "client CPU 5 % of a core" in facts["requests"]
-    assert "the load: from the first request sent to the last one answered" in page.header.window
+    assert "the load: from the first answer to the last" in page.header.window
     outputs = Outputs(session_dir=tmp_path / "s")
     renderer("html").write(d, tmp_path / "s.html", outputs)
     out = (tmp_path / "s.html").read_text()

@@ -58,7 +58,9 @@ def detect(ctx: Context) -> Finding:
     if not len(lag):
         return not_detected(ID, "no asyncio event loop ran")
     t0, t1 = ctx.window
-    inside = lag.select((lag.start >= t0) & (lag.start <= t1))
+    # A lag record stands for the block [t - lag, t]: one that began before the window (a
+    # server's start-up, ending once the load is on) is not the window's.
+    inside = lag.select((lag.start - lag.dur >= t0) & (lag.start <= t1))
     # A server is often idle between requests, which the segmentation may not call load; then
     # the loop's whole life is what counts.
     if len(inside) < MIN_RECORDS:
