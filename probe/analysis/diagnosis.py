@@ -60,7 +60,6 @@ class Diagnosis:
     # What the recording lost (a full disk, a failing collector) and the checks that failed:
     # any of it makes the diagnosis partial.
     losses: list[Loss] = field(default_factory=list)
-
     serving: Serving | None = None  # a server under load: its requests and what explains latency
 
     @property

@@ -214,31 +214,50 @@ def _doctor_on_port(
         assert proc.stdout is not None
         assert proc.stderr is not None
         runner.outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
-        recording.start_sampler(pid)
-        live.start()
+        # From here on the server runs: probe's own faults become warnings (as in doctor).
+        with contained("starting the outside sampler", "no CPU or memory data from outside"):
+            recording.start_sampler(pid)
+        with contained("the live status line", "none is shown"):
+            live.start()
         try:
             result = runner.run()
         finally:
-            live.stop()
-            recording.stop_sampler()
+            with contained("the live status line", "the terminal may need a reset"):
+                live.stop()
+            with contained("stopping the outside sampler", "its last records may be missing"):
+                recording.stop_sampler()
             for output in runner.outputs:
                 output.close()
     recording.meta["serve"] = result.to_meta(redact_command(load_command))
     server = result.server
     if result.failure is not None:
-        recording.finish(status="failed-to-start", exit_code=server.exit_code, signal=server.signal)
+        with contained("recording how the run ended", "meta.json may not say it"):
+            recording.finish(
+                status="failed-to-start", exit_code=server.exit_code, signal=server.signal
+            )
         raise result.failure
     status = "interrupted" if result.interrupted else "finished"
-    recording.finish(status=status, exit_code=server.exit_code, signal=server.signal)
+    with contained("recording how the run ended", "meta.json may not say it"):
+        recording.finish(status=status, exit_code=server.exit_code, signal=server.signal)
+    for message in recording.warnings + (recording.losses if collect_only else []):
+        warn(message)
     if result.interrupted:
         echo("probe: interrupted: the load and the server were stopped")
-    conclude(
-        recording.directory,
-        collect_only=collect_only,
-        json_path=json_path,
-        open_report=open_report,
-        markdown_path=markdown_path,
-    )
+    if recording.directory_gone:
+        warn(
+            f"the session {recording.directory} was removed (or hidden) while the server ran: "
+            "nothing is left to analyse"
+        )
+        return result.status
+    with contained("the analysis", "no verdict for this run"):
+        conclude(
+            recording.directory,
+            collect_only=collect_only,
+            json_path=json_path,
+            open_report=open_report,
+            meta=recording.meta,
+            markdown_path=markdown_path,
+        )
     return result.status
 
 
