@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4
+FORMAT_MINOR = 5
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
@@ -275,7 +275,7 @@ SYNC = Kind(
     ],
 )
 
-# Written by `probe load` in its own process (format 1.4).
+# Written by `probe load` in its own process (format 1.5).
 REQUEST = Kind(
     35,
     "request",
