@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from probe.analysis.detectors import ALL as DETECTORS
+from probe.analysis.detectors import request_queueing, thread_pool_saturated
 from probe.analysis.detectors.base import (
     INSUFFICIENT,
     MIN_STEPS,
@@ -32,7 +33,7 @@ from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
-from probe.units import Count, Duration, Share, duration, percent, plain
+from probe.units import Count, Duration, Number, Share, duration, percent, plain
 
 SCHEMA = "probe.diagnosis/1"
 _FAULT_FRAME = re.compile(r'\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
@@ -41,6 +42,9 @@ INSUFFICIENT_DATA = "insufficient-data"
 VERDICTS = (HEALTHY, INSUFFICIENT_DATA, *(d.ID for d in DETECTORS))
 # Detectors whose judgement is needed before a run can be called healthy.
 CORE = ("input-bound", "gc-pauses", "python-bound", "io-bound", "cpu-oversubscription")
+# A healthy server is at capacity when its requests spent request-queueing's QUEUE_SHARE of their
+# time in line or more while less than this stayed idle on the machine: no room for a worker more.
+AT_CAPACITY_IDLE = Number(0.5, "cores")
 
 Progress = Callable[[str], None]
 
@@ -264,14 +268,9 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
     ids = [f.id for f in issues]
     if "thread-pool-saturated" in ids and "event-loop-blocked" in ids:
         cause = issues[ids.index("thread-pool-saturated")]
-        if cause.evidence.get("loop_starved_share", 0.0) >= LOOP_STARVED:
+        if cause.evidence.get("loop_starved_share", 0.0) >= thread_pool_saturated.LOOP_STARVED:
             issues = _before(issues, "thread-pool-saturated", "event-loop-blocked")
     return issues
-
-
-# An event loop that was idle (waiting for events or the GIL) in at least half of its samples
-# while late was held off by the threads that held the GIL, not blocked by its own code.
-LOOP_STARVED = 0.5
 
 
 def _before(issues: list[Finding], cause_id: str, symptom_id: str) -> list[Finding]:
@@ -446,18 +445,12 @@ def _serving_headline(ctx: Context, serving: Serving) -> str:
     busy = ctx.mean_in_window(ctx.tl.sys_busy)
     parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
     queued = serving.explained.get("queueing", 0.0)
-    if queued >= QUEUE_AT_CAPACITY and serving.idle_cores < AT_CAPACITY_IDLE:
+    if queued >= request_queueing.QUEUE_SHARE and serving.idle_cores < AT_CAPACITY_IDLE:
         parts.append(
             f"requests spent {percent(queued)} of their time in line with no core to spare: the "
             "server is at the machine's capacity"
         )
     return "No issue found: " + ", ".join(parts) + "."
-
-
-# The healthy headline says a server is at capacity when requests mostly waited in line while
-# less than half a core stayed idle (request-queueing's own bar for a line worth reporting).
-QUEUE_AT_CAPACITY = 0.5
-AT_CAPACITY_IDLE = 0.5
 
 
 def _run(session: Session, tl: Timeline) -> dict[str, Any]:

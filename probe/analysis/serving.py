@@ -10,8 +10,8 @@ or None when the session holds no requests. What it measures:
   and an idle event loop), its CPU and its run-queue wait from outside. ``working``, the sum of
   the busy shares, is how many requests the server worked on at once on average.
 - What the request time overlapped, each a share of the summed latencies (they overlap one
-  another and need not add up): event-loop blocks (``loop_blocked``: lags of 10 ms or more of
-  the server's loops), GC pauses (``gc``), the server's threads waiting for a core
+  another and need not add up): event-loop blocks (``loop_blocked``: lags of ``BLOCKED_LAG`` or
+  more of the server's loops), GC pauses (``gc``), the server's threads waiting for a core
   (``cpu_wait``: run-queue wait over runnable time), waiting for the GIL (``gil_wait``: time the
   working threads spent in Python neither on a CPU nor waiting for one), and queueing
   (``queueing``: ``1 - working / L``, the time no thread of the server worked on the request
@@ -33,11 +33,12 @@ from probe.analysis.requests import Requests
 from probe.analysis.segment import Segmentation
 from probe.analysis.stacks import STATE
 from probe.analysis.timeline import Timeline, overlap_with
+from probe.units import Count, Duration
 
 FloatArray = npt.NDArray[np.float64]
 
-MIN_REQUESTS = 10  # answered in the load's window before a server is judged (as MIN_STEPS)
-BLOCKED_LAG_S = 0.010  # an event-loop lag this long blocks requests (event-loop-blocked's bar)
+MIN_REQUESTS = Count(10)  # answered in the load's window before a server is judged (as MIN_STEPS)
+BLOCKED_LAG = Duration(0.010)  # an event-loop lag this long blocks requests (event-loop-blocked's)
 IDLE_STATES = (STATE["wait"], STATE["idle-loop"])
 PYTHON_STATES = (STATE["python"], STATE["torch"])
 
@@ -204,7 +205,7 @@ def _explained(tl: Timeline, s: Serving, bins: npt.NDArray[np.bool_]) -> dict[st
     if total <= 0:
         return {}
     out: dict[str, float] = {}
-    lag = tl.lag.select(np.isin(tl.lag.pid, s.pids) & (tl.lag.dur >= BLOCKED_LAG_S))
+    lag = tl.lag.select(np.isin(tl.lag.pid, s.pids) & (tl.lag.dur >= BLOCKED_LAG))
     blocked_s, blocked_d = union(lag.start - lag.dur, lag.start)
     out["loop_blocked"] = float(overlap_with(reqs.start, reqs.end, blocked_s, blocked_d).sum())
     gc = tl.gc.select(np.isin(tl.gc.pid, s.pids))
@@ -298,4 +299,14 @@ def _thread_cpu(
     return cpu, wait
 
 
-__all__ = ["Serving", "ThreadWork", "analyse", "load_window", "server_pids", "union"]
+__all__ = [
+    "BLOCKED_LAG",
+    "IDLE_STATES",
+    "MIN_REQUESTS",
+    "Serving",
+    "ThreadWork",
+    "analyse",
+    "load_window",
+    "server_pids",
+    "union",
+]

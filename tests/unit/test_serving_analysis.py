@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from probe import units
 from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.serving import union
 from probe.session.reader import Session
@@ -23,6 +24,7 @@ from tests.unit.serving_sessions import (
     server,
     thread_pool_session,
 )
+from tests.unit.test_analysis import assert_evidence_typed
 
 
 def test_union_merges_overlapping_intervals() -> None:
@@ -46,6 +48,7 @@ def test_a_sync_thread_pool_holding_the_gil(tmp_path: Path) -> None:
     assert finding.severity == "high"
     assert finding.stacks[0]["frames"][-1]["func"] == "lexical_score"
     assert d.findings["request-queueing"].status == "not-detected"
+    assert_evidence_typed(d)
 
 
 def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) -> None:
@@ -60,6 +63,7 @@ def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) 
     assert d.findings["thread-pool-saturated"].status == "not-detected"
     assert "GIL was free" in d.findings["thread-pool-saturated"].reason
     assert d.category == "healthy"
+    assert_evidence_typed(d)
 
 
 def _single_worker(tmp_path: Path, *, busy: float, worker_cpu: float) -> Session:
@@ -85,6 +89,9 @@ def test_requests_queueing_behind_one_worker_with_a_core_idle(tmp_path: Path) ->
     assert ev["idle_cores"] == pytest.approx(0.9, abs=0.05)
     assert finding.severity == "high"
     assert finding.stacks[0]["frames"][1]["func"] == "model_worker"
+    assert_evidence_typed(d)
+    assert units.text(ev["in_flight"]).endswith(" requests")
+    assert units.label("worker_busy_share", ev["worker_busy_share"]) == "Worker busy share"
 
 
 def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: Path) -> None:
@@ -95,6 +102,7 @@ def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: P
     assert "at the machine's capacity" in d.headline
     assert d.headline.startswith("No issue found: ")
     assert "requests at" in d.headline
+    assert_evidence_typed(d)
 
 
 def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Path) -> None:

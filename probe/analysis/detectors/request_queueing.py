@@ -29,15 +29,16 @@ core is idle and a real single-worker bottleneck goes unreported (a miss, not a 
 from __future__ import annotations
 
 from probe.analysis.detectors.base import Context, Finding, not_detected
-from probe.units import percent
+from probe.units import Duration, Number, Share, percent
 
 ID = "request-queueing"
-MIN_IN_FLIGHT = 2.0
-MAX_WORKING = 1.5
-SATURATED = 0.9
-QUEUE_SHARE = 0.5
-HIGH_QUEUE_SHARE = 0.8
-ROOM = 0.5  # idle cores, as a share of the cores the server used
+IMPACT_OF = "the request time"  # what the impact is a share of (the report's words)
+MIN_IN_FLIGHT = Number(2.0, "requests")  # in flight on average: fewer form no line
+MAX_WORKING = Number(1.5, "requests")  # worked on at once: below, one worker
+SATURATED = Share(0.9)  # of the time the busiest thread was busy: a saturated worker
+QUEUE_SHARE = Share(0.5)  # of request time spent in line
+HIGH_QUEUE_SHARE = Share(0.8)
+ROOM = Share(0.5)  # idle cores, as a share of the cores the server used
 
 
 def detect(ctx: Context) -> Finding:
@@ -49,17 +50,17 @@ def detect(ctx: Context) -> Finding:
     queued = max(1.0 - working / in_flight, 0.0) if in_flight > 0 else 0.0
     busiest = max(serving.threads, key=lambda t: t.busy, default=None)
     evidence: dict[str, object] = {
-        "in_flight": round(in_flight, 2),
-        "working": round(working, 2),
-        "queue_share": round(queued, 4),
-        "server_cpu_cores": round(serving.server_cpu, 2),
-        "idle_cores": round(serving.idle_cores, 2),
-        "cores": ctx.tl.effective_cores,
+        "in_flight": Number(round(in_flight, 2), "requests"),
+        "working": Number(round(working, 2), "requests"),
+        "queue_share": Share(round(queued, 4)),
+        "server_cpu_cores": Number(round(serving.server_cpu, 2), "cores"),
+        "idle_cores": Number(round(serving.idle_cores, 2), "cores"),
+        "cores": Number(ctx.tl.effective_cores, "cores"),
     }
     if busiest is not None:
         evidence |= {
             "worker": busiest.name or f"thread {busiest.tid}",
-            "worker_busy_share": round(busiest.busy, 4),
+            "worker_busy_share": Share(round(busiest.busy, 4)),
         }
     if in_flight < MIN_IN_FLIGHT:
         return not_detected(
@@ -73,7 +74,10 @@ def detect(ctx: Context) -> Finding:
         )
     if queued < QUEUE_SHARE:
         return not_detected(
-            ID, f"requests spent {percent(queued)} of their time waiting in line", **evidence
+            ID,
+            f"requests spent {percent(queued)} of their time waiting in line (below "
+            f"{percent(QUEUE_SHARE)})",
+            **evidence,
         )
     if busiest.role == "loop":
         return not_detected(
@@ -94,8 +98,8 @@ def detect(ctx: Context) -> Finding:
     latency = serving.latency()
     if latency:
         evidence |= {
-            "p50_ms": round(latency["p50"] * 1000, 1),
-            "p99_ms": round(latency["p99"] * 1000, 1),
+            "p50_ms": Duration(round(latency["p50"] * 1000, 1), "ms"),
+            "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
         }
     worker = busiest.name or f"thread {busiest.tid}"
     title = (
