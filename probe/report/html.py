@@ -515,10 +515,8 @@ def _alert_html(page: Page) -> str:
     sev = page.alert_severity
     badge = {"high": "high", "moderate": "moderate", "ok": "healthy", "unknown": ""}.get(sev, sev)
     impact = ""
-    if view is not None and view.impact > 0:
-        impact = (
-            f'<span class="impact">costs about {e(percent(view.impact))} of the steady state</span>'
-        )
+    if view is not None and view.cost:
+        impact = f'<span class="impact">{e(view.cost)}</span>'
     links = ""
     if view is not None and view.graphs:
         links = f'<p class="shown">Shown in: {_graph_links(page, view.graphs)}</p>'
@@ -607,8 +605,8 @@ def _key_html(page: Page) -> str:
         )
     return (
         '<div class="key">'
-        '<span class="item"><span class="swatch window"></span>analysed window (steady state)'
-        "</span>"
+        '<span class="item"><span class="swatch window"></span>'
+        f"analysed window ({e(page.window_name)})</span>"
         '<span class="item"><span class="swatch issue"></span>where the selected issue was seen'
         "</span>"
         '<span class="item"><span class="swatch warmup"></span>warm-up steps</span>'
@@ -701,7 +699,7 @@ def _verdict_html(v: VerdictView, page: Page) -> str:
     ]
     if v.status == "issue":
         sev = f" · {v.severity}" if v.severity else ""
-        impact = f" · costs about {percent(v.impact)} of the steady state" if v.impact > 0 else ""
+        impact = f" · {v.cost}" if v.cost else ""
         label = "the verdict" if v.is_verdict else "also found"
         parts.append(
             f'<div class="status st-issue sev-{e(v.severity or "none")}">'

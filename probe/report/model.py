@@ -182,6 +182,7 @@ class VerdictView:
     stacks: list[StackView]
     recommendation: Recommendation
     substitutions: dict[str, str] = field(default_factory=dict)  # for the "Deeper tools" commands
+    cost: str = ""  # the impact in words, "costs about 12 % of the steady state" ("" for none)
 
 
 @dataclass
@@ -240,6 +241,7 @@ class Page:
     duration: float
     processes: list[ProcessRow]
     warnings: list[str]
+    window_name: str = "steady state"  # what the analysed window is, for the graphs' key
 
     def graph(self, graph_id: str) -> Graph | None:
         return next((g for g in self.graphs if g.id == graph_id), None)

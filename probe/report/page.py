@@ -128,6 +128,7 @@ def build_page(d: Diagnosis) -> Page:
         duration=float(tl.duration_s),
         processes=process_rows(tl),
         warnings=[clean(w, 400) for w in d.warnings[:20]],
+        window_name="the load" if d.segmentation.method == "load" else "steady state",
     )
 
 

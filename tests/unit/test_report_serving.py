@@ -41,19 +41,33 @@ def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
     assert "p50 800 ms" in facts["requests"]
     assert "client CPU 5 % of a core" in facts["requests"]
     assert "the load: from the first answer to the last" in page.header.window
+    # the impact in words: a share of the request time, and the window is the load, not a
+    # steady state
+    verdict = next(v for v in page.verdicts if v.is_verdict)
+    assert verdict.cost.startswith("costs about ")
+    assert verdict.cost.endswith(" % of the request time")
+    lag = next(v for v in page.verdicts if v.id == "event-loop-blocked")
+    assert lag.cost.endswith(" % of the time under load")
+    assert page.window_name == "the load"
     outputs = Outputs(session_dir=tmp_path / "s")
     renderer("html").write(d, tmp_path / "s.html", outputs)
     out = (tmp_path / "s.html").read_text()
     assert len(out.encode()) < MAX_BYTES
     assert "Request latency" in out
     assert "Requests per second" in out
+    assert verdict.cost in out
+    assert "analysed window (the load)" in out
+    assert "costs about" not in out.replace(verdict.cost, "").replace(lag.cost, "")
     lines = renderer("terminal").lines(d, outputs)
     assert lines[0].startswith("verdict: thread-pool-saturated")
     assert not any("analysed the whole run" in line for line in lines)
 
 
 def test_a_training_run_s_page_has_no_request_graphs(tmp_path: Path) -> None:
-    d = diagnose(Run(duration=8).build(tmp_path / "s"))
+    d = diagnose(Run(duration=8, wait=0.02).build(tmp_path / "s"))  # input-bound
     page = build_page(d)
     assert not {"requests", "latency"} & {g.id for g in page.graphs}
     assert "steps" in dict(page.header.facts)
+    assert page.window_name == "steady state"
+    costs = [v.cost for v in page.verdicts if v.status == "issue" and v.impact > 0]
+    assert costs and all(c.endswith(" of the steady state") for c in costs)
