@@ -61,6 +61,10 @@ def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
     lines = renderer("terminal").lines(d, outputs)
     assert lines[0].startswith("verdict: thread-pool-saturated")
     assert not any("analysed the whole run" in line for line in lines)
+    markdown = renderer("markdown").render(d, outputs)
+    assert f"| requests | {len(d.timeline.requests)} (" in markdown
+    assert "| steps |" not in markdown
+    assert "(the load) |" in markdown
 
 
 def test_a_training_run_s_page_has_no_request_graphs(tmp_path: Path) -> None:
