@@ -35,6 +35,7 @@ def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
     assert abs(float(answered.y[mid].mean()) - 10) < 2.5  # 8 connections, 0.8 s each
     cpu = next(g for g in page.graphs if g.id == "cpu")
     assert "probe load (the client)" in [s.label for s in cpu.series]
+    assert "a server is analysed over the load instead" in cpu.description
     facts = dict(page.header.facts)
     assert "steps" not in facts
     assert facts["requests"].startswith(f"{len(d.timeline.requests)} (")
