@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from probe.session.reader import Session
-from tests.conftest import PROGRAMS, PYTHON, probe_env, run_probe
+from tests.conftest import PROGRAMS, PYTHON, end_process, probe_env, run_probe
+from tests.waiting import recorded, wait_until
 
 SERVER = [PYTHON, str(PROGRAMS / "http_server.py")]
 LOAD = f"{shlex.quote(PYTHON)} -m probe load"
@@ -184,14 +185,18 @@ def test_ctrl_c_stops_the_load_then_the_server_and_writes_the_report(tmp_path: P
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    assert proc.stderr is not None
-    line = ""
-    while "running:" not in line:
-        line = proc.stderr.readline()
-        assert line, "probe ended before it ran the load command"
-    time.sleep(3)  # the load runs
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=90)
+    try:
+        assert proc.stderr is not None
+        line = ""
+        while "running:" not in line:
+            line = proc.stderr.readline()
+            assert line, "probe ended before it ran the load command"
+        # the load runs: its requests reach the session (flushed every 250 ms)
+        wait_until(lambda: recorded(tmp_path / "s", "request") > 10, "probe load's requests")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        end_process(proc)
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted)" in out  # probe load's summary: it was stopped, and said so
     assert "server stopped" in out
