@@ -38,6 +38,7 @@ from probe.serve.ports import Listener, listeners, parse_address, parse_listenin
 from probe.session import format as fmt
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
+from tests.conftest import run_probe
 
 # -- ports ------------------------------------------------------------------------------------
 
@@ -261,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length)
+        body = self.rfile.read(length) + self.headers.get("X-Echo", "").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -350,6 +351,43 @@ def test_a_timed_load_stops_at_its_duration(server: str) -> None:
     q = result.quantiles()
     assert q["p50"] <= q["p90"] <= q["p99"] <= q["max"]
     assert np.isclose(result.rate, result.completed / result.wall_s)
+
+
+def test_the_command_records_into_the_session_it_is_given(server: str, tmp_path: Path) -> None:
+    # probe load as a person runs it beside a session (--session), with a header and a body file
+    directory = _session(tmp_path)
+    body = tmp_path / "req.json"
+    body.write_bytes(b'{"text": "hi"}')
+    result = run_probe(
+        [
+            "load",
+            f"{server}/embed",
+            "--requests",
+            "12",
+            "--concurrency",
+            "2",
+            "--body",
+            f"@{body}",
+            "--header",
+            "X-Echo: !",
+            "--session",
+            str(directory),
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    assert "probe load: 12 requests in " in result.stdout
+    assert "probe load: status: 200 x 12" in result.stdout
+    assert f"probe load: 12 requests recorded into {directory}" in result.stderr
+    session = Session(directory)
+    requests = session.table("request")
+    assert len(requests) == 12
+    # the body file was POSTed and the header sent: the server echoed both
+    assert set(requests["bytes"].tolist()) == {len(b'{"text": "hi"}!')}
+    (start,) = session.events_of("load")
+    assert start["method"] == "POST"
+    assert start["body_bytes"] == len(b'{"text": "hi"}')
+    assert "X-Echo" in start["headers"]
+    assert len(session.table("client")) >= 1
 
 
 def test_recording_refuses_a_directory_that_is_not_a_session(tmp_path: Path) -> None:
