@@ -228,6 +228,7 @@ class OnPort:
     def _run(self) -> OnPortResult:
         started = time.monotonic()
         listener, found, failure = self._wait_for_port(started)
+        startup_s = time.monotonic() - started
         if listener is None:
             server, sent = self._stop(self.server)
             return OnPortResult(
@@ -248,7 +249,7 @@ class OnPort:
         # Processes that took the socket over later (uvicorn --workers, gunicorn's workers).
         result.listener = Listener(listener.port, listener.address, tuple(sorted(self._holders)))
         result.others = others
-        result.startup_s = time.monotonic() - started
+        result.startup_s = startup_s
         return result
 
     @property

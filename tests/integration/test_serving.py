@@ -72,6 +72,8 @@ def test_the_load_runs_against_the_server_which_probe_then_stops(tmp_path: Path)
     assert set(requests["status"].tolist()) == {200}
     start, end = session.meta["start"]["monotonic_ns"], session.meta["end"]["monotonic_ns"]
     assert start < int(requests["t"].min()) and int(requests["t"].max()) < end
+    # the server's start-up: until it listened, before the load's first request
+    assert 0 < serve["startup_s"] < (int(requests["t"].min()) - start) / 1e9
     # the analysed window is the load's, and the run counts requests
     verdict = json.loads(out.read_text())
     assert verdict["run"]["requests"] == 300
