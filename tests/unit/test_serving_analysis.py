@@ -121,15 +121,24 @@ def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Pat
     assert d.serving.explained["loop_blocked"] > 0.9
 
 
-def test_a_server_starved_by_other_jobs_is_told_in_requests(tmp_path: Path) -> None:
-    # The server's threads fit its 2 cores, but the host keeps 12 threads runnable: its main
-    # thread waits for a core 80 % of its runnable time, which stretches requests, not steps.
-    b = server(tmp_path / "s", busy=2.0)
+def _starved_server(path: Path, main_wait: float) -> Session:
+    """A server whose threads fit its 2 cores while the host keeps 12 threads runnable: its main
+    thread waits for a core ``main_wait`` of its runnable time."""
+    b = server(path, busy=2.0)
     b.system(busy=lambda t: 2.0 * in_load(t), running=lambda t: 12.0 * in_load(t) + 0.5)
-    b.cpu(100, main=lambda t: 0.2 * in_load(t), main_wait=lambda t: 0.8 * in_load(t))
+    b.cpu(
+        100,
+        main=lambda t: (1 - main_wait) * in_load(t),
+        main_wait=lambda t: main_wait * in_load(t),
+    )
     samples(b, 100, LOOP_IDLE)
     b.requests(*closed_loop(8, 0.2))
-    d = diagnose(Session(b.write()))
+    return Session(b.write())
+
+
+def test_a_server_starved_by_other_jobs_is_told_in_requests(tmp_path: Path) -> None:
+    # Its main thread's waits for a core stretch requests, not steps.
+    d = diagnose(_starved_server(tmp_path / "s", main_wait=0.8))
     finding = d.findings["cpu-oversubscription"]
     assert finding.status == "issue"
     assert finding.evidence["pressure"] == "other jobs"
@@ -139,6 +148,11 @@ def test_a_server_starved_by_other_jobs_is_told_in_requests(tmp_path: Path) -> N
     )
     assert "Busy thread pools: 1 x server process" in finding.summary
     assert "training" not in finding.title + finding.summary
+    # a neighbour that leaves it more than half its time is not an issue, in the same words
+    d = diagnose(_starved_server(tmp_path / "light", main_wait=0.3))
+    finding = d.findings["cpu-oversubscription"]
+    assert finding.status == "not-detected"
+    assert "the server's main thread waited 30 % of its runnable time" in finding.reason
 
 
 def test_the_load_is_the_analysed_window_and_requests_are_counted(tmp_path: Path) -> None:

@@ -97,6 +97,11 @@ def detect(ctx: Context) -> Finding:
     evidence["host_runnable_per_core"] = Number(round(host_running / max(host_cores, 1e-9), 2))
     own = runnable / cores >= RUNNABLE_PER_CORE
     evidence["pressure"] = "job" if own else ("other jobs" if others else None)
+    # A server's main thread runs its event loop or accepts its connections: its waits stretch
+    # the requests, not training steps.
+    server = bool(len(tl.requests))
+    thread = "the server's main thread" if server else "the training thread"
+    unit = "request" if server else "step"
     if (
         not (own or (others and main_share >= MAIN_WAIT_OTHERS))
         or tree_wait < TREE_WAIT
@@ -104,16 +109,11 @@ def detect(ctx: Context) -> Finding:
     ):
         return not_detected(
             ID,
-            f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
+            f"{runnable:.1f} runnable threads on {cores:g} cores; {thread} waited "
             f"{percent(main_share)} of its runnable time for a core",
             **evidence,
         )
     impact = main_wait / max(len(ctx.training_pids), 1)
-    # A server's main thread runs its event loop or accepts its connections: its waits stretch
-    # the requests, not training steps.
-    server = bool(len(tl.requests))
-    thread = "the server's main thread" if server else "the training thread"
-    unit = "request" if server else "step"
     pools_text = ", ".join(
         f"{p['processes']} x {p['label']} ({p['threads_each']} threads each)" for p in pools
     )
