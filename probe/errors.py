@@ -72,3 +72,11 @@ class ProfileError(ProbeError):
 
 class CollectorError(ProbeError):
     """A collector could not read what it samples (caught by the sampler, which goes on)."""
+
+
+class ServerNotListening(ProbeError):
+    """``probe doctor --on-port``: the server never listened on a TCP port."""
+
+
+class LoadError(ProbeError):
+    """``probe load`` cannot run as asked (a bad URL, a host it may not load, no HTTP client)."""

@@ -114,12 +114,14 @@ class Launcher:
         stdout: Any = None,
         stderr: Any = None,
         use_terminal: bool = True,
+        forward_signals: bool = True,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.cwd = cwd
         self._stdio = (stdin, stdout, stderr)
         self._tty_fd: int | None = self._foreground_tty() if use_terminal else None
+        self._forward_signals = forward_signals
         self._prctl = _load_prctl()
         self.proc: subprocess.Popen[bytes] | None = None
         self.forwarded: list[int] = []
@@ -177,9 +179,14 @@ class Launcher:
             raise CommandNotExecutable(f"cannot execute: {self.argv[0]} ({exc.strerror})") from exc
         if tty_fd is not None:
             self._give_terminal(self.proc.pid)
-        for sig in FORWARDED_SIGNALS:
-            self._old_handlers[sig] = signal.signal(sig, self._forward)
+        if self._forward_signals:
+            for sig in FORWARDED_SIGNALS:
+                self._old_handlers[sig] = signal.signal(sig, self._forward)
         return self.proc.pid
+
+    def send(self, signum: int) -> None:
+        """Send a signal to the command's process group (to the command alone if that fails)."""
+        self._forward(signum, None)
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         self.forwarded.append(signum)
@@ -216,6 +223,10 @@ class Launcher:
                 self._suspend_with(pid)
                 continue
             break
+        return self._ended(status)
+
+    def _ended(self, status: int) -> RunResult:
+        assert self.proc is not None
         ended = time.monotonic_ns()
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self.restore()
@@ -224,7 +235,16 @@ class Launcher:
             sig = os.WTERMSIG(status)
         else:
             code = os.WEXITSTATUS(status)
-        return RunResult(pid, code, sig, self.started_ns, ended, list(self.forwarded))
+        return RunResult(self.proc.pid, code, sig, self.started_ns, ended, list(self.forwarded))
+
+    def poll(self) -> RunResult | None:
+        """The result if the command has ended, else None (never blocks; no job control)."""
+        assert self.proc is not None
+        try:
+            pid, status = os.waitpid(self.proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self.proc.pid, 0
+        return None if pid == 0 else self._ended(status)
 
     def _suspend_with(self, pid: int) -> None:
         """The command was stopped (Ctrl-Z): stop probe too, so the shell sees its job stop."""

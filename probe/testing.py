@@ -137,6 +137,8 @@ class SessionBuilder:
         self.launches: list[dict[str, str]] = []  # the processes' launch environments
         self.sampler = _Writer({"writer": "sampler", "pid": 1, "root_pid": root_pid})
         self.agents: dict[int, _Writer] = {}
+        self.loads: dict[int, _Writer] = {}
+        self.serve: dict[str, Any] | None = None  # meta.json's serve (probe doctor --on-port)
         self.grid = np.arange(0.0, duration_s + 1e-9, interval_s)
         self._cum: dict[tuple[int, int], dict[str, npt.NDArray[np.float64]]] = {}
 
@@ -537,6 +539,35 @@ class SessionBuilder:
             what=fmt.SYNC_CALLS.index(call),
         )
 
+    def requests(
+        self,
+        starts: Any,
+        durs: Any,
+        *,
+        status: Any = 200,
+        error: Any = 0,
+        pid: int = 900,
+        client_cpu: float = 0.05,
+    ) -> None:
+        """Requests a load generator (probe load, process ``pid``) sent, and its own CPU."""
+        writer = self.loads.setdefault(pid, _Writer({"writer": "load", "pid": pid}))
+        starts = np.asarray(starts, dtype=np.float64)
+        writer.add(
+            fmt.REQUEST,
+            t=self.ns(starts),
+            dur=(np.asarray(durs, dtype=np.float64) * 1e9).astype(np.int64),
+            status=status,
+            error=error,
+            bytes=100,
+            worker=0,
+            late=0,
+        )
+        t = self.grid[(self.grid >= starts.min()) & (self.grid <= starts.max() + 1)]
+        writer.add(
+            fmt.CLIENT, t=self.ns(t), cpu_ns=((t - t[0]) * client_cpu * 1e9).astype(np.int64)
+        )
+        writer.events.append({"type": "load", "t": int(self.ns(starts.min())), "concurrency": 8})
+
     # -- output ---------------------------------------------------------------------------------
 
     def write(self) -> Path:
@@ -576,10 +607,14 @@ class SessionBuilder:
         meta["status"] = "finished"
         meta["exit"] = {"code": 0, "signal": None, "status": 0}
         meta["root_pid"] = self.root_pid
+        if self.serve is not None:
+            meta["serve"] = self.serve
         write_meta(self.directory, meta)
         self.sampler.write(self.directory, "sampler")
         for pid, writer in self.agents.items():
             writer.write(self.directory, f"agent-{pid}")
+        for pid, writer in self.loads.items():
+            writer.write(self.directory, f"load-{pid}")
         return self.directory
 
 

@@ -5,8 +5,11 @@ Importable without torch (the tests read it before deciding what to run). Each e
     id           the expected verdict id
     file         the program, relative to this directory
     argv         extra arguments after the file
-    launcher     "python" (python FILE ARGV...) or
-                 "torchrun" (torchrun --standalone --nproc_per_node 2 FILE ARGV...)
+    launcher     "python" (python FILE ARGV...),
+                 "torchrun" (torchrun --standalone --nproc_per_node 2 FILE ARGV...) or
+                 "server" (python FILE ARGV..., a server probed under load:
+                 probe doctor --on-port LOAD -- python FILE ARGV..., see load_command)
+    load         servers only: what `probe load` sends (path, concurrency, duration, body)
     seconds      typical wall time on an idle 2-core machine, imports included
     description  what the program does and why it earns its verdict
     needs        (optional) "cuda": runs only where torch sees a CUDA GPU; the others run anywhere
@@ -15,9 +18,21 @@ Importable without torch (the tests read it before deciding what to run). Each e
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+# The text every embedding request of the serving scenarios carries (about 130 word pieces).
+EMBED_TEXT = (
+    "index42 latency7 vector19 shard3 query88 model5 ranking61 cache12 document90 search44 "
+    "token31 batch76 throughput2 server58 embedding17 request9 index3 latency65 vector28 "
+    "shard71 query14 model93 ranking36 cache80 document21 search57 token6 batch49 "
+    "throughput84 server11 embedding40 request73 index96 latency18 vector55 shard27 query62 "
+    "model30 ranking8 cache47 document69 search15 token92 batch24 throughput53 server86 "
+    "embedding1 request38 index77 latency29 vector64 shard10 query45 model82 ranking23"
+)
 
 SCENARIOS: list[dict] = [
     {
@@ -212,6 +227,60 @@ SCENARIOS: list[dict] = [
         ),
     },
     {
+        "id": "event-loop-blocked",
+        "file": "serve_async_inline.py",
+        "argv": [],
+        "launcher": "server",
+        "load": {"path": "/embed", "concurrency": 8, "duration": 8, "body": {"text": EMBED_TEXT}},
+        "seconds": 14,
+        "description": (
+            "FastAPI/uvicorn embedding server (2-layer transformer built in code) whose async "
+            "handler runs the forward inline on the event loop; 8 connections for 8 s."
+        ),
+    },
+    {
+        "id": "healthy",
+        "file": "serve_executor.py",
+        "argv": [],
+        "launcher": "server",
+        "load": {"path": "/embed", "concurrency": 8, "duration": 8, "body": {"text": EMBED_TEXT}},
+        "seconds": 14,
+        "description": (
+            "The same server with the forward in run_in_executor on one worker thread, torch "
+            "on every core: the loop stays free and the server is at capacity."
+        ),
+    },
+    {
+        "id": "thread-pool-saturated",
+        "file": "serve_sync_threadpool.py",
+        "argv": [],
+        "launcher": "server",
+        "load": {
+            "path": "/search",
+            "concurrency": 12,
+            "duration": 8,
+            "body": {"query": "cache latency model9 vector17 search"},
+        },
+        "seconds": 15,
+        "description": (
+            "Hybrid search with sync FastAPI `def` handlers: the query embedded, 1,000 document "
+            "vectors scored, 20 candidates re-ranked in Python; 12 requests share the GIL in "
+            "the thread pool."
+        ),
+    },
+    {
+        "id": "request-queueing",
+        "file": "serve_single_worker.py",
+        "argv": [],
+        "launcher": "server",
+        "load": {"path": "/embed", "concurrency": 8, "duration": 8, "body": {"text": EMBED_TEXT}},
+        "seconds": 14,
+        "description": (
+            "Embedding server with one model worker thread draining a queue and torch pinned to "
+            "one thread: requests wait in line while the second core idles."
+        ),
+    },
+    {
         "id": "straggler-rank",
         "file": "straggler_rank_ddp.py",
         "argv": [],
@@ -299,8 +368,23 @@ def by_id(verdict: str) -> list[dict]:
 
 
 def command(scenario: dict, python: str = "python", torchrun: str = "torchrun") -> list[str]:
-    """The command line that runs one scenario (paths absolute)."""
+    """The command line that runs one scenario (paths absolute); for a server, the server."""
     path = str(HERE / scenario["file"])
     if scenario["launcher"] == "torchrun":
         return [torchrun, "--standalone", "--nproc_per_node", "2", path, *scenario["argv"]]
     return [python, path, *scenario["argv"]]
+
+
+def load_command(scenario: dict, python: str = "python") -> str:
+    """A server's load: the shell command for probe doctor --on-port ($PORT is the port)."""
+    load = scenario["load"]
+    return " ".join(
+        [
+            shlex.quote(python),
+            "-m probe load",
+            f"http://127.0.0.1:$PORT{load['path']}",
+            f"--concurrency {load['concurrency']}",
+            f"--duration {load['duration']}",
+            f"--body {shlex.quote(json.dumps(load['body']))}",
+        ]
+    )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from probe.analysis.detectors import ALL as DETECTORS
+from probe.analysis.detectors import request_queueing, thread_pool_saturated
 from probe.analysis.detectors.base import (
     INSUFFICIENT,
     MIN_STEPS,
@@ -27,11 +28,12 @@ from probe.analysis.detectors.base import (
     Finding,
 )
 from probe.analysis.segment import Segmentation, segment
+from probe.analysis.serving import MIN_REQUESTS, Serving, load_window
 from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
-from probe.units import Count, Duration, Share, duration, percent, plain
+from probe.units import Count, Duration, Number, Share, duration, percent, plain
 
 SCHEMA = "probe.diagnosis/1"
 _FAULT_FRAME = re.compile(r'\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
@@ -40,6 +42,9 @@ INSUFFICIENT_DATA = "insufficient-data"
 VERDICTS = (HEALTHY, INSUFFICIENT_DATA, *(d.ID for d in DETECTORS))
 # Detectors whose judgement is needed before a run can be called healthy.
 CORE = ("input-bound", "gc-pauses", "python-bound", "io-bound", "cpu-oversubscription")
+# A healthy server is at capacity when its requests spent request-queueing's QUEUE_SHARE of their
+# time in line or more while less than this stayed idle on the machine: no room for a worker more.
+AT_CAPACITY_IDLE = Number(0.5, "cores")
 
 Progress = Callable[[str], None]
 
@@ -59,6 +64,7 @@ class Diagnosis:
     # What the recording lost (a full disk, a failing collector) and the checks that failed:
     # any of it makes the diagnosis partial.
     losses: list[Loss] = field(default_factory=list)
+    serving: Serving | None = None  # a server under load: its requests and what explains latency
 
     @property
     def partial(self) -> bool:
@@ -94,7 +100,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     say("building the timeline")
     tl = build_timeline(session)
     say("segmenting the run")
-    seg = segment(tl)
+    seg = load_window(tl, segment(tl))
     ctx = Context(tl, seg)
     findings: dict[str, Finding] = {}
     losses = list(session.losses)
@@ -121,6 +127,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     )
     activity = _activity(ctx)
     run = _run(session, tl)
+    serving = ctx.serving
     if issues:
         category = issues[0].id
         headline = issues[0].title
@@ -135,7 +142,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
             findings[HEALTHY] = Finding(
                 id=HEALTHY,
                 status="issue",
-                title="No issue found: the run is compute-bound",
+                title=(
+                    "No issue found: the server kept up with its load"
+                    if ctx.serving is not None
+                    else "No issue found: the run is compute-bound"
+                ),
                 summary=headline,
                 evidence={"activity": activity},
                 windows=[seg.window],
@@ -172,6 +183,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         training_pids=list(ctx.training_pids),
         warnings=list(tl.warnings),
         losses=losses,
+        serving=serving,
     )
 
 
@@ -239,23 +251,38 @@ def _collector_before_interpreter(issues: list[Finding]) -> list[Finding]:
 def _causes_first(issues: list[Finding]) -> list[Finding]:
     """Put a cause before the symptom it produces, whatever their impacts.
 
-    One pair is known: a loop that waits for DataLoader workers that are busy computing
+    Two pairs are known. A loop that waits for DataLoader workers that are busy computing
     (input-bound) while those same workers are what oversubscribes the cores (without them the
-    job would not have more runnable threads than cores). The training thread's waits for a core
+    job would not have more runnable threads than cores): the training thread's waits for a core
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
-    workers) is input-bound's; cpu-oversubscription stays listed, after it.
+    workers) is input-bound's; cpu-oversubscription stays listed, after it. And a server whose
+    pool threads hold the GIL (thread-pool-saturated) while its event loop, idle when late, only
+    waited for the GIL to come back (event-loop-blocked): the loop's lag is the pool's doing.
     """
     issues = _collector_before_interpreter(issues)
     ids = [f.id for f in issues]
-    if "input-bound" not in ids or "cpu-oversubscription" not in ids:
-        return issues
-    cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
-    if cause < symptom or issues[symptom].evidence.get("oversubscribed_without_workers", True):
+    if "input-bound" in ids and "cpu-oversubscription" in ids:
+        symptom = issues[ids.index("cpu-oversubscription")]
+        if not symptom.evidence.get("oversubscribed_without_workers", True):
+            issues = _before(issues, "input-bound", "cpu-oversubscription")
+    ids = [f.id for f in issues]
+    if "thread-pool-saturated" in ids and "event-loop-blocked" in ids:
+        cause = issues[ids.index("thread-pool-saturated")]
+        if cause.evidence.get("loop_starved_share", 0.0) >= thread_pool_saturated.LOOP_STARVED:
+            issues = _before(issues, "thread-pool-saturated", "event-loop-blocked")
+    return issues
+
+
+def _before(issues: list[Finding], cause_id: str, symptom_id: str) -> list[Finding]:
+    """``cause_id`` moved just before ``symptom_id`` if it came after; others keep their place."""
+    ids = [f.id for f in issues]
+    cause, symptom = ids.index(cause_id), ids.index(symptom_id)
+    if cause < symptom:
         return issues
     if issues[symptom].evidence.get("pressure") == "other jobs":
         return issues  # the cores are taken by other jobs, not by the workers
     reordered = [f for i, f in enumerate(issues) if i != cause]
-    reordered.insert(symptom, issues[cause])  # just before its symptom; other issues keep place
+    reordered.insert(symptom, issues[cause])
     return reordered
 
 
@@ -284,6 +311,18 @@ def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]
                 "exists; the verdicts need the agent's."
             ),
             "Let the agent in: run Python without -I/-E/-S and keep PYTHONPATH",
+        )
+    serving = ctx.serving
+    if serving is not None and serving.count < MIN_REQUESTS:
+        need = MIN_REQUESTS * 3
+        return (
+            False,
+            (
+                f"Only {serving.count} requests were answered in the load's window; send at "
+                f"least {need} (probe load --duration or --requests) so the server is judged "
+                "under load."
+            ),
+            f"Load the server with at least {need} requests",
         )
     one, many = UNITS[tl.steps.source]
     if len(tl.steps) and len(steps) < MIN_STEPS and ctx.wall < TIME_ONLY_WINDOW_S:
@@ -372,6 +411,8 @@ def _activity(ctx: Context) -> dict[str, float]:
 
 
 def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
+    if ctx.serving is not None:
+        return _serving_headline(ctx, ctx.serving)
     steps = ctx.steps
     parts = []
     one, many = UNITS[steps.source]
@@ -394,6 +435,24 @@ def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
     return text
 
 
+def _serving_headline(ctx: Context, serving: Serving) -> str:
+    latency = serving.latency()
+    parts = [
+        f"{serving.count} requests at {serving.rate:.1f}/s ({serving.in_flight:.1f} in flight)"
+    ]
+    if latency:
+        parts.append(f"latency p50 {duration(latency['p50'])}, p99 {duration(latency['p99'])}")
+    busy = ctx.mean_in_window(ctx.tl.sys_busy)
+    parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
+    queued = serving.explained.get("queueing", 0.0)
+    if queued >= request_queueing.QUEUE_SHARE and serving.idle_cores < AT_CAPACITY_IDLE:
+        parts.append(
+            f"requests spent {percent(queued)} of their time in line with no core to spare: the "
+            "server is at the machine's capacity"
+        )
+    return "No issue found: " + ", ".join(parts) + "."
+
+
 def _run(session: Session, tl: Timeline) -> dict[str, Any]:
     meta = session.meta
     exit_info = meta.get("exit") or {}
@@ -407,6 +466,8 @@ def _run(session: Session, tl: Timeline) -> dict[str, Any]:
         "step_unit": UNIT_LABELS.get(tl.steps.source),
         "processes": len(tl.processes),
     }
+    if len(tl.requests):
+        run["requests"] = len(tl.requests)
     crash = crash_of(session)
     if crash is not None:
         run["crash"] = crash
@@ -462,6 +523,7 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         "run": d.run,
         "partial": d.partial,
         "losses": [loss.to_json(d.timeline.session.start_ns) for loss in d.losses],
+        **({"requests": d.serving.to_json()} if d.serving is not None else {}),
     }
 
 

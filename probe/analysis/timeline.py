@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from probe.analysis.requests import Requests, load_requests
 from probe.analysis.stacks import StackStates, classify_stacks
 from probe.session import format as fmt
 from probe.session.reader import Session, Table
@@ -181,6 +182,7 @@ class Timeline:
     gc_summary: Intervals  # summed young collections (extra: count)
     spans: Intervals  # probe.span() (extra: name, tid)
     lag: Intervals  # event-loop lag: start = when the timer ran, dur = lag (extra: loop, tid)
+    requests: Requests  # what a load generator sent the server (probe load), empty otherwise
     cuda: dict[
         tuple[int, int], tuple[FloatArray, FloatArray, FloatArray]
     ]  # (pid, dev) -> t, alloc, reserved
@@ -434,6 +436,7 @@ def build_timeline(session: Session) -> Timeline:
         gc_summary=gc_summary,
         spans=spans,
         lag=lag,
+        requests=load_requests(session, sec),
         cuda=cuda,
         gpu=gpu,
         stacks=stacks,

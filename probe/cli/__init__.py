@@ -13,6 +13,7 @@ from probe import __version__
 from probe.cli.attach import attach
 from probe.cli.doctor import doctor
 from probe.cli.export import export
+from probe.cli.load import load
 from probe.cli.report import report
 from probe.errors import ProbeError
 
@@ -34,6 +35,7 @@ def cli() -> None:
       probe report .probe/<name>
       probe attach 12345 --duration 60
       probe export .probe/<name> --format chrome-trace
+      probe doctor --on-port 'probe load http://127.0.0.1:$PORT/predict' -- python serve.py
     """
 
 
@@ -41,6 +43,7 @@ cli.add_command(doctor)
 cli.add_command(report)
 cli.add_command(attach)
 cli.add_command(export)
+cli.add_command(load)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import click
@@ -13,6 +14,8 @@ from probe.cli.options import recording_options
 from probe.cli.status import LiveStatus
 from probe.launcher import Launcher, RunResult, resolve_command
 from probe.recorder import Recording, Settings, default_name
+from probe.serve.load import redact_command
+from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OutputTail
 
 
 @click.command(
@@ -24,6 +27,30 @@ from probe.recorder import Recording, Settings, default_name
     "--no-inject",
     is_flag=True,
     help="Do not load the agent into Python processes (outside sampling only).",
+)
+@click.option(
+    "--on-port",
+    "on_port",
+    metavar="CMD",
+    default=None,
+    help="A server: once it listens on a TCP port, run CMD through the shell ($PORT is the "
+    "port), then stop the server when CMD ends and diagnose it under that load, e.g. "
+    "--on-port 'probe load http://127.0.0.1:$PORT/predict --duration 20'.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="With --on-port: the port to wait for, when the server listens on several.",
+)
+@click.option(
+    "--startup-timeout",
+    "startup_timeout",
+    type=click.FloatRange(0, 86_400, min_open=True),
+    default=DEFAULT_STARTUP_TIMEOUT_S,
+    show_default=True,
+    metavar="S",
+    help="With --on-port: how long the server may take to listen.",
 )
 @click.argument(
     "command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]..."
@@ -40,6 +67,9 @@ def doctor(
     json_path: Path | None,
     markdown_path: Path | None,
     no_inject: bool,
+    on_port: str | None,
+    port: int | None,
+    startup_timeout: float,
 ) -> int:
     """Run CMD exactly as it would run without probe, record its whole process tree, and say
     what holds it back.
@@ -49,10 +79,20 @@ def doctor(
     probe's own recording or analysis (a full disk: a warning, and a partial verdict). Ctrl-C
     ends the command and still produces the report.
 
+    With --on-port, CMD is the server: probe waits until it listens, runs the load command, stops
+    the server (SIGINT, then SIGTERM, then SIGKILL) and exits with the load command's status if
+    it failed, else the server's (stopped by probe counts as success). Ctrl-C stops the load,
+    then the server, and still produces the report.
+
     \b
       probe doctor -- python train.py --epochs 3
       probe doctor --collect-only -- torchrun --nproc_per_node 2 train.py
+      probe doctor --on-port 'probe load http://127.0.0.1:$PORT/embed' -- python serve.py
     """
+    if on_port is None and (port is not None or startup_timeout != DEFAULT_STARTUP_TIMEOUT_S):
+        raise click.UsageError("--port and --startup-timeout go with --on-port")
+    if on_port is not None and not on_port.strip():
+        raise click.UsageError("--on-port needs a command")
     argv = list(command)
     environ = dict(os.environ)
     resolve_command(argv, environ)  # a missing command fails before anything is created
@@ -68,6 +108,19 @@ def doctor(
         settings=settings,
         environ=environ,
     )
+    if on_port is not None:
+        return _doctor_on_port(
+            recording,
+            argv,
+            environ,
+            on_port,
+            port=port,
+            startup_timeout=startup_timeout,
+            collect_only=collect_only,
+            json_path=json_path,
+            open_report=open_report,
+            markdown_path=markdown_path,
+        )
     # The analysis gets ready while the command runs, unless there will be none.
     warm = None if collect_only else warmup.from_environment()
     try:
@@ -140,6 +193,99 @@ def _record(
     with contained("recording how the run ended", "meta.json may not say it"):
         recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
     return result
+
+
+def _doctor_on_port(
+    recording: Recording,
+    argv: list[str],
+    environ: dict[str, str],
+    load_command: str,
+    *,
+    port: int | None,
+    startup_timeout: float,
+    collect_only: bool,
+    json_path: Path | None,
+    open_report: bool,
+    markdown_path: Path | None,
+) -> int:
+    """The server runs under probe while CMD loads it (probe.serve.onport)."""
+    launcher = Launcher(
+        argv,
+        recording.agent_env(environ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        use_terminal=False,
+        forward_signals=False,
+    )
+    runner = OnPort(
+        launcher,
+        load_command,
+        environ,
+        session_dir=str(recording.directory.resolve()),
+        port=port,
+        startup_timeout=startup_timeout,
+        say=echo,
+    )
+    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
+    live.reserve()
+    with runner.handling_signals():
+        try:
+            pid = launcher.start()
+        except Exception:
+            live.stop()
+            recording.finish(status="failed-to-start", exit_code=None, signal=None)
+            raise
+        proc = launcher.proc
+        assert proc is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        runner.outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
+        # From here on the server runs: probe's own faults become warnings (as in doctor).
+        with contained("starting the outside sampler", "no CPU or memory data from outside"):
+            recording.start_sampler(pid)
+        with contained("the live status line", "none is shown"):
+            live.start()
+        try:
+            result = runner.run()
+        finally:
+            with contained("the live status line", "the terminal may need a reset"):
+                live.stop()
+            with contained("stopping the outside sampler", "its last records may be missing"):
+                recording.stop_sampler()
+            for output in runner.outputs:
+                output.close()
+    recording.meta["serve"] = result.to_meta(redact_command(load_command))
+    server = result.server
+    if result.failure is not None:
+        with contained("recording how the run ended", "meta.json may not say it"):
+            recording.finish(
+                status="failed-to-start", exit_code=server.exit_code, signal=server.signal
+            )
+        raise result.failure
+    status = "interrupted" if result.interrupted else "finished"
+    with contained("recording how the run ended", "meta.json may not say it"):
+        recording.finish(status=status, exit_code=server.exit_code, signal=server.signal)
+    for message in recording.warnings + (recording.losses if collect_only else []):
+        warn(message)
+    if result.interrupted:
+        echo("probe: interrupted: the load and the server were stopped")
+    if recording.directory_gone:
+        warn(
+            f"the session {recording.directory} was removed (or hidden) while the server ran: "
+            "nothing is left to analyse"
+        )
+        return result.status
+    with contained("the analysis", "no verdict for this run"):
+        conclude(
+            recording.directory,
+            collect_only=collect_only,
+            json_path=json_path,
+            open_report=open_report,
+            meta=recording.meta,
+            markdown_path=markdown_path,
+        )
+    return result.status
 
 
 def _describe(signal: int | None, code: int | None) -> str:

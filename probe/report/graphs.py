@@ -104,13 +104,19 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
     cores = float(tl.effective_cores)
     y_max = max(_finite_max([s.y for s in series]), cores) * 1.12
     states = _state_bands(d)
+    phases = (
+        "steady load, runtime noise (start-up, compilation, teardown, bursts) or idle; a server "
+        "is analysed over the load instead"
+        if d.segmentation.method == "load"
+        else "steady load (what it analyses), runtime noise (start-up, compilation, teardown, "
+        "bursts) or idle"
+    )
     return Graph(
         id="cpu",
         title="CPU per process",
         description=(
             "Cores used by each process of the run and by the whole machine. The coloured ribbon "
-            "on top is the phase probe's HMM saw: steady load (what it analyses), runtime noise "
-            "(start-up, compilation, teardown, bursts) or idle."
+            f"on top is the phase probe's HMM saw: {phases}."
         ),
         y_label="cores",
         series=series,

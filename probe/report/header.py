@@ -12,6 +12,7 @@ from probe.analysis.diagnosis import Diagnosis
 from probe.analysis.timeline import UNIT_LABELS, Timeline
 from probe.report.graphs import short_label
 from probe.report.model import Header, ProcessRow, clean
+from probe.report.requests import requests_fact
 from probe.session.redact import redact_argv
 from probe.units import elapsed, percent, size
 
@@ -118,6 +119,8 @@ def header_of(d: Diagnosis) -> Header:
         how = "the steady state found by the HMM"
         if seg.warmup_steps:
             how += f", {seg.warmup_steps} warm-up steps dropped"
+    elif seg.method == "load":
+        how = "the load: from the first answer to the last"
     else:
         how = f"the whole run: {seg.reason}" if seg.reason else "the whole run"
     window = f"{t0:.1f} s to {t1:.1f} s ({how})"
@@ -163,6 +166,10 @@ def header_of(d: Diagnosis) -> Header:
         ("steps", f"{steps}" + (f" ({rate})" if rate else "") + _unit(tl)),
         ("probe overhead", overhead),
     ]
+    requests = requests_fact(d)
+    if requests is not None:  # a server: its unit of work is the request, not the step
+        at = next(i for i, (label, _) in enumerate(header.facts) if label == "steps")
+        header.facts[at] = ("requests", clean(requests, 200))
     return header
 
 

@@ -16,6 +16,7 @@ from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, Diagnosis
 from probe.report import recommendations
 from probe.report.header import describe_exit
 from probe.report.renderer import Outputs, Renderer
+from probe.report.requests import requests_fact
 
 MAX_EVIDENCE_ROWS = 24
 MAX_CELL = 300
@@ -76,13 +77,21 @@ def _run_rows(d: Diagnosis) -> list[str]:
     meta = d.timeline.session.meta
     ended, _ok = describe_exit(meta)
     t0, t1 = d.window
+    requests = requests_fact(d)  # a server: its unit of work is the request, not the step
     rows = [
         ("command", _code(str(d.run.get("command") or ""), in_table=True)),
         ("duration", units.elapsed(d.timeline.duration_s)),
         ("ended", ended),
-        ("steps", units.text(units.Count(int(d.run.get("steps") or 0)))),
+        (
+            ("requests", requests)
+            if requests is not None
+            else ("steps", units.text(units.Count(int(d.run.get("steps") or 0))))
+        ),
         ("processes", str(d.run.get("processes", ""))),
-        ("analysed window", f"{t0:.1f} s to {t1:.1f} s"),
+        (
+            "analysed window",
+            f"{t0:.1f} s to {t1:.1f} s" + (" (the load)" if requests is not None else ""),
+        ),
     ]
     return [f"| {name} | {value if name == 'command' else _cell(value)} |" for name, value in rows]
 

@@ -18,7 +18,19 @@ from probe.analysis.timeline import FloatArray
 from probe.report.recommendations import Recommendation
 
 # The graphs in page order, after those that show the verdict.
-GRAPH_ORDER = ("cpu", "threads", "memory", "gpu", "steps", "data-wait", "gc", "lag", "timeline")
+GRAPH_ORDER = (
+    "requests",
+    "latency",
+    "cpu",
+    "threads",
+    "memory",
+    "gpu",
+    "steps",
+    "data-wait",
+    "gc",
+    "lag",
+    "timeline",
+)
 
 # For each verdict, the graphs that show it, the most telling first.
 VERDICT_GRAPHS: dict[str, tuple[str, ...]] = {
@@ -29,7 +41,9 @@ VERDICT_GRAPHS: dict[str, tuple[str, ...]] = {
     "python-bound": ("threads", "cpu"),
     "io-bound": ("threads", "steps", "timeline"),
     "periodic-stall": ("steps", "timeline"),
-    "event-loop-blocked": ("lag",),
+    "event-loop-blocked": ("lag", "latency"),
+    "thread-pool-saturated": ("latency", "threads", "lag"),
+    "request-queueing": ("latency", "requests", "cpu"),
     "straggler-rank": ("steps", "timeline"),
     "host-sync-stalls": ("steps", "gpu"),
     "gpu-underutilized": ("gpu",),
@@ -168,6 +182,7 @@ class VerdictView:
     stacks: list[StackView]
     recommendation: Recommendation
     substitutions: dict[str, str] = field(default_factory=dict)  # for the "Deeper tools" commands
+    cost: str = ""  # the impact in words, "costs about 12 % of the steady state" ("" for none)
 
 
 @dataclass
@@ -226,6 +241,7 @@ class Page:
     duration: float
     processes: list[ProcessRow]
     warnings: list[str]
+    window_name: str = "steady state"  # what the analysed window is, for the graphs' key
 
     def graph(self, graph_id: str) -> Graph | None:
         return next((g for g in self.graphs if g.id == graph_id), None)

@@ -41,6 +41,7 @@ from probe.report.model import (
     clean,
     clean_block,
 )
+from probe.report.requests import add_client_cpu, latency_graph, throughput_graph
 from probe.report.verdicts import verdict_views
 from probe.units import percent
 
@@ -51,10 +52,14 @@ def build_page(d: Diagnosis) -> Page:
     # The page follows the processes the analysis judged; when no Python process was profiled
     # (a command that is not Python), the command's own process.
     training = d.training_pids or [p.pid for p in tl.processes.values() if p.role == "main"][:1]
+    cpu = cpu_graph(d, training)
+    add_client_cpu(cpu, d)
     graphs = [
         g
         for g in (
-            cpu_graph(d, training),
+            throughput_graph(d),
+            latency_graph(d),
+            cpu,
             threads_graph(tl, training),
             memory_graph(tl, training),
             gpu_graph(tl),
@@ -83,7 +88,11 @@ def build_page(d: Diagnosis) -> Page:
     header = header_of(d)
     top = d.top
     if d.category == HEALTHY:
-        alert_title = "No issue found: the run is compute-bound"
+        alert_title = (
+            "No issue found: the server kept up with its load"
+            if d.serving is not None
+            else "No issue found: the run is compute-bound"
+        )
         alert_text = d.headline
         severity = "ok"
     elif top is not None:
@@ -120,6 +129,7 @@ def build_page(d: Diagnosis) -> Page:
         duration=float(tl.duration_s),
         processes=process_rows(tl),
         warnings=[clean(w, 400) for w in d.warnings[:20]],
+        window_name="the load" if d.segmentation.method == "load" else "steady state",
     )
 
 

@@ -72,7 +72,7 @@ def verdict_lines(d: Diagnosis, *, color: bool = False) -> list[str]:
     if others:
         also = ", ".join(f"{f.id} ({percent(f.impact)})" for f in others[:4])
         lines.append(_paint(f"  also: {also}", "dim", color))
-    if d.segmentation.method != "hmm" and d.category != INSUFFICIENT_DATA:
+    if d.segmentation.method == "whole-run" and d.category != INSUFFICIENT_DATA:
         lines.append(
             _paint(f"  note: analysed the whole run ({d.segmentation.reason})", "dim", color)
         )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from probe import units
+from probe.analysis.detectors import ALL as DETECTORS
 from probe.analysis.detectors.base import INSUFFICIENT, OK, Finding
 from probe.analysis.diagnosis import HEALTHY, INSUFFICIENT_DATA, VERDICTS, Diagnosis
 from probe.analysis.timeline import Timeline
@@ -58,9 +59,22 @@ def verdict_views(d: Diagnosis, present: set[str]) -> list[VerdictView]:
                 stacks=_stacks(finding.stacks) if finding else [],
                 recommendation=rec,
                 substitutions=subs,
+                cost=_cost(d, vid, finding.impact if finding and status == "issue" else 0.0),
             )
         )
     return views
+
+
+def _cost(d: Diagnosis, vid: str, impact: float) -> str:
+    """The impact in words: a share of the steady state, of the time under load (a server), or
+    of what the verdict's detector says its impact is a share of (``IMPACT_OF``)."""
+    if not impact > 0:
+        return ""
+    detector = next((m for m in DETECTORS if vid == m.ID), None)
+    of = getattr(detector, "IMPACT_OF", None) or (
+        "the time under load" if d.segmentation.method == "load" else "the steady state"
+    )
+    return f"costs about {units.percent(impact)} of {of}"
 
 
 def _status(d: Diagnosis, vid: str) -> str:

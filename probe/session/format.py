@@ -275,6 +275,29 @@ SYNC = Kind(
     ],
 )
 
+# Written by `probe load` in its own process (format 1.5).
+REQUEST = Kind(
+    35,
+    "request",
+    [
+        ("t", _q),  # the request was sent (its first byte written)
+        ("dur", _q),  # and its response read to the last byte (or the error came) this much later
+        ("status", _H),  # the HTTP status, 0 when no response came
+        ("error", _B),  # 0, or 1 + an index into REQUEST_ERRORS
+        ("bytes", _q),  # response body bytes
+        ("worker", _H),  # which of the client's connections (0 .. concurrency - 1)
+        ("late", _q),  # with --rate: how long after its scheduled time it was sent
+    ],
+)
+CLIENT = Kind(
+    36,
+    "client",
+    [
+        ("t", _q),
+        ("cpu_ns", _q),  # cumulative CPU of the load generator's process
+    ],
+)
+
 KINDS: dict[int, Kind] = {
     k.code: k
     for k in (
@@ -300,6 +323,8 @@ KINDS: dict[int, Kind] = {
         TICK,
         SYNC,
         PACE,
+        REQUEST,
+        CLIENT,
     )
 }
 KINDS_BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS.values()}
@@ -310,3 +335,6 @@ STEP_SOURCE_BACKWARD = 3  # a backward pass returned (format 1.4)
 STEP_SOURCE_FORWARD = 4  # a top-level module call returned; opt: its class, opt_dur: its time
 WAIT_EXHAUSTED = 1
 SYNC_CALLS = ("synchronize", "item", "cpu", "tolist", "stream.synchronize", "event.synchronize")
+# Why a request got no response (REQUEST.error - 1): no answer within the timeout; the connection
+# could not be made; the server closed or reset it; the response broke HTTP; anything else.
+REQUEST_ERRORS = ("timeout", "connect", "disconnected", "protocol", "other")

@@ -291,6 +291,7 @@ def _event_time(event: dict[str, Any]) -> int | float:
     return t if isinstance(t, (int, float)) and not isinstance(t, bool) else 0
 
 
+# Kinds whose records carry no pid: the file's writer (an agent, or `probe load`) is the process.
 _AGENT_KINDS = {
     "gc",
     "gc_summary",
@@ -307,6 +308,8 @@ _AGENT_KINDS = {
     "tick",
     "sync",
     "pace",
+    "request",
+    "client",
 }
 
 

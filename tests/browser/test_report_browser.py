@@ -1,7 +1,8 @@
 """The report in a real browser: Debian's chromium, headless, driven by Playwright.
 
-Three reports: a real `probe doctor` run of examples/train_cpu.py, a hand-made gc-pauses run, and
-a run whose command, thread, span and function names are an HTML injection. Each page must load
+Four reports: a real `probe doctor` run of examples/train_cpu.py, a hand-made gc-pauses run, a
+hand-made server under load, and a run whose command, thread, span and function names are an
+HTML injection. Each page must load
 with no console error and no network request, draw its graphs, name the verdict in the alert,
 switch the recommendation panel between verdicts, and show hostile names as text. Screenshots go
 to test-artifacts/ for a person to look at.
@@ -25,6 +26,7 @@ import pytest
 from probe.cli import main
 from tests.conftest import PYTHON, REPO, run_probe
 from tests.unit.report_sessions import EVIL, evil_session
+from tests.unit.serving_sessions import thread_pool_session
 from tests.unit.synthetic_runs import Run
 from tests.waiting import PATIENCE_S
 
@@ -70,7 +72,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
-    """name -> (report path, verdict) for the three scenarios."""
+    """name -> (report path, verdict) for each report."""
     root = tmp_path_factory.mktemp("reports")
     out: dict[str, tuple[Path, str]] = {}
     # A real run: a small CPU training with DataLoader workers.
@@ -96,7 +98,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, s
     out["train"] = (root / "train.html", _verdict(root / "train"))
     Run(gc_every=0.5, gc_pause=0.08).build(root / "gc")
     evil_session(root / "evil")
-    for name in ("gc", "evil"):
+    thread_pool_session(root / "server")  # a server under load: requests and latency graphs
+    for name in ("gc", "evil", "server"):
         assert main(["report", str(root / name), "--no-open"]) == 0
         out[name] = (root / f"{name}.html", _verdict(root / name))
     return out
@@ -134,7 +137,7 @@ class Opened:
         self.context.close()
 
 
-@pytest.mark.parametrize("name", ["train", "gc", "evil"])
+@pytest.mark.parametrize("name", ["train", "gc", "evil", "server"])
 def test_report_renders_offline_and_names_the_verdict(
     browser: Any, reports: dict[str, tuple[Path, str]], name: str
 ) -> None:

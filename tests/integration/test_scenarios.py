@@ -20,24 +20,34 @@ import pytest
 from tests.conftest import PYTHON, SCENARIOS, run_probe
 
 
-def _catalog() -> list[dict[str, Any]]:
+def _catalog() -> Any:
     spec = importlib.util.spec_from_file_location("scenario_catalog", SCENARIOS / "catalog.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return list(module.SCENARIOS)
+    return module
 
 
-CATALOG = _catalog()
+CATALOG_MODULE = _catalog()
+CATALOG: list[dict[str, Any]] = list(CATALOG_MODULE.SCENARIOS)
 
 
 def command(entry: dict[str, Any]) -> list[str]:
+    """What follows `probe doctor`: the options a server needs, then `--` and the command."""
     script = str(SCENARIOS / entry["file"])
+    if entry.get("launcher") == "server":  # loaded by probe load on 127.0.0.1, bounded in time
+        return [
+            "--on-port",
+            CATALOG_MODULE.load_command(entry, python=PYTHON),
+            "--",
+            PYTHON,
+            script,
+        ]
     if entry.get("launcher") == "torchrun":
         torchrun = shutil.which("torchrun", path=str(Path(PYTHON).parent))
         assert torchrun is not None
-        return [torchrun, "--standalone", "--nproc_per_node", "2", script, *entry["argv"]]
-    return [PYTHON, script, *entry["argv"]]
+        return ["--", torchrun, "--standalone", "--nproc_per_node", "2", script, *entry["argv"]]
+    return ["--", PYTHON, script, *entry["argv"]]
 
 
 @functools.cache
@@ -79,7 +89,6 @@ def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
             "s",
             "--json",
             str(out),
-            "--",
             *command(entry),
         ],
         timeout=300,

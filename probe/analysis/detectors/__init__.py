@@ -15,7 +15,9 @@ from probe.analysis.detectors import (
     memory_growth,
     periodic_stall,
     python_bound,
+    request_queueing,
     straggler_rank,
+    thread_pool_saturated,
 )
 
 # In the order of the verdict ids in docs/diagnosis-schema.md.
@@ -28,6 +30,8 @@ ALL: tuple[ModuleType, ...] = (
     io_bound,
     periodic_stall,
     event_loop_blocked,
+    thread_pool_saturated,
+    request_queueing,
     straggler_rank,
     host_sync_stalls,
     gpu_underutilized,

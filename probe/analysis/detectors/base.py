@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probe.analysis.segment import Segmentation
+from probe.analysis.serving import Serving, analyse
 from probe.analysis.timeline import Intervals, StepTable, Timeline, overlap_with, training_pids
 from probe.units import Count, Duration, Share
 
@@ -73,6 +74,11 @@ class Context:
     def steps(self) -> StepTable:
         t0, t1 = self.window
         return self.tl.steps.within(t0 - 1e-6, t1 + 1e-6)
+
+    @cached_property
+    def serving(self) -> Serving | None:
+        """The server's side of the load (probe load's requests), None for other runs."""
+        return analyse(self.tl, self.window)
 
     @cached_property
     def bins(self) -> npt.NDArray[np.bool_]:

@@ -97,6 +97,11 @@ def detect(ctx: Context) -> Finding:
     evidence["host_runnable_per_core"] = Number(round(host_running / max(host_cores, 1e-9), 2))
     own = runnable / cores >= RUNNABLE_PER_CORE
     evidence["pressure"] = "job" if own else ("other jobs" if others else None)
+    # A server's main thread runs its event loop or accepts its connections: its waits stretch
+    # the requests, not training steps.
+    server = bool(len(tl.requests))
+    thread = "the server's main thread" if server else "the training thread"
+    unit = "request" if server else "step"
     if (
         not (own or (others and main_share >= MAIN_WAIT_OTHERS))
         or tree_wait < TREE_WAIT
@@ -104,7 +109,7 @@ def detect(ctx: Context) -> Finding:
     ):
         return not_detected(
             ID,
-            f"{runnable:.1f} runnable threads on {cores:g} cores; the training thread waited "
+            f"{runnable:.1f} runnable threads on {cores:g} cores; {thread} waited "
             f"{percent(main_share)} of its runnable time for a core",
             **evidence,
         )
@@ -115,14 +120,14 @@ def detect(ctx: Context) -> Finding:
     next_step = ""
     if not own:
         title = (
-            f"Other jobs take the cores: the training thread waited for one {percent(main_share)} "
+            f"Other jobs take the cores: {thread} waited for one {percent(main_share)} "
             "of its runnable time"
         )
         summary = (
             f"The job kept only {runnable:.1f} threads runnable on its {cores:g} cores, but the "
             f"host had {host_running:.1f} runnable threads on {host_cores:g} cores: the job's "
-            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
-            f"training thread {percent(main_share)} of its own, which stretches every step by as "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and "
+            f"{thread} {percent(main_share)} of its own, which stretches every {unit} by as "
             "much. The timings of this run are the machine's load as much as the program's."
         )
         next_step = (
@@ -133,8 +138,8 @@ def detect(ctx: Context) -> Finding:
         title = f"More runnable threads than cores: {runnable:.1f} threads on {cores:g} cores"
         summary = (
             f"The job kept {runnable:.1f} threads runnable on {cores:g} cores on average; its "
-            f"threads waited {percent(tree_wait)} of their runnable time for a core, and the "
-            f"training thread {percent(main_share)} of its own, which stretches every step by as "
+            f"threads waited {percent(tree_wait)} of their runnable time for a core, and "
+            f"{thread} {percent(main_share)} of its own, which stretches every {unit} by as "
             "much."
         )
     if pools_text:
@@ -168,7 +173,7 @@ def _pools(ctx: Context) -> list[dict[str, Any]]:
         if series is None or float(series[bins].mean()) < 0.05:
             continue
         label = {
-            "main": "training process",
+            "main": "server process" if len(tl.requests) else "training process",
             "rank": "rank",
             "worker": "DataLoader worker",
         }.get(info.role, info.short_command)

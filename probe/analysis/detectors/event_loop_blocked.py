@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.analysis import serving
 from probe.analysis.detectors.base import Context, Finding, not_detected
 from probe.analysis.stats import block_bootstrap_quantiles, block_bootstrap_ratio
 from probe.analysis.timeline import Intervals
@@ -48,7 +49,7 @@ HIGH_MEDIAN = Duration(0.050)
 HIGH_P99 = Duration(0.500)
 HIGH_BLOCKED = Share(0.40)
 MIN_RECORDS = Count(10)
-BLOCKED_LAG = Duration(0.010)
+BLOCKED_LAG = serving.BLOCKED_LAG  # a lag that blocks requests: one bar with the serving analysis
 WINDOW_S = Duration(1.0)  # blocked share per window of this length, for its interval
 
 
@@ -58,7 +59,9 @@ def detect(ctx: Context) -> Finding:
     if not len(lag):
         return not_detected(ID, "no asyncio event loop ran")
     t0, t1 = ctx.window
-    inside = lag.select((lag.start >= t0) & (lag.start <= t1))
+    # A lag record stands for the block [t - lag, t]: one that began before the window (a
+    # server's start-up, ending once the load is on) is not the window's.
+    inside = lag.select((lag.start - lag.dur >= t0) & (lag.start <= t1))
     # A server is often idle between requests, which the segmentation may not call load; then
     # the loop's whole life is what counts.
     if len(inside) < MIN_RECORDS:

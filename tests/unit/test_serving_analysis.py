@@ -1,0 +1,196 @@
+"""A server under load, on hand-built sessions: the load's window, requests as the unit, what
+explains latency, and the serving verdicts (thread-pool-saturated, request-queueing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe import units
+from probe.analysis.diagnosis import diagnose, to_json
+from probe.analysis.serving import union
+from probe.session.reader import Session
+from tests.unit.serving_sessions import (
+    DURATION,
+    LOAD,
+    LOOP_FORWARD,
+    LOOP_IDLE,
+    WORKER_FORWARD,
+    closed_loop,
+    in_load,
+    samples,
+    server,
+    thread_pool_session,
+)
+from tests.unit.test_analysis import assert_evidence_typed
+
+
+def test_union_merges_overlapping_intervals() -> None:
+    starts, durs = union(np.array([0.0, 0.5, 2.0, 2.1]), np.array([1.0, 1.5, 2.2, 3.0]))
+    assert np.allclose(starts, [0.0, 2.0])
+    assert np.allclose(durs, [1.5, 1.0])
+
+
+def test_a_sync_thread_pool_holding_the_gil(tmp_path: Path) -> None:
+    d = diagnose(thread_pool_session(tmp_path / "s"))
+    finding = d.findings["thread-pool-saturated"]
+    assert finding.status == "issue", finding.reason
+    assert d.category == "thread-pool-saturated"  # its symptom, the loop's lag, comes after it
+    assert [f.id for f in d.issues][:2] == ["thread-pool-saturated", "event-loop-blocked"]
+    ev = finding.evidence
+    assert ev["working"] == pytest.approx(8, abs=0.2)
+    assert ev["pool_cpu_cores"] == pytest.approx(0.9, abs=0.05)
+    assert ev["gil_wait_share"] == pytest.approx(1 - 0.9 / 8, abs=0.03)
+    assert ev["gil_held_median_ms"] == pytest.approx(5, abs=0.1)
+    assert ev["loop_starved_share"] == pytest.approx(1.0)
+    assert finding.severity == "high"
+    assert finding.stacks[0]["frames"][-1]["func"] == "lexical_score"
+    assert d.findings["request-queueing"].status == "not-detected"
+    assert_evidence_typed(d)
+
+
+def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) -> None:
+    # The same pool, but its threads run torch and use both cores: the sampler finds the GIL free.
+    b = server(tmp_path / "s", busy=1.95)
+    b.cpu(100, main=lambda t: 0.03 * in_load(t), pool=lambda t: 1.9 * in_load(t), pool_threads=8)
+    samples(b, 100, LOOP_IDLE, late=0.0001)
+    for tid in range(101, 109):
+        samples(b, tid, WORKER_FORWARD)
+    b.requests(*closed_loop(8, 0.3))
+    d = diagnose(Session(b.write()))
+    assert d.findings["thread-pool-saturated"].status == "not-detected"
+    assert "GIL was free" in d.findings["thread-pool-saturated"].reason
+    assert d.category == "healthy"
+    assert_evidence_typed(d)
+
+
+def _single_worker(tmp_path: Path, *, busy: float, worker_cpu: float) -> Session:
+    b = server(tmp_path / "s", busy=busy)
+    b.cpu(100, main=lambda t: 0.05 * in_load(t), pool=lambda t: worker_cpu * in_load(t))
+    samples(b, 100, LOOP_IDLE)
+    samples(b, 101, WORKER_FORWARD)
+    t = np.arange(0.5, DURATION, 0.02)
+    b.lag(100, t, np.full(len(t), 0.0005))
+    b.requests(*closed_loop(8, 0.4))
+    return Session(b.write())
+
+
+def test_requests_queueing_behind_one_worker_with_a_core_idle(tmp_path: Path) -> None:
+    d = diagnose(_single_worker(tmp_path, busy=1.1, worker_cpu=1.0))
+    finding = d.findings["request-queueing"]
+    assert finding.status == "issue", finding.reason
+    assert d.category == "request-queueing"
+    ev = finding.evidence
+    assert ev["in_flight"] == pytest.approx(8, abs=0.3)
+    assert ev["working"] == pytest.approx(1.0, abs=0.05)
+    assert ev["queue_share"] == pytest.approx(1 - 1 / 8, abs=0.03)
+    assert ev["idle_cores"] == pytest.approx(0.9, abs=0.05)
+    assert finding.severity == "high"
+    assert finding.stacks[0]["frames"][1]["func"] == "model_worker"
+    assert_evidence_typed(d)
+    assert units.text(ev["in_flight"]).endswith(" requests")
+    assert units.label("worker_busy_share", ev["worker_busy_share"]) == "Worker busy share"
+
+
+def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: Path) -> None:
+    d = diagnose(_single_worker(tmp_path, busy=1.95, worker_cpu=1.85))
+    assert d.findings["request-queueing"].status == "not-detected"
+    assert "no room for a second worker" in d.findings["request-queueing"].reason
+    assert d.category == "healthy"
+    assert "at the machine's capacity" in d.headline
+    assert d.headline.startswith("No issue found: ")
+    assert "requests at" in d.headline
+    assert_evidence_typed(d)
+
+
+def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Path) -> None:
+    b = server(tmp_path / "s", busy=1.1)
+    b.cpu(100, main=lambda t: 1.0 * in_load(t))
+    samples(b, 100, LOOP_FORWARD)
+    t = np.arange(0.5, DURATION, 0.05)
+    b.lag(100, t, np.where((t >= LOAD[0]) & (t <= LOAD[1]), 0.05, 0.0005))
+    b.requests(*closed_loop(8, 0.4))
+    d = diagnose(Session(b.write()))
+    assert d.category == "event-loop-blocked"
+    queueing = d.findings["request-queueing"]
+    assert queueing.status == "not-detected"
+    assert "see event-loop-blocked" in queueing.reason
+    assert d.serving is not None
+    assert d.serving.explained["loop_blocked"] > 0.9
+
+
+def _starved_server(path: Path, main_wait: float) -> Session:
+    """A server whose threads fit its 2 cores while the host keeps 12 threads runnable: its main
+    thread waits for a core ``main_wait`` of its runnable time."""
+    b = server(path, busy=2.0)
+    b.system(busy=lambda t: 2.0 * in_load(t), running=lambda t: 12.0 * in_load(t) + 0.5)
+    b.cpu(
+        100,
+        main=lambda t: (1 - main_wait) * in_load(t),
+        main_wait=lambda t: main_wait * in_load(t),
+    )
+    samples(b, 100, LOOP_IDLE)
+    b.requests(*closed_loop(8, 0.2))
+    return Session(b.write())
+
+
+def test_a_server_starved_by_other_jobs_is_told_in_requests(tmp_path: Path) -> None:
+    # Its main thread's waits for a core stretch requests, not steps.
+    d = diagnose(_starved_server(tmp_path / "s", main_wait=0.8))
+    finding = d.findings["cpu-oversubscription"]
+    assert finding.status == "issue"
+    assert finding.evidence["pressure"] == "other jobs"
+    assert finding.title.startswith("Other jobs take the cores: the server's main thread waited")
+    assert "the server's main thread 80 % of its own, which stretches every request" in (
+        finding.summary
+    )
+    assert "Busy thread pools: 1 x server process" in finding.summary
+    assert "training" not in finding.title + finding.summary
+    # a neighbour that leaves it more than half its time is not an issue, in the same words
+    d = diagnose(_starved_server(tmp_path / "light", main_wait=0.3))
+    finding = d.findings["cpu-oversubscription"]
+    assert finding.status == "not-detected"
+    assert "the server's main thread waited 30 % of its runnable time" in finding.reason
+
+
+def test_the_load_is_the_analysed_window_and_requests_are_counted(tmp_path: Path) -> None:
+    session = _single_worker(tmp_path, busy=1.1, worker_cpu=1.0)
+    d = diagnose(session)
+    starts, durs = closed_loop(8, 0.4)
+    ends = starts + durs
+    # from the first answer (requests sent before it waited for the server, not on it)
+    assert d.window[0] == pytest.approx(ends.min(), abs=1e-6)
+    assert d.window[1] == pytest.approx(ends.max(), abs=1e-6)
+    assert d.segmentation.method == "load"
+    doc = to_json(d)
+    assert doc["run"]["requests"] == len(starts)
+    requests = doc["requests"]
+    assert requests["count"] == int((starts >= ends.min()).sum()) == len(starts) - 8
+    assert requests["latency_ms"]["p50"] == pytest.approx(400)
+    assert requests["statuses"] == {"2xx": len(starts) - 8}
+    assert requests["in_flight"] == pytest.approx(8, abs=0.3)
+    assert requests["client_cpu_share"] == pytest.approx(0.05, abs=0.01)
+    assert set(requests["explained"]) == {"loop_blocked", "gc", "cpu_wait", "queueing", "gil_wait"}
+
+
+def test_a_training_run_has_no_requests_section(tmp_path: Path) -> None:
+    from tests.unit.synthetic_runs import Run
+
+    d = diagnose(Run(duration=8).build(tmp_path / "s"))
+    assert d.serving is None
+    assert "requests" not in to_json(d)
+    assert "requests" not in to_json(d)["run"]
+    assert d.findings["thread-pool-saturated"].status == "not-detected"
+    assert d.findings["request-queueing"].status == "not-detected"
+
+
+def test_too_few_requests_is_insufficient_data(tmp_path: Path) -> None:
+    b = server(tmp_path / "s", busy=1.0)
+    b.cpu(100, main=0.2)
+    samples(b, 100, LOOP_IDLE)
+    b.requests(np.array([4.0, 5.0, 6.0]), np.array([0.1, 0.1, 0.1]))
+    d = diagnose(Session(b.write()))
+    assert d.category == "insufficient-data"
+    assert "Only 2 requests were answered" in d.headline  # those sent from the first answer on
