@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 4
+FORMAT_MINOR = 5
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
