@@ -26,6 +26,7 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
 )
+from probe.analysis.phases import Phases, ending, exception_of
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.stacks import STATES, is_library_file
 from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
@@ -76,8 +77,14 @@ class Diagnosis:
         }
 
     @property
-    def window(self) -> tuple[float, float]:
-        return self.segmentation.window
+    def phases(self) -> Phases:
+        assert self.segmentation.phases is not None
+        return self.segmentation.phases
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The analysed window: the loop phase; None when the run never reached its loop."""
+        return self.phases.window
 
     @property
     def top(self) -> Finding | None:
@@ -96,6 +103,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     say("segmenting the run")
     seg = segment(tl)
     ctx = Context(tl, seg)
+    phases = seg.phases
+    assert phases is not None
+    run = _run(session, tl)
+    if not phases.reached_loop:
+        return _never_reached(tl, seg, phases, run)
     findings: dict[str, Finding] = {}
     losses = list(session.losses)
     failed: dict[str, str] = {}  # verdict id -> the error its detector raised
@@ -120,7 +132,6 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         )
     )
     activity = _activity(ctx)
-    run = _run(session, tl)
     if issues:
         category = issues[0].id
         headline = issues[0].title
@@ -236,27 +247,123 @@ def _collector_before_interpreter(issues: list[Finding]) -> list[Finding]:
     return reordered
 
 
+def _never_reached(
+    tl: Timeline, seg: Segmentation, phases: Phases, run: dict[str, Any]
+) -> Diagnosis:
+    """A run that ended before its loop: what happened, and start-up, but no loop verdict."""
+    exc = run.get("exception")
+    exit_info = tl.session.meta.get("exit") or {}
+    after = f"after {tl.duration_s:.1f} s, before its first step"
+    if exc is not None:
+        what = f"the command ended with {exc['type']} {after}"
+        detail = f"{exc['type']}: {exc['message']}" if exc.get("message") else exc["type"]
+        if exc.get("where"):
+            detail += f", raised in {exc['where']}"
+        next_step = f"Fix the {exc['type']}" + (f" in {exc['where']}" if exc.get("where") else "")
+    elif exit_info.get("signal") is not None:
+        what = f"the command was ended by signal {exit_info['signal']} {after}"
+        detail = ""
+        next_step = "Find what ended the command, then run it again under probe"
+    else:
+        what = f"the command exited with status {exit_info.get('code')} {after}"
+        detail = ""
+        next_step = "Make the command run to its loop, then run it again under probe"
+    startup = phases.startup
+    summary = f"{what[0].upper()}{what[1:]}" + (f" ({detail})." if detail else ".")
+    summary += (
+        f" Everything probe saw was start-up ({phases.startup_text()}): there is no loop to judge, "
+        "and start-up is not judged as one."
+    )
+    evidence: dict[str, Any] = {
+        "duration_s": Duration(round(tl.duration_s, 2)),
+        "steps": Count(len(tl.steps)),
+        "ending": ending(tl),
+        "startup_s": Duration(round(startup.seconds, 2) if startup is not None else 0.0),
+        "startup": {
+            k: Duration(round(v, 2)) for k, v in (startup.detail if startup else {}).items()
+        },
+        "imports": {k: Duration(round(v, 2)) for k, v in phases.imports.items()},
+        "agent_data": tl.session.has_agent_data,
+    }
+    if exc is not None:
+        evidence["exception"] = exc
+    finding = Finding(
+        id=INSUFFICIENT_DATA,
+        status="issue",
+        severity="moderate",
+        impact=0.0,
+        title=f"No loop to judge: {what}"[:300],
+        summary=summary,
+        evidence=evidence,
+        windows=[],
+        next_step=next_step,
+    )
+    reason = "the run never reached its loop: " + ending(tl)
+    findings: dict[str, Finding] = {
+        detector.ID: Finding(id=detector.ID, status=INSUFFICIENT, reason=reason)
+        for detector in DETECTORS
+    }
+    findings[INSUFFICIENT_DATA] = finding
+    return Diagnosis(
+        category=INSUFFICIENT_DATA,
+        issues=[finding],
+        findings=findings,
+        segmentation=seg,
+        timeline=tl,
+        run=run,
+        activity={},
+        headline=summary,
+        warnings=list(tl.warnings),
+        losses=list(tl.session.losses),
+    )
+
+
 def _causes_first(issues: list[Finding]) -> list[Finding]:
     """Put a cause before the symptom it produces, whatever their impacts.
 
-    One pair is known: a loop that waits for DataLoader workers that are busy computing
+    Two pairs are known. A loop that waits for DataLoader workers that are busy computing
     (input-bound) while those same workers are what oversubscribes the cores (without them the
-    job would not have more runnable threads than cores). The training thread's waits for a core
+    job would not have more runnable threads than cores): the training thread's waits for a core
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
-    workers) is input-bound's; cpu-oversubscription stays listed, after it.
+    workers) is input-bound's; cpu-oversubscription stays listed, after it. And steps stalled by
+    torch.compile recompiling (most of periodic-stall's stalls overlap a compilation): the stalls
+    are recompilation's doing, and so is their fix.
     """
     issues = _collector_before_interpreter(issues)
     ids = [f.id for f in issues]
-    if "input-bound" not in ids or "cpu-oversubscription" not in ids:
-        return issues
-    cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
-    if cause < symptom or issues[symptom].evidence.get("oversubscribed_without_workers", True):
-        return issues
-    if issues[symptom].evidence.get("pressure") == "other jobs":
-        return issues  # the cores are taken by other jobs, not by the workers
+    if "input-bound" in ids and "cpu-oversubscription" in ids:
+        cause, symptom = ids.index("input-bound"), ids.index("cpu-oversubscription")
+        evidence = issues[symptom].evidence
+        # Not when the cores are taken by other jobs rather than by the workers.
+        if (
+            cause > symptom
+            and not evidence.get("oversubscribed_without_workers", True)
+            and evidence.get("pressure") != "other jobs"
+        ):
+            issues = _before(issues, cause, symptom)
+    ids = [f.id for f in issues]
+    if "recompilation" in ids and "periodic-stall" in ids:
+        cause, symptom = ids.index("recompilation"), ids.index("periodic-stall")
+        if cause > symptom and _covered(issues[symptom].windows, issues[cause].windows):
+            issues = _before(issues, cause, symptom)
+    return issues
+
+
+def _before(issues: list[Finding], cause: int, symptom: int) -> list[Finding]:
+    """``issues`` with the cause moved just before its symptom; the others keep their place."""
     reordered = [f for i, f in enumerate(issues) if i != cause]
-    reordered.insert(symptom, issues[cause])  # just before its symptom; other issues keep place
+    reordered.insert(symptom, issues[cause])
     return reordered
+
+
+def _covered(
+    symptom: list[tuple[float, float]], cause: list[tuple[float, float]], share: float = 0.5
+) -> bool:
+    """Whether most of the symptom's windows (at least ``share``) overlap one of the cause's."""
+    if not symptom or not cause:
+        return False
+    hits = sum(1 for a, b in symptom if any(a < d and c < b for c, d in cause))
+    return hits >= share * len(symptom)
 
 
 def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:
@@ -410,6 +517,9 @@ def _run(session: Session, tl: Timeline) -> dict[str, Any]:
     crash = crash_of(session)
     if crash is not None:
         run["crash"] = crash
+    exc = exception_of(tl)
+    if exc is not None:
+        run["exception"] = exc
     return run
 
 
@@ -454,12 +564,14 @@ def crash_of(session: Session) -> dict[str, Any] | None:
 
 def to_json(d: Diagnosis) -> dict[str, Any]:
     """The probe.diagnosis/1 document."""
+    window = d.window
     return {
         "schema": SCHEMA,
         "category": d.category,
         "issues": [_issue_json(f) for f in d.issues],
-        "window": [round(d.window[0], 3), round(d.window[1], 3)],
-        "run": d.run,
+        "window": [round(window[0], 3), round(window[1], 3)] if window is not None else None,
+        "phases": d.phases.to_json(),
+        "run": _plain(d.run),
         "partial": d.partial,
         "losses": [loss.to_json(d.timeline.session.start_ns) for loss in d.losses],
     }

@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from probe.session import format as fmt
@@ -798,7 +798,7 @@ def _compiled_frame() -> dict[str, Any]:
     """What dynamo is compiling, from its ``_compile`` frame up the stack: the function
     (``func``, ``file``, ``line``) and, for a recompilation, the first guard that failed
     (``reason``). Empty when the frame is not found (another torch version, a backward graph)."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(COMPILE_FRAME_DEPTH):
         if frame is None:
             return {}
@@ -806,7 +806,7 @@ def _compiled_frame() -> dict[str, Any]:
         if code.co_name == "_compile" and code.co_filename.endswith("convert_frame.py"):
             break
         frame = frame.f_back
-    else:
+    if frame is None or frame.f_code.co_name != "_compile":
         return {}
     local = frame.f_locals
     out: dict[str, Any] = {}

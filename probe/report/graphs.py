@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from probe.analysis.detectors import event_loop_blocked, input_bound
 from probe.analysis.diagnosis import Diagnosis
-from probe.analysis.segment import LABELS as STATE_LABELS
+from probe.analysis.phases import WARMUP
 from probe.analysis.timeline import FloatArray, Intervals, ProcessInfo, Timeline
 from probe.report.downsample import (
     MAX_BARS,
@@ -21,7 +21,6 @@ from probe.report.downsample import (
     merge_bars,
     minmax,
     rolling_median,
-    runs,
 )
 from probe.report.model import Bands, Graph, Lanes, Rule, Series, clean
 from probe.units import size, text
@@ -114,9 +113,10 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
         id="cpu",
         title="CPU per process",
         description=(
-            "Cores used by each process of the run and by the whole machine. The coloured ribbon "
-            "on top is the phase probe's HMM saw: steady load (what it analyses), runtime noise "
-            "(start-up, compilation, teardown, bursts) or idle."
+            "Cores used by each process of the run and by the whole machine. The ribbon on top "
+            "shows the run's phases: start-up (imports, building the model, compiling), warm-up, "
+            "the loop (the analysed window) and teardown, with torch.compile's compilations "
+            "marked on it."
         ),
         y_label="cores",
         series=series,
@@ -127,18 +127,18 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
 
 
 def _state_bands(d: Diagnosis) -> Bands | None:
-    seg = d.segmentation
-    labels = seg.labels
-    edges = d.timeline.edges
-    if not len(labels) or len(labels) != len(edges) - 1:
+    """The phase ribbon: the phases end to end, then the training processes' compilations."""
+    phases = d.phases.phases
+    if not phases:
         return None
-    items = runs(labels, edges)
+    training = set(training_pids(d.timeline))
+    compiles = [c for c in d.timeline.compilations if c.pid in training]
     return Bands(
-        label="state",
-        start=np.array([a for _, a, _ in items]),
-        end=np.array([b for _, _, b in items]),
+        label="phase",
+        start=np.array([p.start for p in phases] + [c.start for c in compiles]),
+        end=np.array([p.end for p in phases] + [c.end for c in compiles]),
         style="state",
-        kinds=[STATE_LABELS[k] for k, _, _ in items],
+        kinds=[p.name for p in phases] + ["compiling"] * len(compiles),
     )
 
 
@@ -343,14 +343,14 @@ def steps_graph(d: Diagnosis, training: list[int]) -> Graph | None:
             )
         )
     bands: list[Bands] = []
-    seg = d.segmentation
-    if seg.warmup_steps and seg.warmup_end is not None:
-        first = float(steps.start.min())
+    warmup = d.phases.get(WARMUP)
+    if warmup is not None:
+        count = len(d.timeline.steps.within(warmup.start - 1e-6, warmup.end + 1e-6))
         bands.append(
             Bands(
-                label=f"warm-up ({seg.warmup_steps} steps, not analysed)",
-                start=np.array([first]),
-                end=np.array([float(seg.warmup_end)]),
+                label=f"warm-up ({count} steps, not analysed)",
+                start=np.array([warmup.start]),
+                end=np.array([warmup.end]),
                 style="warmup",
             )
         )

@@ -45,6 +45,14 @@ def exit_notice(d: Diagnosis) -> str:
     main = d.timeline.processes.get(root) if isinstance(root, int) else None
     crashed = next((p for p in [main, *infos] if p is not None and p.exception), None)
     why = f": {crashed.exception}" if crashed is not None else ""
+    exc = d.run.get("exception")
+    if (
+        exc is not None
+        and crashed is not None
+        and crashed.pid == exc.get("pid")
+        and exc.get("where")
+    ):
+        why += f" (in {exc['where']})"
     fault = d.run.get("crash")
     if not why and fault:
         where = f" in {fault['where']}" if fault.get("where") else ""
@@ -112,15 +120,7 @@ def header_of(d: Diagnosis) -> Header:
         span = float(tl.steps.end.max() - tl.steps.start.min())
         rate = f"{steps / max(span, 1e-9):.1f}/s" if span > 0 else ""
     overhead = describe_overhead(tl.probe_cost, tl.duration_s)
-    seg = d.segmentation
-    t0, t1 = seg.window
-    if seg.method == "hmm":
-        how = "the steady state found by the HMM"
-        if seg.warmup_steps:
-            how += f", {seg.warmup_steps} warm-up steps dropped"
-    else:
-        how = f"the whole run: {seg.reason}" if seg.reason else "the whole run"
-    window = f"{t0:.1f} s to {t1:.1f} s ({how})"
+    window = f"{d.phases.window_text()}. Phases: {d.phases.summary()}"
     cores = machine.get("effective_cores")
     cores_text = f"{float(cores):g}" if cores else "?"
     if machine.get("cpu_quota_cores"):

@@ -15,6 +15,7 @@ from probe.analysis.detectors import (
     memory_growth,
     periodic_stall,
     python_bound,
+    recompilation,
     straggler_rank,
 )
 
@@ -31,4 +32,5 @@ ALL: tuple[ModuleType, ...] = (
     straggler_rank,
     host_sync_stalls,
     gpu_underutilized,
+    recompilation,
 )
