@@ -131,6 +131,8 @@ class SessionBuilder:
         self.sampler = _Writer({"writer": "sampler", "pid": 1, "root_pid": root_pid})
         self.agents: dict[int, _Writer] = {}
         self.grid = np.arange(0.0, duration_s + 1e-9, interval_s)
+        self.exit_code: int | None = 0  # how the command ended (meta.json's exit)
+        self.exit_signal: int | None = None
         self._cum: dict[tuple[int, int], dict[str, npt.NDArray[np.float64]]] = {}
 
     def ns(self, seconds: Any) -> Any:
@@ -547,7 +549,8 @@ class SessionBuilder:
         meta["start"]["monotonic_ns"] = self.t0
         meta["end"] = {"monotonic_ns": int(self.ns(self.duration_s)), "time": None, "unix_ns": None}
         meta["status"] = "finished"
-        meta["exit"] = {"code": 0, "signal": None, "status": 0}
+        status = 128 + self.exit_signal if self.exit_signal is not None else self.exit_code
+        meta["exit"] = {"code": self.exit_code, "signal": self.exit_signal, "status": status}
         meta["root_pid"] = self.root_pid
         write_meta(self.directory, meta)
         self.sampler.write(self.directory, "sampler")

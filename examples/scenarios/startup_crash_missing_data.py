@@ -28,7 +28,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -94,9 +96,7 @@ def main() -> None:
     print(f"model: {params / 1e6:.1f} M parameters; loading {args.data}", flush=True)
     tokens = load_tokens(Path(args.data))  # the file is not there: FileNotFoundError
     batch = torch.from_numpy(tokens[: args.context + 1].astype(np.int64))[None]
-    loss = nn.functional.cross_entropy(
-        model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten()
-    )
+    loss = nn.functional.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
     loss.backward()
     optimizer.step()
 
