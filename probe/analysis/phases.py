@@ -148,7 +148,7 @@ class Phases:
                 detail = self.startup_parts()
                 parts.append(f"start-up 0-{p.end:.1f} s" + (f" ({detail})" if detail else ""))
             elif p.name == WARMUP:
-                steps = f", {self.warmup_steps} slow steps" if self.warmup_steps else ""
+                steps = f" ({self.warmup_steps} slow steps)" if self.warmup_steps else ""
                 parts.append(f"warm-up to {p.end:.1f} s{steps}")
             elif p.name == LOOP:
                 parts.append(f"loop {p.start:.1f}-{p.end:.1f} s (analysed)")
