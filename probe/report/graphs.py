@@ -38,7 +38,7 @@ def short_label(info: ProcessInfo | None, pid: int) -> str:
     if info.role == "worker":
         wid = f" {info.worker_id}" if info.worker_id is not None else ""
         return f"worker{wid} (pid {pid})"
-    if info.role in ("main", "launcher"):
+    if info.role in ("main", "launcher", "compiler"):
         return f"{info.role} (pid {pid})"
     return f"pid {pid}"
 
@@ -85,7 +85,18 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
             )
         )
     workers = [p for p, r in roles.items() if r == "worker" and p not in own]
-    others = [p for p in tl.cpu if p not in own and p not in workers]
+    compilers = [p for p, r in roles.items() if r == "compiler" and p not in own]
+    others = [p for p in tl.cpu if p not in own and p not in workers and p not in compilers]
+    if compilers:
+        series.append(
+            _series(
+                f"compiler: torch.compile's builds and workers ({len(compilers)} processes)",
+                x,
+                tl.total_cpu(compilers),
+                "compiler",
+                unit="cores",
+            )
+        )
     if workers:
         series.append(
             _series(

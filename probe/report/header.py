@@ -175,7 +175,15 @@ def _unit(tl: Timeline) -> str:
 
 def process_rows(tl: Timeline) -> list[ProcessRow]:
     rows = []
-    order = {"main": 0, "rank": 1, "launcher": 2, "worker": 3, "helper": 4, "other": 5}
+    order = {
+        "main": 0,
+        "rank": 1,
+        "launcher": 2,
+        "worker": 3,
+        "helper": 4,
+        "compiler": 5,
+        "other": 6,
+    }
     infos = sorted(
         tl.processes.values(), key=lambda p: (order.get(p.role, 9), p.start_s or 0.0, p.pid)
     )

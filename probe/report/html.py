@@ -42,6 +42,7 @@ COLORS = {
     "proc6": "#9467bd",
     "proc7": "#2ca02c",
     "workers": "#f28e2b",
+    "compiler": "#4f9a94",
     "other": "#8a8a8a",
     "machine": "#c5cad1",
     "pool": "#3a9e4a",

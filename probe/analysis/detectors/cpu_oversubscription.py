@@ -171,6 +171,7 @@ def _pools(ctx: Context) -> list[dict[str, Any]]:
             "main": "training process",
             "rank": "rank",
             "worker": "DataLoader worker",
+            "compiler": "torch.compile compiler",
         }.get(info.role, info.short_command)
         runnable = float(series[bins].mean() + tl.run_wait[pid][bins].mean())
         groups.setdefault(label, []).append(runnable)
