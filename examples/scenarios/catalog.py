@@ -268,8 +268,8 @@ SCENARIOS: list[dict] = [
         "needs": "c++",
         "description": (
             "Language model compiled with dynamic=False, trained with a sequence-length "
-            "curriculum (+32 tokens every 40 steps): every new length fails the shape guard and "
-            "recompiles forward and backward inside the loop."
+            "curriculum (+32 tokens every 40 steps, 4096-token batches): every new shape fails "
+            "the shape guard and recompiles forward and backward inside the loop."
         ),
     },
     {

@@ -2,13 +2,14 @@
 
 A small next-token model (token embedding, a causal running mean of the context, a residual MLP,
 a vocabulary head) is trained on a synthetic token stream with sequence-length warm-up, a common
-curriculum: the context starts short and grows by 32 tokens every 40 steps. The
+curriculum: the context starts short and grows by 32 tokens every 40 steps, and each batch holds
+a fixed budget of tokens (fewer sequences as they grow longer, so memory stays flat). The
 author compiled it with ``torch.compile(model, dynamic=False)`` to get kernels specialised for
 each shape, so every new length fails dynamo's shape guard (``tensor 'tokens' size mismatch at
-index 1``) and the forward and backward graphs are compiled again: a stall of a fraction of a
-second (C++ kernels already in inductor's cache) to several seconds (built afresh) every 40
-steps, for the whole run. The first compilation, before the loop, is start-up; the ones inside
-the loop are the finding.
+index 0``: the batch shrank) and the forward and backward graphs are compiled again: a stall of
+a fraction of a second (C++ kernels already in inductor's cache) to several seconds (built
+afresh) every 40 steps, for the whole run. The first compilation, before the loop, is start-up;
+the ones inside the loop are the finding.
 
     probe doctor -- python examples/scenarios/recompilation_curriculum.py
 
@@ -70,7 +71,7 @@ def main() -> None:
     p.add_argument("--start-length", type=int, default=64)
     p.add_argument("--grow-by", type=int, default=32)
     p.add_argument("--grow-every", type=int, default=40, help="steps between length increases")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tokens-per-batch", type=int, default=4096)
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--log-every", type=int, default=20)
@@ -89,7 +90,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for step in range(args.steps):
         length = args.start_length + args.grow_by * (step // args.grow_every)
-        starts = torch.randint(0, len(stream) - length - 1, (args.batch_size,), generator=g)
+        batch = max(args.tokens_per_batch // length, 1)
+        starts = torch.randint(0, len(stream) - length - 1, (batch,), generator=g)
         window = torch.stack([stream[s : s + length + 1] for s in starts.tolist()])
         tokens, targets = window[:, :-1], window[:, 1:]
         opt.zero_grad(set_to_none=True)
@@ -98,7 +100,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % args.log_every == 0:
-            print(f"step {step} length {length} loss {loss.item():.3f}", flush=True)
+            print(f"step {step} batch {batch}x{length} loss {loss.item():.3f}", flush=True)
     print(f"done: {args.steps} steps in {time.perf_counter() - t0:.1f}s")
 
 

@@ -128,7 +128,8 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
             losses.append(_failed_check(detector.ID, exc))
     issues = _program_first(
         _causes_first(
-            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id)),
+            tl,
         )
     )
     activity = _activity(ctx)
@@ -318,16 +319,17 @@ def _never_reached(
     )
 
 
-def _causes_first(issues: list[Finding]) -> list[Finding]:
+def _causes_first(issues: list[Finding], tl: Timeline | None = None) -> list[Finding]:
     """Put a cause before the symptom it produces, whatever their impacts.
 
-    Two pairs are known. A loop that waits for DataLoader workers that are busy computing
+    Three pairs are known. A loop that waits for DataLoader workers that are busy computing
     (input-bound) while those same workers are what oversubscribes the cores (without them the
     job would not have more runnable threads than cores): the training thread's waits for a core
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
-    workers) is input-bound's; cpu-oversubscription stays listed, after it. And steps stalled by
-    torch.compile recompiling (most of periodic-stall's stalls overlap a compilation): the stalls
-    are recompilation's doing, and so is their fix.
+    workers) is input-bound's; cpu-oversubscription stays listed, after it. And torch.compile
+    recompiling in the loop: the stalls it causes (most of periodic-stall's stalls overlap a
+    compilation) and the memory each compiled variant adds (most of the process's RSS growth
+    happened while compiling) are its doing, and so is their fix.
     """
     issues = _collector_before_interpreter(issues)
     ids = [f.id for f in issues]
@@ -346,7 +348,37 @@ def _causes_first(issues: list[Finding]) -> list[Finding]:
         cause, symptom = ids.index("recompilation"), ids.index("periodic-stall")
         if cause > symptom and _covered(issues[symptom].windows, issues[cause].windows):
             issues = _before(issues, cause, symptom)
+    ids = [f.id for f in issues]
+    if tl is not None and "recompilation" in ids and "memory-growth" in ids:
+        cause, symptom = ids.index("recompilation"), ids.index("memory-growth")
+        growth = issues[symptom].evidence
+        if (
+            cause > symptom
+            and growth.get("memory") == "rss"
+            and _grew_while(tl, int(growth["pid"]), issues[cause].windows) >= 0.5
+        ):
+            issues = _before(issues, cause, symptom)
     return issues
+
+
+def _grew_while(tl: Timeline, pid: int, windows: list[tuple[float, float]]) -> float:
+    """The share of a process's RSS growth over the windows' span that happened in grid bins
+    touching one of them (the next bin too: RSS is read every 100 ms)."""
+    rss = tl.rss.get(pid)
+    if rss is None or not windows:
+        return 0.0
+    lo = tl.bin_of(min(a for a, _ in windows))
+    hi = tl.bin_of(max(b for _, b in windows)) + 2
+    step = np.diff(np.nan_to_num(rss[lo : hi + 1], nan=0.0))
+    rising = np.clip(step, 0.0, None)
+    total = float(rising.sum())
+    if total <= 0:
+        return 0.0
+    during = np.zeros(len(step), dtype=bool)
+    for a, b in windows:
+        i0, i1 = tl.bin_of(a) - lo, tl.bin_of(b) - lo + 1
+        during[max(i0, 0) : min(i1 + 1, len(during))] = True
+    return float(rising[during].sum()) / total
 
 
 def _before(issues: list[Finding], cause: int, symptom: int) -> list[Finding]:

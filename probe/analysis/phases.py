@@ -15,6 +15,10 @@ loop is judged as the loop; the others are phases, each with the facts that boun
   start-up ends nor after the last step, trimmed to whole steps.
 - **teardown** is what follows the last step (or the steady load) until the run ends.
 
+torch.compile's compilations are start-up when they come before the first step; those that start
+inside the loop are recompilation's (``Phases.compilations``): the steps they stall are left out
+of the other detectors' steps (``Context.steps``).
+
 A run that never reached its loop (it ended badly, with no step and nothing else loop-like seen)
 has one phase, start-up, and no window: nothing in it can be judged as a loop.
 

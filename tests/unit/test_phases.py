@@ -300,9 +300,16 @@ def test_program_frame_is_the_innermost_frame_of_the_programs_own_code() -> None
 # -- torch.compile: start-up, and recompilation in the loop ---------------------------------------
 
 
-def _compiled_run(path: Path, recompile_every: int, recompile_s: float, steps: int = 400) -> Any:
+def _compiled_run(
+    path: Path,
+    recompile_every: int,
+    recompile_s: float,
+    steps: int = 400,
+    rss_per_compile: float = 0.0,
+) -> Any:
     """3 s of imports, a 2 s compilation before the first step, then 50 ms steps; every
-    ``recompile_every`` steps one step recompiles for ``recompile_s`` seconds."""
+    ``recompile_every`` steps one step recompiles for ``recompile_s`` seconds (and the RSS
+    grows by ``rss_per_compile`` bytes while it does)."""
     b = SessionBuilder(path, duration_s=30)
     b.process(100, torch_threads=2)
     events = b.agent(100).events
@@ -336,7 +343,12 @@ def _compiled_run(path: Path, recompile_every: int, recompile_s: float, steps: i
             t += recompile_s
         ends.append(t + 0.05)
     b.steps(100, np.array(ends))
-    b.cpu(100, main=0.95, pool=lambda x: np.where(x < 5, 0.0, 0.9), rss=400e6)
+    done = np.array([c for _, c in compiles[1:]])
+
+    def rss(x: np.ndarray) -> np.ndarray:
+        return 400e6 + rss_per_compile * np.searchsorted(done, x, side="right")
+
+    b.cpu(100, main=0.95, pool=lambda x: np.where(x < 5, 0.0, 0.9), rss=rss)
     b.system(busy=lambda x: np.where(x < 5, 1.0, 1.85))
 
     def frames(x: float) -> list[FrameSpec]:
@@ -393,6 +405,30 @@ def test_recompilation_that_keeps_happening_in_the_loop_is_a_finding(tmp_path: P
     assert cpu is not None and cpu.states is not None
     assert (cpu.states.kinds or []).count("compiling") == len(d.timeline.compilations)
     check_phases_agree(d)
+
+
+def test_steps_that_recompiled_are_left_out_of_the_other_verdicts_steps(tmp_path: Path) -> None:
+    from probe.analysis.detectors.base import Context
+
+    d = diagnose(_compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
+    ctx = Context(d.timeline, d.segmentation)
+    inside = d.phases.compilations
+    assert len(ctx.all_steps) - len(ctx.steps) == len(inside)
+    assert float(ctx.steps.duration.max()) == pytest.approx(0.05, abs=0.01)
+    assert d.findings["periodic-stall"].status != "issue"  # the stalls are recompilation's
+
+
+def test_memory_that_grows_as_the_loop_recompiles_comes_after_recompilation(
+    tmp_path: Path,
+) -> None:
+    d = diagnose(
+        _compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.3, rss_per_compile=60e6)
+    )
+    ids = [f.id for f in d.issues]
+    assert "memory-growth" in ids, d.findings["memory-growth"].reason
+    assert d.findings["memory-growth"].impact > d.findings["recompilation"].impact
+    assert ids.index("recompilation") < ids.index("memory-growth")
+    assert d.category == "recompilation"
 
 
 def test_one_late_compilation_is_not_recompilation(tmp_path: Path) -> None:

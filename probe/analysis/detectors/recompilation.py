@@ -69,7 +69,7 @@ def detect(ctx: Context) -> Finding:
     share = seconds / ctx.wall
     # a backward graph compiled on first use shares its forward's compile id: one compilation
     count = len({(c.pid, c.compile_id) for c in events}) if events else len(spans)
-    steps = len(ctx.steps)
+    steps = len(ctx.all_steps)
     limit = next((c.recompile_limit for c in events if c.recompile_limit is not None), None)
     evidence: dict[str, Any] = {
         "compile_share": Share(round(share, 4)),
