@@ -208,7 +208,12 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
     workers = [
         p for p in tl.rss if p not in own and p in tl.processes and tl.processes[p].role == "worker"
     ]
-    others = [p for p in tl.rss if p not in own and p not in workers]
+    compilers = [
+        p
+        for p in tl.rss
+        if p not in own and p in tl.processes and tl.processes[p].role == "compiler"
+    ]
+    others = [p for p in tl.rss if p not in own and p not in workers and p not in compilers]
     raw: list[tuple[str, FloatArray, FloatArray, str, str]] = []
     for i, pid in enumerate(own):
         raw.append(
@@ -235,6 +240,10 @@ def memory_graph(tl: Timeline, training: list[int]) -> Graph | None:
                 "workers",
                 "line",
             )
+        )
+    if compilers:
+        raw.append(
+            (f"compiler processes' RSS ({len(compilers)})", x, total(compilers), "compiler", "line")
         )
     if others:
         tot = total(others)
