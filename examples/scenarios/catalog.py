@@ -268,7 +268,7 @@ SCENARIOS: list[dict] = [
         "needs": "c++",
         "description": (
             "Language model compiled with dynamic=False, trained with a sequence-length "
-            "curriculum (+32 tokens every 40 steps, 4096-token batches): every new shape fails "
+            "curriculum (+32 tokens every 20 steps, 4096-token batches): every new shape fails "
             "the shape guard and recompiles forward and backward inside the loop."
         ),
     },

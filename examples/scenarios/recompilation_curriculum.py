@@ -2,13 +2,13 @@
 
 A small next-token model (token embedding, a causal running mean of the context, a residual MLP,
 a vocabulary head) is trained on a synthetic token stream with sequence-length warm-up, a common
-curriculum: the context starts short and grows by 32 tokens every 40 steps, and each batch holds
+curriculum: the context starts short and grows by 32 tokens every 20 steps, and each batch holds
 a fixed budget of tokens (fewer sequences as they grow longer, so memory stays flat). The
 author compiled it with ``torch.compile(model, dynamic=False)`` to get kernels specialised for
 each shape, so every new length fails dynamo's shape guard (``tensor 'tokens' size mismatch at
 index 0``: the batch shrank) and the forward and backward graphs are compiled again: a stall of
 a fraction of a second (C++ kernels already in inductor's cache) to several seconds (built
-afresh) every 40 steps, for the whole run. The first compilation, before the loop, is start-up;
+afresh) every 20 steps, for the whole run. The first compilation, before the loop, is start-up;
 the ones inside the loop are the finding.
 
     probe doctor -- python examples/scenarios/recompilation_curriculum.py
@@ -67,14 +67,14 @@ def has_cxx() -> bool:
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Train a compiled conv LM with a length curriculum.")
-    p.add_argument("--steps", type=int, default=240)
+    p.add_argument("--steps", type=int, default=140)
     p.add_argument("--start-length", type=int, default=64)
     p.add_argument("--grow-by", type=int, default=32)
-    p.add_argument("--grow-every", type=int, default=40, help="steps between length increases")
+    p.add_argument("--grow-every", type=int, default=20, help="steps between length increases")
     p.add_argument("--tokens-per-batch", type=int, default=4096)
     p.add_argument("--vocab", type=int, default=256)
     p.add_argument("--width", type=int, default=128)
-    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--log-every", type=int, default=10)
     args = p.parse_args()
     if not has_cxx():
         print("torch.compile needs a C++ compiler (g++ or $CXX): none found", file=sys.stderr)
