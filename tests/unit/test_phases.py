@@ -19,45 +19,20 @@ from probe.report.terminal import summary_lines
 from probe.session.reader import Frame, Session
 from probe.session.synthetic import FrameSpec, SessionBuilder
 from tests.phase_agreement import check_phases_agree
-from tests.unit.synthetic_runs import FORWARD, IMPORTING, TRAIN, Run
-
-SITE = "/venv/lib/python3.11/site-packages"
-BUILD_MODEL: list[FrameSpec] = [
-    ("/work/train.py", "<module>", 80),
-    ("/work/train.py", "main", 60),
-    ("/work/train.py", "build_model", 22),
-    (f"{SITE}/torch/nn/init.py", "normal_", 190),
-]
-IMPORT_TRANSFORMERS: list[FrameSpec] = [
-    ("/work/train.py", "<module>", 3),
-    ("<frozen importlib._bootstrap>", "_find_and_load", 1),
-    (f"{SITE}/transformers/__init__.py", "<module>", 30),
-    ("<frozen importlib._bootstrap>", "_find_and_load", 1),
-    (f"{SITE}/torch/__init__.py", "<module>", 900),
-]
-COMPILING: list[FrameSpec] = [
-    *TRAIN,
-    (f"{SITE}/torch/_dynamo/eval_frame.py", "OptimizedModule.__call__", 511),
-    (f"{SITE}/torch/_dynamo/convert_frame.py", "ConvertFrame.__call__", 1500),
-    (f"{SITE}/torch/_inductor/compile_fx.py", "compile_fx", 2400),
-    (f"{SITE}/torch/_inductor/cpp_builder.py", "_run_compile_cmd", 400),
-    ("/usr/lib/python3.11/subprocess.py", "Popen.communicate", 1209),
-]
-RUNNING_COMPILED: list[FrameSpec] = [
-    *TRAIN,
-    (f"{SITE}/torch/_dynamo/eval_frame.py", "OptimizedModule.__call__", 511),
-    (f"{SITE}/torch/_dynamo/eval_frame.py", "compile_wrapper", 1166),
-    (f"{SITE}/torch/_functorch/_aot_autograd/runtime_wrappers.py", "runtime_wrapper", 1141),
-    (f"{SITE}/torch/_inductor/output_code.py", "CompiledFxGraph.__call__", 763),
-    ("/tmp/torchinductor_me/26/c26oqkek4w3mpz43txow2t6a.py", "Runner.call", 281),
-]
-MISSING = "[Errno 2] No such file or directory: 'data/train.bin'"
-TRACEBACK = [
-    ["/work/train.py", 90, "<module>"],
-    ["/work/train.py", 70, "main"],
-    ["/work/train.py", 12, "load_data"],
-    ["/usr/lib/python3.11/pathlib.py", 1044, "Path.open"],
-]
+from tests.unit.synthetic_runs import (
+    COMPILING,
+    FORWARD,
+    IMPORT_TRANSFORMERS,
+    IMPORTING,
+    MISSING,
+    RUNNING_COMPILED,
+    SITE,
+    TRACEBACK,
+    TRAIN,
+    Run,
+    compiled_run,
+    startup_crash,
+)
 
 
 def _frames(spec: list[FrameSpec]) -> list[Frame]:
@@ -207,33 +182,10 @@ def test_a_long_start_up_is_remarked_as_start_up_with_the_packages_it_imported(
 # -- a run that never reached its loop ------------------------------------------------------------
 
 
-def _startup_crash(path: Path, *, exception: bool = True, waits: int = 0) -> Any:
-    """Imports for 3 s, builds a model for 2.5 s, then dies."""
-    b = SessionBuilder(path, duration_s=5.5)
-    b.process(100, torch_threads=2)
-    b.cpu(100, main=1.0, rss=lambda x: 100e6 + 80e6 * x)
-    b.system(busy=1.0)
-    b.stacks(100, np.arange(0, 5.5, 0.01), lambda x: IMPORTING if x < 3 else BUILD_MODEL)
-    if waits:
-        b.loader(100, num_workers=0)
-        b.waits(100, np.linspace(5.0, 5.4, waits), np.full(waits, 0.01), workers=[])
-    b.agent(100).events.append(
-        {
-            "type": "exit",
-            "t": int(b.ns(5.45)),
-            "exception": "FileNotFoundError" if exception else None,
-            "message": MISSING if exception else None,
-            **({"traceback": TRACEBACK} if exception else {}),
-        }
-    )
-    b.exit_code = 1
-    return Session(b.write())
-
-
 def test_a_run_that_dies_in_start_up_gets_insufficient_data_naming_the_exception(
     tmp_path: Path,
 ) -> None:
-    d = diagnose(_startup_crash(tmp_path / "s"))
+    d = diagnose(startup_crash(tmp_path / "s"))
     assert d.category == "insufficient-data"
     assert d.window is None and not d.phases.reached_loop
     assert [p.name for p in d.phases.phases] == [STARTUP]
@@ -273,7 +225,7 @@ def test_a_run_that_dies_in_start_up_gets_insufficient_data_naming_the_exception
 
 
 def test_a_run_that_took_batches_before_it_died_reached_its_loop(tmp_path: Path) -> None:
-    d = diagnose(_startup_crash(tmp_path / "s", waits=5))
+    d = diagnose(startup_crash(tmp_path / "s", waits=5))
     assert d.phases.reached_loop
     assert d.run["exception"]["where"] == "load_data (train.py:12)"
     assert "exception: FileNotFoundError" in terminal(d)
@@ -281,7 +233,7 @@ def test_a_run_that_took_batches_before_it_died_reached_its_loop(tmp_path: Path)
 
 
 def test_a_failed_exit_without_an_exception_says_how_it_ended(tmp_path: Path) -> None:
-    d = diagnose(_startup_crash(tmp_path / "s", exception=False))
+    d = diagnose(startup_crash(tmp_path / "s", exception=False))
     assert d.category == "insufficient-data" and d.window is None
     assert d.top is not None
     assert "exited with status 1 after 5.5 s, before its first step" in d.top.title
@@ -300,72 +252,10 @@ def test_program_frame_is_the_innermost_frame_of_the_programs_own_code() -> None
 # -- torch.compile: start-up, and recompilation in the loop ---------------------------------------
 
 
-def _compiled_run(
-    path: Path,
-    recompile_every: int,
-    recompile_s: float,
-    steps: int = 400,
-    rss_per_compile: float = 0.0,
-) -> Any:
-    """3 s of imports, a 2 s compilation before the first step, then 50 ms steps; every
-    ``recompile_every`` steps one step recompiles for ``recompile_s`` seconds (and the RSS
-    grows by ``rss_per_compile`` bytes while it does)."""
-    b = SessionBuilder(path, duration_s=30)
-    b.process(100, torch_threads=2)
-    events = b.agent(100).events
-    where = {"func": "Net.forward", "file": "/work/model.py", "line": 20, "recompile_limit": 8}
-
-    def compile_event(t: float, dur: float, n: int, reason: str = "") -> None:
-        extra = {"reason": f"0/{n - 1}: {reason}"} if reason else {}
-        events.append(
-            {
-                "type": "compile",
-                "t": int(b.ns(t)),
-                "dur": int(dur * 1e9),
-                "tid": 100,
-                "trigger": "dynamo",
-                "compile_id": f"0/{n}",
-                **where,
-                **extra,
-            }
-        )
-
-    compile_event(3.0, 2.0, 0)
-    ends = [5.2]
-    compiles = [(3.0, 5.0)]
-    n = 0
-    while len(ends) < steps and ends[-1] < 29.0:
-        t = ends[-1]
-        if recompile_every and len(ends) % recompile_every == 0:
-            n += 1
-            compile_event(t + 0.005, recompile_s, n, "tensor 'x' size mismatch at index 1")
-            compiles.append((t + 0.005, t + 0.005 + recompile_s))
-            t += recompile_s
-        ends.append(t + 0.05)
-    b.steps(100, np.array(ends))
-    done = np.array([c for _, c in compiles[1:]])
-
-    def rss(x: np.ndarray) -> np.ndarray:
-        return 400e6 + rss_per_compile * np.searchsorted(done, x, side="right")
-
-    b.cpu(100, main=0.95, pool=lambda x: np.where(x < 5, 0.0, 0.9), rss=rss)
-    b.system(busy=lambda x: np.where(x < 5, 1.0, 1.85))
-
-    def frames(x: float) -> list[FrameSpec]:
-        if x < 3.0:
-            return IMPORTING
-        if any(a <= x < c for a, c in compiles):
-            return COMPILING
-        return RUNNING_COMPILED
-
-    b.stacks(100, np.arange(0, 30, 0.01), frames)
-    return Session(b.write())
-
-
 def test_compilation_before_the_first_step_is_start_up_and_compiled_steps_are_the_model(
     tmp_path: Path,
 ) -> None:
-    d = diagnose(_compiled_run(tmp_path / "s", recompile_every=0, recompile_s=0.0))
+    d = diagnose(compiled_run(tmp_path / "s", recompile_every=0, recompile_s=0.0))
     startup = d.phases.get(STARTUP)
     assert startup is not None and startup.detail["compiling"] == pytest.approx(2.0)
     assert startup.detail["importing"] == pytest.approx(3.0, abs=0.05)
@@ -377,7 +267,7 @@ def test_compilation_before_the_first_step_is_start_up_and_compiled_steps_are_th
 
 
 def test_recompilation_that_keeps_happening_in_the_loop_is_a_finding(tmp_path: Path) -> None:
-    d = diagnose(_compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
+    d = diagnose(compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
     f = d.findings["recompilation"]
     assert f.is_issue, f.reason
     assert d.category == "recompilation"
@@ -410,7 +300,7 @@ def test_recompilation_that_keeps_happening_in_the_loop_is_a_finding(tmp_path: P
 def test_steps_that_recompiled_are_left_out_of_the_other_verdicts_steps(tmp_path: Path) -> None:
     from probe.analysis.detectors.base import Context
 
-    d = diagnose(_compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
+    d = diagnose(compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
     ctx = Context(d.timeline, d.segmentation)
     inside = d.phases.compilations
     assert len(ctx.all_steps) - len(ctx.steps) == len(inside)
@@ -422,7 +312,7 @@ def test_memory_that_grows_as_the_loop_recompiles_comes_after_recompilation(
     tmp_path: Path,
 ) -> None:
     d = diagnose(
-        _compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.3, rss_per_compile=60e6)
+        compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.3, rss_per_compile=60e6)
     )
     ids = [f.id for f in d.issues]
     assert "memory-growth" in ids, d.findings["memory-growth"].reason
@@ -432,7 +322,7 @@ def test_memory_that_grows_as_the_loop_recompiles_comes_after_recompilation(
 
 
 def test_one_late_compilation_is_not_recompilation(tmp_path: Path) -> None:
-    d = diagnose(_compiled_run(tmp_path / "s", recompile_every=250, recompile_s=1.5))
+    d = diagnose(compiled_run(tmp_path / "s", recompile_every=250, recompile_s=1.5))
     f = d.findings["recompilation"]
     assert not f.is_issue
     assert f.evidence["compilations"] == 1
@@ -442,7 +332,7 @@ def test_one_late_compilation_is_not_recompilation(tmp_path: Path) -> None:
 def test_recompilation_is_found_from_stack_samples_when_torch_reports_none(
     tmp_path: Path,
 ) -> None:
-    d_events = diagnose(_compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
+    d_events = diagnose(compiled_run(tmp_path / "s", recompile_every=40, recompile_s=0.6))
     # Same run, no compile events: only the compiling stack samples show the compilations.
     b = SessionBuilder(tmp_path / "t", duration_s=30)
     b.process(100, torch_threads=2)
@@ -467,4 +357,45 @@ def test_recompilation_is_found_from_stack_samples_when_torch_reports_none(
     assert f.evidence["compile_share"] == pytest.approx(
         d_events.findings["recompilation"].evidence["compile_share"], abs=0.02
     )
+    check_phases_agree(d)
+
+
+# -- every view agrees, whatever the run ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        Run(),
+        Run(duration=2.0, start=0.2),  # too short for the HMM: the whole run is proposed
+        Run(wait=0.02),
+        Run(gc_every=1.0, gc_pause=0.15),
+        Run(stall_every=30, stall=0.4),
+        Run(teardown=5.0, start=3.0),
+        Run(main_cpu=1.0, pool_cpu=0.05, python_share=0.9),
+        Run(duration=60.0, step=0.5, start=8.0),  # few, long steps
+    ],
+    ids=["plain", "too-short", "input", "gc", "stalls", "teardown", "python", "slow-steps"],
+)
+def test_the_terminal_json_and_report_agree_on_the_phases(run: Run, tmp_path: Path) -> None:
+    check_phases_agree(diagnose(run.build(tmp_path / "s")))
+
+
+def test_the_phases_agree_when_the_hmm_cannot_tell_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import probe.analysis.segment as segment_module
+
+    def fail(*args: Any) -> Any:
+        raise ValueError("rows of transmat_ must sum to 1.0")
+
+    monkeypatch.setattr(segment_module, "_fit", fail)
+    d = diagnose(Run(duration=20.0, start=3.0, teardown=2.0).build(tmp_path / "s"))
+    assert d.segmentation.method == "whole-run"
+    assert d.phases.how.startswith("the HMM could not tell the steady load: the HMM fit failed")
+    assert d.phases.how in terminal(d)
+    # the loop is still bounded by the facts: the first step and the last
+    assert d.window is not None
+    assert d.window[0] >= float(d.timeline.steps.start.min())
+    assert d.window[1] == float(d.timeline.steps.end.max())
     check_phases_agree(d)
