@@ -161,6 +161,7 @@ def header_of(d: Diagnosis) -> Header:
         ("torch", header.torch),
         ("processes", f"{header.processes} ({header.python_processes} profiled inside)"),
         ("steps", f"{steps}" + (f" ({rate})" if rate else "") + _unit(tl)),
+        ("start-up", clean(d.phases.startup_text(), 200) or "?"),
         ("probe overhead", overhead),
     ]
     return header
