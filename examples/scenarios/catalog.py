@@ -241,7 +241,7 @@ SCENARIOS: list[dict] = [
         "file": "healthy_compiled.py",
         "argv": [],
         "launcher": "python",
-        "seconds": 20,
+        "seconds": 18,
         "needs": "c++",
         "description": (
             "Residual MLP wrapped in torch.compile, batches of one shape: the first step "
@@ -253,7 +253,7 @@ SCENARIOS: list[dict] = [
         "file": "healthy_compiled.py",
         "argv": ["--eager"],
         "launcher": "python",
-        "seconds": 14,
+        "seconds": 12,
         "description": (
             "The same model and loop without torch.compile, for comparison with the compiled "
             "run: healthy too."
