@@ -1,6 +1,6 @@
 """One check, used on hand-built runs and on every scenario: whatever shows the run's phases or
 the analysed window (the diagnosis JSON, the terminal, the report's ribbon, shaded window,
-warm-up band and header) says what the analysis used."""
+warm-up band and header, the Markdown summary) says what the analysis used."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from probe.analysis.diagnosis import Diagnosis, to_json
 from probe.analysis.phases import LOOP, PHASES, STARTUP, WARMUP
-from probe.report.model import build_page
+from probe.report.page import build_page
 
 
 def check_phases_agree(
@@ -80,3 +80,13 @@ def check_phases_agree(
     for text in texts:
         assert f"phases: {phases.summary()}" in text, text
         assert "analysed the whole run" not in text
+
+    from probe.report.mdout import markdown_lines
+    from probe.report.renderer import Outputs
+
+    markdown = "\n".join(markdown_lines(d, Outputs(session_dir=Path("s"))))
+    window = "none: the run never reached its loop"
+    if d.window is not None:
+        window = f"{d.window[0]:.1f} s to {d.window[1]:.1f} s"
+    assert f"| analysed window | {window} |" in markdown, markdown
+    assert "| phases | " in markdown

@@ -29,7 +29,7 @@ from probe.analysis.detectors.base import (
 from probe.analysis.phases import Phases, ending, exception_of
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.stacks import STATES, is_library_file
-from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
+from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline, training_pids
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
 from probe.units import Count, Duration, Share, duration, percent, plain
@@ -314,6 +314,7 @@ def _never_reached(
         run=run,
         activity={},
         headline=summary,
+        training_pids=training_pids(tl),
         warnings=list(tl.warnings),
         losses=list(tl.session.losses),
     )
@@ -603,7 +604,7 @@ def to_json(d: Diagnosis) -> dict[str, Any]:
         "issues": [_issue_json(f) for f in d.issues],
         "window": [round(window[0], 3), round(window[1], 3)] if window is not None else None,
         "phases": d.phases.to_json(),
-        "run": _plain(d.run),
+        "run": plain(d.run),
         "partial": d.partial,
         "losses": [loss.to_json(d.timeline.session.start_ns) for loss in d.losses],
     }

@@ -142,7 +142,7 @@ def _state_bands(d: Diagnosis) -> Bands | None:
     phases = d.phases.phases
     if not phases:
         return None
-    training = set(training_pids(d.timeline))
+    training = set(d.training_pids)
     compiles = [c for c in d.timeline.compilations if c.pid in training]
     return Bands(
         label="phase",

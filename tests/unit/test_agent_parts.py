@@ -628,6 +628,14 @@ def test_every_backward_pass_is_recorded_as_a_unit_of_the_rhythm(session_dir: Pa
     assert float(w.detach()[0]) == pytest.approx(2 - 1 * 0.8**7)
 
 
+@pytest.fixture
+def without_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that never imported torch._dynamo (an earlier test of this process may have
+    used torch.compile: dynamo imported means compile in use, and no module call is watched)."""
+    monkeypatch.delitem(sys.modules, "torch._dynamo", raising=False)
+
+
+@pytest.mark.usefixtures("without_dynamo")
 def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -686,6 +694,7 @@ def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
     assert list(steps["source"]).count(fmt.STEP_SOURCE_BACKWARD) == 1
 
 
+@pytest.mark.usefixtures("without_dynamo")
 def test_module_calls_traced_by_torch_compile_are_not_recorded(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,10 +14,10 @@ from probe.analysis.diagnosis import diagnose, to_json
 from probe.analysis.phases import LOOP, STARTUP, TEARDOWN, WARMUP, program_frame
 from probe.analysis.stacks import STATE, classify_frames
 from probe.analysis.timeline import build_timeline
-from probe.report.model import build_page
+from probe.report.page import build_page
 from probe.report.terminal import summary_lines
 from probe.session.reader import Frame, Session
-from probe.session.synthetic import FrameSpec, SessionBuilder
+from probe.testing import FrameSpec, SessionBuilder
 from tests.phase_agreement import check_phases_agree
 from tests.unit.synthetic_runs import (
     COMPILING,

@@ -9,10 +9,11 @@ torch, TorchScript) the main thread's stack samples that were compiling, grouped
 
 Thresholds: the loop's wall time spent compiling, ``MODERATE`` moderate and ``HIGH`` high (the
 shares of the loop lost that input-bound takes from the TensorBoard profiler's input-pipeline
-analysis), and at least ``MIN_COMPILATIONS`` compilations in the window: one late compilation (switching to
-eval mode, a last short batch) is an event, not recompilation that keeps happening. dynamo's own
-limit (``torch._dynamo.config.recompile_limit``, 8 compilations of one function by default) is
-reported: a function that reached it runs eagerly, without compilation, from then on.
+analysis), and at least ``MIN_COMPILATIONS`` compilations in the window: one late compilation
+(switching to eval mode, a last short batch) is an event, not recompilation that keeps
+happening. dynamo's own limit (``torch._dynamo.config.recompile_limit``, 8 compilations of one
+function by default) is reported: a function that reached it runs eagerly, without compilation,
+from then on.
 
 Impact is the compile time inside the window as a share of its wall time. What would fool it:
 a program that compiles new functions on purpose inside its loop (a fresh model each epoch) reads
