@@ -140,6 +140,8 @@ class SessionBuilder:
         self.loads: dict[int, _Writer] = {}
         self.serve: dict[str, Any] | None = None  # meta.json's serve (probe doctor --on-port)
         self.grid = np.arange(0.0, duration_s + 1e-9, interval_s)
+        self.exit_code: int | None = 0  # how the command ended (meta.json's exit)
+        self.exit_signal: int | None = None
         self._cum: dict[tuple[int, int], dict[str, npt.NDArray[np.float64]]] = {}
 
     def ns(self, seconds: Any) -> Any:
@@ -605,7 +607,8 @@ class SessionBuilder:
             "unix_ns": end_unix,
         }
         meta["status"] = "finished"
-        meta["exit"] = {"code": 0, "signal": None, "status": 0}
+        status = 128 + self.exit_signal if self.exit_signal is not None else self.exit_code
+        meta["exit"] = {"code": self.exit_code, "signal": self.exit_signal, "status": status}
         meta["root_pid"] = self.root_pid
         if self.serve is not None:
             meta["serve"] = self.serve

@@ -12,8 +12,11 @@ Importable without torch (the tests read it before deciding what to run). Each e
     load         servers only: what `probe load` sends (path, concurrency, duration, body)
     seconds      typical wall time on an idle 2-core machine, imports included
     description  what the program does and why it earns its verdict
-    needs        (optional) "cuda": runs only where torch sees a CUDA GPU; the others run anywhere
+    needs        (optional) what the machine must have for the program to run: "cuda" (torch
+                 sees a CUDA GPU) or "c++" (a C++ compiler, g++ or $CXX, that torch.compile
+                 builds its CPU kernels with); the tests skip a scenario whose needs are not met
     also         (optional) other verdict ids that must be among the run's issues
+    exit         (optional) the program's exit status, 0 unless given
 """
 
 from __future__ import annotations
@@ -302,6 +305,55 @@ SCENARIOS: list[dict] = [
             "rank 1 sleeps 30 ms on slow storage and runs an SVD check every step."
         ),
     },
+    {
+        "id": "healthy",
+        "file": "healthy_compiled.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 18,
+        "needs": "c++",
+        "description": (
+            "Residual MLP wrapped in torch.compile, batches of one shape: the first step "
+            "compiles (start-up), every later one runs the compiled code; compute-bound."
+        ),
+    },
+    {
+        "id": "healthy",
+        "file": "healthy_compiled.py",
+        "argv": ["--eager"],
+        "launcher": "python",
+        "seconds": 12,
+        "description": (
+            "The same model and loop without torch.compile, for comparison with the compiled "
+            "run: healthy too."
+        ),
+    },
+    {
+        "id": "recompilation",
+        "file": "recompilation_curriculum.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 25,
+        "needs": "c++",
+        "description": (
+            "Language model compiled with dynamic=False, trained with a sequence-length "
+            "curriculum (+32 tokens every 20 steps, 4096-token batches): every new shape fails "
+            "the shape guard and recompiles forward and backward inside the loop."
+        ),
+    },
+    {
+        "id": "insufficient-data",
+        "file": "startup_crash_missing_data.py",
+        "argv": [],
+        "launcher": "python",
+        "seconds": 6,
+        "exit": 1,
+        "description": (
+            "Imports torch, builds a GPT-style model and its optimizer, then dies on a missing "
+            "token file (FileNotFoundError) before its first step: start-up only, nothing to "
+            "judge as a loop."
+        ),
+    },
 ]
 
 
@@ -365,6 +417,14 @@ SCENARIOS += GPU_SCENARIOS
 def by_id(verdict: str) -> list[dict]:
     """The scenarios expected to get the given verdict."""
     return [s for s in SCENARIOS if s["id"] == verdict]
+
+
+def has_cxx() -> bool:
+    """Whether torch.compile can build its CPU kernels here: a C++ compiler, g++ or $CXX."""
+    import os
+    import shutil
+
+    return bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++"))
 
 
 def command(scenario: dict, python: str = "python", torchrun: str = "torchrun") -> list[str]:

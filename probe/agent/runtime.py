@@ -54,6 +54,7 @@ TORCH_MODULES = (
     "torch.utils.data._utils.fetch",
     "torch.autograd",
     "torch._dynamo",
+    "torch._dynamo.callback",
 )  # the keys of probe.collectors.torch.WATCHED (a unit test keeps them equal)
 ASYNCIO_MODULES = ("asyncio",)
 DEFAULT_LAG_MS = 20.0
@@ -575,14 +576,15 @@ class Agent:
         if self.errors > MAX_ERRORS:  # how often each part failed, beyond the events written
             self.buffer.event({"type": "agent_errors", "t": _now(), "counts": self._error_counts})
         exc = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-        self.buffer.event(
-            {
-                "type": "exit",
-                "t": _now(),
-                "exception": type(exc).__name__ if exc is not None else None,
-                "message": redact_text(str(exc))[:300] if exc is not None else None,
-            }
-        )
+        event: dict[str, Any] = {
+            "type": "exit",
+            "t": _now(),
+            "exception": type(exc).__name__ if exc is not None else None,
+            "message": redact_text(str(exc))[:300] if exc is not None else None,
+        }
+        if exc is not None:
+            event["traceback"] = _traceback_frames(exc)
+        self.buffer.event(event)
 
     def _write_cost(self, now: int) -> None:
         hooks = self.hook_ns + self.gc.hook_ns
@@ -655,6 +657,21 @@ def _calls(wrapper: Any, func: Any) -> bool:
         return True
     cells = getattr(wrapper, "__closure__", None) or ()
     return any(getattr(cell, "cell_contents", None) == func for cell in cells)
+
+
+MAX_TRACEBACK_FRAMES = 40
+
+
+def _traceback_frames(exc: BaseException) -> list[list[Any]]:
+    """The exception's traceback as ``[file, line, function]``, outermost first (the innermost
+    ``MAX_TRACEBACK_FRAMES``): the analysis picks the program's own innermost frame from it."""
+    frames: list[list[Any]] = []
+    tb = getattr(exc, "__traceback__", None)
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append([code.co_filename, tb.tb_lineno, getattr(code, "co_qualname", code.co_name)])
+        tb = tb.tb_next
+    return frames[-MAX_TRACEBACK_FRAMES:]
 
 
 def _proc_cmdline() -> list[str]:

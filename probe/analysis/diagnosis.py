@@ -27,10 +27,11 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
 )
+from probe.analysis.phases import Phases, ending, exception_of
 from probe.analysis.segment import Segmentation, segment
 from probe.analysis.serving import MIN_REQUESTS, Serving, load_window
 from probe.analysis.stacks import STATES, is_library_file
-from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline
+from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline, training_pids
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
 from probe.units import Count, Duration, Number, Share, duration, percent, plain
@@ -82,8 +83,14 @@ class Diagnosis:
         }
 
     @property
-    def window(self) -> tuple[float, float]:
-        return self.segmentation.window
+    def phases(self) -> Phases:
+        assert self.segmentation.phases is not None
+        return self.segmentation.phases
+
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The analysed window: the loop phase; None when the run never reached its loop."""
+        return self.phases.window
 
     @property
     def top(self) -> Finding | None:
@@ -102,6 +109,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     say("segmenting the run")
     seg = load_window(tl, segment(tl))
     ctx = Context(tl, seg)
+    phases = seg.phases
+    assert phases is not None
+    run = _run(session, tl)
+    if not phases.reached_loop:
+        return _never_reached(tl, seg, phases, run)
     findings: dict[str, Finding] = {}
     losses = list(session.losses)
     failed: dict[str, str] = {}  # verdict id -> the error its detector raised
@@ -122,11 +134,11 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
             losses.append(_failed_check(detector.ID, exc))
     issues = _program_first(
         _causes_first(
-            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id))
+            sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id)),
+            tl,
         )
     )
     activity = _activity(ctx)
-    run = _run(session, tl)
     serving = ctx.serving
     if issues:
         category = issues[0].id
@@ -248,29 +260,142 @@ def _collector_before_interpreter(issues: list[Finding]) -> list[Finding]:
     return reordered
 
 
-def _causes_first(issues: list[Finding]) -> list[Finding]:
+def _never_reached(
+    tl: Timeline, seg: Segmentation, phases: Phases, run: dict[str, Any]
+) -> Diagnosis:
+    """A run that ended before its loop: what happened, and start-up, but no loop verdict."""
+    exc = run.get("exception")
+    exit_info = tl.session.meta.get("exit") or {}
+    after = f"after {tl.duration_s:.1f} s, before its first step"
+    if exc is not None:
+        what = f"the command ended with {exc['type']} {after}"
+        detail = f"{exc['type']}: {exc['message']}" if exc.get("message") else exc["type"]
+        if exc.get("where"):
+            detail += f", raised in {exc['where']}"
+        next_step = f"Fix the {exc['type']}" + (f" in {exc['where']}" if exc.get("where") else "")
+    elif exit_info.get("signal") is not None:
+        what = f"the command was ended by signal {exit_info['signal']} {after}"
+        detail = ""
+        next_step = "Find what ended the command, then run it again under probe"
+    else:
+        what = f"the command exited with status {exit_info.get('code')} {after}"
+        detail = ""
+        next_step = "Make the command run to its loop, then run it again under probe"
+    startup = phases.startup
+    summary = f"{what[0].upper()}{what[1:]}" + (f" ({detail})." if detail else ".")
+    summary += (
+        f" Everything probe saw was start-up ({phases.startup_text()}): there is no loop to judge, "
+        "and start-up is not judged as one."
+    )
+    evidence: dict[str, Any] = {
+        "duration_s": Duration(round(tl.duration_s, 2)),
+        "steps": Count(len(tl.steps)),
+        "ending": ending(tl),
+        "startup_s": Duration(round(startup.seconds, 2) if startup is not None else 0.0),
+        "startup": {
+            k: Duration(round(v, 2)) for k, v in (startup.detail if startup else {}).items()
+        },
+        "imports": {k: Duration(round(v, 2)) for k, v in phases.imports.items()},
+        "agent_data": tl.session.has_agent_data,
+    }
+    if exc is not None:
+        evidence["exception"] = exc
+    finding = Finding(
+        id=INSUFFICIENT_DATA,
+        status="issue",
+        severity="moderate",
+        impact=0.0,
+        title=f"No loop to judge: {what}"[:300],
+        summary=summary,
+        evidence=evidence,
+        windows=[],
+        next_step=next_step,
+    )
+    reason = "the run never reached its loop: " + ending(tl)
+    findings: dict[str, Finding] = {
+        detector.ID: Finding(id=detector.ID, status=INSUFFICIENT, reason=reason)
+        for detector in DETECTORS
+    }
+    findings[INSUFFICIENT_DATA] = finding
+    return Diagnosis(
+        category=INSUFFICIENT_DATA,
+        issues=[finding],
+        findings=findings,
+        segmentation=seg,
+        timeline=tl,
+        run=run,
+        activity={},
+        headline=summary,
+        training_pids=training_pids(tl),
+        warnings=list(tl.warnings),
+        losses=list(tl.session.losses),
+    )
+
+
+def _causes_first(issues: list[Finding], tl: Timeline | None = None) -> list[Finding]:
     """Put a cause before the symptom it produces, whatever their impacts.
 
-    Two pairs are known. A loop that waits for DataLoader workers that are busy computing
+    Four pairs are known. A loop that waits for DataLoader workers that are busy computing
     (input-bound) while those same workers are what oversubscribes the cores (without them the
     job would not have more runnable threads than cores): the training thread's waits for a core
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
-    workers) is input-bound's; cpu-oversubscription stays listed, after it. And a server whose
-    pool threads hold the GIL (thread-pool-saturated) while its event loop, idle when late, only
-    waited for the GIL to come back (event-loop-blocked): the loop's lag is the pool's doing.
+    workers) is input-bound's; cpu-oversubscription stays listed, after it. A server whose pool
+    threads hold the GIL (thread-pool-saturated) while its event loop, idle when late, only
+    waited for the GIL to come back (event-loop-blocked): the loop's lag is the pool's doing. And
+    torch.compile recompiling in the loop: the stalls it causes (most of periodic-stall's stalls
+    overlap a compilation) and the memory each compiled variant adds (most of the process's RSS
+    growth happened while compiling) are its doing, and so is their fix.
     """
     issues = _collector_before_interpreter(issues)
     ids = [f.id for f in issues]
     if "input-bound" in ids and "cpu-oversubscription" in ids:
         symptom = issues[ids.index("cpu-oversubscription")]
-        if not symptom.evidence.get("oversubscribed_without_workers", True):
+        evidence = symptom.evidence
+        # Not when the cores are taken by other jobs rather than by the workers.
+        if (
+            not evidence.get("oversubscribed_without_workers", True)
+            and evidence.get("pressure") != "other jobs"
+        ):
             issues = _before(issues, "input-bound", "cpu-oversubscription")
     ids = [f.id for f in issues]
     if "thread-pool-saturated" in ids and "event-loop-blocked" in ids:
         cause = issues[ids.index("thread-pool-saturated")]
         if cause.evidence.get("loop_starved_share", 0.0) >= thread_pool_saturated.LOOP_STARVED:
             issues = _before(issues, "thread-pool-saturated", "event-loop-blocked")
+    ids = [f.id for f in issues]
+    if "recompilation" in ids and "periodic-stall" in ids:
+        cause_f, symptom_f = issues[ids.index("recompilation")], issues[ids.index("periodic-stall")]
+        if _covered(symptom_f.windows, cause_f.windows):
+            issues = _before(issues, "recompilation", "periodic-stall")
+    ids = [f.id for f in issues]
+    if tl is not None and "recompilation" in ids and "memory-growth" in ids:
+        cause_f, growth = issues[ids.index("recompilation")], issues[ids.index("memory-growth")]
+        if (
+            growth.evidence.get("memory") == "rss"
+            and _grew_while(tl, int(growth.evidence["pid"]), cause_f.windows) >= 0.5
+        ):
+            issues = _before(issues, "recompilation", "memory-growth")
     return issues
+
+
+def _grew_while(tl: Timeline, pid: int, windows: list[tuple[float, float]]) -> float:
+    """The share of a process's RSS growth over the windows' span that happened in grid bins
+    touching one of them (the next bin too: RSS is read every 100 ms)."""
+    rss = tl.rss.get(pid)
+    if rss is None or not windows:
+        return 0.0
+    lo = tl.bin_of(min(a for a, _ in windows))
+    hi = tl.bin_of(max(b for _, b in windows)) + 2
+    step = np.diff(np.nan_to_num(rss[lo : hi + 1], nan=0.0))
+    rising = np.clip(step, 0.0, None)
+    total = float(rising.sum())
+    if total <= 0:
+        return 0.0
+    during = np.zeros(len(step), dtype=bool)
+    for a, b in windows:
+        i0, i1 = tl.bin_of(a) - lo, tl.bin_of(b) - lo + 1
+        during[max(i0, 0) : min(i1 + 1, len(during))] = True
+    return float(rising[during].sum()) / total
 
 
 def _before(issues: list[Finding], cause_id: str, symptom_id: str) -> list[Finding]:
@@ -279,11 +404,19 @@ def _before(issues: list[Finding], cause_id: str, symptom_id: str) -> list[Findi
     cause, symptom = ids.index(cause_id), ids.index(symptom_id)
     if cause < symptom:
         return issues
-    if issues[symptom].evidence.get("pressure") == "other jobs":
-        return issues  # the cores are taken by other jobs, not by the workers
     reordered = [f for i, f in enumerate(issues) if i != cause]
     reordered.insert(symptom, issues[cause])
     return reordered
+
+
+def _covered(
+    symptom: list[tuple[float, float]], cause: list[tuple[float, float]], share: float = 0.5
+) -> bool:
+    """Whether most of the symptom's windows (at least ``share``) overlap one of the cause's."""
+    if not symptom or not cause:
+        return False
+    hits = sum(1 for a, b in symptom if any(a < d and c < b for c, d in cause))
+    return hits >= share * len(symptom)
 
 
 def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:
@@ -471,6 +604,9 @@ def _run(session: Session, tl: Timeline) -> dict[str, Any]:
     crash = crash_of(session)
     if crash is not None:
         run["crash"] = crash
+    exc = exception_of(tl)
+    if exc is not None:
+        run["exception"] = exc
     return run
 
 
@@ -515,12 +651,14 @@ def crash_of(session: Session) -> dict[str, Any] | None:
 
 def to_json(d: Diagnosis) -> dict[str, Any]:
     """The probe.diagnosis/1 document."""
+    window = d.window
     return {
         "schema": SCHEMA,
         "category": d.category,
         "issues": [_issue_json(f) for f in d.issues],
-        "window": [round(d.window[0], 3), round(d.window[1], 3)],
-        "run": d.run,
+        "window": [round(window[0], 3), round(window[1], 3)] if window is not None else None,
+        "phases": d.phases.to_json(),
+        "run": plain(d.run),
         "partial": d.partial,
         "losses": [loss.to_json(d.timeline.session.start_ns) for loss in d.losses],
         **({"requests": d.serving.to_json()} if d.serving is not None else {}),

@@ -234,7 +234,8 @@ def analyse_session(path: Path) -> SessionResult:
         start_unix_ns=int_or_none(start.get("unix_ns")),
         start_ns=t0,
         duration_s=tl.duration_s,
-        window=diagnosis.window,
+        # (a node that never reached its loop: its whole run, as its segmentation took it)
+        window=diagnosis.window if diagnosis.window is not None else diagnosis.segmentation.window,
         category=diagnosis.category,
         headline=diagnosis.headline,
         findings=diagnosis.findings,

@@ -8,12 +8,14 @@ the run's steps complete (or, without steps, the busiest state that is not impor
 *load*; states with almost nothing happening are *idle*; the rest (start-up, compilation,
 teardown, GC bursts and spinning pools between phases) are *noise*.
 
-The analysed window runs from the first to the last load bin, so stalls inside the steady state
-stay in it; with steps, it is trimmed to whole steps and the warm-up steps found by a change point
-on step durations are dropped. Deterministic: fixed random_state, states sorted by their load
-score after fitting, covariances floored, convergence checked with ``monitor_.iter < n_iter``
-(``monitor_.converged`` is also true when the iteration cap is hit). When the fit fails or the
-states do not separate, the whole run is analysed and the evidence says so.
+The steady load runs from the first to the last load bin, so stalls inside the steady state stay
+in it. It is a proposal: the phases (phases.py) bound it by what the agent saw (start-up ends with
+the first step, the loop with the last; warm-up steps found by a change point on step durations
+are dropped) and the loop phase is the analysed window. Deterministic: fixed random_state, states
+sorted by their load score after fitting, covariances floored, convergence checked with
+``monitor_.iter < n_iter`` (``monitor_.converged`` is also true when the iteration cap is hit).
+When the fit fails or the states do not separate, the whole run is proposed and the phases say
+so.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from probe.analysis.phases import Phases, find_phases
 from probe.analysis.stacks import STATE
-from probe.analysis.stats import warmup_change_point
-from probe.analysis.timeline import StepTable, Timeline
+from probe.analysis.timeline import Timeline
 
 IDLE, NOISE, LOAD = 0, 1, 2
 LABELS = ("idle", "noise", "load")
@@ -43,7 +45,9 @@ LOAD_STEP_SHARE = 0.25
 @dataclass
 class Segmentation:
     labels: npt.NDArray[np.int8]  # per bin: IDLE, NOISE or LOAD
-    window: tuple[float, float]  # the analysed window, seconds
+    # the analysed window, seconds: the loop phase (before the phases are named, the HMM's
+    # steady load); the whole run when the run never reached its loop (see phases.window)
+    window: tuple[float, float]
     method: str  # "hmm" or "whole-run"
     reason: str  # why the whole run was used, or "" with the HMM
     warmup_steps: int = 0
@@ -52,6 +56,7 @@ class Segmentation:
     converged: bool = False
     iterations: int = 0
     states: int = 0  # how many states the HMM was fitted with (0: no HMM)
+    phases: Phases | None = None  # start-up, warm-up, loop, teardown (set by segment())
 
     def share(self, label: int) -> float:
         return float(np.mean(self.labels == label)) if len(self.labels) else 0.0
@@ -68,6 +73,7 @@ class Segmentation:
             "converged": self.converged,
             "iterations": self.iterations,
             "states": self.states,
+            "phases": self.phases.to_json() if self.phases is not None else [],
         }
 
 
@@ -117,6 +123,18 @@ def _main_thread_mask(tl: Timeline) -> npt.NDArray[np.bool_]:
 
 
 def segment(tl: Timeline) -> Segmentation:
+    """The HMM's steady load, bounded by the run's phases: the analysed window."""
+    seg = _steady_load(tl)
+    how = "" if seg.method == "hmm" else f"the HMM could not tell the steady load: {seg.reason}"
+    phases = find_phases(tl, seg.window, how)
+    seg.phases = phases
+    seg.window = phases.window if phases.window is not None else (0.0, tl.duration_s)
+    seg.warmup_steps = phases.warmup_steps
+    seg.warmup_end = phases.warmup_end
+    return seg
+
+
+def _steady_load(tl: Timeline) -> Segmentation:
     X, names = features(tl)
     n = len(X)
     if n < MIN_BINS:
@@ -167,7 +185,7 @@ def segment(tl: Timeline) -> Segmentation:
     t0 = float(tl.edges[load_bins[0]])
     t1 = float(tl.edges[load_bins[-1] + 1])
     order = sorted(range(n_states), key=lambda s: (labels_by_state[s], _load_score(means[s])))
-    seg = Segmentation(
+    return Segmentation(
         labels=labels,
         window=(t0, t1),
         method="hmm",
@@ -177,7 +195,6 @@ def segment(tl: Timeline) -> Segmentation:
         iterations=iterations,
         states=n_states,
     )
-    return _trim_to_steps(tl, seg)
 
 
 def _fit(Z: npt.NDArray[np.float64], n_states: int) -> tuple[npt.NDArray[np.int64], int, int]:
@@ -249,38 +266,9 @@ def _separated(Z: npt.NDArray[np.float64], raw: npt.NDArray[np.int64], load: lis
 
 def _whole_run(tl: Timeline, reason: str) -> Segmentation:
     labels = np.full(tl.n_bins, LOAD, dtype=np.int8)
-    t0, t1 = 0.0, tl.duration_s
-    if len(tl.steps):
-        t0, t1 = float(tl.steps.start.min()), float(tl.steps.end.max())
-    seg = Segmentation(labels=labels, window=(t0, t1), method="whole-run", reason=reason)
-    return _trim_to_steps(tl, seg)
-
-
-def _trim_to_steps(tl: Timeline, seg: Segmentation) -> Segmentation:
-    """With steps: whole steps only, warm-up dropped."""
-    steps = tl.steps
-    if not len(steps):
-        return seg
-    t0, t1 = seg.window
-    inside = steps.within(t0 - tl.bin_s, t1 + tl.bin_s)
-    if len(inside) < 3:
-        return seg
-    warm = _warmup(inside)
-    if warm:
-        inside_sorted = np.sort(inside.end)
-        seg.warmup_steps = warm
-        seg.warmup_end = float(inside_sorted[min(warm, len(inside_sorted)) - 1])
-    start = seg.warmup_end if seg.warmup_end is not None else float(inside.start.min())
-    seg.window = (max(start, 0.0), float(inside.end.max()))
-    return seg
-
-
-def _warmup(steps: StepTable) -> int:
-    """Warm-up steps of the busiest training process (they share a schedule in a DDP job)."""
-    pids, counts = np.unique(steps.pid, return_counts=True)
-    pid = pids[np.argmax(counts)]
-    mine = steps.select(steps.pid == pid)
-    return warmup_change_point(mine.duration)
+    return Segmentation(
+        labels=labels, window=(0.0, tl.duration_s), method="whole-run", reason=reason
+    )
 
 
 __all__ = ["IDLE", "LABELS", "LOAD", "NOISE", "Segmentation", "features", "segment"]

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from probe.analysis.phases import for_load
 from probe.analysis.requests import Requests
 from probe.analysis.segment import Segmentation
 from probe.analysis.stacks import STATE
@@ -167,6 +168,7 @@ def load_window(tl: Timeline, seg: Segmentation) -> Segmentation:
     seg.reason = "the load's window: from the server's first answer to its last"
     seg.warmup_steps = 0
     seg.warmup_end = None
+    seg.phases = for_load(tl, (t0, t1))
     return seg
 
 

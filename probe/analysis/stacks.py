@@ -26,7 +26,7 @@ STATES = (
     "wait",  # lock, queue, event, join, multiprocessing wait
     "idle-loop",  # an asyncio event loop waiting for events
     "import",  # importing modules
-    "compile",  # torch.compile / jit / fx tracing
+    "compile",  # compiling: torch.compile (dynamo, AOT autograd, inductor), TorchScript, fx tracing
     "distributed",  # collectives and DDP
 )
 STATE = {name: i for i, name in enumerate(STATES)}
@@ -80,7 +80,72 @@ _WAIT_PATHS = (
     "/subprocess.py",
 )
 _LOOP_IDLE_PATHS = ("/selectors.py",)
-_COMPILE_PATHS = ("/torch/_dynamo/", "/torch/_inductor/", "/torch/jit/", "/torch/fx/")
+# Compiling (torch.compile's dynamo tracing, AOT autograd's graph capture, inductor's lowering,
+# code generation, C++/Triton builds and autotuning; fx tracing; TorchScript; export): a stack
+# with a frame in one of these files is compiling. Running what was compiled also passes through
+# torch/_dynamo and torch/_inductor (eval_frame.py's wrapper, output_code.py's CompiledFxGraph,
+# AOT autograd's runtime wrappers, the generated module's ``call``): those frames are the model's
+# work, not compilation, and are not listed.
+_COMPILE_PATHS = (
+    "/torch/_dynamo/convert_frame.py",
+    "/torch/_dynamo/symbolic_convert.py",
+    "/torch/_dynamo/output_graph.py",
+    "/torch/_dynamo/bytecode_transformation.py",
+    "/torch/_dynamo/bytecode_analysis.py",
+    "/torch/_dynamo/variables/",
+    "/torch/_dynamo/guards.py",
+    "/torch/_dynamo/side_effects.py",
+    "/torch/_dynamo/codegen.py",
+    "/torch/_dynamo/backends/",
+    "/torch/_dynamo/repro/",
+    "/torch/_dynamo/aot_compile.py",
+    "/torch/_dynamo/functional_export.py",
+    "/torch/_dynamo/graph_deduplication.py",
+    "/torch/_dynamo/graph_region_tracker.py",
+    "/torch/_functorch/partitioners.py",
+    "/torch/_functorch/_aot_autograd/autograd_cache.py",
+    "/torch/_functorch/_aot_autograd/collect_metadata_analysis.py",
+    "/torch/_functorch/_aot_autograd/graph_capture.py",
+    "/torch/_functorch/_aot_autograd/graph_compile.py",
+    "/torch/_functorch/_aot_autograd/jit_compile_runtime_wrappers.py",
+    "/torch/_functorch/_aot_autograd/dispatch_and_compile_graph.py",
+    "/torch/_inductor/runtime/compile_tasks.py",
+    "/torch/fx/_symbolic_trace.py",
+    "/torch/fx/_lazy_graph_module.py",
+    "/torch/fx/graph.py",
+    "/torch/fx/passes/",
+    "/torch/fx/experimental/proxy_tensor.py",
+    "/torch/fx/experimental/symbolic_shapes.py",
+    "/torch/jit/_recursive.py",
+    "/torch/jit/frontend.py",
+    "/torch/jit/_trace.py",
+    "/torch/jit/annotations.py",
+    "/torch/export/_trace.py",
+    "/triton/compiler/",
+    "/triton/backends/nvidia/compiler.py",
+    "/triton/backends/amd/compiler.py",
+)
+# torch/_inductor is the compiler but for these, which run compiled code (or serve both).
+_INDUCTOR = "/torch/_inductor/"
+_INDUCTOR_RUNTIME = (
+    "/torch/_inductor/output_code.py",
+    "/torch/_inductor/runtime/",
+    "/torch/_inductor/utils.py",
+    "/torch/_inductor/cudagraph_trees.py",
+    "/torch/_inductor/cudagraph_utils.py",
+    "/torch/_inductor/config.py",
+)
+# Functions that compile inside files that otherwise run compiled code: TorchScript's entry
+# point, and inductor's autotuning of Triton kernels on their first launch.
+_COMPILE_FUNCS = {
+    "/torch/jit/_script.py": ("script", "_script_impl"),
+    "/torch/_inductor/runtime/triton_heuristics.py": (
+        "autotune_to_one_config",
+        "benchmark_all_configs",
+        "precompile",
+        "coordinate_descent_tuning",
+    ),
+}
 _DIST_PATHS = ("/torch/distributed/", "/torch/nn/parallel/distributed.py")
 _TORCH_PATH = "/torch/"
 # Serialisation in memory (json.dumps, pickle.dumps) is computation, not I/O: those modules are
@@ -113,6 +178,18 @@ def _first_program_frame(files: list[str]) -> int:
     return 0
 
 
+def _compiling(file: str, func: str) -> bool:
+    """Whether a frame is the compiler's own (see ``_COMPILE_PATHS``), not compiled code running."""
+    if any(p in file for p in _COMPILE_PATHS):
+        return True
+    if _INDUCTOR in file and not any(p in file for p in _INDUCTOR_RUNTIME):
+        return True
+    for path, names in _COMPILE_FUNCS.items():
+        if file.endswith(path) and func.rsplit(".", 1)[-1] in names:
+            return True
+    return False
+
+
 def classify_frames(frames: list[Frame]) -> int:
     """The state of one stack (outermost frame first)."""
     files = [_norm(f.file) for f in frames]
@@ -123,7 +200,7 @@ def classify_frames(frames: list[Frame]) -> int:
             _DATA_FUNCS
         ):
             return STATE["data"]
-    if any(any(p in f for p in _COMPILE_PATHS) for f in files):
+    if any(_compiling(f, frame.func) for f, frame in zip(files, frames)):
         return STATE["compile"]
     # Library frames that called the program's outermost frame launched it (runpy,
     # multiprocessing's bootstrap, torch.multiprocessing.spawn's _wrap): they say nothing about

@@ -47,7 +47,11 @@ class ProcessInfo:
     main_tid: int | None = None
     agent_tid: int | None = None
     torch_threads: int | None = None
-    exception: str | None = None
+    exception: str | None = None  # "Type: message" of the uncaught exception that ended it
+    exception_type: str | None = None
+    exception_message: str | None = None
+    # its traceback as (file, line, function), outermost first (format 1.3 sessions)
+    exception_frames: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def short_command(self) -> str:
@@ -58,6 +62,75 @@ class ProcessInfo:
         for a in argv[1:3]:
             parts.append(os.path.basename(a) if "/" in a else a)
         return " ".join(parts)[:60]
+
+
+# Programs that compile code for torch.compile (inductor's C++ and Triton builds) and their
+# helpers; a process running one of them is part of compilation, whoever started it.
+COMPILER_PROGRAMS = frozenset(
+    {
+        "gcc",
+        "g++",
+        "cc",
+        "c++",
+        "cc1",
+        "cc1plus",
+        "as",
+        "ld",
+        "ld.bfd",
+        "ld.gold",
+        "ld.lld",
+        "collect2",
+        "clang",
+        "clang++",
+        "nvcc",
+        "ptxas",
+        "cicc",
+        "fatbinary",
+        "nvlink",
+    }
+)
+COMPILER_MARKERS = ("torch/_inductor/", "torch._inductor", "torchinductor", "triton/compiler")
+
+
+@dataclass
+class Compilation:
+    """One torch.compile compilation, as its own callbacks reported it (``compile`` events)."""
+
+    pid: int
+    tid: int
+    start: float
+    dur: float
+    trigger: str  # "dynamo" (a frame traced), "lazy-backward", "cudagraph-recording", ""
+    compile_id: str  # "<frame>/<n>": the n-th compilation of dynamo's frame number <frame>
+    func: str = ""  # the function compiled (for a backward graph: its forward's)
+    file: str = ""
+    line: int = 0
+    reason: str = ""  # for a recompilation, the guard that failed
+    recompile_limit: int | None = None
+
+    @property
+    def end(self) -> float:
+        return self.start + self.dur
+
+    @property
+    def frame(self) -> str:
+        """Dynamo's number of the frame compiled ("" when unknown)."""
+        head = self.compile_id.lstrip("!").split("/")
+        return head[-2] if len(head) >= 2 else ""
+
+    @property
+    def attempt(self) -> int:
+        """Which compilation of its frame this is: 0 the first, 1 and more recompilations."""
+        try:
+            return int(self.compile_id.split("/")[-1].split("_")[0])
+        except ValueError:
+            return 0
+
+    @property
+    def where(self) -> str:
+        if not self.func:
+            return ""
+        return f"{self.func} ({os.path.basename(self.file)}:{self.line})"
 
 
 @dataclass
@@ -192,6 +265,7 @@ class Timeline:
     warnings: list[str] = field(default_factory=list)
     probe_cost: dict[str, float] = field(default_factory=dict)
     graph_nodes: dict[int, float] = field(default_factory=dict)  # median autograd nodes per pass
+    compilations: list[Compilation] = field(default_factory=list)  # torch.compile, by start
 
     @property
     def n_bins(self) -> int:
@@ -401,7 +475,8 @@ def build_timeline(session: Session) -> Timeline:
     }
     steps = _steps(session, sec, waits, gc, gc_summary, proc, processes)
     stacks = classify_stacks(session, sec)
-    _assign_roles(processes, steps, session)
+    compilations = _compilations(session, sec)
+    _assign_roles(processes, steps, session, compilations)
 
     return Timeline(
         session=session,
@@ -444,6 +519,7 @@ def build_timeline(session: Session) -> Timeline:
         warnings=warnings,
         probe_cost=_probe_cost(session, duration),
         graph_nodes=_graph_nodes(session),
+        compilations=compilations,
     )
 
 
@@ -492,6 +568,13 @@ def _processes(session: Session, sec: Any) -> dict[int, ProcessInfo]:
         info_ = out.get(int(e["pid"]))
         if info_ is not None and e.get("exception"):
             info_.exception = f"{e['exception']}: {e.get('message') or ''}".strip(": ")
+            info_.exception_type = str(e["exception"])
+            info_.exception_message = str(e.get("message") or "")
+            info_.exception_frames = [
+                (str(f[0]), int(f[1]), str(f[2]))
+                for f in e.get("traceback") or []
+                if isinstance(f, list) and len(f) == 3
+            ]
     for e in session.events_of("torch"):
         info_ = out.get(int(e["pid"]))
         if info_ is not None:
@@ -517,12 +600,76 @@ def _processes(session: Session, sec: Any) -> dict[int, ProcessInfo]:
     return out
 
 
-def _assign_roles(processes: dict[int, ProcessInfo], steps: StepTable, session: Session) -> None:
+def _compilations(session: Session, sec: Any) -> list[Compilation]:
+    out: list[Compilation] = []
+    for e in session.events_of("compile"):
+        try:
+            limit = e.get("recompile_limit")
+            out.append(
+                Compilation(
+                    pid=int(e["pid"]),
+                    tid=int(e.get("tid") or e["pid"]),
+                    start=float(sec(np.int64(e["t"]))),
+                    dur=max(float(e.get("dur") or 0) / 1e9, 0.0),
+                    trigger=str(e.get("trigger") or ""),
+                    compile_id=str(e.get("compile_id") or ""),
+                    func=str(e.get("func") or ""),
+                    file=str(e.get("file") or ""),
+                    line=int(e.get("line") or 0),
+                    reason=str(e.get("reason") or ""),
+                    recompile_limit=int(limit) if isinstance(limit, int) else None,
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    out.sort(key=lambda c: c.start)
+    # A backward graph compiled on its first use carries its forward's compile id: name it after
+    # the function that compilation traced.
+    traced = {(c.pid, c.compile_id): c for c in out if c.func}
+    for c in out:
+        if not c.func and (c.pid, c.compile_id) in traced:
+            src = traced[(c.pid, c.compile_id)]
+            c.func, c.file, c.line = src.func, src.file, src.line
+    return out
+
+
+def is_compiler(info: ProcessInfo) -> bool:
+    """A compiler (gcc, nvcc, ptxas...) or one of torch.compile's worker processes, by its
+    command line."""
+    if not info.argv:
+        return False
+    if os.path.basename(info.argv[0]) in COMPILER_PROGRAMS:
+        return True
+    return any(m in a for a in info.argv[:4] for m in COMPILER_MARKERS)
+
+
+def _assign_roles(
+    processes: dict[int, ProcessInfo],
+    steps: StepTable,
+    session: Session,
+    compilations: list[Compilation] | None = None,
+) -> None:
     training = {int(p) for p in steps.pid}
     root = session.meta.get("root_pid")
     ranks = sum(1 for p in processes.values() if p.rank is not None)
+    compiling: dict[int, list[Compilation]] = {}
+    for c in compilations or []:
+        compiling.setdefault(c.pid, []).append(c)
+    compilers: set[int] = set()
+    # Parents first, so that a compiler's children (cc1plus under g++) are compilers too.
+    for info in sorted(processes.values(), key=lambda p: (p.start_s or 0.0, p.pid)):
+        if info.pid in training or info.pid == root or info.worker_id is not None:
+            continue
+        started_compiling = info.start_s is not None and any(
+            c.start <= info.start_s <= c.end for c in compiling.get(info.ppid, [])
+        )
+        if is_compiler(info) or info.ppid in compilers or started_compiling:
+            compilers.add(info.pid)
     for info in processes.values():
-        if info.worker_id is not None or info.loader is not None:
+        if info.pid in compilers:
+            info.role = "compiler"
+            info.label = f"compiler: {info.short_command} (pid {info.pid})"
+        elif info.worker_id is not None or info.loader is not None:
             info.role = "worker"
             wid = f" {info.worker_id}" if info.worker_id is not None else ""
             info.label = f"DataLoader worker{wid} (pid {info.pid})"

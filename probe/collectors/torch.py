@@ -14,6 +14,10 @@
   worker, or in the main process when ``num_workers=0``.
 - Graph size: the number of nodes in a backward pass's autograd graph, counted at the 3rd pass and
   then at most every 50th, no more often than its own cost allows (see GRAPH_EVERY).
+- Compilations: torch.compile's own start and end callbacks (``torch._dynamo.callback``), one
+  ``compile`` event each: how long, what triggered it (a frame traced by dynamo, a backward graph
+  compiled on its first use), the compile id (``frame/recompile``), the function compiled and,
+  for a recompilation, the guard that failed.
 - Facts: version, intra/inter-op threads, distributed rank and world size, CUDA memory when the
   program itself initialised CUDA (probe never initialises CUDA: that would break fork).
 """
@@ -25,10 +29,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 from probe.session import format as fmt
+from probe.session.redact import redact_text
 from probe.session.writer import RecordBuffer
 
 # The torch modules whose import installs a hook, and the method that installs it.
@@ -39,6 +44,7 @@ WATCHED = {
     "torch.utils.data._utils.fetch": "_hook_fetch",
     "torch.autograd": "_hook_autograd",
     "torch._dynamo": "_on_dynamo",
+    "torch._dynamo.callback": "_hook_dynamo",
 }
 # Every module call is watched (torch's global module hooks: ~2.5 us a call, measured on the 2-core
 # VM) for the first DISCOVERY_CALLS top-level calls of a process; then only the classes seen
@@ -55,6 +61,10 @@ GRAPH_EVERY = 50
 GRAPH_PERIOD_NS = 2_000_000_000
 GRAPH_COST_FACTOR = 1000
 GRAPH_CAP = 50_000
+# How far up the stack a compile callback looks for dynamo's ``_compile`` frame (the function
+# being compiled and the recompilation's reason are its locals), and how much of a reason it keeps.
+COMPILE_FRAME_DEPTH = 40
+COMPILE_REASON_CHARS = 300
 
 _now = time.monotonic_ns
 _cpu = time.thread_time_ns
@@ -91,6 +101,8 @@ class TorchHooks:
         self._forward_handles: list[Any] = []
         self._forward_wrapped: list[tuple[type, Any]] = []  # class, its own __call__ or None
         self._compiling: Callable[[], bool] | None = None
+        self._compile_handler: Any = None
+        self._compiles: dict[int, dict[str, Any]] = {}  # thread id -> the compile under way
         self.hook_ns = 0
 
     # -- installation ---------------------------------------------------------------------------
@@ -121,6 +133,7 @@ class TorchHooks:
         self._backwards = 0
         self._next_graph = 0
         self._forward_local = threading.local()
+        self._compiles.clear()
 
     def _on_torch(self, torch: ModuleType) -> None:
         self.record_facts(torch)
@@ -404,10 +417,73 @@ class TorchHooks:
         setattr(cls, "fetch", fetch)  # noqa: B010
         self._restore.append(lambda: setattr(cls, "fetch", original))
 
+    def _hook_dynamo(self, module: ModuleType) -> None:
+        handler = getattr(module, "callback_handler", None)
+        if handler is None or not hasattr(handler, "register_start_callback"):
+            return
+        self._compile_handler = handler
+        self._register_compile_callbacks()
+
+        def undo() -> None:
+            for name, callback in (
+                ("remove_start_callback", self._compile_start),
+                ("remove_end_callback", self._compile_end),
+            ):
+                try:
+                    getattr(handler, name)(callback)
+                except ValueError:
+                    pass
+            self._compile_handler = None
+
+        self._restore.append(undo)
+
+    def _register_compile_callbacks(self) -> None:
+        """(Again) register the compile callbacks: ``torch._dynamo.reset()`` clears them."""
+        handler = self._compile_handler
+        if handler is None:
+            return
+        if self._compile_start not in getattr(handler, "start_callbacks", ()):
+            handler.register_start_callback(self._compile_start)
+        if self._compile_end not in getattr(handler, "end_callbacks", ()):
+            handler.register_end_callback(self._compile_end)
+
     # -- hooks (run on the target's threads: keep them short) -----------------------------------
 
     # Every hook catches its own failures: an exception would reach the program through torch
     # (optimizer hooks) or replace the program's own result or exception (the wrappers' finally).
+
+    def _compile_start(self, args: Any = None) -> None:
+        # Older torch calls the callbacks without arguments; newer ones pass the trigger and the
+        # compile id. Compilations take seconds: looking for the compiled function costs nothing.
+        start = _now()
+        try:
+            info: dict[str, Any] = {"t": start, "tid": _tid()}
+            trigger = getattr(getattr(args, "callback_trigger", None), "name", None)
+            if trigger is not None:
+                info["trigger"] = str(trigger).lower().replace("_", "-")
+            compile_id = getattr(args, "compile_id", None)
+            if compile_id is not None:
+                info["compile_id"] = str(compile_id)
+            info.update(_compiled_frame())
+            config = sys.modules.get("torch._dynamo.config")
+            limit = getattr(config, "recompile_limit", None)
+            if isinstance(limit, int):
+                info["recompile_limit"] = limit
+            self._compiles[info["tid"]] = info
+        except Exception as exc:
+            self._on_error("compile start", exc)
+        self.hook_ns += _now() - start
+
+    def _compile_end(self, args: Any = None) -> None:
+        now = _now()
+        try:
+            info = self._compiles.pop(_tid(), None)
+            if info is not None:
+                info["dur"] = now - info["t"]
+                self._buffer.event({"type": "compile", **info})
+        except Exception as exc:
+            self._on_error("compile end", exc)
+        self.hook_ns += _now() - now
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         try:
@@ -665,6 +741,11 @@ class TorchHooks:
         if torch is None or not _ready(torch):
             return
         self.record_facts(torch)
+        if self._compile_handler is not None:
+            try:
+                self._register_compile_callbacks()
+            except Exception as exc:
+                self._on_error("compile callbacks", exc)
         self._poll_distributed()
         self._poll_cuda(torch, now)
 
@@ -711,6 +792,33 @@ class TorchHooks:
                 )
         except Exception as exc:
             self._on_error("torch.cuda memory", exc)
+
+
+def _compiled_frame() -> dict[str, Any]:
+    """What dynamo is compiling, from its ``_compile`` frame up the stack: the function
+    (``func``, ``file``, ``line``) and, for a recompilation, the first guard that failed
+    (``reason``). Empty when the frame is not found (another torch version, a backward graph)."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(COMPILE_FRAME_DEPTH):
+        if frame is None:
+            return {}
+        code = frame.f_code
+        if code.co_name == "_compile" and code.co_filename.endswith("convert_frame.py"):
+            break
+        frame = frame.f_back
+    if frame is None or frame.f_code.co_name != "_compile":
+        return {}
+    local = frame.f_locals
+    out: dict[str, Any] = {}
+    compiled = local.get("code")
+    if compiled is not None and hasattr(compiled, "co_filename"):
+        out["func"] = str(getattr(compiled, "co_qualname", compiled.co_name))
+        out["file"] = str(compiled.co_filename)
+        out["line"] = int(compiled.co_firstlineno)
+    reason = local.get("recompile_reason")
+    if isinstance(reason, str) and reason:
+        out["reason"] = redact_text(reason)[:COMPILE_REASON_CHARS]
+    return out
 
 
 def _ready(module: ModuleType) -> bool:

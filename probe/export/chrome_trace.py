@@ -57,7 +57,8 @@ def virtual_tid(pid: int, k: int) -> int:
 
 
 def _probe_tid(k: int) -> int:
-    """The pseudo-process's tracks: 0 the analysed window, 1 + i the verdict's i-th issue."""
+    """The pseudo-process's tracks: 0 the phases and the analysed window, 1 + i the verdict's
+    i-th issue."""
     return virtual_tid(PROBE_PID, 0) + k
 
 
@@ -131,7 +132,11 @@ class ChromeTrace(StreamExporter):
             "start_time": (meta.get("start") or {}).get("time"),
             "window_s": [round(data.window[0], 6), round(data.window[1], 6)],
             "verdict": diagnosis.category,
-            "analysed_window_s": [round(diagnosis.window[0], 3), round(diagnosis.window[1], 3)],
+            "analysed_window_s": (
+                [round(diagnosis.window[0], 3), round(diagnosis.window[1], 3)]
+                if diagnosis.window is not None
+                else None
+            ),
         }
         out.write('{"displayTimeUnit":"ms","otherData":')
         out.write(json.dumps(other, ensure_ascii=False, allow_nan=False))
@@ -381,17 +386,32 @@ def _sync_call(what: int) -> str:
 
 
 def _probe_tracks(data: ExportData) -> list[Track]:
-    """The analysed window and each issue of the verdict, on the pseudo-process."""
+    """The run's phases with the analysed window (the loop) over them, and each issue of the
+    verdict, on the pseudo-process."""
     d = data.diagnosis
     seg = d.segmentation
-    window = Track(PROBE_PID, _probe_tid(0), "analysed window", 0)
+    window = Track(PROBE_PID, _probe_tid(0), "phases and the analysed window", 0)
+    if d.window is not None:
+        window.slices.append(
+            Slices(
+                np.array([d.window[0]]),
+                np.array([d.window[1]]),
+                "probe",
+                '"analysed window (steady state)"',
+                _constant(
+                    _args(method=seg.method, warmup_steps=seg.warmup_steps, reason=seg.reason)
+                ),
+            )
+        )
+    phases = d.phases.phases
     window.slices.append(
         Slices(
-            np.array([d.window[0]]),
-            np.array([d.window[1]]),
-            "probe",
-            '"analysed window (steady state)"',
-            _constant(_args(method=seg.method, warmup_steps=seg.warmup_steps, reason=seg.reason)),
+            np.array([p.start for p in phases], dtype=np.float64),
+            np.array([p.end for p in phases], dtype=np.float64),
+            "phase",
+            lambda i: _q(f"phase: {phases[i].name}"),
+            lambda i: _args(reason=phases[i].reason),
+            depth=1,
         )
     )
     tracks = [window]

@@ -3,8 +3,6 @@ included (pure numpy)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 
@@ -87,13 +85,3 @@ def rolling_median(values: FloatArray, window: int) -> FloatArray:
 
     out: FloatArray = median_filter(values.astype(np.float64), size=window, mode="nearest")
     return out
-
-
-def runs(labels: npt.NDArray[Any], edges: FloatArray) -> list[tuple[int, float, float]]:
-    """Consecutive bins with the same label: (label, start, end)."""
-    if not len(labels):
-        return []
-    change = np.flatnonzero(np.diff(labels)) + 1
-    starts = np.concatenate([[0], change])
-    stops = np.concatenate([change, [len(labels)]])
-    return [(int(labels[a]), float(edges[a]), float(edges[b])) for a, b in zip(starts, stops)]

@@ -34,6 +34,7 @@ COLORS = {
     "proc6": "#9467bd",
     "proc7": "#2ca02c",
     "workers": "#f28e2b",
+    "compiler": "#4f9a94",
     "other": "#8a8a8a",
     "machine": "#c5cad1",
     "pool": "#3a9e4a",
@@ -50,11 +51,20 @@ COLORS = {
     "threshold": "#d62728",
 }
 DASHES = {"machine": "dashed", "wait": "dotted", "cuda-reserved": "dashed"}
-STATE_COLORS = {"load": "#b7e4c7", "noise": "#fde2b0", "idle": "#e4e4e4"}
+# The phase ribbon (phases.py), then torch.compile's compilations drawn over it.
+STATE_COLORS = {
+    "start-up": "#fde2b0",
+    "warm-up": "#fff3bf",
+    "loop": "#b7e4c7",
+    "teardown": "#e4e4e4",
+    "compiling": "#4f9a94",
+}
 STATE_NAMES = {
-    "load": "steady load",
-    "noise": "start-up and noise",
-    "idle": "idle",
+    "start-up": "phase: start-up",
+    "warm-up": "phase: warm-up",
+    "loop": "phase: the loop (analysed)",
+    "teardown": "phase: teardown",
+    "compiling": "torch.compile compiling",
 }
 LANE_COLORS = {
     "steps": ("#5b8fd0", "#2f6db5"),
@@ -174,28 +184,29 @@ def _shade(fig: Any, graph: Graph, page: Page) -> list[Any]:
     selected verdict's are visible). Returns the ribbon's legend entries."""
     from bokeh.models.annotations import BoxAnnotation, Span
 
-    t0, t1 = page.window
-    fig.add_layout(
-        BoxAnnotation(
-            left=t0,
-            right=t1,
-            fill_color=WINDOW_COLOR,
-            fill_alpha=0.05,
-            line_alpha=0,
-            level="underlay",
-        )
-    )
-    for edge in (t0, t1):
+    if page.window is not None:
+        t0, t1 = page.window
         fig.add_layout(
-            Span(
-                location=edge,
-                dimension="height",
-                line_color=WINDOW_COLOR,
-                line_dash="dashed",
-                line_alpha=0.6,
-                line_width=1,
+            BoxAnnotation(
+                left=t0,
+                right=t1,
+                fill_color=WINDOW_COLOR,
+                fill_alpha=0.05,
+                line_alpha=0,
+                level="underlay",
             )
         )
+        for edge in (t0, t1):
+            fig.add_layout(
+                Span(
+                    location=edge,
+                    dimension="height",
+                    line_color=WINDOW_COLOR,
+                    line_dash="dashed",
+                    line_alpha=0.6,
+                    line_width=1,
+                )
+            )
     items: list[Any] = []
     if graph.states is not None and len(graph.states):
         items.extend(_state_ribbon(fig, graph.states, graph.y_max))
@@ -343,7 +354,7 @@ def _state_ribbon(fig: Any, states: Bands, y_max: float) -> list[Any]:
 
     items = []
     kinds = np.array(states.kinds or [])
-    for kind in ("load", "noise", "idle"):
+    for kind, color in STATE_COLORS.items():
         mask = kinds == kind
         if not mask.any():
             continue
@@ -354,10 +365,10 @@ def _state_ribbon(fig: Any, states: Bands, y_max: float) -> list[Any]:
             bottom=y_max * 0.94,
             top=y_max,
             source=source,
-            fill_color=STATE_COLORS[kind],
+            fill_color=color,
             line_alpha=0,
         )
-        items.append(LegendItem(label=f"phase: {STATE_NAMES[kind]}", renderers=[renderer]))
+        items.append(LegendItem(label=STATE_NAMES[kind], renderers=[renderer]))
     return items
 
 

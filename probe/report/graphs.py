@@ -12,12 +12,11 @@ import numpy.typing as npt
 
 from probe.analysis.detectors import event_loop_blocked, input_bound
 from probe.analysis.diagnosis import Diagnosis
-from probe.analysis.segment import LABELS as STATE_LABELS
+from probe.analysis.phases import WARMUP
 from probe.analysis.timeline import FloatArray, ProcessInfo, Timeline
 from probe.report.downsample import (
     minmax,
     rolling_median,
-    runs,
 )
 from probe.report.model import Bands, Graph, Rule, Series, clean
 from probe.units import size, text
@@ -33,7 +32,7 @@ def short_label(info: ProcessInfo | None, pid: int) -> str:
     if info.role == "worker":
         wid = f" {info.worker_id}" if info.worker_id is not None else ""
         return f"worker{wid} (pid {pid})"
-    if info.role in ("main", "launcher"):
+    if info.role in ("main", "launcher", "compiler"):
         return f"{info.role} (pid {pid})"
     return f"pid {pid}"
 
@@ -80,7 +79,18 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
             )
         )
     workers = [p for p, r in roles.items() if r == "worker" and p not in own]
-    others = [p for p in tl.cpu if p not in own and p not in workers]
+    compilers = [p for p, r in roles.items() if r == "compiler" and p not in own]
+    others = [p for p in tl.cpu if p not in own and p not in workers and p not in compilers]
+    if compilers:
+        series.append(
+            _series(
+                f"compiler: torch.compile's builds and workers ({len(compilers)} processes)",
+                x,
+                tl.total_cpu(compilers),
+                "compiler",
+                unit="cores",
+            )
+        )
     if workers:
         series.append(
             _series(
@@ -104,19 +114,18 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
     cores = float(tl.effective_cores)
     y_max = max(_finite_max([s.y for s in series]), cores) * 1.12
     states = _state_bands(d)
-    phases = (
-        "steady load, runtime noise (start-up, compilation, teardown, bursts) or idle; a server "
-        "is analysed over the load instead"
+    loop = (
+        "the load (the analysed window; a server is judged over its load)"
         if d.segmentation.method == "load"
-        else "steady load (what it analyses), runtime noise (start-up, compilation, teardown, "
-        "bursts) or idle"
+        else "the loop (the analysed window)"
     )
     return Graph(
         id="cpu",
         title="CPU per process",
         description=(
-            "Cores used by each process of the run and by the whole machine. The coloured ribbon "
-            f"on top is the phase probe's HMM saw: {phases}."
+            "Cores used by each process of the run and by the whole machine. The ribbon on top "
+            "shows the run's phases: start-up (imports, building the model, compiling), warm-up, "
+            f"{loop} and teardown, with torch.compile's compilations marked on it."
         ),
         y_label="cores",
         series=series,
@@ -127,18 +136,18 @@ def cpu_graph(d: Diagnosis, training: list[int]) -> Graph | None:
 
 
 def _state_bands(d: Diagnosis) -> Bands | None:
-    seg = d.segmentation
-    labels = seg.labels
-    edges = d.timeline.edges
-    if not len(labels) or len(labels) != len(edges) - 1:
+    """The phase ribbon: the phases end to end, then the training processes' compilations."""
+    phases = d.phases.phases
+    if not phases:
         return None
-    items = runs(labels, edges)
+    training = set(d.training_pids)
+    compiles = [c for c in d.timeline.compilations if c.pid in training]
     return Bands(
-        label="state",
-        start=np.array([a for _, a, _ in items]),
-        end=np.array([b for _, _, b in items]),
+        label="phase",
+        start=np.array([p.start for p in phases] + [c.start for c in compiles]),
+        end=np.array([p.end for p in phases] + [c.end for c in compiles]),
         style="state",
-        kinds=[STATE_LABELS[k] for k, _, _ in items],
+        kinds=[p.name for p in phases] + ["compiling"] * len(compiles),
     )
 
 
@@ -238,7 +247,12 @@ def _rss_lines(tl: Timeline, training: list[int]) -> list[_MemoryLine]:
     workers = [
         p for p in tl.rss if p not in own and p in tl.processes and tl.processes[p].role == "worker"
     ]
-    others = [p for p in tl.rss if p not in own and p not in workers]
+    compilers = [
+        p
+        for p in tl.rss
+        if p not in own and p in tl.processes and tl.processes[p].role == "compiler"
+    ]
+    others = [p for p in tl.rss if p not in own and p not in workers and p not in compilers]
     raw: list[_MemoryLine] = []
     for i, pid in enumerate(own):
         raw.append(
@@ -265,6 +279,10 @@ def _rss_lines(tl: Timeline, training: list[int]) -> list[_MemoryLine]:
                 "workers",
                 "line",
             )
+        )
+    if compilers:
+        raw.append(
+            (f"compiler processes' RSS ({len(compilers)})", x, total(compilers), "compiler", "line")
         )
     if others:
         tot = total(others)
@@ -362,14 +380,14 @@ def steps_graph(d: Diagnosis, training: list[int]) -> Graph | None:
             )
         )
     bands: list[Bands] = []
-    seg = d.segmentation
-    if seg.warmup_steps and seg.warmup_end is not None:
-        first = float(steps.start.min())
+    warmup = d.phases.get(WARMUP)
+    if warmup is not None:
+        count = len(d.timeline.steps.within(warmup.start - 1e-6, warmup.end + 1e-6))
         bands.append(
             Bands(
-                label=f"warm-up ({seg.warmup_steps} steps, not analysed)",
-                start=np.array([first]),
-                end=np.array([float(seg.warmup_end)]),
+                label=f"warm-up ({count} steps, not analysed)",
+                start=np.array([warmup.start]),
+                end=np.array([warmup.end]),
                 style="warmup",
             )
         )

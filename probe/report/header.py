@@ -46,6 +46,14 @@ def exit_notice(d: Diagnosis) -> str:
     main = d.timeline.processes.get(root) if isinstance(root, int) else None
     crashed = next((p for p in [main, *infos] if p is not None and p.exception), None)
     why = f": {crashed.exception}" if crashed is not None else ""
+    exc = d.run.get("exception")
+    if (
+        exc is not None
+        and crashed is not None
+        and crashed.pid == exc.get("pid")
+        and exc.get("where")
+    ):
+        why += f" (in {exc['where']})"
     fault = d.run.get("crash")
     if not why and fault:
         where = f" in {fault['where']}" if fault.get("where") else ""
@@ -113,17 +121,7 @@ def header_of(d: Diagnosis) -> Header:
         span = float(tl.steps.end.max() - tl.steps.start.min())
         rate = f"{steps / max(span, 1e-9):.1f}/s" if span > 0 else ""
     overhead = describe_overhead(tl.probe_cost, tl.duration_s)
-    seg = d.segmentation
-    t0, t1 = seg.window
-    if seg.method == "hmm":
-        how = "the steady state found by the HMM"
-        if seg.warmup_steps:
-            how += f", {seg.warmup_steps} warm-up steps dropped"
-    elif seg.method == "load":
-        how = "the load: from the first answer to the last"
-    else:
-        how = f"the whole run: {seg.reason}" if seg.reason else "the whole run"
-    window = f"{t0:.1f} s to {t1:.1f} s ({how})"
+    window = f"{d.phases.window_text()}. Phases: {d.phases.summary()}"
     cores = machine.get("effective_cores")
     cores_text = f"{float(cores):g}" if cores else "?"
     if machine.get("cpu_quota_cores"):
@@ -164,6 +162,7 @@ def header_of(d: Diagnosis) -> Header:
         ("torch", header.torch),
         ("processes", f"{header.processes} ({header.python_processes} profiled inside)"),
         ("steps", f"{steps}" + (f" ({rate})" if rate else "") + _unit(tl)),
+        ("start-up", clean(d.phases.startup_text(), 200) or "?"),
         ("probe overhead", overhead),
     ]
     requests = requests_fact(d)
@@ -182,7 +181,15 @@ def _unit(tl: Timeline) -> str:
 
 def process_rows(tl: Timeline) -> list[ProcessRow]:
     rows = []
-    order = {"main": 0, "rank": 1, "launcher": 2, "worker": 3, "helper": 4, "other": 5}
+    order = {
+        "main": 0,
+        "rank": 1,
+        "launcher": 2,
+        "worker": 3,
+        "helper": 4,
+        "compiler": 5,
+        "other": 6,
+    }
     infos = sorted(
         tl.processes.values(), key=lambda p: (order.get(p.role, 9), p.start_s or 0.0, p.pid)
     )

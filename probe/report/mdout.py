@@ -76,8 +76,13 @@ def _evidence_rows(evidence: dict[str, object]) -> list[str]:
 def _run_rows(d: Diagnosis) -> list[str]:
     meta = d.timeline.session.meta
     ended, _ok = describe_exit(meta)
-    t0, t1 = d.window
     requests = requests_fact(d)  # a server: its unit of work is the request, not the step
+    window = (
+        f"{d.window[0]:.1f} s to {d.window[1]:.1f} s"
+        + (" (the load)" if requests is not None else "")
+        if d.window is not None
+        else "none: the run never reached its loop"
+    )
     rows = [
         ("command", _code(str(d.run.get("command") or ""), in_table=True)),
         ("duration", units.elapsed(d.timeline.duration_s)),
@@ -88,10 +93,8 @@ def _run_rows(d: Diagnosis) -> list[str]:
             else ("steps", units.text(units.Count(int(d.run.get("steps") or 0))))
         ),
         ("processes", str(d.run.get("processes", ""))),
-        (
-            "analysed window",
-            f"{t0:.1f} s to {t1:.1f} s" + (" (the load)" if requests is not None else ""),
-        ),
+        ("analysed window", window),
+        ("phases", d.phases.summary()),
     ]
     return [f"| {name} | {value if name == 'command' else _cell(value)} |" for name, value in rows]
 

@@ -47,6 +47,7 @@ VERDICT_GRAPHS: dict[str, tuple[str, ...]] = {
     "straggler-rank": ("steps", "timeline"),
     "host-sync-stalls": ("steps", "gpu"),
     "gpu-underutilized": ("gpu",),
+    "recompilation": ("steps", "cpu", "timeline"),
     HEALTHY: ("cpu", "threads", "steps"),
     INSUFFICIENT_DATA: ("cpu", "steps"),
 }
@@ -104,13 +105,13 @@ class Rule:
 
 @dataclass
 class Bands:
-    """Time ranges shaded on a graph (one style each): HMM states, warm-up, issue windows."""
+    """Time ranges shaded on a graph (one style each): phases, warm-up, issue windows."""
 
     label: str
     start: FloatArray
     end: FloatArray
     style: str
-    kinds: list[str] | None = None  # per range, when the ranges differ (the HMM states)
+    kinds: list[str] | None = None  # per range, when the ranges differ (phases, compilations)
 
     def __len__(self) -> int:
         return len(self.start)
@@ -144,7 +145,7 @@ class Graph:
     lanes: Lanes | None = None
     y_log: bool = False
     y_max: float = 1.0
-    states: Bands | None = None  # the HMM ribbon (CPU graph)
+    states: Bands | None = None  # the phase ribbon, compilations on it (CPU graph)
     verdicts: list[str] = field(default_factory=list)  # issues this graph shows
     note: str = ""  # what was left out or merged
 
@@ -237,7 +238,7 @@ class Page:
     activity: list[tuple[str, str, float]]  # (state, label, share)
     graphs: list[Graph]
     verdicts: list[VerdictView]
-    window: tuple[float, float]
+    window: tuple[float, float] | None  # the analysed window (None: the run never reached its loop)
     duration: float
     processes: list[ProcessRow]
     warnings: list[str]

@@ -125,7 +125,7 @@ def build_page(d: Diagnosis) -> Page:
         activity=activity,
         graphs=graphs,
         verdicts=views,
-        window=(float(d.window[0]), float(d.window[1])),
+        window=(float(d.window[0]), float(d.window[1])) if d.window is not None else None,
         duration=float(tl.duration_s),
         processes=process_rows(tl),
         warnings=[clean(w, 400) for w in d.warnings[:20]],

@@ -58,6 +58,15 @@ def verdict_lines(d: Diagnosis, *, color: bool = False) -> list[str]:
         label = f"verdict: {top.id}" + (f" ({top.severity})" if top.severity else "")
         lines.append(_paint(label, style, color) + " - " + top.title)
         lines.append("  " + first_sentence(top.summary))
+    exc = d.run.get("exception")
+    # (a run that never reached its loop names the exception in the verdict's own line)
+    if exc and not d.run.get("crash") and d.phases.reached_loop:
+        where = f" in {exc['where']}" if exc.get("where") else ""
+        message = f": {exc['message']}" if exc.get("message") else ""
+        lines.append(
+            _paint(f"  exception: {exc['type']}{message}{where}"[:400], "high", color)
+            + f" (process {exc['pid']})"
+        )
     crash = d.run.get("crash")
     if crash:
         where = f" in {crash['where']}" if crash.get("where") else ""
@@ -72,10 +81,10 @@ def verdict_lines(d: Diagnosis, *, color: bool = False) -> list[str]:
     if others:
         also = ", ".join(f"{f.id} ({percent(f.impact)})" for f in others[:4])
         lines.append(_paint(f"  also: {also}", "dim", color))
-    if d.segmentation.method == "whole-run" and d.category != INSUFFICIENT_DATA:
-        lines.append(
-            _paint(f"  note: analysed the whole run ({d.segmentation.reason})", "dim", color)
-        )
+    remark = d.phases.startup_remark()
+    if remark:
+        lines.append(f"  start-up: {remark}")
+    lines.append(_paint(f"  phases: {d.phases.summary()}", "dim", color))
     if d.partial:
         lines.append(
             _paint(

@@ -27,7 +27,7 @@ from probe.cli import main
 from tests.conftest import PYTHON, REPO, run_probe
 from tests.unit.report_sessions import EVIL, evil_session
 from tests.unit.serving_sessions import thread_pool_session
-from tests.unit.synthetic_runs import Run
+from tests.unit.synthetic_runs import Run, compiled_run, startup_crash
 from tests.waiting import PATIENCE_S
 
 pytestmark = pytest.mark.browser
@@ -260,6 +260,43 @@ def test_narrow_window_stacks_the_panel_under_the_graphs(
         assert graphs is not None and panel is not None
         assert panel["y"] >= graphs["y"] + graphs["height"] - 1
         page.screenshot(path=str(ARTIFACTS / "report-train-narrow.png"), full_page=True)
+        assert not opened.errors, opened.errors
+    finally:
+        opened.close()
+
+
+def test_a_compiled_run_shows_its_phases_and_compiled_steps_as_the_models_work(
+    browser: Any, tmp_path: Path
+) -> None:
+    compiled_run(tmp_path / "compiled", recompile_every=0, recompile_s=0.0)
+    startup_crash(tmp_path / "crash")
+    for name in ("compiled", "crash"):
+        assert main(["report", str(tmp_path / name), "--no-open"]) == 0
+    opened = Opened(browser, tmp_path / "compiled.html")
+    page = opened.page
+    try:
+        legend = page.locator(".activity-legend").inner_text()
+        assert "in torch" in legend and "compiling" not in legend
+        labels = page.evaluate(
+            """() => [...Bokeh.documents[0].all_models]
+                .filter(m => m.type === "LegendItem").map(m => m.label.value)"""
+        )
+        for phase in ("phase: start-up", "phase: the loop (analysed)", "torch.compile compiling"):
+            assert phase in labels, labels
+        assert (
+            "Phases: start-up 0-5.2 s (importing 3.0 s; compiling 2.0 s)"
+            in page.locator("header .window").inner_text()
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report-compiled-top.png"))
+        assert not opened.errors, opened.errors
+    finally:
+        opened.close()
+    opened = Opened(browser, tmp_path / "crash.html")
+    try:
+        notice = opened.page.locator(".exit-notice").inner_text()
+        assert "FileNotFoundError" in notice and "(in load_data (train.py:12))" in notice
+        assert opened.page.locator("#alert .verdict-id").inner_text() == "insufficient-data"
         assert not opened.errors, opened.errors
     finally:
         opened.close()

@@ -58,3 +58,31 @@ def test_a_targets_own_fault_handler_is_left_alone(tmp_path: Path) -> None:
     assert "Fatal Python error: Segmentation fault" in result.stderr
     assert "write_metrics" in result.stderr
     assert not list((tmp_path / "s").glob("fault-*"))
+
+
+def test_a_program_that_dies_in_start_up_gets_insufficient_data_with_its_exception(
+    tmp_path: Path,
+) -> None:
+    # The scenario program with a smaller model: imports torch, builds a model, opens a token
+    # file that is not there.
+    from tests.conftest import SCENARIOS
+
+    program = SCENARIOS / "startup_crash_missing_data.py"
+    out = tmp_path / "v.json"
+    result = doctor(tmp_path, PYTHON, str(program), "--depth", "1", "--width", "96")
+    assert result.returncode == 1, result.stderr
+    assert "FileNotFoundError" in result.stderr  # the program's own traceback, untouched
+    verdict = json.loads(out.read_text())
+    assert verdict["category"] == "insufficient-data"
+    assert [i["id"] for i in verdict["issues"]] == ["insufficient-data"]
+    assert verdict["window"] is None
+    exc = verdict["run"]["exception"]
+    assert exc["type"] == "FileNotFoundError" and "train.bin" in exc["message"]
+    assert (exc["func"], exc["file"]) == ("load_tokens", str(program))
+    title = verdict["issues"][0]["title"]
+    assert title.startswith("No loop to judge: the command ended with FileNotFoundError after ")
+    assert title.endswith(" s, before its first step")
+    assert f"in load_tokens (startup_crash_missing_data.py:{exc['line']})" in result.stderr
+    assert "verdict: insufficient-data" in result.stderr
+    html = (tmp_path / "s.html").read_text()
+    assert "FileNotFoundError" in html and "load_tokens (startup_crash_missing_data.py:" in html

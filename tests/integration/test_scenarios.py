@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON, SCENARIOS, run_probe
+from tests.phase_agreement import check_phases_agree
 
 
 def _catalog() -> Any:
@@ -30,6 +31,10 @@ def _catalog() -> Any:
 
 CATALOG_MODULE = _catalog()
 CATALOG: list[dict[str, Any]] = list(CATALOG_MODULE.SCENARIOS)
+
+
+def _test_id(entry: dict[str, Any]) -> str:
+    return " ".join([entry["file"], *entry["argv"]])
 
 
 def command(entry: dict[str, Any]) -> list[str]:
@@ -74,10 +79,12 @@ def test_every_verdict_has_a_scenario() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", CATALOG, ids=[e["file"] for e in CATALOG])
+@pytest.mark.parametrize("entry", CATALOG, ids=[_test_id(e) for e in CATALOG])
 def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
     if entry.get("needs") == "cuda" and not _cuda():
         pytest.skip("needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+    if entry.get("needs") == "c++" and not CATALOG_MODULE.has_cxx():
+        pytest.skip("needs a C++ compiler (g++ or $CXX) for torch.compile")
     out = tmp_path / "verdict.json"
     result = run_probe(
         [
@@ -93,7 +100,7 @@ def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
         ],
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == entry.get("exit", 0), result.stderr[-3000:]
     verdict = json.loads(out.read_text())
     found = [(i["id"], i["impact"]) for i in verdict["issues"]]
     missing = [v for v in entry.get("also", []) if v not in {i for i, _ in found}]
@@ -104,6 +111,37 @@ def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
             f"{_why_not(tmp_path / 's', entry['id'])}\n"
             f"program output (tail):\n{result.stdout[-1500:]}\nprobe:\n{result.stderr[-2000:]}"
         )
+    # What the terminal, the JSON and the report say about phases is what the analysis used.
+    from probe.analysis.diagnosis import diagnose
+    from probe.session.reader import Session
+
+    check_phases_agree(diagnose(Session(tmp_path / "s")), doc=verdict, terminal=result.stderr)
+    _check_what_the_scenario_shows(entry, verdict, result.stderr)
+
+
+def _check_what_the_scenario_shows(
+    entry: dict[str, Any], verdict: dict[str, Any], err: str
+) -> None:
+    """The facts a scenario was written to show, beyond its verdict."""
+    if entry["file"] == "startup_crash_missing_data.py":
+        exc = verdict["run"]["exception"]
+        assert exc["type"] == "FileNotFoundError"
+        assert exc["func"] == "load_tokens" and exc["file"].endswith(entry["file"])
+        assert verdict["window"] is None
+        assert [p["name"] for p in verdict["phases"]] == ["start-up"]
+        assert "FileNotFoundError" in err and "load_tokens (startup_crash_missing_data.py:" in err
+        assert [i["id"] for i in verdict["issues"]] == ["insufficient-data"]
+    if entry["file"] in ("healthy_compiled.py", "recompilation_curriculum.py"):
+        startup = verdict["phases"][0]
+        assert startup["name"] == "start-up"
+        if "--eager" not in entry["argv"]:
+            assert startup["detail"]["compiling"] > 0  # the first compilation is start-up
+    if entry["file"] == "recompilation_curriculum.py":
+        (issue,) = [i for i in verdict["issues"] if i["id"] == "recompilation"]
+        ev = issue["evidence"]
+        assert ev["source"] == "compile events" and ev["compilations"] >= 2
+        assert "size mismatch" in ev["functions"][0]["reasons"][0]
+        assert ev["functions"][0]["function"].startswith("BagOfContextLM.forward")
 
 
 def _why_not(session: Path, verdict_id: str) -> str:

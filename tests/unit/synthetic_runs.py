@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,44 @@ SAVE = [
 IMPORTING = [
     ("/work/train.py", "<module>", 1),
     ("<frozen importlib._bootstrap>", "_find_and_load", 1),
+]
+# Start-up and torch.compile (compiled_run, startup_crash below)
+SITE = "/venv/lib/python3.11/site-packages"
+BUILD_MODEL: list[FrameSpec] = [
+    ("/work/train.py", "<module>", 80),
+    ("/work/train.py", "main", 60),
+    ("/work/train.py", "build_model", 22),
+    (f"{SITE}/torch/nn/init.py", "normal_", 190),
+]
+IMPORT_TRANSFORMERS: list[FrameSpec] = [
+    ("/work/train.py", "<module>", 3),
+    ("<frozen importlib._bootstrap>", "_find_and_load", 1),
+    (f"{SITE}/transformers/__init__.py", "<module>", 30),
+    ("<frozen importlib._bootstrap>", "_find_and_load", 1),
+    (f"{SITE}/torch/__init__.py", "<module>", 900),
+]
+COMPILING: list[FrameSpec] = [
+    *TRAIN,
+    (f"{SITE}/torch/_dynamo/eval_frame.py", "OptimizedModule.__call__", 511),
+    (f"{SITE}/torch/_dynamo/convert_frame.py", "ConvertFrame.__call__", 1500),
+    (f"{SITE}/torch/_inductor/compile_fx.py", "compile_fx", 2400),
+    (f"{SITE}/torch/_inductor/cpp_builder.py", "_run_compile_cmd", 400),
+    ("/usr/lib/python3.11/subprocess.py", "Popen.communicate", 1209),
+]
+RUNNING_COMPILED: list[FrameSpec] = [
+    *TRAIN,
+    (f"{SITE}/torch/_dynamo/eval_frame.py", "OptimizedModule.__call__", 511),
+    (f"{SITE}/torch/_dynamo/eval_frame.py", "compile_wrapper", 1166),
+    (f"{SITE}/torch/_functorch/_aot_autograd/runtime_wrappers.py", "runtime_wrapper", 1141),
+    (f"{SITE}/torch/_inductor/output_code.py", "CompiledFxGraph.__call__", 763),
+    ("/tmp/torchinductor_me/26/c26oqkek4w3mpz43txow2t6a.py", "Runner.call", 281),
+]
+MISSING = "[Errno 2] No such file or directory: 'data/train.bin'"
+TRACEBACK = [
+    ["/work/train.py", 90, "<module>"],
+    ["/work/train.py", 70, "main"],
+    ["/work/train.py", 12, "load_data"],
+    ["/usr/lib/python3.11/pathlib.py", 1044, "Path.open"],
 ]
 
 
@@ -248,3 +287,88 @@ class Run:
             b.steps(pid, ends[:: max(len(ends) // 5, 1)][:5])
         elif self.rhythm != "dataloader":
             raise ValueError(self.rhythm)
+
+
+def startup_crash(path: Path, *, exception: bool = True, waits: int = 0) -> Any:
+    """Imports for 3 s, builds a model for 2.5 s, then dies."""
+    b = SessionBuilder(path, duration_s=5.5)
+    b.process(100, torch_threads=2)
+    b.cpu(100, main=1.0, rss=lambda x: 100e6 + 80e6 * x)
+    b.system(busy=1.0)
+    b.stacks(100, np.arange(0, 5.5, 0.01), lambda x: IMPORTING if x < 3 else BUILD_MODEL)
+    if waits:
+        b.loader(100, num_workers=0)
+        b.waits(100, np.linspace(5.0, 5.4, waits), np.full(waits, 0.01), workers=[])
+    b.agent(100).events.append(
+        {
+            "type": "exit",
+            "t": int(b.ns(5.45)),
+            "exception": "FileNotFoundError" if exception else None,
+            "message": MISSING if exception else None,
+            **({"traceback": TRACEBACK} if exception else {}),
+        }
+    )
+    b.exit_code = 1
+    return Session(b.write())
+
+
+def compiled_run(
+    path: Path,
+    recompile_every: int,
+    recompile_s: float,
+    steps: int = 400,
+    rss_per_compile: float = 0.0,
+) -> Any:
+    """3 s of imports, a 2 s compilation before the first step, then 50 ms steps; every
+    ``recompile_every`` steps one step recompiles for ``recompile_s`` seconds (and the RSS
+    grows by ``rss_per_compile`` bytes while it does)."""
+    b = SessionBuilder(path, duration_s=30)
+    b.process(100, torch_threads=2)
+    events = b.agent(100).events
+    where = {"func": "Net.forward", "file": "/work/model.py", "line": 20, "recompile_limit": 8}
+
+    def compile_event(t: float, dur: float, n: int, reason: str = "") -> None:
+        extra = {"reason": f"0/{n - 1}: {reason}"} if reason else {}
+        events.append(
+            {
+                "type": "compile",
+                "t": int(b.ns(t)),
+                "dur": int(dur * 1e9),
+                "tid": 100,
+                "trigger": "dynamo",
+                "compile_id": f"0/{n}",
+                **where,
+                **extra,
+            }
+        )
+
+    compile_event(3.0, 2.0, 0)
+    ends = [5.2]
+    compiles = [(3.0, 5.0)]
+    n = 0
+    while len(ends) < steps and ends[-1] < 29.0:
+        t = ends[-1]
+        if recompile_every and len(ends) % recompile_every == 0:
+            n += 1
+            compile_event(t + 0.005, recompile_s, n, "tensor 'x' size mismatch at index 1")
+            compiles.append((t + 0.005, t + 0.005 + recompile_s))
+            t += recompile_s
+        ends.append(t + 0.05)
+    b.steps(100, np.array(ends))
+    done = np.array([c for _, c in compiles[1:]])
+
+    def rss(x: np.ndarray) -> np.ndarray:
+        return 400e6 + rss_per_compile * np.searchsorted(done, x, side="right")
+
+    b.cpu(100, main=0.95, pool=lambda x: np.where(x < 5, 0.0, 0.9), rss=rss)
+    b.system(busy=lambda x: np.where(x < 5, 1.0, 1.85))
+
+    def frames(x: float) -> list[FrameSpec]:
+        if x < 3.0:
+            return IMPORTING
+        if any(a <= x < c for a, c in compiles):
+            return COMPILING
+        return RUNNING_COMPILED
+
+    b.stacks(100, np.arange(0, 30, 0.01), frames)
+    return Session(b.write())

@@ -380,6 +380,69 @@ def test_autograd_graph_size_is_counted_without_changing_backward(
     assert counts == [5, 5]
 
 
+def test_compilations_are_recorded_with_the_function_and_the_guard_that_failed(
+    session_dir: Path,
+) -> None:
+    # backend="eager": dynamo traces and guards as with inductor, without building C++.
+    import torch
+    import torch._dynamo
+
+    from probe.collectors.torch import TorchHooks
+
+    def scale_rows(x: torch.Tensor) -> torch.Tensor:
+        return (x * 2).sin().sum(dim=1)
+
+    torch._dynamo.reset()
+    buf = _buffer(session_dir)
+    errors: list[str] = []
+    hooks = TorchHooks(buf, lambda where, exc: errors.append(f"{where}: {exc}"))
+    hooks.on_module("torch._dynamo.callback", sys.modules["torch._dynamo.callback"])
+    try:
+        compiled = torch.compile(scale_rows, backend="eager", dynamic=False)
+        compiled(torch.ones(4, 3))
+        compiled(torch.ones(4, 3))  # cached: no compilation
+        compiled(torch.ones(4, 5))  # another shape: a recompilation
+        torch._dynamo.reset()  # clears every callback; the agent's poll puts its own back
+        hooks.poll(time.monotonic_ns())
+        torch.compile(scale_rows, backend="eager", dynamic=False)(torch.ones(2, 2))
+    finally:
+        hooks.uninstall()
+        torch._dynamo.reset()
+    buf.close()
+    assert errors == []
+    events = list(Session(session_dir).events_of("compile"))
+    assert [e["compile_id"] for e in events] == ["0/0", "0/1", "0/0"]
+    assert all(e["trigger"] == "dynamo" and e["dur"] > 0 for e in events)
+    assert all(e["func"].endswith("scale_rows") for e in events)  # a qualified name from 3.11
+    assert all(e["file"] == __file__ for e in events)
+    assert "size mismatch" in events[1]["reason"] and "reason" not in events[0]
+    assert events[0]["recompile_limit"] == torch._dynamo.config.recompile_limit
+    handler = sys.modules["torch._dynamo.callback"].callback_handler
+    assert hooks._compile_start not in handler.start_callbacks  # uninstall removed them
+
+
+def test_the_exit_record_keeps_the_exceptions_frames_innermost_last() -> None:
+    from probe.agent.runtime import MAX_TRACEBACK_FRAMES, _traceback_frames
+
+    def load(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        load("/nonexistent/probe/data.bin")
+
+    try:
+        deep(100)
+    except FileNotFoundError as exc:
+        frames = _traceback_frames(exc)
+    assert len(frames) == MAX_TRACEBACK_FRAMES
+    file, line, func = frames[-1]
+    assert file == __file__ and func.endswith("load") and isinstance(line, int)
+    assert frames[-2][2].endswith("deep")
+
+
 def test_autograd_graph_is_counted_no_more_often_than_its_cost_allows(session_dir: Path) -> None:
     # A fast loop passes the 50-pass mark many times a second; the walk (1-4 us a node) waits for
     # GRAPH_PERIOD_NS, and for a thousand times its own duration, after the last count.
@@ -565,6 +628,14 @@ def test_every_backward_pass_is_recorded_as_a_unit_of_the_rhythm(session_dir: Pa
     assert float(w.detach()[0]) == pytest.approx(2 - 1 * 0.8**7)
 
 
+@pytest.fixture
+def without_dynamo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that never imported torch._dynamo (an earlier test of this process may have
+    used torch.compile: dynamo imported means compile in use, and no module call is watched)."""
+    monkeypatch.delitem(sys.modules, "torch._dynamo", raising=False)
+
+
+@pytest.mark.usefixtures("without_dynamo")
 def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -623,6 +694,7 @@ def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
     assert list(steps["source"]).count(fmt.STEP_SOURCE_BACKWARD) == 1
 
 
+@pytest.mark.usefixtures("without_dynamo")
 def test_module_calls_traced_by_torch_compile_are_not_recorded(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -705,7 +705,16 @@ def test_outside_only_is_insufficient_but_memory_growth_still_counts(tmp_path: P
 def test_json_document_shape(tmp_path: Path) -> None:
     d = diagnose(Run(wait=0.02).build(tmp_path / "s"))
     doc = to_json(d)
-    assert set(doc) == {"schema", "category", "issues", "window", "run", "partial", "losses"}
+    assert set(doc) == {
+        "schema",
+        "category",
+        "issues",
+        "window",
+        "phases",
+        "run",
+        "partial",
+        "losses",
+    }
     assert doc["schema"] == "probe.diagnosis/1"
     assert doc["partial"] is False and doc["losses"] == []  # nothing was lost recording it
     assert doc["category"] == doc["issues"][0]["id"]

@@ -35,13 +35,14 @@ def test_a_server_s_page_shows_requests_and_latency(tmp_path: Path) -> None:
     assert abs(float(answered.y[mid].mean()) - 10) < 2.5  # 8 connections, 0.8 s each
     cpu = next(g for g in page.graphs if g.id == "cpu")
     assert "probe load (the client)" in [s.label for s in cpu.series]
-    assert "a server is analysed over the load instead" in cpu.description
+    assert "a server is judged over its load" in cpu.description
     facts = dict(page.header.facts)
     assert "steps" not in facts
     assert facts["requests"].startswith(f"{len(d.timeline.requests)} (")
     assert "p50 800 ms" in facts["requests"]
     assert "client CPU 5 % of a core" in facts["requests"]
-    assert "the load: from the first answer to the last" in page.header.window
+    assert "s, the load. Phases: start-up 0-" in page.header.window
+    assert "from the server's first answer to its last" in page.header.window
     # the impact in words: a share of the request time, and the window is the load, not a
     # steady state
     verdict = next(v for v in page.verdicts if v.is_verdict)

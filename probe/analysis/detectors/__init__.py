@@ -15,6 +15,7 @@ from probe.analysis.detectors import (
     memory_growth,
     periodic_stall,
     python_bound,
+    recompilation,
     request_queueing,
     straggler_rank,
     thread_pool_saturated,
@@ -35,4 +36,5 @@ ALL: tuple[ModuleType, ...] = (
     straggler_rank,
     host_sync_stalls,
     gpu_underutilized,
+    recompilation,
 )

@@ -71,7 +71,8 @@ class Context:
         return max(self.window[1] - self.window[0], 1e-9)
 
     @cached_property
-    def steps(self) -> StepTable:
+    def all_steps(self) -> StepTable:
+        """Every step of the window, those torch.compile recompiled in included."""
         t0, t1 = self.window
         return self.tl.steps.within(t0 - 1e-6, t1 + 1e-6)
 
@@ -79,6 +80,19 @@ class Context:
     def serving(self) -> Serving | None:
         """The server's side of the load (probe load's requests), None for other runs."""
         return analyse(self.tl, self.window)
+
+    @cached_property
+    def steps(self) -> StepTable:
+        """The window's steps but those during which torch.compile compiled: their time is
+        compilation's (the recompilation verdict's), not the loop's."""
+        steps = self.all_steps
+        compiled = [c for c in self.tl.compilations if self.window[0] <= c.end]
+        if not compiled or not len(steps):
+            return steps
+        hit = np.zeros(len(steps), dtype=bool)
+        for c in compiled:
+            hit |= (steps.pid == c.pid) & (steps.start < c.end) & (steps.end > c.start)
+        return steps.select(~hit)
 
     @cached_property
     def bins(self) -> npt.NDArray[np.bool_]:

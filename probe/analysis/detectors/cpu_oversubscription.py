@@ -176,6 +176,7 @@ def _pools(ctx: Context) -> list[dict[str, Any]]:
             "main": "server process" if len(tl.requests) else "training process",
             "rank": "rank",
             "worker": "DataLoader worker",
+            "compiler": "torch.compile compiler",
         }.get(info.role, info.short_command)
         runnable = float(series[bins].mean() + tl.run_wait[pid][bins].mean())
         groups.setdefault(label, []).append(runnable)

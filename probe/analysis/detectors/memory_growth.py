@@ -65,12 +65,14 @@ def detect(ctx: Context) -> Finding:
     candidates: list[dict[str, Any]] = []
     centers = tl.centers
     for pid, rss in tl.rss.items():
+        info = tl.processes.get(pid)
+        if info is not None and info.role == "compiler":
+            continue  # torch.compile's builds: compilation's memory, not the workload's
         ok = ctx.bins & np.isfinite(rss)
         if ok.sum() < 10:
             continue
         result = _growth(centers[ok], rss[ok])
         if result is not None:
-            info = tl.processes.get(pid)
             result.update(
                 kind="rss",
                 pid=pid,
