@@ -80,3 +80,10 @@ class ServerNotListening(ProbeError):
 
 class LoadError(ProbeError):
     """``probe load`` cannot run as asked (a bad URL, a host it may not load, no HTTP client)."""
+
+
+class CompareError(ProbeError):
+    """Two sides cannot be compared as given (a missing or foreign directory, sessions of
+    different programs, no steps on one side): bad input, exit status 2."""
+
+    exit_code = 2

@@ -1,0 +1,337 @@
+"""Two sets of diagnosed runs in, a ``Comparison`` out: one row per measure, the verdict change
+and the issues that appeared, vanished or moved. Pure (``compare``); ``analyse`` is the step
+before it that reads and diagnoses the sessions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from probe.compare import stats
+from probe.compare.measures import (
+    MEASURES,
+    MIN_STEPS,
+    RATIO,
+    SINGLE_RUN_FLOOR,
+    STEP_TIME,
+    Measure,
+    RunData,
+    describe_unit,
+    estimate,
+    has,
+    present,
+    run_data,
+    value,
+)
+from probe.compare.sides import Side
+from probe.errors import CompareError
+
+Progress = Callable[[str], None]
+
+APPEARED, VANISHED, MOVED, STAYED = "appeared", "vanished", "moved", "stayed"
+# An issue on both sides "moved" when its severity or its place among the issues changed, or its
+# impact changed by at least this factor either way.
+MOVED_FACTOR = 1.5
+
+
+@dataclass
+class Row:
+    """One measure, A against B. ``change`` is B / A - 1 for ratio measures and B - A for
+    differences; ``low``/``high`` bound it (95 %); ``smallest`` is the smallest change (as a
+    magnitude, in the same terms) the design would have found."""
+
+    measure: Measure
+    a: float | None
+    b: float | None
+    a_runs: list[float]
+    b_runs: list[float]
+    change: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+    result: str = stats.UNTESTED
+    smallest: float | None = None
+    level: str = ""
+    note: str = ""
+
+    @property
+    def confidence(self) -> str:
+        return stats.stars(self.p_value) if self.result in (stats.LOWER, stats.HIGHER) else ""
+
+    @property
+    def verdict(self) -> str:
+        """In words: "faster", "slower", "lower", "higher", or that it cannot be told."""
+        if self.result == stats.LOWER:
+            return self.measure.words[0]
+        if self.result == stats.HIGHER:
+            return self.measure.words[1]
+        if self.result == stats.NONE:
+            return "no detectable difference"
+        return "not tested"
+
+    @property
+    def better(self) -> bool | None:
+        """Whether B is better on this measure (None: no direction is better, or no change)."""
+        if self.measure.better is None or self.result not in (stats.LOWER, stats.HIGHER):
+            return None
+        return (self.result == stats.LOWER) == (self.measure.better == "lower")
+
+
+@dataclass
+class SideRuns:
+    """One side, analysed."""
+
+    label: str
+    path: str
+    program: str
+    commands: list[str]
+    runs: list[RunData]
+
+    @property
+    def categories(self) -> Counter[str]:
+        return Counter(r.category for r in self.runs)
+
+    @property
+    def category(self) -> str:
+        """The verdict most of its runs got (ties: the first run's among them)."""
+        counts = self.categories
+        best = max(counts.values())
+        return next(r.category for r in self.runs if counts[r.category] == best)
+
+    def impact(self, issue: str) -> float | None:
+        """The issue's median impact over the runs that have it."""
+        values = [i.impact for r in self.runs for i in r.issues if i.id == issue]
+        return float(np.median(values)) if values else None
+
+    def severity(self, issue: str) -> str | None:
+        values = [i.severity for r in self.runs for i in r.issues if i.id == issue]
+        if not values:
+            return None
+        return Counter(values).most_common(1)[0][0]
+
+    def count(self, issue: str) -> int:
+        return sum(any(i.id == issue for i in r.issues) for r in self.runs)
+
+    def rank(self, issue: str) -> float | None:
+        """Its median place among the issues of the runs that have it (0: the verdict)."""
+        places = [
+            [i.id for i in r.issues].index(issue)
+            for r in self.runs
+            if any(i.id == issue for i in r.issues)
+        ]
+        return float(np.median(places)) if places else None
+
+
+@dataclass
+class IssueChange:
+    id: str
+    change: str  # APPEARED, VANISHED, MOVED, STAYED
+    a_runs: int  # runs with the issue on each side
+    b_runs: int
+    a_impact: float | None
+    b_impact: float | None
+    a_severity: str | None
+    b_severity: str | None
+
+
+@dataclass
+class Comparison:
+    a: SideRuns
+    b: SideRuns
+    rows: list[Row]
+    issues: list[IssueChange]
+    unit: str  # the loop's unit in words ("" without steps)
+    mirrored: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> Row | None:
+        """The row that answers "did it help": the loop's step time."""
+        return next((r for r in self.rows if r.measure is STEP_TIME), None)
+
+    @property
+    def level(self) -> str:
+        return "runs" if len(self.a.runs) > 1 and len(self.b.runs) > 1 else "within-run"
+
+
+def analyse(side: Side, progress: Progress | None = None) -> SideRuns:
+    """Read and diagnose every session of a side (one at a time: only the small ``RunData``
+    of each is kept)."""
+    from probe.analysis.diagnosis import diagnose
+    from probe.session.reader import Session
+
+    say = progress or (lambda stage: None)
+    runs = []
+    for k, ref in enumerate(side.sessions, 1):
+        say(f"{side.label}: run {k}/{len(side.sessions)} ({ref.name})")
+        try:
+            session = Session(ref.path)
+        except CompareError:
+            raise
+        except Exception as exc:
+            message = getattr(exc, "message", str(exc))
+            raise CompareError(f"{side.label}: {message}") from exc
+        data = run_data(diagnose(session), name=ref.name, path=str(ref.path))
+        data.warnings[:0] = session.warnings
+        runs.append(data)
+    return SideRuns(side.label, str(side.path), side.program, side.commands, runs)
+
+
+def compare(
+    a: SideRuns, b: SideRuns, *, mirrored: bool = False, seed: int | None = None
+) -> Comparison:
+    """The comparison of two analysed sides. ``CompareError`` when one side has a loop (steps)
+    and the other has not, or a run has too few steps to compare."""
+    warnings: list[str] = []
+    with_steps = {s.label: [r for r in s.runs if r.steps >= MIN_STEPS] for s in (a, b)}
+    stepped = [s for s in (a, b) if with_steps[s.label]]
+    if len(stepped) == 1:
+        other = b if stepped[0] is a else a
+        raise CompareError(
+            f"{other.label} has no steps in its steady state and {stepped[0].label} has: the two "
+            "do not run the same loop",
+            hint="Compare runs of one training or inference loop; a loop without an optimizer "
+            "can mark its steps with probe.step().",
+        )
+    if stepped:
+        short = [
+            f"{s.label}: {r.path} ({r.steps} steps)"
+            for s in (a, b)
+            for r in s.runs
+            if r.steps < MIN_STEPS
+        ]
+        if short:
+            raise CompareError(
+                f"too few steady-state steps to compare (at least {MIN_STEPS} a run): "
+                + ", ".join(short),
+                hint="Run each command longer.",
+            )
+    units = {r.unit for s in (a, b) for r in s.runs if r.unit}
+    if len(units) > 1:
+        warnings.append(
+            "the runs count their steps differently ("
+            + ", ".join(sorted(describe_unit(u) for u in units))
+            + ")"
+        )
+    unit = describe_unit(units.pop()) if len(units) == 1 else ("step" if units else "")
+    rows = []
+    for measure in MEASURES:
+        if not any(present(r, measure) for s in (a, b) for r in s.runs):
+            continue
+        row = compare_measure(measure, a.runs, b.runs, seed=seed)
+        if row is not None:
+            rows.append(row)
+    for side in (a, b):
+        for run in side.runs:
+            warnings.extend(f"{side.label}/{run.name}: {w}" for w in run.warnings)
+    return Comparison(
+        a=a,
+        b=b,
+        rows=rows,
+        issues=issue_changes(a, b),
+        unit=unit,
+        mirrored=mirrored,
+        warnings=warnings,
+    )
+
+
+def compare_measure(
+    measure: Measure,
+    a: Sequence[RunData],
+    b: Sequence[RunData],
+    *,
+    seed: int | None = None,
+) -> Row | None:
+    """One row: the sides' values, B against A with its interval, p-value and verdict."""
+    missing = [r for r in (*a, *b) if not has(r, measure)]
+    a_runs = [value(r, measure) for r in a if has(r, measure)]
+    b_runs = [value(r, measure) for r in b if has(r, measure)]
+    row = Row(
+        measure,
+        _center(measure, a_runs),
+        _center(measure, b_runs),
+        a_runs,
+        b_runs,
+    )
+    if missing:
+        row.note = "not measured in " + ", ".join(r.name for r in missing[:4])
+        return row if a_runs or b_runs else None
+    if measure.scale == RATIO and min(a_runs + b_runs) <= 0:
+        row.note = "zero on a side: no ratio"
+        return row
+    est_a = [estimate(r, measure, seed=_seed(seed, i)) for i, r in enumerate(a)]
+    est_b = [estimate(r, measure, seed=_seed(seed, 1000 + i)) for i, r in enumerate(b)]
+    floor = 0.0
+    if len(a) == 1 or len(b) == 1:
+        if measure.scale == RATIO:
+            floor = math.log1p(SINGLE_RUN_FLOOR)
+        else:
+            floor = SINGLE_RUN_FLOOR * max(abs(row.a or 0.0), abs(row.b or 0.0))
+    c = stats.contrast(est_a, est_b, floor=floor, seed=seed)
+    row.level = c.level
+    row.note = c.note
+    row.p_value = c.p_value
+    row.result = stats.judge(c)
+    row.change = _natural(measure, c.estimate)
+    if c.low is not None and c.high is not None:
+        row.low = _natural(measure, c.low)
+        row.high = _natural(measure, c.high)
+    smallest = stats.smallest_detectable(c)
+    if smallest is not None:
+        row.smallest = _natural(measure, smallest)
+    return row
+
+
+def _seed(seed: int | None, offset: int) -> int:
+    return (stats.SEED if seed is None else seed) + 7919 * (offset + 1)
+
+
+def _center(measure: Measure, values: list[float]) -> float | None:
+    """A side's value: the geometric mean of its runs' values for ratio measures (the mean of
+    what is compared), their mean for differences."""
+    if not values:
+        return None
+    if measure.scale == RATIO and min(values) > 0:
+        return float(np.exp(np.mean(np.log(values))))
+    return float(np.mean(values))
+
+
+def _natural(measure: Measure, x: float) -> float:
+    """A value on the comparison scale as a change: B / A - 1, or B - A."""
+    return math.expm1(x) if measure.scale == RATIO else x
+
+
+def issue_changes(a: SideRuns, b: SideRuns) -> list[IssueChange]:
+    """Every issue seen on either side: it appeared (in most of B's runs, not of A's), vanished
+    (the reverse), moved (in most runs of both, with another severity, place or an impact
+    changed by ``MOVED_FACTOR``) or stayed. Verdicts' order: A's issues first, by impact."""
+    ids: list[str] = []
+    for side in (a, b):
+        for run in side.runs:
+            for found in run.issues:
+                if found.id not in ids and found.id != "insufficient-data":
+                    ids.append(found.id)
+    out = []
+    for issue in ids:
+        a_n, b_n = a.count(issue), b.count(issue)
+        in_a = a_n * 2 > len(a.runs)
+        in_b = b_n * 2 > len(b.runs)
+        a_imp, b_imp = a.impact(issue), b.impact(issue)
+        a_sev, b_sev = a.severity(issue), b.severity(issue)
+        if in_a and not in_b:
+            change = VANISHED
+        elif in_b and not in_a:
+            change = APPEARED
+        elif in_a and in_b:
+            factor = (max(a_imp or 0, b_imp or 0) + 1e-9) / (min(a_imp or 0, b_imp or 0) + 1e-9)
+            moved = a_sev != b_sev or a.rank(issue) != b.rank(issue) or factor >= MOVED_FACTOR
+            change = MOVED if moved else STAYED
+        else:
+            continue  # in a minority of runs on both sides: noise, not a change
+        out.append(IssueChange(issue, change, a_n, b_n, a_imp, b_imp, a_sev, b_sev))
+    return out
