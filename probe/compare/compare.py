@@ -188,8 +188,7 @@ def compare(
     """The comparison of two analysed sides. ``CompareError`` when one side has a loop (steps)
     and the other has not, or a run has too few steps to compare."""
     warnings: list[str] = []
-    with_steps = {s.label: [r for r in s.runs if r.steps >= MIN_STEPS] for s in (a, b)}
-    stepped = [s for s in (a, b) if with_steps[s.label]]
+    stepped = [s for s in (a, b) if any(r.steps for r in s.runs)]
     if len(stepped) == 1:
         other = b if stepped[0] is a else a
         raise CompareError(

@@ -92,6 +92,8 @@ def change(measure: Measure, x: float | None, *, signed: bool = True) -> str:
     if x is None or not math.isfinite(x):
         return "n/a"
     if measure.scale == "ratio":
+        if x >= 9:  # ten times or more: a factor reads better than thousands of percent
+            return f"\u00d7{x + 1:.3g}"
         return percent(x, signed=signed)
     if measure.kind == "share":
         points = abs(x) * 100

@@ -45,9 +45,9 @@ def write_run(
     ``start`` s of start-up; ``wait_share`` of each step waits on a DataLoader; a full GC pause
     of ``gc_pause`` s every ``gc_every`` s; asyncio lag samples of about ``lag`` s every 20 ms;
     RSS grows by ``rss_growth`` bytes/s."""
-    durations = np.asarray(durations, dtype=np.float64)
+    durations = np.asarray(durations, dtype=np.float64)  # empty: a run without steps
     ends = start + np.concatenate([[0.0], np.cumsum(durations)])
-    last = float(ends[-1])
+    last = float(ends[-1]) if len(durations) else start + 10.0  # no steps: 10 s of work
     b = SessionBuilder(path, duration_s=last + 0.3, argv=argv or ["python", "train.py"])
     pid = 100
     b.process(pid, torch_threads=2)
@@ -62,7 +62,8 @@ def write_run(
         rss=lambda x: rss + rss_growth * x,
     )
     b.system(busy=lambda x: level(x, 1.85, 0.9, 0.1))
-    b.steps(pid, ends)
+    if len(durations):
+        b.steps(pid, ends)
     if wait_share:
         starts = ends[:-1] + 0.0005
         b.loader(pid, num_workers=0)
@@ -76,6 +77,7 @@ def write_run(
         b.lag(pid, times, lag * rng.lognormal(0.0, 0.3, len(times)))
     times = np.arange(0.0, last + 0.3, 0.01)
     into = times - ends[np.clip(np.searchsorted(ends, times) - 1, 0, len(ends) - 1)]
-    choice = np.where(times < start, 0, np.where(into < durations.mean() * wait_share, 2, 1))
+    waiting = float(durations.mean()) * wait_share if len(durations) else 0.0
+    choice = np.where(times < start, 0, np.where(into < waiting, 2, 1))
     b.stack_table(pid, times, [IMPORTING, FORWARD, DATA_WAIT], choice)
     return b.write()

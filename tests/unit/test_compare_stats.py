@@ -92,7 +92,9 @@ def test_several_runs_a_side_use_runs_as_the_unit() -> None:
     assert c.low is not None and c.high is not None
     assert c.low < 0.10 < c.high
     assert stats.judge(c) == stats.HIGHER
-    se = math.sqrt(np.var([r.value for r in a], ddof=1) / 5 + np.var([r.value for r in b], ddof=1) / 5)
+    se = math.sqrt(
+        np.var([r.value for r in a], ddof=1) / 5 + np.var([r.value for r in b], ddof=1) / 5
+    )
     assert c.se == pytest.approx(se)
     assert stats.smallest_detectable(c) == pytest.approx(
         (stats.sps.t.ppf(0.975, c.df) + stats.sps.norm.ppf(0.8)) * se
@@ -133,10 +135,7 @@ def test_aa_comparisons_rarely_call_a_difference_and_a_shift_is_found() -> None:
     for _ in range(trials):
         for case, shift in (("aa", 0.0), ("slower", math.log(1.10))):
             a = [RunEstimate(v, v + rng.normal(0, 0.01, 200)) for v in rng.normal(0, 0.03, 5)]
-            b = [
-                RunEstimate(v, v + rng.normal(0, 0.01, 200))
-                for v in rng.normal(shift, 0.03, 5)
-            ]
+            b = [RunEstimate(v, v + rng.normal(0, 0.01, 200)) for v in rng.normal(shift, 0.03, 5)]
             result = stats.judge(stats.contrast(a, b))
             calls[case] += result == (stats.HIGHER if shift else stats.NONE)
     assert calls["aa"] / trials >= 0.93
