@@ -102,7 +102,7 @@ def test_foreign_and_newer_sessions_are_refused(sessions: Path, tmp_path: Path) 
     meta = read_meta(newer)
     meta["format"] = [99, 0]
     write_meta(newer, meta)
-    with pytest.raises(CompareError, match="format 99.0"):
+    with pytest.raises(CompareError, match=r"format 99\.0"):
         load_side(newer, "B")
 
 
