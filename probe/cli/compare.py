@@ -198,7 +198,7 @@ def _compare(
     open_page: bool,
 ) -> int:
     from probe.compare import jsonout, terminal
-    from probe.compare.compare import analyse, compare
+    from probe.compare.compare import analyse_sides, compare
     from probe.compare.sides import check_sides, load_side
     from probe.report import browser
     from probe.report import terminal as report_terminal
@@ -214,8 +214,7 @@ def _compare(
         warn(message)
     progress = report_terminal.Progress("comparing")
     try:
-        runs_a = analyse(side_a, progress)
-        runs_b = analyse(side_b, progress)
+        runs_a, runs_b = analyse_sides([side_a, side_b], progress)
         progress("statistics")
         comparison = compare(runs_a, runs_b, mirrored=mirrored)
     finally:
@@ -272,7 +271,12 @@ def _ci_status(comparison: object, pct: float) -> int:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write ``text`` whole or not at all (a reader never sees half a page)."""
+    """Write ``text`` whole or not at all (a reader never sees half a page); a path that is not
+    a regular file (/dev/stdout, a pipe) is written to, never replaced."""
+    if path.exists() and not path.is_file():
+        with path.open("w", encoding="utf-8") as f:
+            f.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
