@@ -126,7 +126,7 @@ def compare(
         json_path=json_path,
         html_path=None if no_html else (html_path or default_html),
         fail_if_slower=fail_if_slower,
-        any_program=any_program or run_commands,
+        any_program=any_program or run_commands,  # --run: the user chose both commands
         open_page=open_page,
     )
 
@@ -221,6 +221,7 @@ def _compare(
         progress.done()
     for message in comparison.warnings:
         warn(message)
+    comparison.warnings[:0] = warnings
     files: list[tuple[str, str]] = []
     if html_path is not None:
         from probe.compare import html

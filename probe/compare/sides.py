@@ -132,8 +132,9 @@ def load_side(path: Path, label: str) -> Side:
 
 
 def check_sides(a: Side, b: Side, *, any_program: bool = False) -> list[str]:
-    """Refuse sides that run different programs (unless ``any_program``); the warnings to show
-    when they only differ in their arguments."""
+    """Refuse sides that run different programs (unless ``any_program``: the commands were
+    chosen as they are, and only that the programs differ is said); the warnings to show when
+    they only differ in their arguments."""
     a_paths = {s.path.resolve() for s in a.sessions}
     b_paths = {s.path.resolve() for s in b.sessions}
     if a_paths & b_paths:
@@ -150,7 +151,7 @@ def check_sides(a: Side, b: Side, *, any_program: bool = False) -> list[str]:
                 "environment); pass --any-program to compare them anyway.",
             )
         warnings.append(f"A and B ran different programs: A {a.program!r}, B {b.program!r}")
-    elif a.commands != b.commands:
+    elif a.commands != b.commands and not any_program:
         warnings.append(
             f"A and B ran {a.program!r} with different arguments: A {'; '.join(a.commands)} - "
             f"B {'; '.join(b.commands)}"
