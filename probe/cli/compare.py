@@ -7,11 +7,16 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from probe.cli.common import echo, warn
 from probe.errors import CompareError, DestinationError
+
+if TYPE_CHECKING:
+    from probe.compare.compare import Comparison
+    from probe.compare.render import CompareOutputs
 
 
 @click.command(short_help="Compare runs before and after a change: did it help?")
@@ -175,6 +180,7 @@ def _run_mirrored(a: str, b: str, *, repeat: int, dest: Path, force: bool) -> in
             force=force,
             collect_only=True,
             json_path=None,
+            markdown_path=None,
             open_report=False,
         )
         if status != 0:
@@ -197,10 +203,10 @@ def _compare(
     any_program: bool,
     open_page: bool,
 ) -> int:
-    from probe.compare import jsonout, terminal
+    from probe.cli import browser
     from probe.compare.compare import analyse_sides, compare
+    from probe.compare.render import CompareOutputs, renderer
     from probe.compare.sides import check_sides, load_side
-    from probe.report import browser
     from probe.report import terminal as report_terminal
 
     side_a = load_side(path_a, "A")
@@ -222,40 +228,43 @@ def _compare(
     for message in comparison.warnings:
         warn(message)
     comparison.warnings[:0] = warnings
-    files: list[tuple[str, str]] = []
-    if html_path is not None:
-        from probe.compare import html
-
-        try:
-            _write(html_path, html.render(comparison))
-            files.append(("html", str(html_path)))
-        except OSError as exc:
-            warn(f"cannot write the page {html_path}: {exc.strerror or exc}")
-            html_path = None
-    if json_path is not None:
-        text = jsonout.dumps(comparison)
-        if str(json_path) == "-":
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        else:
-            _write(json_path, text)
-            files.append(("json", str(json_path)))
+    page = _output(comparison, "html", html_path, CompareOutputs())
+    json_copy = _output(comparison, "json", json_path, CompareOutputs(page=page))
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    for line in terminal.lines(comparison, color=color, files=files):
+    outputs = CompareOutputs(page=page, json_copy=json_copy, color=color)
+    for line in renderer("terminal").lines(comparison, outputs):
         click.echo(line, err=True)
-    if html_path is not None and browser.should_open(open_page):
-        browser.open_report(html_path)
+    if page is not None and browser.should_open(open_page):
+        browser.open_report(page)
+    status = 0
+    if json_path is not None and str(json_path) != "-" and json_copy is None:
+        status = 1  # CI asked for a file it will not find: the run cannot pass
     if fail_if_slower is not None:
-        return _ci_status(comparison, fail_if_slower)
-    return 0
+        status = max(status, _ci_status(comparison, fail_if_slower))
+    return status
 
 
-def _ci_status(comparison: object, pct: float) -> int:
+def _output(
+    comparison: Comparison, name: str, path: Path | None, outputs: CompareOutputs
+) -> Path | None:
+    """Write one output (None: not asked for, or written to stdout); a warning when it cannot
+    be written."""
+    from probe.compare.render import renderer
+
+    if path is None:
+        return None
+    try:
+        written: Path | None = renderer(name).write(comparison, path, outputs)
+        return written
+    except OSError as exc:
+        warn(f"cannot write {path}: {exc.strerror or exc}")
+        return None
+
+
+def _ci_status(comparison: Comparison, pct: float) -> int:
     """1 when B's step time is slower by more than ``pct`` percent with 95 % confidence."""
     from probe.compare import stats, words
-    from probe.compare.compare import Comparison
 
-    assert isinstance(comparison, Comparison)
     row = comparison.primary
     if row is None:
         raise CompareError(
@@ -269,19 +278,3 @@ def _ci_status(comparison: object, pct: float) -> int:
         )
         return 1
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    """Write ``text`` whole or not at all (a reader never sees half a page); a path that is not
-    a regular file (/dev/stdout, a pipe) is written to, never replaced."""
-    if path.exists() and not path.is_file():
-        with path.open("w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from probe import __version__
 from probe.compare import words
 from probe.compare.compare import Comparison, Row, SideRuns
 from probe.compare.measures import RATIO, RunData
+from probe.compare.render import CompareOutputs, ComparisonRenderer
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -425,4 +426,12 @@ def _timelines(comparison: Comparison) -> dict[str, Any]:
     return graphs
 
 
-__all__ = ["bucket_medians", "forest_rows", "render", "step_histograms"]
+class HtmlRenderer(ComparisonRenderer):
+    name = "html"
+    suffix = ".html"
+
+    def render(self, comparison: Comparison, outputs: CompareOutputs) -> str:
+        return render(comparison)
+
+
+__all__ = ["HtmlRenderer", "bucket_medians", "forest_rows", "render", "step_histograms"]

@@ -9,6 +9,7 @@ from typing import Any
 from probe.compare import stats, words
 from probe.compare.compare import Comparison, IssueChange, Row, SideRuns
 from probe.compare.measures import SINGLE_RUN_FLOOR, summary_of
+from probe.compare.render import CompareOutputs, ComparisonRenderer
 
 SCHEMA = "probe.compare/1"
 
@@ -118,3 +119,11 @@ def to_json(c: Comparison) -> dict[str, Any]:
 
 def dumps(c: Comparison) -> str:
     return json.dumps(to_json(c), indent=2) + "\n"
+
+
+class JsonRenderer(ComparisonRenderer):
+    name = "json"
+    suffix = ".json"
+
+    def render(self, comparison: Comparison, outputs: CompareOutputs) -> str:
+        return dumps(comparison)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from probe.compare import words
 from probe.compare.compare import Comparison, Row
+from probe.compare.render import CompareOutputs, ComparisonRenderer
 
 _COLORS = {"better": "\033[1;32m", "worse": "\033[1;31m", "dim": "\033[2m", "bold": "\033[1m"}
 _RESET = "\033[0m"
@@ -87,3 +88,13 @@ def lines(
     for what, path in files:
         out.append(f"{what + ':':<6} {path}")
     return out
+
+
+class TerminalRenderer(ComparisonRenderer):
+    """What the terminal shows; the file lines name the page and the JSON copy written."""
+
+    name = "terminal"
+
+    def render(self, comparison: Comparison, outputs: CompareOutputs) -> str:
+        files = [(w, str(p)) for w, p in (("html", outputs.page), ("json", outputs.json_copy)) if p]
+        return "\n".join(lines(comparison, color=outputs.color, files=files)) + "\n"

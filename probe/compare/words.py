@@ -7,100 +7,75 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from probe import units
 from probe.compare import stats
+from probe.units import Bytes, Duration, Number, Quantity, Rate, Share
 
 if TYPE_CHECKING:
     from probe.compare.compare import Comparison, IssueChange, Row, SideRuns
     from probe.compare.measures import Measure
 
-MINUS = "\u2212"
 ARROW = "->"
+
+
+def quantity(measure: Measure, x: float) -> Quantity:
+    """A value of the measure as the typed value that carries its unit (probe.units)."""
+    kind = measure.kind
+    if kind == "duration":
+        return Duration(x)
+    if kind == "rate":
+        return Rate(x, "", per="s")
+    if kind == "share":
+        return Share(x)
+    if kind == "bytes":
+        return Bytes(x)
+    if kind == "byte-rate":
+        return Rate(x, "B", per="s")
+    return Number(x, "cores" if kind == "cores" else "")
 
 
 def _signed(text: str, x: float) -> str:
     """``text`` (a magnitude) with the sign of ``x``; none when it reads as zero."""
     if not any(ch in "123456789" for ch in text.split(" ", maxsplit=1)[0]):
         return text
-    return ("+" if x > 0 else MINUS if x < 0 else "") + text
+    return ("+" if x > 0 else "-" if x < 0 else "") + text
 
 
 def percent(fraction: float, *, signed: bool = False) -> str:
-    """0.123 -> "12 %", 0.0432 -> "4.3 %", 0.00041 -> "0.04 %"."""
-    x = abs(fraction) * 100 if signed else fraction * 100
-    if x == 0:
-        body = "0 %"
-    elif abs(x) >= 10:
-        body = f"{x:.0f} %"
-    elif abs(x) >= 0.1:
-        body = f"{x:.1f} %"
-    else:
-        body = f"{x:.2f} %"
-    return _signed(body, fraction) if signed else body
+    """A fraction in words (probe.units), signed for a change: 0.043 -> "+4.3 %"."""
+    if not signed:
+        return units.percent(fraction)
+    return _signed(units.percent(abs(fraction)), fraction)
 
 
 def duration(seconds: float) -> str:
-    s = abs(seconds)
-    if s == 0:
-        text = "0 s"
-    elif s < 1e-3:
-        text = f"{s * 1e6:.3g} \u00b5s"
-    elif s < 1:
-        text = f"{s * 1e3:.3g} ms"
-    elif s < 600:
-        text = f"{s:.3g} s"
-    else:
-        text = f"{s / 60:.0f} min"
-    return text if seconds >= 0 else MINUS + text
-
-
-def size(n_bytes: float) -> str:
-    b = abs(n_bytes)
-    if b >= 10 * 2**30:
-        text = f"{b / 2**30:.1f} GB"
-    elif b >= 2**20:
-        text = f"{b / 2**20:.0f} MB"
-    elif b >= 2**10:
-        text = f"{b / 2**10:.0f} kB"
-    else:
-        text = f"{b:.0f} B"
-    return text if n_bytes >= 0 else MINUS + text
+    return units.duration(seconds)
 
 
 def value(measure: Measure, x: float | None) -> str:
     """A side's value of a measure in its unit."""
     if x is None or not math.isfinite(x):
         return "n/a"
-    kind = measure.kind
-    if kind == "duration":
-        return duration(x)
-    if kind == "rate":
-        return f"{x:.3g}/s"
-    if kind == "share":
-        return percent(x)
-    if kind == "bytes":
-        return size(x)
-    if kind == "byte-rate":
-        return size(x) + "/s"
-    if kind == "cores":
-        return f"{x:.2f} cores"
-    return f"{x:.3g}"
+    return units.text(quantity(measure, x))
 
 
 def change(measure: Measure, x: float | None, *, signed: bool = True) -> str:
-    """A change of a measure: a percentage for ratios, a difference in the measure's unit
-    (percentage points for shares)."""
+    """A change of a measure: a percentage for ratios (a factor from ten times up), a
+    difference in the measure's unit (percentage points for shares)."""
     if x is None or not math.isfinite(x):
         return "n/a"
     if measure.scale == "ratio":
         if x >= 9:  # ten times or more: a factor reads better than thousands of percent
-            return f"\u00d7{x + 1:.3g}"
+            return units.text(Number(round(x + 1), "x"))
         return percent(x, signed=signed)
     if measure.kind == "share":
         points = abs(x) * 100
-        body = f"{points:.1f} points" if points < 10 else f"{points:.0f} points"
-        return _signed(body, x) if signed else body
-    text = value(measure, abs(x))
-    return _signed(text, x) if signed else text
+        body = units.text(Number(round(points, 1) if points < 10 else round(points), "points"))
+    elif measure.kind == "cores":
+        body = units.text(Number(round(abs(x), 2), "cores"))
+    else:
+        body = value(measure, abs(x))
+    return _signed(body, x) if signed else body
 
 
 def interval(row: Row) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from probe.session.synthetic import SessionBuilder
+from probe.testing import SessionBuilder
 from tests.unit.synthetic_runs import DATA_WAIT, FORWARD, IMPORTING
 
 FloatArray = npt.NDArray[np.float64]

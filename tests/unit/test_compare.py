@@ -239,16 +239,17 @@ def test_a_loop_on_one_side_only_cannot_be_compared(sessions: Path, tmp_path: Pa
 
 def test_changes_read_in_their_units(comparison: Comparison) -> None:
     rows = {r.measure.id: r for r in comparison.rows}
-    assert words.change(BY_ID["step_time"], -0.4) == "\u221240 %"
+    assert words.change(BY_ID["step_time"], -0.4) == "-40 %"
     assert words.change(BY_ID["step_time"], 0.043) == "+4.3 %"
-    assert words.change(BY_ID["step_time"], 25.0) == "\u00d726"
-    assert words.change(BY_ID["data_wait"], -0.392) == "\u221239 points"
-    assert words.change(BY_ID["gc"], -0.0001) == "0.0 points"  # no sign on what reads as zero
-    assert words.change(BY_ID["cpu_loop"], 0.8) == "+0.80 cores"
-    assert words.value(BY_ID["step_time"], 0.0291) == "29.1 ms"
+    assert words.change(BY_ID["step_time"], 25.0) == "26x"
+    assert words.change(BY_ID["data_wait"], -0.392) == "-39 points"
+    assert words.change(BY_ID["data_wait"], 0.0432) == "+4.3 points"
+    assert words.change(BY_ID["gc"], -0.0001) == "0 points"  # no sign on what reads as zero
+    assert words.change(BY_ID["cpu_loop"], 0.8) == "+0.8 cores"
+    assert words.value(BY_ID["step_time"], 0.0291) == "29 ms"
     assert words.value(BY_ID["peak_rss"], 312 * 2**20) == "312 MB"
-    assert words.headline(comparison).startswith("B is faster: step time \u2212")
-    assert re.search(r"95 % interval \u2212\d+ % to \u2212\d+ %", words.headline(comparison))
+    assert words.headline(comparison).startswith("B is faster: step time -")
+    assert re.search(r"95 % interval -\d+ % to -\d+ %", words.headline(comparison))
     assert words.interval(rows["step_time"]).count("%") == 2
 
 
