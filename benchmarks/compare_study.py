@@ -28,6 +28,7 @@ also gives five 1 + 1 comparisons (A's run k against B's run k).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -37,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -236,14 +238,14 @@ def sessions(args: argparse.Namespace) -> dict[str, object]:
                         f"{tmp}/a",
                         f"{tmp}/b",
                         "--json",
-                        "-",
+                        f"{tmp}/c.json",
                         "--no-html",
                     ],
-                    capture_output=True,
+                    capture_output=True,  # the workload's own output is not the study's
                     text=True,
                     check=True,
                 )
-                doc = json.loads(out.stdout)
+                doc = json.loads(Path(f"{tmp}/c.json").read_text())
             rows.append(
                 {
                     "trial": trial,
@@ -270,10 +272,16 @@ def real(args: argparse.Namespace) -> dict[str, object]:
         for effect in (0.0, SLOWDOWN):
             a = " ".join(base)
             b = " ".join([*base, "--slowdown", str(effect)]) if effect else a
-            with tempfile.TemporaryDirectory() as tmp:
+            kind = "aa" if effect == 0 else "slower"
+            holder: Any = (
+                tempfile.TemporaryDirectory()
+                if args.keep is None
+                else contextlib.nullcontext(tempfile.mkdtemp(dir=args.keep, prefix=f"{kind}-"))
+            )
+            with holder as tmp:
                 load = os.getloadavg()
                 t = time.perf_counter()
-                out = subprocess.run(
+                subprocess.run(
                     [
                         sys.executable,
                         "-m",
@@ -287,14 +295,14 @@ def real(args: argparse.Namespace) -> dict[str, object]:
                         "--dest",
                         tmp,
                         "--json",
-                        "-",
+                        f"{tmp}/c.json",
                         "--no-html",
                     ],
-                    capture_output=True,
+                    capture_output=True,  # the workload's own output is not the study's
                     text=True,
                     check=True,
                 )
-                doc = json.loads(out.stdout)
+                doc = json.loads(Path(f"{tmp}/c.json").read_text())
                 sides = [analyse(load_side(Path(tmp) / s, s.upper())) for s in ("a", "b")]
                 pairs = []
                 for k in range(5):
@@ -433,8 +441,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS / "compare_sessions.json")
     p = sub.add_parser("real")
     p.add_argument("--trials", type=int, default=1, help="A/A and A/B trials to add")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--out", type=Path, default=RESULTS / "compare_real.json")
+    p.add_argument("--keep", type=Path, default=None, help="keep the trials' sessions here")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.what == "report":

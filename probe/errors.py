@@ -87,3 +87,11 @@ class CompareError(ProbeError):
     different programs, no steps on one side): bad input, exit status 2."""
 
     exit_code = 2
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in the processes that analyse sessions: the hint must survive the pickle.
+        return (_compare_error, (self.message, self.hint))
+
+
+def _compare_error(message: str, hint: str | None) -> CompareError:
+    return CompareError(message, hint=hint)

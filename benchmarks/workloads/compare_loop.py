@@ -29,8 +29,9 @@ import probe  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--work", type=int, default=100, help="matrix products a step")
     parser.add_argument("--slowdown", type=float, default=0.0)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -40,7 +41,7 @@ def main() -> None:
     start = time.perf_counter()
     for step in range(args.steps):
         t0 = time.perf_counter()
-        for _ in range(20):
+        for _ in range(args.work):
             x = np.tanh(x @ w)
         history.append(float(x[0, 0]))  # a little Python bookkeeping, as training loops have
         if len(history) > 100:

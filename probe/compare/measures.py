@@ -23,7 +23,13 @@ import numpy.typing as npt
 
 from probe.analysis.stats import trend
 from probe.analysis.timeline import overlap_with
-from probe.compare.stats import RunEstimate, bootstrap_median, bootstrap_ratio
+from probe.compare.stats import (
+    RunEstimate,
+    bootstrap_median,
+    bootstrap_ratio,
+    segments,
+    widen_for_wander,
+)
 
 if TYPE_CHECKING:
     from probe.analysis.diagnosis import Diagnosis
@@ -31,11 +37,13 @@ if TYPE_CHECKING:
 FloatArray = npt.NDArray[np.float64]
 
 RATIO, DIFFERENCE = "ratio", "difference"
-# With one run on a side the machine's run-to-run drift cannot be measured, and on this
-# project's 2-core VM two runs of the same command minutes apart differ by several percent
-# (benchmarks/results/compare_noise.md measures it): a single pair's difference is called only
-# when its whole interval lies beyond this share (for differences: of the larger side's value).
-SINGLE_RUN_FLOOR = 0.10
+# With one run on a side the machine's run-to-run drift cannot be measured. On this project's
+# 2-core VM the median step time of runs of one command minutes apart varied by 2-5 % (sd),
+# up to 14 % while other jobs came and went (benchmarks/results/compare_study.md), so two runs
+# differ by 7 % (sd) and often more: a single pair's difference is called only when its whole
+# interval lies beyond this share (for differences: of the larger side's value). The synthetic
+# study sets the A/A false-call rate this gives at 0-3 % for such noise (10 %: up to 14 %).
+SINGLE_RUN_FLOOR = 0.15
 MIN_STEPS = 10  # steady-state steps a run needs before its loop can be compared
 
 
@@ -307,9 +315,50 @@ def estimate(run: RunData, measure: Measure, *, seed: int | None = None) -> RunE
             replicates = rng.normal(fit[0], fit[1], size=1000)
     else:  # a peak: no within-run spread
         replicates = None
+    parts = _segment_values(run, measure)
     if measure.scale == RATIO:
-        return RunEstimate(_log(raw), None if replicates is None else _log_array(replicates))
-    return RunEstimate(raw, replicates)
+        value_ = _log(raw)
+        reps = None if replicates is None else _log_array(replicates)
+        parts = [_log(v) for v in parts]
+    else:
+        value_, reps = raw, replicates
+    if reps is not None and parts:
+        reps = widen_for_wander(reps, value_, parts)
+    return RunEstimate(value_, reps)
+
+
+def _segment_values(run: RunData, measure: Measure) -> list[float]:
+    """The measure's value in each of the run's consecutive segments (stats.segments); none
+    for the measures without a within-run spread."""
+    mid = measure.id
+    if mid in ("step_time", "throughput", "data_wait"):
+        n = run.steps
+    elif mid == "lag":
+        n = len(run.lag)
+    elif mid == "gc" or mid.startswith("cpu_"):
+        n = len(run.bin_t)
+    else:
+        return []
+    out = []
+    for part in segments(n):
+        if mid == "step_time":
+            out.append(float(np.median(run.step_dur[part])))
+        elif mid == "throughput":
+            out.append(len(run.step_dur[part]) / max(float(run.step_dur[part].sum()), 1e-12))
+        elif mid == "data_wait":
+            out.append(float(run.step_wait[part].sum() / max(run.step_dur[part].sum(), 1e-12)))
+        elif mid == "lag":
+            out.append(float(np.median(run.lag[part])))
+        elif mid == "gc":
+            out.append(
+                float(run.gc_per_bin[part].sum()) / max(len(run.bin_t[part]) * run.bin_s, 1e-12)
+            )
+        else:
+            series = {"cpu_loop": run.cpu_loop, "cpu_workers": run.cpu_workers}.get(
+                mid, run.cpu_total
+            )
+            out.append(float(series[part].mean()))
+    return out
 
 
 def _log(x: float) -> float:

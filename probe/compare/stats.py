@@ -6,6 +6,10 @@ measure's comparison scale (the logarithm for ratios, the value itself for diffe
 or time bins: consecutive steps are not independent (a slow second makes several slow steps), so
 they are resampled in blocks that keep that dependence inside them.
 
+A machine that slows down for several seconds in the middle of a run makes many consecutive
+steps slow, which blocks of a few steps do not see; so a run's replicates are never less spread
+than the values of its eight consecutive segments say (``widen_for_wander``).
+
 Two sides are then compared at the level that varies most:
 
 - With several runs a side, runs are the units: the standard error of each side's mean is the
@@ -53,6 +57,8 @@ EXACT_MEDIAN_MAX = 5_000  # longer series bootstrap their median through histogr
 HIST_BINS = 2048
 EXACT_PERMUTATIONS = 200_000  # more splits than this: a seeded random sample of them
 RANDOM_PERMUTATIONS = 20_000
+SEGMENTS = 8  # consecutive parts of a run whose spread bounds its value's from below
+MIN_SEGMENT = 10  # items a part needs
 
 LOWER, HIGHER, NONE, UNTESTED = "lower", "higher", "none", "untested"
 
@@ -202,6 +208,41 @@ def _histogram_medians(x: FloatArray, edges: IntArray, counts: FloatArray) -> Fl
     frac = np.divide(half[:, 0] - below, inside, out=np.full(len(k), 0.5), where=inside > 0)
     med: FloatArray = bins[k] + np.clip(frac, 0.0, 1.0) * (bins[k + 1] - bins[k])
     return np.exp(med) if positive else med
+
+
+def segments(n: int, k: int = SEGMENTS) -> list[slice]:
+    """``k`` consecutive parts of a series of ``n`` items (fewer when it is short)."""
+    k = min(k, n // MIN_SEGMENT)
+    if k < 2:
+        return []
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def widen_for_wander(
+    replicates: FloatArray, value: float, segment_values: Sequence[float]
+) -> FloatArray:
+    """Replicates whose spread is at least what the run's own wander says.
+
+    The block bootstrap resamples blocks of a few consecutive items, so it sees the dependence
+    between neighbouring steps, not a machine that slows down for ten seconds in the middle of a
+    run. The run's ``k`` consecutive segments do: the variance of their values over k (the batch
+    means estimate) is the statistic's variance with dependence up to a segment's length. When
+    that is larger, the replicates are stretched around ``value`` to it.
+    """
+    finite = [v for v in segment_values if math.isfinite(v)]
+    reps = replicates[np.isfinite(replicates)]
+    if len(finite) < 2 or len(reps) < 2:
+        return replicates
+    batch = float(np.var(finite, ddof=1)) / len(finite)
+    boot = float(np.var(reps, ddof=1))
+    if batch <= boot:
+        return replicates
+    if boot <= 0:
+        return replicates + np.random.default_rng(SEED).normal(
+            0.0, math.sqrt(batch), len(replicates)
+        )
+    return value + (replicates - value) * math.sqrt(batch / boot)
 
 
 # -- across runs ---------------------------------------------------------------------------------

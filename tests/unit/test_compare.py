@@ -12,7 +12,7 @@ import pytest
 
 from probe.cli import main
 from probe.compare import html, jsonout, stats, terminal, words
-from probe.compare.compare import Comparison, SideRuns, analyse, compare
+from probe.compare.compare import Comparison, SideRuns, analyse, analyse_sides, compare
 from probe.compare.measures import BY_ID, SINGLE_RUN_FLOOR, has, present, value
 from probe.compare.sides import check_sides, load_side, program
 from probe.errors import CompareError
@@ -400,3 +400,16 @@ def test_the_measures_are_all_named_in_words() -> None:
     for measure in BY_ID.values():
         assert measure.words[0] != measure.words[1]
         assert words.value(measure, 1.0) != "n/a"
+
+
+def test_a_bad_session_found_while_analysing_in_parallel_is_bad_input(
+    sessions: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "b" / "run-1"
+    write_run(broken, noisy_steps(50))
+    side = load_side(sessions / "before", "A")
+    other = load_side(tmp_path / "b", "B")
+    broken.joinpath("meta.json").write_text("{not json")  # after loading: while analysing
+    with pytest.raises(CompareError, match="B: ") as info:
+        analyse_sides([side, other], jobs=2)
+    assert info.value.exit_code == 2

@@ -159,3 +159,22 @@ def test_mirrored_rounds_balance_both_commands() -> None:
     assert [k for side, k in order if side == "B"] == [1, 2, 3, 4, 5]
     positions = {s: np.mean([i for i, (side, _) in enumerate(order) if side == s]) for s in "AB"}
     assert abs(positions["A"] - positions["B"]) <= 0.2
+
+
+def test_a_run_that_slows_down_halfway_is_less_sure_of_its_median() -> None:
+    """Blocks of a few steps do not see a machine that is 20 % slower for the second half of
+    the run; the spread of the run's consecutive segments does."""
+    steady = noisy_steps(1600, rho=0.3, sigma=0.05, seed=8)
+    shifted = steady * np.where(np.arange(1600) < 800, 1.0, 1.2)
+    reps = np.log(stats.bootstrap_median(shifted, seed=3))
+    value = float(np.log(np.median(shifted)))
+    parts = [float(np.log(np.median(shifted[s]))) for s in stats.segments(len(shifted))]
+    widened = stats.widen_for_wander(reps, value, parts)
+    assert np.std(widened) > 1.3 * np.std(reps)
+    assert np.std(widened) == pytest.approx(np.std(parts, ddof=1) / math.sqrt(8), rel=0.01)
+    # A steady run keeps its bootstrap spread.
+    reps = np.log(stats.bootstrap_median(steady, seed=3))
+    parts = [float(np.log(np.median(steady[s]))) for s in stats.segments(len(steady))]
+    kept = stats.widen_for_wander(reps, float(np.log(np.median(steady))), parts)
+    assert np.std(kept) == pytest.approx(np.std(reps))
+    assert stats.segments(15) == []  # too short to cut
