@@ -229,7 +229,7 @@ def sessions(args: argparse.Namespace) -> dict[str, object]:
                 for side, runs in steps.items():
                     for k, d in enumerate(runs, 1):
                         write_run(Path(tmp) / side.lower() / f"run-{k}", d)
-                out = subprocess.run(
+                subprocess.run(
                     [
                         sys.executable,
                         "-m",
@@ -241,7 +241,7 @@ def sessions(args: argparse.Namespace) -> dict[str, object]:
                         f"{tmp}/c.json",
                         "--no-html",
                     ],
-                    capture_output=True,  # the workload's own output is not the study's
+                    capture_output=True,
                     text=True,
                     check=True,
                 )
