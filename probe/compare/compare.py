@@ -40,8 +40,8 @@ MEMORY_PER_BYTE = 5  # what analysing a session takes, per byte of its record fi
 
 APPEARED, VANISHED, MOVED, STAYED = "appeared", "vanished", "moved", "stayed"
 # An issue on both sides "moved" when its severity or its place among the issues changed, or its
-# impact changed by at least this factor either way.
-MOVED_FACTOR = 1.5
+# impact changed by at least this factor either way (a quarter: 40 % -> 30 % moved).
+MOVED_FACTOR = 1.25
 
 
 @dataclass
@@ -71,13 +71,9 @@ class Row:
     @property
     def verdict(self) -> str:
         """In words: "faster", "slower", "lower", "higher", or that it cannot be told."""
-        if self.result == stats.LOWER:
-            return self.measure.words[0]
-        if self.result == stats.HIGHER:
-            return self.measure.words[1]
-        if self.result == stats.NONE:
-            return "no detectable difference"
-        return "not tested"
+        from probe.compare.words import result_word
+
+        return result_word(self.measure, self.result)
 
     @property
     def better(self) -> bool | None:

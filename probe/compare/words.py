@@ -16,6 +16,18 @@ if TYPE_CHECKING:
     from probe.compare.measures import Measure
 
 ARROW = "->"
+NO_DIFFERENCE = "no detectable difference"
+NOT_TESTED = "not tested"
+
+
+def result_word(measure: Measure, result: str) -> str:
+    """A row's result in words: the measure's own word for lower and higher ("faster",
+    "slower"; "lower", "higher"), or that the data cannot tell, or that there was no test."""
+    if result == stats.LOWER:
+        return measure.words[0]
+    if result == stats.HIGHER:
+        return measure.words[1]
+    return NO_DIFFERENCE if result == stats.NONE else NOT_TESTED
 
 
 def quantity(measure: Measure, x: float) -> Quantity:
@@ -56,6 +68,8 @@ def value(measure: Measure, x: float | None) -> str:
     """A side's value of a measure in its unit."""
     if x is None or not math.isfinite(x):
         return "n/a"
+    if measure.kind == "cores":  # a hundredth of a core is as fine as the sampler sees
+        x = round(x, 2)
     return units.text(quantity(measure, x))
 
 
@@ -71,8 +85,6 @@ def change(measure: Measure, x: float | None, *, signed: bool = True) -> str:
     if measure.kind == "share":
         points = abs(x) * 100
         body = units.text(Number(round(points, 1) if points < 10 else round(points), "points"))
-    elif measure.kind == "cores":
-        body = units.text(Number(round(abs(x), 2), "cores"))
     else:
         body = value(measure, abs(x))
     return _signed(body, x) if signed else body
@@ -121,7 +133,7 @@ def headline(comparison: Comparison) -> str:
         )
     if row.result == stats.NONE:
         text = (
-            f"No detectable difference in {name}: {change(row.measure, row.change)} "
+            f"{NO_DIFFERENCE.capitalize()} in {name}: {change(row.measure, row.change)} "
             f"(95 % interval {interval(row)}; {p_value(row.p_value)}; {runs(comparison)})"
         )
         if row.smallest is not None:
@@ -195,6 +207,6 @@ def issue_change(issue: IssueChange, comparison: Comparison) -> str:
 def row_verdict(row: Row) -> str:
     """The row's verdict with its confidence mark: "faster ***", "no detectable difference"."""
     if row.result == stats.UNTESTED:
-        return "not tested"
+        return NOT_TESTED
     mark = row.confidence
     return f"{row.verdict} {mark}".rstrip()

@@ -3,6 +3,7 @@ words, JSON and page, and the command's exit statuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -12,8 +13,15 @@ import pytest
 
 from probe.cli import main
 from probe.compare import html, jsonout, stats, terminal, words
-from probe.compare.compare import Comparison, SideRuns, analyse, analyse_sides, compare
-from probe.compare.measures import BY_ID, SINGLE_RUN_FLOOR, has, present, value
+from probe.compare.compare import (
+    Comparison,
+    SideRuns,
+    analyse,
+    analyse_sides,
+    compare,
+    issue_changes,
+)
+from probe.compare.measures import BY_ID, SINGLE_RUN_FLOOR, IssueSummary, has, present, value
 from probe.compare.sides import check_sides, load_side, program
 from probe.errors import CompareError
 from probe.session.meta import read_meta, write_meta
@@ -413,3 +421,37 @@ def test_a_bad_session_found_while_analysing_in_parallel_is_bad_input(
     with pytest.raises(CompareError, match="B: ") as info:
         analyse_sides([side, other], jobs=2)
     assert info.value.exit_code == 2
+
+
+def test_issues_move_when_their_impact_severity_or_place_changes(
+    sides: tuple[SideRuns, SideRuns],
+) -> None:
+    before, _ = sides
+    base = before.runs[0]
+
+    def side(label: str, *issue_lists: list[IssueSummary]) -> SideRuns:
+        runs = [dataclasses.replace(base, issues=list(issues)) for issues in issue_lists]
+        return SideRuns(label, label, before.program, before.commands, runs)
+
+    def ib(impact: float, severity: str = "high") -> IssueSummary:
+        return IssueSummary("input-bound", severity, impact, "")
+
+    gc = IssueSummary("gc-pauses", "moderate", 0.06, "")
+    a = side("A", [ib(0.40)], [ib(0.42)], [ib(0.41)])
+    changes = {
+        i.id: i.change for i in issue_changes(a, side("B", [ib(0.30)], [ib(0.3)], [ib(0.31)]))
+    }
+    assert changes == {"input-bound": "moved"}  # 41 % -> 30 %
+    changes = {
+        i.id: i.change for i in issue_changes(a, side("B", [ib(0.39)], [ib(0.4)], [ib(0.4)]))
+    }
+    assert changes == {"input-bound": "stayed"}
+    moderate = side("B", [ib(0.39, "moderate")], [ib(0.4, "moderate")], [ib(0.4, "moderate")])
+    assert issue_changes(a, moderate)[0].change == "moved"
+    behind = side("B", [gc, ib(0.4)], [gc, ib(0.4)], [ib(0.4)])  # now second, in 2 runs of 3
+    assert {i.id: i.change for i in issue_changes(a, behind)} == {
+        "input-bound": "moved",
+        "gc-pauses": "appeared",
+    }
+    once = side("B", [gc, ib(0.4)], [ib(0.4)], [ib(0.4)])  # gc-pauses in one run of three: noise
+    assert {i.id: i.change for i in issue_changes(a, once)} == {"input-bound": "stayed"}
