@@ -30,7 +30,10 @@ FloatArray = npt.NDArray[np.float64]
 SIDE_COLORS = {"A": "#1f5fa8", "B": "#f28e2b"}
 VERDICT_COLORS = {"better": "#2b8a3e", "worse": "#c92a2a", "none": "#5e6875"}
 FOREST_LIMIT = 1.0  # the forest plot's axis: -100 % to +100 % of A's value; beyond, an arrow
-TIMELINE_BUCKETS = 300  # per run and graph: the median of each bucket of steps or bins
+TIMELINE_BUCKETS = 300  # per run and graph, at most: the median of each bucket of steps or bins
+TIMELINE_PER_BUCKET = 5  # at least this many steps or bins a bucket: a level, not each step
+NOT_RELATIVE = ("rss_slope",)  # measures no relative change describes (they change sign)
+RELATIVE_MIN = 0.1  # a difference is drawn relative to A's value when A is this share of B's
 HIST_BINS = 60
 TOOLS = "xpan,xbox_zoom,xwheel_zoom,reset,save"
 
@@ -82,6 +85,7 @@ def render(comparison: Comparison) -> str:
         verdict_change=words.verdict_change(c),
         issues=[words.issue_change(i, c) for i in c.issues],
         rows=[_row_view(r) for r in c.rows],
+        forest_left_out=forest_rows(c)[1],
         runs=[_run_view(s.label, r) for s in (c.a, c.b) for r in s.runs],
         warnings=c.warnings,
         unit=c.unit,
@@ -135,18 +139,23 @@ def _run_view(label: str, run: RunData) -> dict[str, Any]:
 # -- the forest plot -----------------------------------------------------------------------------
 
 
-def forest_rows(comparison: Comparison) -> list[ForestRow]:
+def forest_rows(comparison: Comparison) -> tuple[list[ForestRow], list[str]]:
     """Each measure's change and interval relative to A's value (B / A - 1), which puts them on
-    one axis; a difference whose A is zero has no relative change and is left out."""
+    one axis, and the titles of the rows that cannot be drawn so: a difference whose A is zero or
+    a small fraction of B's (GC share 0 % -> 0.5 %: no relative change says anything), a slope
+    (which can change sign), a row without a change."""
     out = []
+    left_out = []
     for row in comparison.rows:
-        if row.change is None:
+        if row.change is None or row.measure.id in NOT_RELATIVE:
+            left_out.append(row.measure.title)
             continue
         if row.measure.scale == RATIO:
             scale = 1.0
-        elif row.a is not None and abs(row.a) > 0:
+        elif row.a is not None and abs(row.a) > RELATIVE_MIN * abs(row.b or 0.0):
             scale = 1.0 / abs(row.a)
         else:
+            left_out.append(row.measure.title)
             continue
         better = row.better
         tone = "none" if better is None else ("better" if better else "worse")
@@ -163,7 +172,7 @@ def forest_rows(comparison: Comparison) -> list[ForestRow]:
                 color=VERDICT_COLORS[tone],
             )
         )
-    return out
+    return out, left_out
 
 
 def _forest(comparison: Comparison) -> Any:
@@ -171,7 +180,7 @@ def _forest(comparison: Comparison) -> Any:
     from bokeh.models.annotations import Span
     from bokeh.plotting import figure
 
-    rows = forest_rows(comparison)
+    rows, _ = forest_rows(comparison)
     if not rows:
         return None
     titles = [r.title for r in rows][::-1]
@@ -386,7 +395,9 @@ def _timelines(comparison: Comparison) -> dict[str, Any]:
                 t, y = series(run)
                 if not len(t):
                     continue
-                tm, ym = bucket_medians(t, y)
+                tm, ym = bucket_medians(
+                    t, y, min(TIMELINE_BUCKETS, max(len(t) // TIMELINE_PER_BUCKET, 1))
+                )
                 source = ColumnDataSource(
                     {
                         "x": tm.astype(np.float32),

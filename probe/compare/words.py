@@ -97,8 +97,14 @@ def interval(row: Row) -> str:
 
 
 def smallest(row: Row) -> str:
+    """The smallest change the runs could detect, either way: "±4.3 %"; on a ratio measure a
+    large one is not symmetric ("-71 %/+249 %": a third as long, or three and a half times)."""
     if row.smallest is None:
         return ""
+    if row.measure.scale == "ratio" and row.smallest > 0.2:
+        up = row.smallest
+        down = up / (1 + up)  # the same factor downwards: 1 - 1 / (1 + up)
+        return f"{change(row.measure, -down)}/{change(row.measure, up)}"
     return "\u00b1" + change(row.measure, row.smallest, signed=False)
 
 

@@ -327,7 +327,9 @@ def test_the_page_is_self_contained_and_escapes_what_it_shows(tmp_path: Path) ->
 
 
 def test_the_forest_puts_every_measure_on_one_axis(comparison: Comparison) -> None:
-    forest = {r.title: r for r in html.forest_rows(comparison)}
+    drawn, left_out = html.forest_rows(comparison)
+    forest = {r.title: r for r in drawn}
+    assert "RSS slope (loop process)" in left_out
     step = forest["step time (median)"]
     assert step.change == pytest.approx(comparison.primary.change)  # type: ignore[union-attr]
     wait = forest["data-wait share"]
