@@ -39,6 +39,7 @@ MAX_JOBS = 4  # sessions analysed at once, at most (and never more than the core
 MEMORY_PER_BYTE = 5  # what analysing a session takes, per byte of its record files
 
 APPEARED, VANISHED, MOVED, STAYED = "appeared", "vanished", "moved", "stayed"
+ORDER_INTERLEAVED, ORDER_A_THEN_B, ORDER_B_THEN_A = "interleaved", "A then B", "B then A"
 # An issue on both sides "moved" when its severity or its place among the issues changed, or its
 # impact changed by at least this factor either way (a quarter: 40 % -> 30 % moved).
 MOVED_FACTOR = 1.25
@@ -148,6 +149,7 @@ class Comparison:
     issues: list[IssueChange]
     unit: str  # the loop's unit in words ("" without steps)
     mirrored: bool = False
+    order: str = ""  # ORDERS: how the runs were recorded in time ("" unknown)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -311,8 +313,23 @@ def compare(
         issues=issue_changes(a, b),
         unit=unit,
         mirrored=mirrored,
+        order=recording_order(a, b),
         warnings=warnings,
     )
+
+
+def recording_order(a: SideRuns, b: SideRuns) -> str:
+    """How the two sides' runs followed each other: "interleaved", "A then B" (all of A's runs
+    started before any of B's), "B then A", or "" when a start time is unknown."""
+    starts = [(r.start_unix_ns, s.label) for s in (a, b) for r in s.runs]
+    if any(t is None for t, _ in starts):
+        return ""
+    labels = "".join(label for _, label in sorted(starts, key=lambda x: (x[0] or 0, x[1])))
+    if labels == "A" * len(a.runs) + "B" * len(b.runs):
+        return ORDER_A_THEN_B
+    if labels == "B" * len(b.runs) + "A" * len(a.runs):
+        return ORDER_B_THEN_A
+    return ORDER_INTERLEAVED
 
 
 def compare_measure(

@@ -88,6 +88,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
             "runs": [len(c.a.runs), len(c.b.runs)],
             "level": c.level,
             "mirrored": c.mirrored,
+            "order": c.order or None,
             "alpha": stats.ALPHA,
             "single_run_floor": SINGLE_RUN_FLOOR if c.level == "within-run" else None,
             "unit": c.unit or None,

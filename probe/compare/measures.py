@@ -126,6 +126,7 @@ class RunData:
     lag: FloatArray  # event-loop lag samples in the window, in time order (seconds)
     workers: int
     warnings: list[str] = field(default_factory=list)
+    start_unix_ns: int | None = None  # when the run started (wall clock), to tell the order
 
     @property
     def steps(self) -> int:
@@ -207,7 +208,14 @@ def run_data(diagnosis: Diagnosis, *, name: str, path: str) -> RunData:
         lag=np.asarray(lag.dur[order], dtype=np.float64),
         workers=len(workers),
         warnings=list(diagnosis.warnings),
+        start_unix_ns=_start(meta),
     )
+
+
+def _start(meta: dict[str, Any]) -> int | None:
+    start = meta.get("start")
+    value_ = start.get("unix_ns") if isinstance(start, dict) else None
+    return int(value_) if isinstance(value_, int) else None
 
 
 def _main_pid(diagnosis: Diagnosis) -> int | None:

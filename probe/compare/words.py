@@ -152,17 +152,26 @@ def design(comparison: Comparison) -> str:
     """How the runs were compared, and what that can and cannot see."""
     a, b = len(comparison.a.runs), len(comparison.b.runs)
     order = " in mirrored rounds (A B B A)" if comparison.mirrored else ""
+    if not order and comparison.order == "interleaved":
+        order = ", recorded interleaved"
     if comparison.level == "runs":
         test = (
             "an exact permutation test of the runs"
             if stats.min_permutation_p(a, b) < stats.ALPHA
             else "Student's t (too few runs for a permutation test to reach p < 0.05)"
         )
-        return (
+        text = (
             f"{a} + {b} runs{order}: each run is one observation. Intervals from how the runs "
             "differ (never narrower than the noise inside them, from a block bootstrap of their "
             f"steps), p-values from {test}."
         )
+        if comparison.order in ("A then B", "B then A"):
+            first, second = comparison.order.split(" then ")
+            text += (
+                f" {first}'s runs were all recorded before {second}'s, so a drift of the machine "
+                "between them is in the difference; probe compare --run interleaves them."
+            )
+        return text
     from probe.compare.measures import SINGLE_RUN_FLOOR
 
     return (

@@ -20,6 +20,7 @@ from probe.compare.compare import (
     analyse_sides,
     compare,
     issue_changes,
+    recording_order,
 )
 from probe.compare.measures import BY_ID, SINGLE_RUN_FLOOR, IssueSummary, has, present, value
 from probe.compare.sides import check_sides, load_side, program
@@ -457,3 +458,18 @@ def test_issues_move_when_their_impact_severity_or_place_changes(
     }
     once = side("B", [gc, ib(0.4)], [ib(0.4)], [ib(0.4)])  # gc-pauses in one run of three: noise
     assert {i.id: i.change for i in issue_changes(a, once)} == {"input-bound": "stayed"}
+
+
+def test_the_order_the_runs_were_recorded_in_is_told(sides: tuple[SideRuns, SideRuns]) -> None:
+    before, after = sides
+
+    def at(side: SideRuns, starts: list[int | None]) -> SideRuns:
+        runs = [dataclasses.replace(r, start_unix_ns=t) for r, t in zip(side.runs, starts)]
+        return SideRuns(side.label, side.path, side.program, side.commands, runs)
+
+    assert recording_order(at(before, [1, 4, 5]), at(after, [2, 3, 6])) == "interleaved"
+    sequential = compare(at(before, [1, 2, 3]), at(after, [4, 5, 6]))
+    assert sequential.order == "A then B"
+    assert "A's runs were all recorded before B's" in words.design(sequential)
+    assert recording_order(at(before, [7, 8, 9]), at(after, [4, 5, 6])) == "B then A"
+    assert recording_order(at(before, [1, None, 3]), at(after, [4, 5, 6])) == ""
