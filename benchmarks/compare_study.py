@@ -2,10 +2,10 @@
 (A/A: the same program on both sides) and how often it finds one that is (a 10 % slowdown
 injected into the loop), for one run a side and five.
 
-    python benchmarks/compare_study.py synthetic               # many trials, in seconds
-    python benchmarks/compare_study.py sessions --trials 2     # the same through real sessions
-    python benchmarks/compare_study.py real --trials 2 --out benchmarks/results/compare_real.json
-    python benchmarks/compare_study.py report                  # writes results/compare_study.md
+    python benchmarks/compare_study.py synthetic             # 400 trials a cell, ~10 min, one core
+    python benchmarks/compare_study.py sessions --trials 2   # the same through real sessions
+    python benchmarks/compare_study.py real --trials 2       # added to results/compare_real.json
+    python benchmarks/compare_study.py report                # writes results/compare_study.md
 
 synthetic: runs made in memory from a noise model of step times (below) and compared by the
 library's own code (probe.compare.compare.compare_measure on the step-time measure), thousands
@@ -291,7 +291,7 @@ def real(args: argparse.Namespace) -> dict[str, object]:
                         a,
                         b,
                         "--repeat",
-                        "5",
+                        str(args.repeat),
                         "--dest",
                         tmp,
                         "--json",
@@ -305,7 +305,7 @@ def real(args: argparse.Namespace) -> dict[str, object]:
                 doc = json.loads(Path(f"{tmp}/c.json").read_text())
                 sides = [analyse(load_side(Path(tmp) / s, s.upper())) for s in ("a", "b")]
                 pairs = []
-                for k in range(5):
+                for k in range(args.repeat):
                     one = [
                         SideRuns(s.label, s.path, s.program, s.commands, s.runs[k : k + 1])
                         for s in sides
@@ -317,6 +317,7 @@ def real(args: argparse.Namespace) -> dict[str, object]:
             trials.append(
                 {
                     "effect": effect,
+                    "runs": args.repeat,
                     "result": doc["verdict"]["result"],
                     "change": doc["verdict"]["change"],
                     "ci95": doc["verdict"]["ci95"],
@@ -338,6 +339,11 @@ def rate(k: int, n: int) -> str:
     return f"{k}/{n} = {k / n:.0%} ({low:.0%}-{high:.0%})" if n else "n/a"
 
 
+def runs_text(trials: list[dict[str, Any]]) -> str:
+    sizes = sorted({int(t.get("runs", 5)) for t in trials})
+    return " or ".join(f"{n} + {n} runs" for n in sizes)
+
+
 def report(args: argparse.Namespace) -> None:
     """results/compare_study.md from the JSON files the other commands wrote."""
     lines = ["# Is probe compare honest about noise?", ""]
@@ -350,7 +356,7 @@ def report(args: argparse.Namespace) -> None:
         "95 % (Wilson) intervals."
     )
     lines.append("")
-    synth = RESULTS / "compare_synthetic.json"
+    synth = args.results / "compare_synthetic.json"
     if synth.exists():
         doc = json.loads(synth.read_text())
         lines += ["## Synthetic runs (the library's statistics, many trials)", ""]
@@ -377,7 +383,7 @@ def report(args: argparse.Namespace) -> None:
                 f"| {cells.get(SLOWDOWN, '')} |"
             )
         lines.append("")
-    sess = RESULTS / "compare_sessions.json"
+    sess = args.results / "compare_sessions.json"
     if sess.exists():
         doc = json.loads(sess.read_text())
         agree = sum(r["in_memory"] == r["sessions"] for r in doc["rows"])
@@ -390,7 +396,7 @@ def report(args: argparse.Namespace) -> None:
             f"{len(doc['rows'])}.",
             "",
         ]
-    real_path = RESULTS / "compare_real.json"
+    real_path = args.results / "compare_real.json"
     if real_path.exists():
         trials = json.loads(real_path.read_text())["trials"]
         lines += ["## Real runs on this machine (reduced)", ""]
@@ -405,7 +411,7 @@ def report(args: argparse.Namespace) -> None:
             changes = [t["change"] for t in group]
             loads = [t["load"][0] for t in group]
             lines.append(
-                f"- **{name}**, 5 + 5 runs in mirrored rounds: {rate(right, len(group))} "
+                f"- **{name}**, {runs_text(group)} in mirrored rounds: {rate(right, len(group))} "
                 f"{'said no detectable difference' if effect == 0 else 'found B slower'}; "
                 f"measured changes {', '.join(f'{c:+.1%}' for c in changes)}; "
                 f"load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}. "
@@ -423,32 +429,37 @@ def report(args: argparse.Namespace) -> None:
                 f"log over 10 runs): {', '.join(f'{s:.1%}' for s in spreads)}."
             )
         lines.append("")
-    out = RESULTS / "compare_study.md"
+    out = args.results / "compare_study.md"
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="where the JSON files and the report go"
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("synthetic")
     p.add_argument("--trials", type=int, default=400)
     p.add_argument("--profiles", nargs="*", default=list(PROFILES))
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", type=Path, default=RESULTS / "compare_synthetic.json")
+    p.add_argument("--out", type=Path, default=None)
     p = sub.add_parser("sessions")
     p.add_argument("--trials", type=int, default=2)
-    p.add_argument("--out", type=Path, default=RESULTS / "compare_sessions.json")
+    p.add_argument("--out", type=Path, default=None)
     p = sub.add_parser("real")
     p.add_argument("--trials", type=int, default=1, help="A/A and A/B trials to add")
+    p.add_argument("--repeat", type=int, default=5, help="runs a side in each trial")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--out", type=Path, default=RESULTS / "compare_real.json")
+    p.add_argument("--out", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None, help="keep the trials' sessions here")
     sub.add_parser("report")
     args = parser.parse_args()
     if args.what == "report":
         report(args)
         return
+    args.out = args.out or args.results / f"compare_{args.what}.json"
     result = {"synthetic": synthetic, "sessions": sessions, "real": real}[args.what](args)
     if args.what != "real":
         args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
     default=None,
     help="With --run: where the runs go (default .probe/compare-<YYYYmmdd-HHMMSS>).",
 )
-@click.option("--force", is_flag=True, help="With --run: overwrite runs already in DEST.")
+@click.option(
+    "--force", is_flag=True, help="With --run: replace the runs already in DEST/a and DEST/b."
+)
 @click.option(
     "--json",
     "json_path",
@@ -159,14 +162,22 @@ def _run_mirrored(a: str, b: str, *, repeat: int, dest: Path, force: bool) -> in
             raise CompareError(f"{label}: the command is empty")
         resolve_command(argv, environ)  # a missing command fails before anything runs
         commands[label] = argv
-    for side in ("a", "b"):
-        taken = [dest / side / f"run-{k}" for k in range(1, repeat + 1)]
-        existing = [p for p in taken if p.exists()]
-        if existing and not force:
-            raise DestinationError(
-                f"{existing[0]} already exists",
-                hint="Pass --force to overwrite the runs, or choose another --dest.",
-            )
+    # DEST/a and DEST/b hold this series only: runs left from another would join its sides.
+    used = [dest / side for side in ("a", "b") if (dest / side).exists()]
+    used = [p for p in used if not p.is_dir() or any(p.iterdir())]
+    if used and not force:
+        raise DestinationError(
+            f"{used[0]} already holds runs",
+            hint="Pass --force to replace them, or choose another --dest.",
+        )
+    for path in used:
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:
+            raise DestinationError(f"cannot replace {path}: {exc.strerror or exc}") from exc
     order = mirrored(repeat)
     settings = Settings()
     for i, (label, k) in enumerate(order, 1):

@@ -119,3 +119,7 @@ def test_compare_run_records_mirrored_rounds_and_compares(tmp_path: Path) -> Non
     # The two commands were given as two: that their arguments differ is no news.
     assert not any("different arguments" in w for w in doc["warnings"])
     assert "B:" in result.stderr and "step time (median)" in result.stderr
+    # The same place again is refused before anything runs: old runs would join the sides.
+    again = run_probe(["compare", "--run", a, b, "--repeat", "2", "--dest", str(dest)])
+    assert again.returncode == 1
+    assert "already holds runs" in again.stderr and "--force" in again.stderr
