@@ -147,7 +147,7 @@ class Comparison:
     b: SideRuns
     rows: list[Row]
     issues: list[IssueChange]
-    unit: str  # the loop's unit in words ("" without steps)
+    unit: str  # the loop's unit (timeline.UNITS: "optimizer", "probe.step"...; "" without steps)
     mirrored: bool = False
     order: str = ""  # ORDERS: how the runs were recorded in time ("" unknown)
     warnings: list[str] = field(default_factory=list)
@@ -288,14 +288,23 @@ def compare(
                 + ", ".join(short),
                 hint="Run each command longer.",
             )
-    units = {r.unit for s in (a, b) for r in s.runs if r.unit}
+    a_units = {r.unit for r in a.runs if r.unit}
+    b_units = {r.unit for r in b.runs if r.unit}
+    if a_units and b_units and not a_units & b_units:
+        raise CompareError(
+            f"A's loop is timed in {', '.join(sorted(describe_unit(u) for u in a_units))} and "
+            f"B's in {', '.join(sorted(describe_unit(u) for u in b_units))}: their step times "
+            "cannot be compared",
+            hint="Mark the loop's steps with probe.step() on both sides, so both count the same.",
+        )
+    units = a_units | b_units
     if len(units) > 1:
         warnings.append(
             "the runs count their steps differently ("
             + ", ".join(sorted(describe_unit(u) for u in units))
             + ")"
         )
-    unit = describe_unit(units.pop()) if len(units) == 1 else ("step" if units else "")
+    unit = units.pop() if len(units) == 1 else ("mixed" if units else "")
     rows = []
     for measure in MEASURES:
         if not any(present(r, measure) for s in (a, b) for r in s.runs):

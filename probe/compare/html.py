@@ -22,7 +22,7 @@ import numpy.typing as npt
 from probe import __version__
 from probe.compare import words
 from probe.compare.compare import Comparison, Row, SideRuns
-from probe.compare.measures import RATIO, RunData
+from probe.compare.measures import RATIO, RunData, describe_unit
 from probe.compare.render import CompareOutputs, ComparisonRenderer
 
 FloatArray = npt.NDArray[np.float64]
@@ -88,7 +88,7 @@ def render(comparison: Comparison) -> str:
         forest_left_out=forest_rows(c)[1],
         runs=[_run_view(s.label, r) for s in (c.a, c.b) for r in s.runs],
         warnings=c.warnings,
-        unit=c.unit,
+        unit=describe_unit(c.unit) if c.unit else "",
         bokeh_js=Markup(js),
         bokeh_script=Markup(script),
         divs_markup={k: Markup(v) for k, v in divs.items()},

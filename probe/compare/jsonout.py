@@ -8,7 +8,7 @@ from typing import Any
 
 from probe.compare import stats, words
 from probe.compare.compare import Comparison, IssueChange, Row, SideRuns
-from probe.compare.measures import SINGLE_RUN_FLOOR, summary_of
+from probe.compare.measures import SINGLE_RUN_FLOOR, describe_unit, summary_of
 from probe.compare.render import CompareOutputs, ComparisonRenderer
 
 SCHEMA = "probe.compare/1"
@@ -92,6 +92,7 @@ def to_json(c: Comparison) -> dict[str, Any]:
             "alpha": stats.ALPHA,
             "single_run_floor": SINGLE_RUN_FLOOR if c.level == "within-run" else None,
             "unit": c.unit or None,
+            "unit_text": describe_unit(c.unit) if c.unit else None,
             "text": words.design(c),
         },
         "verdict": {

@@ -7,9 +7,10 @@ one measure on its comparison scale, with its within-run block-bootstrap replica
 (``probe.compare.stats``).
 
 The loop is the training process with the most steady-state steps (the ranks of a data-parallel
-job step in lockstep, so one stands for all), or, without steps, the command's main Python
-process. Its unit is what the diagnosis counted as a step: an optimizer step, or a
-``probe.step()`` mark.
+job step in lockstep, so one stands for all), or, without steps, the first of the diagnosis'
+training processes. Its unit is what the diagnosis took as the loop's rhythm
+(``analysis.timeline.UNITS``): ``probe.step()`` calls, optimizer steps, backward passes,
+top-level forward calls or DataLoader batches.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probe.analysis.stats import trend
-from probe.analysis.timeline import overlap_with
+from probe.analysis.timeline import UNIT_LABELS, overlap_with, training_pids
 from probe.compare.stats import (
     RunEstimate,
     bootstrap_median,
@@ -111,7 +112,7 @@ class RunData:
     issues: list[IssueSummary]
     window: tuple[float, float]
     duration_s: float
-    unit: str  # "optimizer", "probe.step" or "mixed"; "" without steps
+    unit: str  # the loop's unit as the diagnosis named it (timeline.UNITS); "" without steps
     step_end: FloatArray
     step_dur: FloatArray
     step_wait: FloatArray
@@ -139,15 +140,14 @@ def run_data(diagnosis: Diagnosis, *, name: str, path: str) -> RunData:
     t0, t1 = diagnosis.window
     steps = tl.steps.within(t0 - 1e-6, t1 + 1e-6)
     pids, counts = np.unique(steps.pid, return_counts=True)
+    training = list(diagnosis.training_pids) or training_pids(tl, steps)
     loop_pid: int | None
     if len(pids):
         loop_pid = int(pids[np.argmax(counts)])
         mine = steps.select(steps.pid == loop_pid)
-        training = [int(p) for p in pids]
     else:
-        loop_pid = _main_pid(diagnosis)
+        loop_pid = training[0] if training else None
         mine = steps.select(np.zeros(len(steps), dtype=bool))
-        training = [loop_pid] if loop_pid is not None else []
     centers = tl.centers
     inside = (centers >= t0) & (centers <= t1)
     if not inside.any() and len(centers):
@@ -216,16 +216,6 @@ def _start(meta: dict[str, Any]) -> int | None:
     start = meta.get("start")
     value_ = start.get("unix_ns") if isinstance(start, dict) else None
     return int(value_) if isinstance(value_, int) else None
-
-
-def _main_pid(diagnosis: Diagnosis) -> int | None:
-    processes = diagnosis.timeline.processes.values()
-    for role in ("main", "rank"):
-        mains = [p.pid for p in processes if p.role == role and p.python]
-        if mains:
-            return mains[0]
-    python = [p.pid for p in processes if p.python]
-    return python[0] if python else None
 
 
 def has(run: RunData, measure: Measure) -> bool:
@@ -380,12 +370,8 @@ def _log_array(x: FloatArray) -> FloatArray:
 
 
 def describe_unit(unit: str) -> str:
-    """The loop's unit in words."""
-    return {
-        "optimizer": "optimizer step",
-        "probe.step": "probe.step() mark",
-        "mixed": "step (optimizer steps and probe.step() marks)",
-    }.get(unit, "step")
+    """The loop's unit in words, as the diagnosis names it: "optimizer.step() calls"."""
+    return UNIT_LABELS.get(unit, "steps")
 
 
 def summary_of(run: RunData) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def test_compare_run_records_mirrored_rounds_and_compares(tmp_path: Path) -> Non
         "runs": [2, 2],
         "level": "runs",
         "mirrored": True,
-        "unit": "probe.step() mark",
+        "unit": "probe.step",
     }
     verdict = doc["verdict"]
     assert verdict["measure"] == "step_time"

@@ -40,11 +40,13 @@ def write_run(
     lag: float = 0.0,
     rss: float = 300e6,
     rss_growth: float = 0.0,
+    explicit: bool = False,
 ) -> Path:
     """A session of one training process whose steps last ``durations`` (seconds) after
     ``start`` s of start-up; ``wait_share`` of each step waits on a DataLoader; a full GC pause
     of ``gc_pause`` s every ``gc_every`` s; asyncio lag samples of about ``lag`` s every 20 ms;
-    RSS grows by ``rss_growth`` bytes/s."""
+    RSS grows by ``rss_growth`` bytes/s; steps are optimizer steps, or probe.step() calls when
+    ``explicit``."""
     durations = np.asarray(durations, dtype=np.float64)  # empty: a run without steps
     ends = start + np.concatenate([[0.0], np.cumsum(durations)])
     last = float(ends[-1]) if len(durations) else start + 10.0  # no steps: 10 s of work
@@ -63,7 +65,7 @@ def write_run(
     )
     b.system(busy=lambda x: level(x, 1.85, 0.9, 0.1))
     if len(durations):
-        b.steps(pid, ends)
+        b.steps(pid, ends, explicit=explicit)
     if wait_share:
         starts = ends[:-1] + 0.0005
         b.loader(pid, num_workers=0)

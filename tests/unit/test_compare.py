@@ -235,6 +235,13 @@ def test_a_loop_on_one_side_only_cannot_be_compared(sessions: Path, tmp_path: Pa
             analyse(load_side(sessions / "before" / "run-1", "A")),
             analyse(load_side(no_steps, "B")),
         )
+    marked = write_run(tmp_path / "marked", noisy_steps(100), explicit=True)
+    with pytest.raises(CompareError, match="step times cannot be compared") as info:
+        compare(
+            analyse(load_side(sessions / "before" / "run-1", "A")),
+            analyse(load_side(marked, "B")),
+        )
+    assert "probe.step() calls" in info.value.message
     short = write_run(tmp_path / "short", noisy_steps(6))
     with pytest.raises(CompareError, match="too few steady-state steps"):
         compare(
