@@ -6,9 +6,11 @@ RSS and the page's size.
     python benchmarks/compare_scale.py                  # two 1-hour sessions
     python benchmarks/compare_scale.py --minutes 10     # a quicker one
 
-Budget: two 1-hour sessions in <= 10 s and <= 1.5 GiB. compare analyses the sessions one after
-the other and keeps only what its measures need of each (the steps of the loop, CPU and memory
-per time bin), so its peak is about one `probe report`'s.
+Budget: two 1-hour sessions in <= 10 s and <= 1.5 GiB. compare analyses the sessions in parallel
+processes (as many as the cores and half the free memory allow) and keeps only what its measures
+need of each (the steps of the loop, CPU and memory per time bin), so its peak is about one
+`probe report`'s per worker. On a shared machine the wall time follows the load: the CPU time is
+the part that does not.
 """
 
 from __future__ import annotations
