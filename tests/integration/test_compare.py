@@ -69,7 +69,8 @@ def test_doctor_repeat_records_numbered_runs_and_stops_at_a_failure(tmp_path: Pa
 @pytest.mark.slow
 def test_compare_run_records_mirrored_rounds_and_compares(tmp_path: Path) -> None:
     """Two commands, the second doing three times the work a step, 2 + 2 runs in mirrored
-    rounds: the sessions, the JSON, the page, and a verdict that agrees with its interval."""
+    rounds: the sessions, the JSON, the page, a verdict that agrees with its interval, and
+    --fail-if-slower's exit status."""
     dest = tmp_path / "cmp"
     a = f"{PYTHON} {STEPPED}"
     b = f"{PYTHON} {STEPPED} --work 3 --steps 100"
@@ -85,10 +86,12 @@ def test_compare_run_records_mirrored_rounds_and_compares(tmp_path: Path) -> Non
             str(dest),
             "--json",
             str(tmp_path / "c.json"),
+            "--fail-if-slower",
+            "50",
         ],
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in (0, 1), result.stderr
     order = [line.split(": ")[2] for line in result.stderr.splitlines() if "probe: run " in line]
     assert order == ["A #1", "B #1", "B #2", "A #2"]
     assert sorted(p.name for p in (dest / "a").iterdir()) == ["run-1", "run-2"]
@@ -111,6 +114,10 @@ def test_compare_run_records_mirrored_rounds_and_compares(tmp_path: Path) -> Non
     called = verdict["p_value"] < 0.05 and low > 0
     assert verdict["result"] == ("higher" if called else "none")
     assert verdict["verdict"] == ("slower" if called else "no detectable difference")
+    # CI: status 1 only when the whole interval lies beyond B slower by 50 %.
+    fails = called and low > 0.5
+    assert result.returncode == (1 if fails else 0), result.stderr
+    assert ("failing as --fail-if-slower asks" in result.stdout + result.stderr) == fails
     step = next(m for m in doc["measures"] if m["id"] == "step_time")
     assert len(step["a_runs"]) == len(step["b_runs"]) == 2
     assert math.isclose(
