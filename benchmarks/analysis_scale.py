@@ -68,9 +68,9 @@ WORKER_STACKS = [
 ]
 
 
-def build(path: Path, minutes: float) -> dict[str, int]:
+def build(path: Path, minutes: float, seed: int = 0) -> dict[str, int]:
     seconds = minutes * 60
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     b = SessionBuilder(path, duration_s=seconds, cores=8, interval_s=0.1)
     main = 100
     workers = [201, 202, 203]

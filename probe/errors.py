@@ -80,3 +80,18 @@ class ServerNotListening(ProbeError):
 
 class LoadError(ProbeError):
     """``probe load`` cannot run as asked (a bad URL, a host it may not load, no HTTP client)."""
+
+
+class CompareError(ProbeError):
+    """Two sides cannot be compared as given (a missing or foreign directory, sessions of
+    different programs, no steps on one side): bad input, exit status 2."""
+
+    exit_code = 2
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Raised in the processes that analyse sessions: the hint must survive the pickle.
+        return (_compare_error, (self.message, self.hint))
+
+
+def _compare_error(message: str, hint: str | None) -> CompareError:
+    return CompareError(message, hint=hint)

@@ -11,6 +11,7 @@ import click
 
 from probe import __version__
 from probe.cli.attach import attach
+from probe.cli.compare import compare
 from probe.cli.doctor import doctor
 from probe.cli.export import export
 from probe.cli.load import load
@@ -36,6 +37,7 @@ def cli() -> None:
       probe attach 12345 --duration 60
       probe export .probe/<name> --format chrome-trace
       probe doctor --on-port 'probe load http://127.0.0.1:$PORT/predict' -- python serve.py
+      probe compare before/ after/
     """
 
 
@@ -44,6 +46,7 @@ cli.add_command(report)
 cli.add_command(attach)
 cli.add_command(export)
 cli.add_command(load)
+cli.add_command(compare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ from probe.cli import warmup
 from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
 from probe.cli.status import LiveStatus
+from probe.errors import DestinationError
 from probe.launcher import Launcher, RunResult, resolve_command
 from probe.recorder import Recording, Settings, default_name
 from probe.serve.load import redact_command
@@ -27,6 +29,15 @@ from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OutputTail
     "--no-inject",
     is_flag=True,
     help="Do not load the agent into Python processes (outside sampling only).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run the command N times, one after another, into DEST/NAME-1 ... DEST/NAME-N "
+    "(NAME defaults to 'run'), to compare with `probe compare`; stops at a run that fails.",
 )
 @click.option(
     "--on-port",
@@ -70,6 +81,7 @@ def doctor(
     on_port: str | None,
     port: int | None,
     startup_timeout: float,
+    repeat: int,
 ) -> int:
     """Run CMD exactly as it would run without probe, record its whole process tree, and say
     what holds it back.
@@ -88,6 +100,7 @@ def doctor(
       probe doctor -- python train.py --epochs 3
       probe doctor --collect-only -- torchrun --nproc_per_node 2 train.py
       probe doctor --on-port 'probe load http://127.0.0.1:$PORT/embed' -- python serve.py
+      probe doctor --repeat 5 --dest before -- python train.py
     """
     if on_port is None and (port is not None or startup_timeout != DEFAULT_STARTUP_TIMEOUT_S):
         raise click.UsageError("--port and --startup-timeout go with --on-port")
@@ -99,23 +112,117 @@ def doctor(
     settings = Settings(
         sample_interval_ms=sample_interval, stack_hz=stack_rate, inject=not no_inject
     )
-    recording = Recording.create(
+    serve = None if on_port is None else _Serve(on_port, port, startup_timeout)
+    if repeat > 1:
+        if json_path is not None or markdown_path is not None:
+            raise click.UsageError(
+                "--json and --markdown go with one run; with --repeat each run's verdict is in "
+                "DEST/NAME-K/diagnosis.json"
+            )
+        return _repeat(
+            argv, environ, settings, dest, name or "run", repeat, force, collect_only, serve
+        )
+    return run_once(
+        argv,
+        environ,
+        settings,
         dest=dest,
         name=name or default_name(argv=argv, environ=environ),
+        force=force,
+        collect_only=collect_only,
+        json_path=json_path,
+        markdown_path=markdown_path,
+        open_report=open_report,
+        serve=serve,
+    )
+
+
+@dataclass(frozen=True)
+class _Serve:
+    """--on-port's settings: the load command, the port to wait for, how long to wait."""
+
+    load_command: str
+    port: int | None
+    startup_timeout: float
+
+
+def _repeat(
+    argv: list[str],
+    environ: dict[str, str],
+    settings: Settings,
+    dest: Path,
+    prefix: str,
+    repeat: int,
+    force: bool,
+    collect_only: bool,
+    serve: _Serve | None,
+) -> int:
+    """``repeat`` runs into DEST/PREFIX-1 ...; the first that fails ends the series."""
+    names = [f"{prefix}-{k}" for k in range(1, repeat + 1)]
+    taken = [n for n in names if (dest / n).exists() or (dest / n).is_symlink()]
+    if taken and not force:
+        raise DestinationError(
+            f"session {dest / taken[0]} already exists",
+            hint="Pass --force to overwrite the runs, or choose another --dest or --name.",
+        )
+    for k, run_name in enumerate(names, 1):
+        echo(f"probe: run {k} of {repeat}: {dest / run_name}")
+        status = run_once(
+            argv,
+            environ,
+            settings,
+            dest=dest,
+            name=run_name,
+            force=force,
+            collect_only=collect_only,
+            json_path=None,
+            markdown_path=None,
+            open_report=False,
+            serve=serve,
+        )
+        if status != 0:
+            if k < repeat:
+                echo(
+                    f"probe: run {k} ended with status {status}: runs {k + 1}-{repeat} not started"
+                )
+            return status
+    echo(f"probe: {repeat} runs in {dest}; compare them with: probe compare {dest} OTHER_RUNS")
+    return 0
+
+
+def run_once(
+    argv: list[str],
+    environ: dict[str, str],
+    settings: Settings,
+    *,
+    dest: Path,
+    name: str,
+    force: bool,
+    collect_only: bool,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    open_report: bool,
+    serve: _Serve | None = None,
+) -> int:
+    """Record one run of ``argv`` into DEST/NAME (a server under ``serve``'s load) and, unless
+    ``collect_only``, diagnose it; returns the run's exit status."""
+    recording = Recording.create(
+        dest=dest,
+        name=name,
         force=force,
         kind="doctor",
         argv=argv,
         settings=settings,
         environ=environ,
     )
-    if on_port is not None:
+    if serve is not None:
         return _doctor_on_port(
             recording,
             argv,
             environ,
-            on_port,
-            port=port,
-            startup_timeout=startup_timeout,
+            serve.load_command,
+            port=serve.port,
+            startup_timeout=serve.startup_timeout,
             collect_only=collect_only,
             json_path=json_path,
             open_report=open_report,

@@ -247,3 +247,25 @@ def test_the_gpu_check_judges_each_scenario_by_what_must_hold_on_a_gpu() -> None
     assert "gpu-underutilized not among the issues" in verdict
     assert "no NVML per-process memory" in verdict and "more than one process" in verdict
     assert gpu_check._judge_scenario(dict(good, exit_status=None), smoke=True) == "FAIL: timed out"
+
+
+def test_compare_study_runs_every_part_and_reports(tmp_path: Path) -> None:
+    study = str(BENCH / "compare_study.py")
+    results = ["--results", str(tmp_path)]
+    bench([study, *results, "synthetic", "--trials", "2", "--profiles", "quiet"], 300)
+    bench([study, *results, "sessions", "--trials", "1"], 300)
+    bench([study, *results, "real", "--trials", "1", "--repeat", "1", "--steps", "60"], 300)
+    bench([study, *results, "report"], 60)
+    text = (tmp_path / "compare_study.md").read_text()
+    assert "| quiet | 5 + 5 | mirrored |" in text
+    assert "comparisons of 5 + 5 runs" in text
+    assert "1 + 1 runs in mirrored rounds" in text
+    trials = json.loads((tmp_path / "compare_real.json").read_text())["trials"]
+    assert [t["effect"] for t in trials] == [0.0, 0.1]
+
+
+def test_compare_scale_runs(tmp_path: Path) -> None:
+    md = tmp_path / "scale.md"
+    bench([str(BENCH / "compare_scale.py"), "--minutes", "0.25", "--markdown", str(md)], 300)
+    row = md.read_text().splitlines()[-1]
+    assert row.startswith("| 2 x 0.25 min |")

@@ -93,6 +93,32 @@ def test_the_load_command_s_failure_is_probe_s_exit_status(tmp_path: Path) -> No
     assert session.meta["serve"]["stopped_with"] == ["SIGINT"]
 
 
+def test_repeat_runs_the_server_under_its_load_each_time(tmp_path: Path) -> None:
+    """doctor --repeat with --on-port: each numbered run is a server session under the load."""
+    result = run_probe(
+        [
+            "doctor",
+            "--collect-only",
+            "--dest",
+            str(tmp_path),
+            "--repeat",
+            "2",
+            "--on-port",
+            "echo port=$PORT",
+            "--",
+            *SERVER,
+        ],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-1", "run-2"]
+    ports = [Session(tmp_path / f"run-{k}").meta["serve"]["port"] for k in (1, 2)]
+    assert [f"port={port}" in result.stdout for port in ports] == [True, True]
+    assert all(
+        Session(tmp_path / f"run-{k}").meta["serve"]["stopped_with"] == ["SIGINT"] for k in (1, 2)
+    )
+
+
 def test_a_server_that_never_listens_is_an_error_with_its_output(tmp_path: Path) -> None:
     started = time.monotonic()
     result = doctor(

@@ -67,3 +67,18 @@ def test_a_link_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OSError, match=r"symbolic link|Too many levels"):
         write_atomic(target, "{}")
     assert victim.read_text() == "keep" and not target.exists()
+
+
+def test_a_device_or_a_pipe_is_written_to_not_replaced(tmp_path: Path) -> None:
+    """`--json /dev/null` once replaced /dev/null with a regular file."""
+    write_atomic(os.devnull, "{}")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    write_atomic(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == [b"through the pipe"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
