@@ -137,7 +137,8 @@ class RunData:
 def run_data(diagnosis: Diagnosis, *, name: str, path: str) -> RunData:
     """The series of one diagnosed run that the measures use (see the module)."""
     tl = diagnosis.timeline
-    t0, t1 = diagnosis.window
+    # (a run that never reached its loop has no window: its whole run, which holds no step)
+    t0, t1 = diagnosis.window or diagnosis.segmentation.window
     steps = tl.steps.within(t0 - 1e-6, t1 + 1e-6)
     pids, counts = np.unique(steps.pid, return_counts=True)
     training = list(diagnosis.training_pids) or training_pids(tl, steps)
