@@ -434,8 +434,23 @@ def test_interpreter_alone_costs_only_the_time_python_held_the_gil(tmp_path: Pat
     assert f.is_issue and f.evidence["signs"] == ["interpreter"]
     share = f.evidence["interpreter_share"]
     assert f.impact == pytest.approx(
-        (f.evidence["main_thread_cpu"] - f.evidence["gc_share"]) * share, abs=0.01
+        (f.evidence["main_thread_runnable"] - f.evidence["gc_share"]) * share, abs=0.01
     )
+
+
+def test_a_thread_that_waits_for_a_core_other_jobs_hold_is_still_saturated(tmp_path: Path) -> None:
+    # Tiny operators, the main thread on a core 60 % of the time and in the run queue the other
+    # 38 % (a shared machine): it wanted a core all the time; the interpreter sets its pace.
+    run = Run(step=0.03, main_cpu=0.6, main_wait=0.38, pool_cpu=0.3, graph_nodes=3000)
+    d = diagnose(run.build(tmp_path / "s"))
+    f = d.findings["python-bound"]
+    assert f.is_issue, f.reason
+    assert f.evidence["main_thread_runnable"] == pytest.approx(0.98, abs=0.03)
+    assert "waiting for one" in f.summary
+    # The same thread asleep 38 % of the time instead (waiting on I/O, a lock) is not saturated.
+    idle = Run(step=0.03, main_cpu=0.6, main_wait=0.0, pool_cpu=0.3, graph_nodes=3000)
+    _, status = verdicts(idle, tmp_path / "idle")
+    assert status["python-bound"] == "not-detected"
 
 
 def test_high_gc_pauses_lead_a_python_bound_that_rests_on_the_interpreter(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """python-bound: one thread saturated in the interpreter while the compute pool idles.
 
-The training loop's main thread must be on a core nearly all the time (>= ``MAIN_BUSY`` of a core,
-from the outside sampler's schedstat), and at least one of three signs must say that the time goes
-into Python and operator dispatch rather than into computation:
+The training loop's main thread must want a core nearly all the time (>= ``MAIN_BUSY`` of the
+time on a core or waiting in the run queue for one, from the outside sampler's schedstat: on a
+machine that other jobs share, a saturated thread spends part of its time waiting for a core, and
+it is no less saturated), and at least one of three signs must say that the time goes into Python
+and operator dispatch rather than into computation:
 
 - **tiny operators**: the agent counts the nodes of an autograd graph (how many differentiable
   operators one step ran) at the 3rd backward pass, then every 50th or every 2 s, whichever is
@@ -75,12 +77,14 @@ def detect(ctx: Context) -> Finding:
     cores = tl.effective_cores
     busy = ctx.mean_in_window(tl.sys_busy)
     best = max(
-        (_measure(ctx, pid, cores, busy) for pid in pids), key=lambda c: c["main_thread_cpu"]
+        (_measure(ctx, pid, cores, busy) for pid in pids), key=lambda c: c["main_thread_runnable"]
     )
-    main = best["main_thread_cpu"]
+    main = best["main_thread_runnable"]
     if main < MAIN_BUSY:
         return not_detected(
-            ID, f"the main thread was on a core {percent(main)} of the time", **best
+            ID,
+            f"the main thread was on a core or waiting for one {percent(main)} of the time",
+            **best,
         )
     signs = best["signs"]
     if not signs:
@@ -141,7 +145,7 @@ def detect(ctx: Context) -> Finding:
     if signs == ["interpreter"]:
         title = f"The loop is bound by the Python interpreter: one thread busy {percent(main)}"
     summary = (
-        f"The training loop's main thread was on a core {percent(main)} of the steady state, and "
+        f"The training loop's main thread {_busy_words(best)} of the steady state, and "
         + "; ".join(reasons)
         + ". The interpreter sets the pace, not the computation (about "
         + f"{percent(impact)} of the run)."
@@ -165,6 +169,7 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
     groups = tl.threads[pid]
     info = tl.processes.get(pid)
     main = float(groups.main[bins].mean())
+    waited = float(groups.main_wait[bins].mean())
     pool = float(groups.pool[bins].mean())
     intra = info.torch_threads if info and info.torch_threads else None
     capacity = max(min((intra or 1) - 1, cores - 1), 0)
@@ -193,6 +198,8 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
     return {
         "pid": pid,
         "main_thread_cpu": Number(round(main, 3), "cores"),
+        "main_thread_run_wait": Number(round(waited, 3), "cores"),
+        "main_thread_runnable": Share(round(min(main + waited, 1.0), 3)),
         "signs": signs,
         "graph_nodes": Number(nodes) if nodes is not None else None,
         "us_per_node": (
@@ -211,6 +218,17 @@ def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any
         "machine_busy_cores": Number(round(busy, 2), "cores"),
         "cores": Number(cores, "cores"),
     }
+
+
+def _busy_words(best: dict[str, Any]) -> str:
+    """How the main thread was busy: on a core, or on one and waiting for one (a shared machine)."""
+    runnable = percent(best["main_thread_runnable"])
+    if best["main_thread_run_wait"] >= 0.05:
+        return (
+            f"wanted a core {runnable} (on one {percent(best['main_thread_cpu'])}, waiting for one "
+            f"{percent(best['main_thread_run_wait'])}: other threads had the cores)"
+        )
+    return f"was on a core {runnable}"
 
 
 def _waited_on_gc(ctx: Context, pid: int) -> npt.NDArray[np.bool_]:
