@@ -88,5 +88,7 @@ def check_phases_agree(
     window = "none: the run never reached its loop"
     if d.window is not None:
         window = f"{d.window[0]:.1f} s to {d.window[1]:.1f} s"
+        if d.serving is not None:
+            window += " (the load)"  # a server is judged over its load
     assert f"| analysed window | {window} |" in markdown, markdown
     assert "| phases | " in markdown

@@ -434,7 +434,7 @@ def test_interpreter_alone_costs_only_the_time_python_held_the_gil(tmp_path: Pat
     assert f.is_issue and f.evidence["signs"] == ["interpreter"]
     share = f.evidence["interpreter_share"]
     assert f.impact == pytest.approx(
-        (f.evidence["main_thread_runnable"] - f.evidence["gc_share"]) * share, abs=0.01
+        (f.evidence["main_thread_cpu"] - f.evidence["gc_share"]) * share, abs=0.01
     )
 
 

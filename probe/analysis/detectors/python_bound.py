@@ -19,18 +19,18 @@ and operator dispatch rather than into computation:
   ``POOL_IDLE`` of the cores they could, and at least ``FREE_CORES`` sat idle (tiny operators that
   do not even wake the pool).
 
-Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter
-share (the collector held the GIL, not the program). Time in the collector, in DataLoader waits and
-in waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it waits) is
-subtracted (those have their own verdicts); what is left of the main thread's busy time is the
-impact, or, when the interpreter is the only sign (operators big enough, a pool at work), the
-share of it in which Python held the GIL. ``MODERATE`` is moderate, ``HIGH`` high. A process
-that drives a GPU loses no more than the GPU idles: when NVML sampled the GPU it used, the impact
-is at most the GPU's idle share less what the loop's waits for data and on the GPU explain (a
-GPU-bound loop keeps its main thread busy launching kernels, or spinning while CUDA's launch
-queue is full, and its idle intra-op pool is no sign of dispatch overhead; host work that only
-runs after a sync is host-sync-stalls' to fix). A high gc-pauses is listed before a python-bound
-that rests on the interpreter sign alone (``diagnosis._collector_before_interpreter``).
+Samples whose wait for the GIL overlapped a garbage collection are left out of the interpreter share
+(the collector held the GIL, not the program). Time in the collector, in DataLoader waits and in
+waits on the GPU (``.item()``, ``.cpu()``, synchronize: CUDA spins a core while it waits) is
+subtracted, as is its time waiting for a core (those have their own verdicts); what is left of the
+main thread's time on a core is the impact, or, when the interpreter is the only sign (operators big
+enough, a pool at work), the share of it in which Python held the GIL. ``MODERATE`` is moderate,
+``HIGH`` high. A process that drives a GPU loses no more than the GPU idles: when NVML sampled the
+GPU it used, the impact is at most the GPU's idle share less what the loop's waits for data and on
+the GPU explain (a GPU-bound loop keeps its main thread busy launching kernels, or spinning while
+CUDA's launch queue is full, and its idle intra-op pool is no sign of dispatch overhead; host work
+that only runs after a sync is host-sync-stalls' to fix). A high gc-pauses is listed before a
+python-bound that rests on the interpreter sign alone (``diagnosis._collector_before_interpreter``).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
@@ -94,7 +94,12 @@ def detect(ctx: Context) -> Finding:
             **best,
         )
     impact = max(
-        min(main, 1.0) - best["gc_share"] - best["data_wait_share"] - best["gpu_wait_share"], 0.0
+        # on a core only: its waits for one are cpu-oversubscription's
+        min(float(best["main_thread_cpu"]), 1.0)
+        - best["gc_share"]
+        - best["data_wait_share"]
+        - best["gpu_wait_share"],
+        0.0,
     )
     if signs == ["interpreter"]:
         # Operators big enough and a pool at work: only the time Python held the GIL is the
