@@ -30,7 +30,7 @@ is at most the GPU's idle share less what the loop's waits for data and on the G
 GPU-bound loop keeps its main thread busy launching kernels, or spinning while CUDA's launch
 queue is full, and its idle intra-op pool is no sign of dispatch overhead; host work that only
 runs after a sync is host-sync-stalls' to fix). A high gc-pauses is listed before a python-bound
-that rests on the interpreter sign alone (``diagnosis._collector_before_interpreter``).
+that rests on the interpreter sign alone (``ordering._collector_before_interpreter``).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
