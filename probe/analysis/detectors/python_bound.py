@@ -125,22 +125,7 @@ def detect(ctx: Context) -> Finding:
     pid = best["pid"]
     st = tl.stacks
     mask = ctx.main_samples(pid) & ((st.state == STATE["python"]) | (st.state == STATE["torch"]))
-    reasons = []
-    if "tiny-operators" in signs:
-        reasons.append(
-            f"each step ran about {best['graph_nodes']:.0f} operators at "
-            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
-            "from Python"
-        )
-    if "interpreter" in signs:
-        reasons.append(
-            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
-        )
-    if "idle-pool" in signs:
-        reasons.append(
-            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
-            f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
-        )
+    reasons = _reasons(best, signs, cores, busy)
     title = f"The loop is bound by Python: one thread busy {percent(main)}, its operators tiny"
     if signs == ["interpreter"]:
         title = f"The loop is bound by the Python interpreter: one thread busy {percent(main)}"
@@ -161,6 +146,27 @@ def detect(ctx: Context) -> Finding:
         windows=[ctx.window],
         stacks=st.top(mask, 5),
     )
+
+
+def _reasons(best: dict[str, Any], signs: list[str], cores: float, busy: float) -> list[str]:
+    """What each sign found, in words, for the summary."""
+    reasons = []
+    if "tiny-operators" in signs:
+        reasons.append(
+            f"each step ran about {best['graph_nodes']:.0f} operators at "
+            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
+            "from Python"
+        )
+    if "interpreter" in signs:
+        reasons.append(
+            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
+        )
+    if "idle-pool" in signs:
+        reasons.append(
+            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
+            f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
+        )
+    return reasons
 
 
 def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any]:
