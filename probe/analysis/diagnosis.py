@@ -15,37 +15,39 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from probe.analysis.detectors import ALL as DETECTORS
-from probe.analysis.detectors import request_queueing, thread_pool_saturated
 from probe.analysis.detectors.base import (
     INSUFFICIENT,
-    MIN_STEPS,
-    MIN_WINDOW_S,
-    TIME_ONLY_WINDOW_S,
     Context,
     Finding,
 )
+from probe.analysis.no_issue import HEALTHY, INSUFFICIENT_DATA, without_issue
+from probe.analysis.ordering import causes_first, program_first
 from probe.analysis.phases import Phases, ending, exception_of
 from probe.analysis.segment import Segmentation, segment
-from probe.analysis.serving import MIN_REQUESTS, Serving, load_window
+from probe.analysis.serving import Serving, load_window
 from probe.analysis.stacks import STATES, is_library_file
-from probe.analysis.timeline import UNIT_LABELS, UNITS, Timeline, build_timeline, training_pids
+from probe.analysis.timeline import UNIT_LABELS, Timeline, build_timeline, training_pids
 from probe.session.losses import Episode, Loss
 from probe.session.reader import Session
-from probe.units import Count, Duration, Number, Share, duration, percent, plain
+from probe.units import Count, Duration, Share, plain
+
+__all__ = [
+    "HEALTHY",
+    "INSUFFICIENT_DATA",
+    "MAX_TRACEBACK_CHARS",
+    "SCHEMA",
+    "VERDICTS",
+    "Diagnosis",
+    "Progress",
+    "crash_of",
+    "diagnose",
+    "to_json",
+]
 
 SCHEMA = "probe.diagnosis/1"
 _FAULT_FRAME = re.compile(r'\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<func>.*)$')
-HEALTHY = "healthy"
-INSUFFICIENT_DATA = "insufficient-data"
 VERDICTS = (HEALTHY, INSUFFICIENT_DATA, *(d.ID for d in DETECTORS))
-# Detectors whose judgement is needed before a run can be called healthy.
-CORE = ("input-bound", "gc-pauses", "python-bound", "io-bound", "cpu-oversubscription")
-# A healthy server is at capacity when its requests spent request-queueing's QUEUE_SHARE of their
-# time in line or more while less than this stayed idle on the machine: no room for a worker more.
-AT_CAPACITY_IDLE = Number(0.5, "cores")
 
 Progress = Callable[[str], None]
 
@@ -114,26 +116,10 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     run = _run(session, tl)
     if not phases.reached_loop:
         return _never_reached(tl, seg, phases, run)
-    findings: dict[str, Finding] = {}
     losses = list(session.losses)
-    failed: dict[str, str] = {}  # verdict id -> the error its detector raised
-    for detector in DETECTORS:
-        say(f"checking {detector.ID}")
-        try:
-            findings[detector.ID] = detector.detect(ctx)
-        except Exception as exc:  # one broken detector must not hide the others' verdicts
-            error = f"{type(exc).__name__}: {exc}"[:200]
-            failed[detector.ID] = error
-            findings[detector.ID] = Finding(
-                id=detector.ID,
-                status=INSUFFICIENT,
-                reason=f"the check failed ({error})",
-                evidence={"check_failed": error},
-            )
-            tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
-            losses.append(_failed_check(detector.ID, exc))
-    issues = _program_first(
-        _causes_first(
+    findings, failed = _detect_all(ctx, losses, say)
+    issues = program_first(
+        causes_first(
             sorted((f for f in findings.values() if f.is_issue), key=lambda f: (-f.impact, f.id)),
             tl,
         )
@@ -144,45 +130,7 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
         category = issues[0].id
         headline = issues[0].title
     else:
-        enough, why, next_step = _enough(ctx, findings)
-        if enough and failed:
-            # A check that failed found nothing only because it did not look: never healthy.
-            enough, why, next_step = False, _failed_text(failed), FAILED_NEXT_STEP
-        if enough:
-            category = HEALTHY
-            headline = _healthy_headline(ctx, activity)
-            findings[HEALTHY] = Finding(
-                id=HEALTHY,
-                status="issue",
-                title=(
-                    "No issue found: the server kept up with its load"
-                    if ctx.serving is not None
-                    else "No issue found: the run is compute-bound"
-                ),
-                summary=headline,
-                evidence={"activity": activity},
-                windows=[seg.window],
-            )
-        else:
-            category = INSUFFICIENT_DATA
-            finding = Finding(
-                id=INSUFFICIENT_DATA,
-                status="issue",
-                severity="moderate",
-                impact=0.0,
-                title=(
-                    f"Not judged: the {_names(failed)} check{'s' if len(failed) > 1 else ''} failed"
-                    if failed
-                    else "Not enough data to judge this run"
-                ),
-                summary=why,
-                evidence=_insufficient_evidence(ctx, findings),
-                windows=[seg.window],
-                next_step=next_step,
-            )
-            findings[INSUFFICIENT_DATA] = finding
-            issues = [finding]
-            headline = why
+        category, headline, issues = without_issue(ctx, findings, failed, activity)
     return Diagnosis(
         category=category,
         issues=issues,
@@ -199,65 +147,35 @@ def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
     )
 
 
-FAILED_NEXT_STEP = (
-    "Report the failed check to probe's developers with this session; "
-    "`probe report DIR` repeats the analysis without rerunning"
-)
-
-
-def _names(failed: dict[str, str]) -> str:
-    return ", ".join(failed)
-
-
-def _failed_text(failed: dict[str, str]) -> str:
-    """Why a run in which a check failed and the others found nothing is not called healthy."""
-    errors = "; ".join(f"{k}: {v}" for k, v in failed.items())
-    return (
-        f"The {_names(failed)} check{'s' if len(failed) > 1 else ''} failed ({errors}), and the "
-        "others found nothing; a check that did not run cannot clear the run, so it is not "
-        "called healthy."
-    )
+def _detect_all(
+    ctx: Context, losses: list[Loss], say: Progress
+) -> tuple[dict[str, Finding], dict[str, str]]:
+    """Every detector's finding, and the error of each that raised (verdict id -> error): a
+    check that failed is insufficient, its error a warning and a loss."""
+    findings: dict[str, Finding] = {}
+    failed: dict[str, str] = {}  # verdict id -> the error its detector raised
+    for detector in DETECTORS:
+        say(f"checking {detector.ID}")
+        try:
+            findings[detector.ID] = detector.detect(ctx)
+        except Exception as exc:  # one broken detector must not hide the others' verdicts
+            error = f"{type(exc).__name__}: {exc}"[:200]
+            failed[detector.ID] = error
+            findings[detector.ID] = Finding(
+                id=detector.ID,
+                status=INSUFFICIENT,
+                reason=f"the check failed ({error})",
+                evidence={"check_failed": error},
+            )
+            ctx.tl.warnings.append(f"{detector.ID}: {type(exc).__name__}: {exc}")
+            losses.append(_failed_check(detector.ID, exc))
+    return findings, failed
 
 
 def _failed_check(verdict: str, exc: Exception) -> Loss:
     cause = f"{type(exc).__name__}: {exc}"[:200]
     episode = Episode(what="detector", from_ns=None, until_ns=None, cause=cause, part=verdict)
     return Loss(source="analysis", pid=None, file=None, episodes=[episode])
-
-
-def _program_first(issues: list[Finding]) -> list[Finding]:
-    """The program's own issues before other jobs taking the machine's cores.
-
-    What holds the program back is the verdict; a machine shared with other jobs is the context
-    its timings were taken in (cpu-oversubscription with ``pressure`` "other jobs"): the verdict
-    only when nothing else was found, where the run would otherwise be called healthy.
-    """
-    others = [f for f in issues if f.evidence.get("pressure") == "other jobs"]
-    return [f for f in issues if f not in others] + others
-
-
-def _collector_before_interpreter(issues: list[Finding]) -> list[Finding]:
-    """A high gc-pauses before a python-bound that rests on the interpreter sign alone.
-
-    Both are the interpreter's time: a loop whose Python allocates enough containers to spend a
-    high share (``gc_pauses.HIGH``) in the collector has its GIL-holding time made by the same
-    allocations. The collector's share is measured to the millisecond and its fix is one line
-    (``gc.freeze()`` after start-up, thresholds); the interpreter sign is a sampled share whose fix
-    rewrites the Python. So the specific, cheaper cause leads and python-bound follows it. With
-    tiny operators or an idle pool, python-bound is dispatch overhead, another mechanism: impacts
-    decide.
-    """
-    ids = [f.id for f in issues]
-    if "gc-pauses" not in ids or "python-bound" not in ids:
-        return issues
-    gc, interp = ids.index("gc-pauses"), ids.index("python-bound")
-    if gc < interp or issues[gc].severity != "high":
-        return issues
-    if list(issues[interp].evidence.get("signs", [])) != ["interpreter"]:
-        return issues
-    reordered = [f for i, f in enumerate(issues) if i != gc]
-    reordered.insert(interp, issues[gc])
-    return reordered
 
 
 def _never_reached(
@@ -332,186 +250,6 @@ def _never_reached(
     )
 
 
-def _causes_first(issues: list[Finding], tl: Timeline | None = None) -> list[Finding]:
-    """Put a cause before the symptom it produces, whatever their impacts.
-
-    Four pairs are known. A loop that waits for DataLoader workers that are busy computing
-    (input-bound) while those same workers are what oversubscribes the cores (without them the
-    job would not have more runnable threads than cores): the training thread's waits for a core
-    are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
-    workers) is input-bound's; cpu-oversubscription stays listed, after it. A server whose pool
-    threads hold the GIL (thread-pool-saturated) while its event loop, idle when late, only
-    waited for the GIL to come back (event-loop-blocked): the loop's lag is the pool's doing. And
-    torch.compile recompiling in the loop: the stalls it causes (most of periodic-stall's stalls
-    overlap a compilation) and the memory each compiled variant adds (most of the process's RSS
-    growth happened while compiling) are its doing, and so is their fix.
-    """
-    issues = _collector_before_interpreter(issues)
-    ids = [f.id for f in issues]
-    if "input-bound" in ids and "cpu-oversubscription" in ids:
-        symptom = issues[ids.index("cpu-oversubscription")]
-        evidence = symptom.evidence
-        # Not when the cores are taken by other jobs rather than by the workers.
-        if (
-            not evidence.get("oversubscribed_without_workers", True)
-            and evidence.get("pressure") != "other jobs"
-        ):
-            issues = _before(issues, "input-bound", "cpu-oversubscription")
-    ids = [f.id for f in issues]
-    if "thread-pool-saturated" in ids and "event-loop-blocked" in ids:
-        cause = issues[ids.index("thread-pool-saturated")]
-        if cause.evidence.get("loop_starved_share", 0.0) >= thread_pool_saturated.LOOP_STARVED:
-            issues = _before(issues, "thread-pool-saturated", "event-loop-blocked")
-    ids = [f.id for f in issues]
-    if "recompilation" in ids and "periodic-stall" in ids:
-        cause_f, symptom_f = issues[ids.index("recompilation")], issues[ids.index("periodic-stall")]
-        if _covered(symptom_f.windows, cause_f.windows):
-            issues = _before(issues, "recompilation", "periodic-stall")
-    ids = [f.id for f in issues]
-    if tl is not None and "recompilation" in ids and "memory-growth" in ids:
-        cause_f, growth = issues[ids.index("recompilation")], issues[ids.index("memory-growth")]
-        if (
-            growth.evidence.get("memory") == "rss"
-            and _grew_while(tl, int(growth.evidence["pid"]), cause_f.windows) >= 0.5
-        ):
-            issues = _before(issues, "recompilation", "memory-growth")
-    return issues
-
-
-def _grew_while(tl: Timeline, pid: int, windows: list[tuple[float, float]]) -> float:
-    """The share of a process's RSS growth over the windows' span that happened in grid bins
-    touching one of them (the next bin too: RSS is read every 100 ms)."""
-    rss = tl.rss.get(pid)
-    if rss is None or not windows:
-        return 0.0
-    lo = tl.bin_of(min(a for a, _ in windows))
-    hi = tl.bin_of(max(b for _, b in windows)) + 2
-    step = np.diff(np.nan_to_num(rss[lo : hi + 1], nan=0.0))
-    rising = np.clip(step, 0.0, None)
-    total = float(rising.sum())
-    if total <= 0:
-        return 0.0
-    during = np.zeros(len(step), dtype=bool)
-    for a, b in windows:
-        i0, i1 = tl.bin_of(a) - lo, tl.bin_of(b) - lo + 1
-        during[max(i0, 0) : min(i1 + 1, len(during))] = True
-    return float(rising[during].sum()) / total
-
-
-def _before(issues: list[Finding], cause_id: str, symptom_id: str) -> list[Finding]:
-    """``cause_id`` moved just before ``symptom_id`` if it came after; others keep their place."""
-    ids = [f.id for f in issues]
-    cause, symptom = ids.index(cause_id), ids.index(symptom_id)
-    if cause < symptom:
-        return issues
-    reordered = [f for i, f in enumerate(issues) if i != cause]
-    reordered.insert(symptom, issues[cause])
-    return reordered
-
-
-def _covered(
-    symptom: list[tuple[float, float]], cause: list[tuple[float, float]], share: float = 0.5
-) -> bool:
-    """Whether most of the symptom's windows (at least ``share``) overlap one of the cause's."""
-    if not symptom or not cause:
-        return False
-    hits = sum(1 for a, b in symptom if any(a < d and c < b for c, d in cause))
-    return hits >= share * len(symptom)
-
-
-def _enough(ctx: Context, findings: dict[str, Finding]) -> tuple[bool, str, str]:
-    """Whether the run could be judged; if not, why and the first thing to do about it."""
-    tl = ctx.tl
-    steps = ctx.steps
-    judged = [k for k in CORE if findings[k].status != INSUFFICIENT]
-    if not tl.session.has_agent_data:
-        attach = tl.session.meta.get("attach") or {}
-        cause = attach.get("no_inside_data") if isinstance(attach, dict) else None
-        if cause:
-            return (
-                False,
-                (
-                    f"probe could not load its agent into the job: {cause}. Only outside data was "
-                    "recorded, and the verdicts need the agent's."
-                ),
-                "Let probe load its agent (see why above), or run the job under probe doctor",
-            )
-        return (
-            False,
-            (
-                "No Python process of the run was profiled from inside (a non-Python command, or "
-                "Python started with -I, -E or -S, or a reset PYTHONPATH), so only outside data "
-                "exists; the verdicts need the agent's."
-            ),
-            "Let the agent in: run Python without -I/-E/-S and keep PYTHONPATH",
-        )
-    serving = ctx.serving
-    if serving is not None and serving.count < MIN_REQUESTS:
-        need = MIN_REQUESTS * 3
-        return (
-            False,
-            (
-                f"Only {serving.count} requests were answered in the load's window; send at "
-                f"least {need} (probe load --duration or --requests) so the server is judged "
-                "under load."
-            ),
-            f"Load the server with at least {need} requests",
-        )
-    one, many = UNITS[tl.steps.source]
-    if len(tl.steps) and len(steps) < MIN_STEPS and ctx.wall < TIME_ONLY_WINDOW_S:
-        rate = len(tl.steps) / max(float(tl.steps.end.max() - tl.steps.start.min()), 1e-9)
-        need = MIN_STEPS * 3
-        seconds = need / max(rate, 1e-9)
-        return (
-            False,
-            (
-                f"Only {len(steps)} steady-state {many if len(steps) != 1 else one} were seen "
-                f"({len(tl.steps)} in all, {rate:.1f}/s), in a steady state of {ctx.wall:.1f} s. "
-                f"Run at least {need} {many} (about {seconds:.0f} s at this pace), or the "
-                f"workload for {TIME_ONLY_WINDOW_S:.0f} s past start-up, so there is a steady "
-                "state to judge."
-            ),
-            f"Run at least {need} {many}, or {TIME_ONLY_WINDOW_S:.0f} s past start-up",
-        )
-    if ctx.wall < MIN_WINDOW_S:
-        return (
-            False,
-            (
-                f"The steady state lasted only {ctx.wall:.1f} s, too short to judge: run the "
-                f"workload for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up."
-            ),
-            f"Run for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up",
-        )
-    if len(judged) < 3:
-        missing = [k for k in CORE if k not in judged]
-        reasons = ", ".join(f"{k} ({findings[k].reason})" for k in missing)
-        return (
-            False,
-            (
-                f"Only {len(judged)} of the {len(CORE)} core checks could judge the "
-                f"{ctx.wall:.1f} s steady state: {reasons}."
-            ),
-            f"Run for at least {TIME_ONLY_WINDOW_S:.0f} s past start-up",
-        )
-    return True, "", ""
-
-
-def _insufficient_evidence(ctx: Context, findings: dict[str, Finding]) -> dict[str, Any]:
-    return {
-        "duration_s": Duration(round(ctx.tl.duration_s, 2)),
-        "window_s": Duration(round(ctx.wall, 2)),
-        "steps": Count(len(ctx.tl.steps)),
-        "steady_steps": Count(len(ctx.steps)),
-        "agent_data": ctx.tl.session.has_agent_data,
-        "checks_failed": {
-            k: f.evidence["check_failed"]
-            for k, f in findings.items()
-            if "check_failed" in f.evidence
-        },
-        "reasons": {k: f.reason for k, f in findings.items() if f.status == INSUFFICIENT},
-    }
-
-
 def _activity(ctx: Context) -> dict[str, float]:
     """Shares of the window the training thread spent waiting for data, in GC, and otherwise
     (by its sampled stacks): in torch, Python, I/O, waits..."""
@@ -541,49 +279,6 @@ def _activity(ctx: Context) -> dict[str, float]:
     for state, share in sorted(shares.items(), key=lambda kv: -kv[1]):
         out[state] = Share(round(share * rest, 4))
     return out
-
-
-def _healthy_headline(ctx: Context, activity: dict[str, float]) -> str:
-    if ctx.serving is not None:
-        return _serving_headline(ctx, ctx.serving)
-    steps = ctx.steps
-    parts = []
-    one, many = UNITS[steps.source]
-    if len(steps):
-        median = float(np.median(steps.duration))
-        parts.append(
-            f"{len(steps)} steady {many if len(steps) != 1 else one} at {duration(median)} each"
-        )
-    busy = ctx.mean_in_window(ctx.tl.sys_busy)
-    parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
-    if activity:
-        torch_share = activity.get("torch", 0.0)
-        parts.append(f"the training thread in torch {percent(torch_share)} of the time")
-    text = "No issue found: " + ", ".join(parts) + "."
-    if len(steps) < MIN_STEPS:
-        text += (
-            f" The checks that need the loop's {many} (input-bound, periodic-stall) were not "
-            f"judged: {len(steps)} in the steady state."
-        )
-    return text
-
-
-def _serving_headline(ctx: Context, serving: Serving) -> str:
-    latency = serving.latency()
-    parts = [
-        f"{serving.count} requests at {serving.rate:.1f}/s ({serving.in_flight:.1f} in flight)"
-    ]
-    if latency:
-        parts.append(f"latency p50 {duration(latency['p50'])}, p99 {duration(latency['p99'])}")
-    busy = ctx.mean_in_window(ctx.tl.sys_busy)
-    parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
-    queued = serving.explained.get("queueing", 0.0)
-    if queued >= request_queueing.QUEUE_SHARE and serving.idle_cores < AT_CAPACITY_IDLE:
-        parts.append(
-            f"requests spent {percent(queued)} of their time in line with no core to spare: the "
-            "server is at the machine's capacity"
-        )
-    return "No issue found: " + ", ".join(parts) + "."
 
 
 def _run(session: Session, tl: Timeline) -> dict[str, Any]:

@@ -28,14 +28,14 @@ ribbon, its shaded window and its header) reads them from here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from probe.analysis.stacks import STATE, is_library_file
+from probe.analysis.ending import ended_abnormally, ending, exception_of, program_frame
+from probe.analysis.stacks import STATE
 from probe.analysis.stats import warmup_change_point
 from probe.analysis.timeline import Compilation, StepTable, Timeline
 
@@ -184,7 +184,7 @@ def find_phases(
     startup_end = _leading_startup_end(tl, main)
     if len(steps):
         startup_end = float(steps.start.min())  # the first step completed: the rhythm starts
-    bad = _ended_badly(tl) if ended_badly is None else ended_badly
+    bad = ended_abnormally(tl) if ended_badly is None else ended_badly
     if not len(steps) and bad and not _loop_seen(tl, main, startup_end, candidate):
         return _never_reached(tl, main, unit)
     if len(steps):
@@ -347,65 +347,6 @@ def _teardown_reason(tl: Timeline, main: int | None, t1: float, steps: StepTable
     else:
         start = f"after the steady load ended at {t1:.1f} s"
     return f"{start}, until the run ended: {ending(tl)}"
-
-
-def ending(tl: Timeline) -> str:
-    """How the run ended, in a few words ("exit status 0", "FileNotFoundError: ...")."""
-    meta = tl.session.meta
-    exit_info = meta.get("exit") or {}
-    exc = exception_of(tl)
-    if exc is not None:
-        where = f" in {exc['where']}" if exc.get("where") else ""
-        text = f"{exc['type']}: {exc['message']}" if exc.get("message") else exc["type"]
-        return f"{text}{where}"[:300]
-    if exit_info.get("signal") is not None:
-        return f"ended by signal {exit_info['signal']}"
-    if exit_info.get("code") is not None:
-        return f"exit status {exit_info['code']}"
-    return str(meta.get("status") or "unknown")
-
-
-def exception_of(tl: Timeline) -> dict[str, Any] | None:
-    """The uncaught exception that ended the run's main process (the root's first), with the
-    program's own innermost frame: ``type``, ``message``, ``pid``, ``where``, ``file``, ``line``,
-    ``func``. None when no process ended with one."""
-    root = tl.session.meta.get("root_pid")
-    infos = sorted(
-        (p for p in tl.processes.values() if p.exception_type),
-        key=lambda p: (p.pid != root, p.role not in ("main", "rank"), p.start_s or 0.0),
-    )
-    if not infos:
-        return None
-    info = infos[0]
-    out: dict[str, Any] = {
-        "type": info.exception_type,
-        "message": info.exception_message or "",
-        "pid": info.pid,
-    }
-    frame = program_frame(info.exception_frames)
-    if frame is not None:
-        file, line, func = frame
-        out.update(
-            where=f"{func} ({os.path.basename(file)}:{line})", file=file, line=line, func=func
-        )
-    return out
-
-
-def program_frame(frames: list[tuple[str, int, str]]) -> tuple[str, int, str] | None:
-    """The innermost frame of the program's own code (not a library's, not ``<string>``); the
-    innermost frame of all when the program has none."""
-    for file, line, func in reversed(frames):
-        if not file.startswith("<") and not is_library_file(file):
-            return file, line, func
-    return frames[-1] if frames else None
-
-
-def _ended_badly(tl: Timeline) -> bool:
-    exit_info = tl.session.meta.get("exit") or {}
-    code = exit_info.get("code")
-    if exit_info.get("signal") is not None or (code is not None and code != 0):
-        return True
-    return exception_of(tl) is not None
 
 
 def _loop_seen(

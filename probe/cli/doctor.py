@@ -17,7 +17,7 @@ from probe.errors import DestinationError
 from probe.launcher import Launcher, RunResult, resolve_command
 from probe.recorder import Recording, Settings, default_name
 from probe.serve.load import redact_command
-from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OutputTail
+from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OnPortResult, OutputTail
 
 
 @click.command(
@@ -334,34 +334,7 @@ def _doctor_on_port(
         startup_timeout=startup_timeout,
         say=echo,
     )
-    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
-    live.reserve()
-    with runner.handling_signals():
-        try:
-            pid = launcher.start()
-        except Exception:
-            live.stop()
-            recording.finish(status="failed-to-start", exit_code=None, signal=None)
-            raise
-        proc = launcher.proc
-        assert proc is not None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        runner.outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
-        # From here on the server runs: probe's own faults become warnings (as in doctor).
-        with contained("starting the outside sampler", "no CPU or memory data from outside"):
-            recording.start_sampler(pid)
-        with contained("the live status line", "none is shown"):
-            live.start()
-        try:
-            result = runner.run()
-        finally:
-            with contained("the live status line", "the terminal may need a reset"):
-                live.stop()
-            with contained("stopping the outside sampler", "its last records may be missing"):
-                recording.stop_sampler()
-            for output in runner.outputs:
-                output.close()
+    result = _serve_under_load(recording, launcher, runner)
     recording.meta["serve"] = result.to_meta(redact_command(load_command))
     server = result.server
     if result.failure is not None:
@@ -393,6 +366,40 @@ def _doctor_on_port(
             markdown_path=markdown_path,
         )
     return result.status
+
+
+def _serve_under_load(recording: Recording, launcher: Launcher, runner: OnPort) -> OnPortResult:
+    """Start the server, sample it from outside with the live status line on while the load
+    runs, and stop both; the outcome of the server and its load."""
+    live = LiveStatus(recording.directory, lambda: recording.tree_totals)
+    live.reserve()
+    with runner.handling_signals():
+        try:
+            pid = launcher.start()
+        except Exception:
+            live.stop()
+            recording.finish(status="failed-to-start", exit_code=None, signal=None)
+            raise
+        proc = launcher.proc
+        assert proc is not None
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        runner.outputs = [OutputTail(proc.stdout, 1), OutputTail(proc.stderr, 2)]
+        # From here on the server runs: probe's own faults become warnings (as in doctor).
+        with contained("starting the outside sampler", "no CPU or memory data from outside"):
+            recording.start_sampler(pid)
+        with contained("the live status line", "none is shown"):
+            live.start()
+        try:
+            result = runner.run()
+        finally:
+            with contained("the live status line", "the terminal may need a reset"):
+                live.stop()
+            with contained("stopping the outside sampler", "its last records may be missing"):
+                recording.stop_sampler()
+            for output in runner.outputs:
+                output.close()
+    return result
 
 
 def _describe(signal: int | None, code: int | None) -> str:

@@ -99,7 +99,7 @@ class StepCounter:
 
 
 def _steps_of(counts: collections.Counter[tuple[int, int]]) -> int:
-    """The loop's units so far, chosen as the analysis chooses them (timeline._rhythm), but for
+    """The loop's units so far, chosen as the analysis chooses them (steps._rhythm), but for
     DataLoader batches, which this line does not read."""
     explicit = sum(n for (source, _), n in counts.items() if source == fmt.STEP_SOURCE_EXPLICIT)
     if explicit >= 2:

@@ -34,9 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from probe import __version__
-from probe.analysis.timeline import UNITS, Intervals, StepTable
+from probe.analysis.timeline import UNITS, Intervals
 from probe.export import StreamExporter
 from probe.export.source import ExportData
+from probe.export.trace_args import constant, fetch_args, gc_args, lag_args, step_args, wait_args
 from probe.session import format as fmt
 
 FloatArray = npt.NDArray[np.float64]
@@ -237,14 +238,12 @@ def _process_tracks(data: ExportData) -> list[Track]:
     for pid in pids_of(tl.steps.pid):
         steps = tl.steps.select(tl.steps.pid == pid)
         track(pid, virtual_tid(pid, STEPS), "steps", 0).slices.append(
-            Slices(steps.start, steps.end, "step", unit, _step_args(steps))
+            Slices(steps.start, steps.end, "step", unit, step_args(steps))
         )
     # DataLoader waits, GC pauses and spans: calls on the thread that made them.
     for pid, tid, waits in _by_thread(tl.waits, pids_of(tl.waits.pid)):
         track(pid, tid).slices.append(
-            Slices(
-                waits.start, waits.end, "dataloader", '"DataLoader next()"', _wait_args(waits), 1
-            )
+            Slices(waits.start, waits.end, "dataloader", '"DataLoader next()"', wait_args(waits), 1)
         )
     for pid, tid, pauses in _by_thread(tl.gc, pids_of(tl.gc.pid)):
         gen = pauses.extra["gen"]
@@ -254,7 +253,7 @@ def _process_tracks(data: ExportData) -> list[Track]:
                 pauses.end,
                 "gc",
                 _names({g: f"GC gen{g}" for g in np.unique(gen).tolist()}, gen),
-                _gc_args(pauses),
+                gc_args(pauses),
                 3,
             )
         )
@@ -279,7 +278,7 @@ def _process_tracks(data: ExportData) -> list[Track]:
         fetches = tl.fetches.of(pid)
         track(pid, data.main_tid(pid)).slices.append(
             Slices(
-                fetches.start, fetches.end, "dataloader", '"build batch"', _fetch_args(fetches), 1
+                fetches.start, fetches.end, "dataloader", '"build batch"', fetch_args(fetches), 1
             )
         )
     # Event-loop lag: the loop ran its timer this late, so it was held that long before.
@@ -295,7 +294,7 @@ def _process_tracks(data: ExportData) -> list[Track]:
                     late.start,
                     "event-loop",
                     '"event loop blocked"',
-                    _lag_args(late),
+                    lag_args(late),
                 )
             )
     return sorted(tracks.values(), key=lambda t: (data.process_order(t.pid), t.pid, t.sort, t.tid))
@@ -317,70 +316,6 @@ def _names(texts: dict[int, str], keys: npt.NDArray[Any]) -> Callable[[int], str
     return name
 
 
-# The per-row arguments are formatted directly (numbers only): json.dumps for each of a long
-# run's hundreds of thousands of slices would take most of the export's time.
-
-
-def _step_args(steps: StepTable) -> Callable[[int], str]:
-    wait = (steps.data_wait * 1000).tolist()
-    gc = (steps.gc * 1000).tolist()
-    opt = (steps.opt * 1000).tolist()
-
-    def args(i: int) -> str:
-        return (
-            f'{{"step":{i + 1},"data_wait_ms":{_num(wait[i])},"gc_ms":{_num(gc[i])},'
-            f'"optimizer_ms":{_num(opt[i])}}}'
-        )
-
-    return args
-
-
-def _wait_args(waits: Intervals) -> Callable[[int], str]:
-    loader = waits.extra["loader"].tolist()
-    exhausted = ((waits.extra["flags"] & 1) != 0).tolist()
-
-    def args(i: int) -> str:
-        return f'{{"loader":{loader[i]},"exhausted":{"true" if exhausted[i] else "false"}}}'
-
-    return args
-
-
-def _gc_args(pauses: Intervals) -> Callable[[int], str]:
-    collected = pauses.extra["collected"].tolist()
-
-    def args(i: int) -> str:
-        return f'{{"collected":{collected[i]}}}'
-
-    return args
-
-
-def _fetch_args(fetches: Intervals) -> Callable[[int], str]:
-    items = fetches.extra["items"].tolist()
-    cpu = (fetches.extra["cpu"] / 1e6).tolist()
-    worker = fetches.extra["worker"].tolist()
-
-    def args(i: int) -> str:
-        return f'{{"items":{items[i]},"cpu_ms":{_num(cpu[i])},"worker":{worker[i]}}}'
-
-    return args
-
-
-def _lag_args(lag: Intervals) -> Callable[[int], str]:
-    lag_ms = (lag.dur * 1000).tolist()
-
-    def args(i: int) -> str:
-        return f'{{"lag_ms":{_num(lag_ms[i])}}}'
-
-    return args
-
-
-def _constant(text: str) -> Callable[[int], str]:
-    def value(i: int) -> str:
-        return text
-
-    return value
-
-
 def _sync_call(what: int) -> str:
     return fmt.SYNC_CALLS[what] if 0 <= what < len(fmt.SYNC_CALLS) else "sync"
 
@@ -398,7 +333,7 @@ def _probe_tracks(data: ExportData) -> list[Track]:
                 np.array([d.window[1]]),
                 "probe",
                 '"analysed window (steady state)"',
-                _constant(
+                constant(
                     _args(method=seg.method, warmup_steps=seg.warmup_steps, reason=seg.reason)
                 ),
             )
@@ -430,7 +365,7 @@ def _probe_tracks(data: ExportData) -> list[Track]:
                         np.array([b for _, b in spans], dtype=np.float64),
                         "verdict",
                         _q(issue.id),
-                        _constant(
+                        constant(
                             _args(
                                 title=issue.title,
                                 severity=issue.severity,
@@ -563,11 +498,6 @@ def _write_counter(events: _Events, c: Counter, window: tuple[float, float]) -> 
     for t, value in zip((c.t[inside] * 1e6).tolist(), c.value[inside].tolist()):
         if math.isfinite(value):  # a reading that could not be taken is left out
             events.add(f'{head}{t:.3f},"args":{{{key}:{value:.3f}}}}}')
-
-
-def _num(value: float) -> str:
-    """A number for JSON: three decimals, null when not finite."""
-    return f"{value:.3f}" if math.isfinite(value) else "null"
 
 
 EXPORTERS = {ChromeTrace.name: ChromeTrace()}

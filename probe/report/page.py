@@ -24,14 +24,13 @@ from probe.report.graphs import (
     cpu_graph,
     data_wait_graph,
     gc_graph,
-    gpu_graph,
     lag_graph,
-    memory_graph,
     steps_graph,
     threads_graph,
 )
 from probe.report.header import exit_notice, header_of, process_rows
 from probe.report.lanes import timeline_graph
+from probe.report.memory import gpu_graph, memory_graph
 from probe.report.model import (
     ACTIVITY_LABELS,
     GRAPH_ORDER,

@@ -375,17 +375,17 @@ def test_workers_that_oversubscribe_an_input_bound_loop_are_its_input_pipeline(
 
 def test_a_cause_moves_only_just_before_its_symptom() -> None:
     from probe.analysis.detectors.base import Finding
-    from probe.analysis.diagnosis import _causes_first
+    from probe.analysis.ordering import causes_first
 
     def issue(id_: str, **evidence: object) -> Finding:
         return Finding(id=id_, status="issue", impact=0.1, evidence=evidence)
 
     over = issue("cpu-oversubscription", oversubscribed_without_workers=False)
-    ordered = _causes_first([issue("gc-pauses"), over, issue("io-bound"), issue("input-bound")])
+    ordered = causes_first([issue("gc-pauses"), over, issue("io-bound"), issue("input-bound")])
     assert [f.id for f in ordered] == ["gc-pauses", "input-bound", over.id, "io-bound"]
     # Oversubscribed even without the workers: ranked by impact as found.
     alone = issue("cpu-oversubscription", oversubscribed_without_workers=True)
-    assert [f.id for f in _causes_first([alone, issue("input-bound")])] == [
+    assert [f.id for f in causes_first([alone, issue("input-bound")])] == [
         alone.id,
         "input-bound",
     ]
@@ -393,7 +393,7 @@ def test_a_cause_moves_only_just_before_its_symptom() -> None:
     others = issue(
         "cpu-oversubscription", oversubscribed_without_workers=False, pressure="other jobs"
     )
-    assert [f.id for f in _causes_first([others, issue("input-bound")])] == [
+    assert [f.id for f in causes_first([others, issue("input-bound")])] == [
         others.id,
         "input-bound",
     ]
@@ -469,13 +469,13 @@ def test_high_gc_pauses_lead_a_python_bound_that_rests_on_the_interpreter(tmp_pa
 
 def test_the_collector_moves_only_before_an_interpreter_only_python_bound() -> None:
     from probe.analysis.detectors.base import Finding
-    from probe.analysis.diagnosis import _causes_first
+    from probe.analysis.ordering import causes_first
 
     def issue(id_: str, impact: float, severity: str = "high", **evidence: object) -> Finding:
         return Finding(id=id_, status="issue", impact=impact, severity=severity, evidence=evidence)
 
     def order(*found: Finding) -> list[str]:
-        return [f.id for f in _causes_first(list(found))]
+        return [f.id for f in causes_first(list(found))]
 
     interp = issue("python-bound", 0.5, signs=["interpreter"])
     tiny = issue("python-bound", 0.5, signs=["tiny-operators", "interpreter"])

@@ -64,13 +64,7 @@ def detect(ctx: Context) -> Finding:
     wait = sum((series[bins].mean() for series in tl.run_wait.values()), 0.0)
     runnable = cpu + wait
     tree_wait = wait / runnable if runnable > 0 else 0.0
-    main_cpu = main_wait = 0.0
-    for pid in ctx.training_pids:
-        groups = tl.threads.get(pid)
-        if groups is None:
-            continue
-        main_cpu += float(groups.main[bins].mean())
-        main_wait += float(groups.main_wait[bins].mean())
+    main_cpu, main_wait = _main_thread(ctx)
     main_share = main_wait / (main_cpu + main_wait) if main_cpu + main_wait > 0 else 0.0
     host_running = ctx.mean_in_window(tl.sys_running)
     pools = _pools(ctx)
@@ -114,6 +108,59 @@ def detect(ctx: Context) -> Finding:
             **evidence,
         )
     impact = main_wait / max(len(ctx.training_pids), 1)
+    title, summary, next_step = _words(
+        own=own,
+        thread=thread,
+        unit=unit,
+        main_share=main_share,
+        tree_wait=tree_wait,
+        runnable=runnable,
+        cores=cores,
+        host_running=host_running,
+        host_cores=host_cores,
+        pools=pools,
+    )
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if main_share >= MAIN_WAIT_HIGH else "moderate",
+        impact=min(impact, 1.0),
+        evidence=evidence,
+        windows=[ctx.window],
+        next_step=next_step,
+    )
+
+
+def _main_thread(ctx: Context) -> tuple[float, float]:
+    """The training threads' CPU and run-queue wait in the window (cores), summed."""
+    tl = ctx.tl
+    bins = ctx.bins
+    main_cpu = main_wait = 0.0
+    for pid in ctx.training_pids:
+        groups = tl.threads.get(pid)
+        if groups is None:
+            continue
+        main_cpu += float(groups.main[bins].mean())
+        main_wait += float(groups.main_wait[bins].mean())
+    return main_cpu, main_wait
+
+
+def _words(
+    *,
+    own: bool,
+    thread: str,
+    unit: str,
+    main_share: float,
+    tree_wait: float,
+    runnable: float,
+    cores: float,
+    host_running: float,
+    host_cores: float,
+    pools: list[dict[str, Any]],
+) -> tuple[str, str, str]:
+    """The issue's title, summary and next step: the job's own threads, or other jobs'."""
     pools_text = ", ".join(
         f"{p['processes']} x {p['label']} ({p['threads_each']} threads each)" for p in pools
     )
@@ -149,17 +196,7 @@ def detect(ctx: Context) -> Finding:
             f" The host had {host_running:.1f} runnable threads in all: other jobs share "
             "these cores."
         )
-    return Finding(
-        id=ID,
-        status="issue",
-        title=title,
-        summary=summary,
-        severity="high" if main_share >= MAIN_WAIT_HIGH else "moderate",
-        impact=min(impact, 1.0),
-        evidence=evidence,
-        windows=[ctx.window],
-        next_step=next_step,
-    )
+    return title, summary, next_step
 
 
 def _pools(ctx: Context) -> list[dict[str, Any]]:

@@ -23,6 +23,8 @@ as python-bound instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
@@ -35,7 +37,7 @@ from probe.analysis.detectors.base import (
     not_detected,
     severity,
 )
-from probe.analysis.timeline import overlap_with
+from probe.analysis.timeline import FloatArray, Intervals, overlap_with
 from probe.units import Count, Duration, Number, Share, duration, percent, text
 
 ID = "gc-pauses"
@@ -60,40 +62,9 @@ def detect(ctx: Context) -> Finding:
     gc = gc.select(np.isin(gc.pid, pids))
     summary = tl.gc_summary.within(t0, t1)
     summary = summary.select(np.isin(summary.pid, pids))
-    # Pause time per one-second window, per process; the worst process decides.
-    edges = np.arange(t0, t1 + 1.0, 1.0)
-    if len(edges) < 2:
-        edges = np.array([t0, t1])
-    total_share = 0.0
-    worst_pid = pids[0]
-    per_second = np.zeros(len(edges) - 1)
-    for pid in pids:
-        g = gc.of(pid)
-        s = summary.of(pid)
-        secs = overlap_with(edges[:-1], edges[1:], g.start, g.dur)
-        if len(s):
-            span = np.maximum(s.extra["span"], 1e-9)
-            secs += overlap_with(edges[:-1], edges[1:], s.start, span) * float(
-                s.dur.sum() / span.sum()
-            )
-        share = float(secs.sum()) / ctx.wall
-        if share >= total_share:
-            total_share, worst_pid, per_second = share, pid, secs
+    total_share, worst_pid, per_second = _worst_process(ctx, gc, summary, pids)
     g = gc.of(worst_pid)
-    gens = {
-        f"gen{gen}": {
-            "count": Count(int((g.extra["gen"] == gen).sum())),
-            "total_ms": Duration(round(float(g.dur[g.extra["gen"] == gen].sum()) * 1000, 1), "ms"),
-        }
-        for gen in (1, 2)
-    }
-    young = summary.of(worst_pid)
-    gens["gen0"] = {
-        "count": Count(int(young.extra["count"].sum()) + int((g.extra["gen"] == 0).sum())),
-        "total_ms": Duration(
-            round(float(young.dur.sum() + g.dur[g.extra["gen"] == 0].sum()) * 1000, 1), "ms"
-        ),
-    }
+    gens = _generations(g, summary.of(worst_pid))
     longest = float(g.dur.max()) if len(g) else 0.0
     worst_second = float(per_second.max()) if len(per_second) else 0.0
     evidence: dict[str, object] = {
@@ -140,6 +111,51 @@ def detect(ctx: Context) -> Finding:
         windows=windows,
         stacks=stacks,
     )
+
+
+def _worst_process(
+    ctx: Context, gc: Intervals, summary: Intervals, pids: list[int]
+) -> tuple[float, int, FloatArray]:
+    """Pause time per one-second window, per process; the worst process decides: its share of
+    the window, its pid, its pause seconds in each second."""
+    t0, t1 = ctx.window
+    edges = np.arange(t0, t1 + 1.0, 1.0)
+    if len(edges) < 2:
+        edges = np.array([t0, t1])
+    total_share = 0.0
+    worst_pid = pids[0]
+    per_second = np.zeros(len(edges) - 1)
+    for pid in pids:
+        g = gc.of(pid)
+        s = summary.of(pid)
+        secs = overlap_with(edges[:-1], edges[1:], g.start, g.dur)
+        if len(s):
+            span = np.maximum(s.extra["span"], 1e-9)
+            secs += overlap_with(edges[:-1], edges[1:], s.start, span) * float(
+                s.dur.sum() / span.sum()
+            )
+        share = float(secs.sum()) / ctx.wall
+        if share >= total_share:
+            total_share, worst_pid, per_second = share, pid, secs
+    return total_share, worst_pid, per_second
+
+
+def _generations(g: Intervals, young: Intervals) -> dict[str, dict[str, Any]]:
+    """Collections and their pause time per generation (young ones also from the summaries)."""
+    gens = {
+        f"gen{gen}": {
+            "count": Count(int((g.extra["gen"] == gen).sum())),
+            "total_ms": Duration(round(float(g.dur[g.extra["gen"] == gen].sum()) * 1000, 1), "ms"),
+        }
+        for gen in (1, 2)
+    }
+    gens["gen0"] = {
+        "count": Count(int(young.extra["count"].sum()) + int((g.extra["gen"] == 0).sum())),
+        "total_ms": Duration(
+            round(float(young.dur.sum() + g.dur[g.extra["gen"] == 0].sum()) * 1000, 1), "ms"
+        ),
+    }
+    return gens
 
 
 def _step_effect(ctx: Context, evidence: dict[str, object]) -> tuple[float, str]:

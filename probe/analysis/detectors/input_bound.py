@@ -186,44 +186,7 @@ def _cause(
     evidence["worker_cpu_share"] = Share(round(cpu_ratio, 3))
     evidence["workers"] = Count(workers)
     if cpu_ratio >= BUSY_WORKERS:
-        saturated = busy_cores >= SATURATED * cores
-        evidence["cores_saturated"] = saturated
-        own = _own_code_share(ctx)
-        if own is not None:
-            evidence["worker_own_code_share"] = Share(round(own, 3))
-        intra = max(
-            (ctx.tl.processes[p].torch_threads or 1 for p in main_pids if p in ctx.tl.processes),
-            default=1,
-        )
-        wanted = workers + intra
-        evidence["threads_wanted"] = Count(wanted)
-        evidence["oversubscribed"] = bool(saturated and wanted > cores)
-        what = (
-            "the dataset and transforms"
-            if own is None or own >= OWN_CODE
-            else "torch's own batch assembly (indexing, collate): the dataset has no "
-            "transforms of its own"
-        )
-        text = (
-            f"Its {workers} workers are busy computing: {percent(cpu_ratio)} of the "
-            f"{duration(per_batch)} each batch takes is CPU time in {what} (transform-bound)."
-        )
-        if evidence["oversubscribed"]:
-            text += (
-                f" With the training process's {intra} intra-op thread{'s' if intra > 1 else ''}"
-                f" they want {wanted} cores of the {cores:g} there are, all saturated: fewer "
-                "workers or threads would give each a core instead of making them take turns."
-            )
-        elif saturated:
-            text += (
-                f" The machine's {cores:g} cores are already saturated, so more workers will not "
-                "help: make "
-                + (
-                    "the transforms cheaper or precompute them."
-                    if own is None or own >= OWN_CODE
-                    else "each batch cheaper to build."
-                )
-            )
+        text = _transform_bound(ctx, workers, cpu_ratio, per_batch, main_pids, evidence)
         return "transform-bound", text
     return (
         "latency-bound",
@@ -232,6 +195,60 @@ def _cause(
         "storage, the network or sleeps "
         "(latency-bound). More workers or a larger prefetch_factor overlap that waiting.",
     )
+
+
+def _transform_bound(
+    ctx: Context,
+    workers: int,
+    cpu_ratio: float,
+    per_batch: float,
+    main_pids: set[int],
+    evidence: dict[str, Any],
+) -> str:
+    """The workers are busy computing: in the program's transforms or torch's batch assembly,
+    and whether the cores are saturated or oversubscribed; the sentence that says so."""
+    tl = ctx.tl
+    busy_cores = ctx.mean_in_window(tl.sys_busy)
+    cores = tl.effective_cores
+    saturated = busy_cores >= SATURATED * cores
+    evidence["cores_saturated"] = saturated
+    own = _own_code_share(ctx)
+    if own is not None:
+        evidence["worker_own_code_share"] = Share(round(own, 3))
+    intra = max(
+        (ctx.tl.processes[p].torch_threads or 1 for p in main_pids if p in ctx.tl.processes),
+        default=1,
+    )
+    wanted = workers + intra
+    evidence["threads_wanted"] = Count(wanted)
+    evidence["oversubscribed"] = bool(saturated and wanted > cores)
+    what = (
+        "the dataset and transforms"
+        if own is None or own >= OWN_CODE
+        else "torch's own batch assembly (indexing, collate): the dataset has no "
+        "transforms of its own"
+    )
+    text = (
+        f"Its {workers} workers are busy computing: {percent(cpu_ratio)} of the "
+        f"{duration(per_batch)} each batch takes is CPU time in {what} (transform-bound)."
+    )
+    if evidence["oversubscribed"]:
+        text += (
+            f" With the training process's {intra} intra-op thread{'s' if intra > 1 else ''}"
+            f" they want {wanted} cores of the {cores:g} there are, all saturated: fewer "
+            "workers or threads would give each a core instead of making them take turns."
+        )
+    elif saturated:
+        text += (
+            f" The machine's {cores:g} cores are already saturated, so more workers will not "
+            "help: make "
+            + (
+                "the transforms cheaper or precompute them."
+                if own is None or own >= OWN_CODE
+                else "each batch cheaper to build."
+            )
+        )
+    return text
 
 
 def _own_code_share(ctx: Context) -> float | None:

@@ -58,41 +58,10 @@ HOUR = Duration(3600.0)
 
 
 def detect(ctx: Context) -> Finding:
-    tl = ctx.tl
     t0, t1 = ctx.window
     if t1 - t0 < MIN_WINDOW_S * 2:
         return insufficient(ID, f"needs at least {2 * MIN_WINDOW_S:g} s of steady state")
-    candidates: list[dict[str, Any]] = []
-    centers = tl.centers
-    for pid, rss in tl.rss.items():
-        info = tl.processes.get(pid)
-        if info is not None and info.role == "compiler":
-            continue  # torch.compile's builds: compilation's memory, not the workload's
-        ok = ctx.bins & np.isfinite(rss)
-        if ok.sum() < 10:
-            continue
-        result = _growth(centers[ok], rss[ok])
-        if result is not None:
-            result.update(
-                kind="rss",
-                pid=pid,
-                process=info.label if info else f"pid {pid}",
-            )
-            candidates.append(result)
-    for (pid, device), (t, alloc, _reserved) in tl.cuda.items():
-        ok = (t >= t0) & (t <= t1)
-        if ok.sum() < 10:
-            continue
-        result = _growth(t[ok], alloc[ok])
-        if result is not None:
-            info = tl.processes.get(pid)
-            result.update(
-                kind="cuda",
-                pid=pid,
-                device=device,
-                process=(info.label if info else f"pid {pid}") + f", cuda:{device}",
-            )
-            candidates.append(result)
+    candidates = _candidates(ctx)
     if not candidates:
         return not_detected(ID, "no process's memory grew steadily in the steady state")
     worst = max(candidates, key=lambda c: c["rate_bytes_per_s"])
@@ -149,6 +118,45 @@ def detect(ctx: Context) -> Finding:
         evidence=evidence,
         windows=[(t0, t1)],
     )
+
+
+def _candidates(ctx: Context) -> list[dict[str, Any]]:
+    """Every memory that grew steadily in the window: each process's RSS (compilers' aside),
+    each process's CUDA memory per device."""
+    tl = ctx.tl
+    t0, t1 = ctx.window
+    candidates: list[dict[str, Any]] = []
+    centers = tl.centers
+    for pid, rss in tl.rss.items():
+        info = tl.processes.get(pid)
+        if info is not None and info.role == "compiler":
+            continue  # torch.compile's builds: compilation's memory, not the workload's
+        ok = ctx.bins & np.isfinite(rss)
+        if ok.sum() < 10:
+            continue
+        result = _growth(centers[ok], rss[ok])
+        if result is not None:
+            result.update(
+                kind="rss",
+                pid=pid,
+                process=info.label if info else f"pid {pid}",
+            )
+            candidates.append(result)
+    for (pid, device), (t, alloc, _reserved) in tl.cuda.items():
+        ok = (t >= t0) & (t <= t1)
+        if ok.sum() < 10:
+            continue
+        result = _growth(t[ok], alloc[ok])
+        if result is not None:
+            info = tl.processes.get(pid)
+            result.update(
+                kind="cuda",
+                pid=pid,
+                device=device,
+                process=(info.label if info else f"pid {pid}") + f", cuda:{device}",
+            )
+            candidates.append(result)
+    return candidates
 
 
 def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:

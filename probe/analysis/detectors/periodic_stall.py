@@ -279,31 +279,8 @@ def detect(ctx: Context) -> Finding:
         )
     idx = np.flatnonzero(stalls)
     times = mine.start[stalls]
-    cost = durations[stalls] - median  # what each long step adds: the weight of its position
     g = fisher_g(stalls.astype(np.float64))
-    # In steps (checkpoint every N steps) and in seconds (log every T seconds): whichever lines
-    # up more of the long steps on one period. A step is the unit of jitter in both.
-    by_steps = find_period(
-        idx.astype(np.float64),
-        extra=[g.period] if g is not None and g.p_value < MAX_G_P else [],
-        tolerance=lambda period: max(1.0, PHASE_TOL * period),
-        min_period=MIN_PERIOD_STEPS,
-        span=(0.0, float(len(mine) - 1)),
-        integer=True,
-        weights=cost,
-    )
-    by_time = (
-        None
-        if by_steps is not None and by_steps.count == n
-        else find_period(
-            times,
-            extra=[],
-            tolerance=lambda period: max(median, PHASE_TOL * period),
-            min_period=MIN_PERIOD_STEPS * median,
-            span=(float(mine.start[0]), float(mine.end[-1])),
-            weights=cost,
-        )
-    )
+    by_steps, by_time = _candidate_periods(mine, stalls, idx, times, median, g)
     evidence.update(
         {
             "fisher_g_p": Number(float(f"{g.p_value:.3g}")) if g else None,
@@ -339,25 +316,10 @@ def detect(ctx: Context) -> Finding:
             "their time), not periodic work",
             **evidence,
         )
-    excess = np.clip(durations[stalls] - median, 0, None)
-    total_excess = float(excess.sum())
-    explained = float(
-        np.minimum(mine.gc[stalls] + data_wait[stalls], durations[stalls] - median).clip(0).sum()
-    )
-    evidence["stall_gc_ms"] = Duration(round(float(mine.gc[stalls].sum()) * 1000, 1), "ms")
-    evidence["stall_data_wait_ms"] = Duration(round(float(data_wait[stalls].sum()) * 1000, 1), "ms")
-    if total_excess <= 0 or explained >= EXPLAINED * total_excess:
-        what = (
-            "garbage collection"
-            if mine.gc[stalls].sum() >= data_wait[stalls].sum()
-            else ("waiting for data")
-        )
-        return not_detected(
-            ID,
-            f"the periodic long steps are mostly {what}, reported under its own verdict",
-            **evidence,
-        )
-    impact = (total_excess - explained) / ctx.wall
+    unexplained = _unexplained_excess(mine, data_wait, stalls, median, evidence)
+    if isinstance(unexplained, Finding):
+        return unexplained
+    impact = unexplained / ctx.wall
     gpu_idle = utilization(ctx, [pid]).idle_share
     if gpu_idle is not None and gpu_idle < impact:
         # A loop that drives a GPU loses a long step only while the GPU idles: a step that reads
@@ -373,6 +335,24 @@ def detect(ctx: Context) -> Finding:
             f"periodic long steps cost {percent(impact)} of the run (below {percent(MODERATE)})",
             **evidence,
         )
+    return _issue(ctx, pid, mine, stalls, median, impact, level, use_steps, n, evidence)
+
+
+def _issue(
+    ctx: Context,
+    pid: int,
+    mine: StepTable,
+    stalls: np.ndarray[Any, Any],
+    median: float,
+    impact: float,
+    level: str,
+    use_steps: bool,
+    n: int,
+    evidence: dict[str, Any],
+) -> Finding:
+    """The verdict: the stall steps' windows, what their samples show, and the words."""
+    steps = ctx.steps
+    durations = mine.duration
     windows = [(float(a), float(b)) for a, b in zip(mine.start[stalls], mine.end[stalls])]
     in_stalls = _stall_samples(ctx, pid, mine, stalls, median)
     stacks = ctx.tl.stacks.top(in_stalls, 5)
@@ -383,16 +363,7 @@ def detect(ctx: Context) -> Finding:
         if use_steps
         else f"every {evidence['period_s']:.1f} s"
     )
-    where = ""
-    if stacks:
-        leaf = stacks[0]["frames"][-1] if stacks[0]["frames"] else None
-        user = _first_user_frame(stacks[0]["frames"])
-        if user is not None:
-            place = f"{_short(user['file'])}:{user['line']}"
-            where = f" Most of that time was spent in {user['func']} ({place})"
-            if leaf is not None and leaf != user:
-                where += f", inside {leaf['func']}"
-            where += "."
+    where = _where(stacks)
     title = f"Steps stall periodically: {n} stalls {period}, {percent(impact)} of the run"
     summary = (
         f"{n} {UNITS[steps.source][1]} took far longer than the median of {duration(median)} "
@@ -411,6 +382,90 @@ def detect(ctx: Context) -> Finding:
         stacks=stacks,
         next_step=NEXT_STEPS[kind],
     )
+
+
+def _candidate_periods(
+    mine: StepTable,
+    stalls: np.ndarray[Any, Any],
+    idx: np.ndarray[Any, Any],
+    times: np.ndarray[Any, Any],
+    median: float,
+    g: Any,
+) -> tuple[Period | None, Period | None]:
+    """The best period of the long steps counted in steps, and (unless that one holds them all)
+    counted in seconds."""
+    n = int(stalls.sum())
+    cost = mine.duration[stalls] - median  # what each long step adds: the weight of its position
+    # In steps (checkpoint every N steps) and in seconds (log every T seconds): whichever lines
+    # up more of the long steps on one period. A step is the unit of jitter in both.
+    by_steps = find_period(
+        idx.astype(np.float64),
+        extra=[g.period] if g is not None and g.p_value < MAX_G_P else [],
+        tolerance=lambda period: max(1.0, PHASE_TOL * period),
+        min_period=MIN_PERIOD_STEPS,
+        span=(0.0, float(len(mine) - 1)),
+        integer=True,
+        weights=cost,
+    )
+    by_time = (
+        None
+        if by_steps is not None and by_steps.count == n
+        else find_period(
+            times,
+            extra=[],
+            tolerance=lambda period: max(median, PHASE_TOL * period),
+            min_period=MIN_PERIOD_STEPS * median,
+            span=(float(mine.start[0]), float(mine.end[-1])),
+            weights=cost,
+        )
+    )
+    return by_steps, by_time
+
+
+def _unexplained_excess(
+    mine: StepTable,
+    data_wait: np.ndarray[Any, Any],
+    stalls: np.ndarray[Any, Any],
+    median: float,
+    evidence: dict[str, Any],
+) -> float | Finding:
+    """Seconds the stall steps add beyond the median that GC and data waits do not explain, or
+    the finding that refuses the verdict when they explain most of it (their own verdicts)."""
+    durations = mine.duration
+    excess = np.clip(durations[stalls] - median, 0, None)
+    total_excess = float(excess.sum())
+    explained = float(
+        np.minimum(mine.gc[stalls] + data_wait[stalls], durations[stalls] - median).clip(0).sum()
+    )
+    evidence["stall_gc_ms"] = Duration(round(float(mine.gc[stalls].sum()) * 1000, 1), "ms")
+    evidence["stall_data_wait_ms"] = Duration(round(float(data_wait[stalls].sum()) * 1000, 1), "ms")
+    if total_excess <= 0 or explained >= EXPLAINED * total_excess:
+        what = (
+            "garbage collection"
+            if mine.gc[stalls].sum() >= data_wait[stalls].sum()
+            else ("waiting for data")
+        )
+        return not_detected(
+            ID,
+            f"the periodic long steps are mostly {what}, reported under its own verdict",
+            **evidence,
+        )
+    return total_excess - explained
+
+
+def _where(stacks: list[dict[str, Any]]) -> str:
+    """Where the stall steps spent their time, as a sentence ("" without stacks)."""
+    where = ""
+    if stacks:
+        leaf = stacks[0]["frames"][-1] if stacks[0]["frames"] else None
+        user = _first_user_frame(stacks[0]["frames"])
+        if user is not None:
+            place = f"{_short(user['file'])}:{user['line']}"
+            where = f" Most of that time was spent in {user['func']} ({place})"
+            if leaf is not None and leaf != user:
+                where += f", inside {leaf['func']}"
+            where += "."
+    return where
 
 
 def _run_queue_wait_during(

@@ -30,7 +30,7 @@ GPU it used, the impact is at most the GPU's idle share less what the loop's wai
 the GPU explain (a GPU-bound loop keeps its main thread busy launching kernels, or spinning while
 CUDA's launch queue is full, and its idle intra-op pool is no sign of dispatch overhead; host work
 that only runs after a sync is host-sync-stalls' to fix). A high gc-pauses is listed before a
-python-bound that rests on the interpreter sign alone (``diagnosis._collector_before_interpreter``).
+python-bound that rests on the interpreter sign alone (``ordering._collector_before_interpreter``).
 
 What would fool it: a model that is genuinely tiny runs at the interpreter's pace by nature (the
 verdict is then still the right advice: batch more work per operator); a process limited to one
@@ -130,22 +130,7 @@ def detect(ctx: Context) -> Finding:
     pid = best["pid"]
     st = tl.stacks
     mask = ctx.main_samples(pid) & ((st.state == STATE["python"]) | (st.state == STATE["torch"]))
-    reasons = []
-    if "tiny-operators" in signs:
-        reasons.append(
-            f"each step ran about {best['graph_nodes']:.0f} operators at "
-            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
-            "from Python"
-        )
-    if "interpreter" in signs:
-        reasons.append(
-            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
-        )
-    if "idle-pool" in signs:
-        reasons.append(
-            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
-            f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
-        )
+    reasons = _reasons(best, signs, cores, busy)
     title = f"The loop is bound by Python: one thread busy {percent(main)}, its operators tiny"
     if signs == ["interpreter"]:
         title = f"The loop is bound by the Python interpreter: one thread busy {percent(main)}"
@@ -166,6 +151,27 @@ def detect(ctx: Context) -> Finding:
         windows=[ctx.window],
         stacks=st.top(mask, 5),
     )
+
+
+def _reasons(best: dict[str, Any], signs: list[str], cores: float, busy: float) -> list[str]:
+    """What each sign found, in words, for the summary."""
+    reasons = []
+    if "tiny-operators" in signs:
+        reasons.append(
+            f"each step ran about {best['graph_nodes']:.0f} operators at "
+            f"{duration(best['us_per_node'] * 1e-6)} each, too small to be worth dispatching "
+            "from Python"
+        )
+    if "interpreter" in signs:
+        reasons.append(
+            f"{percent(best['interpreter_share'])} of its samples found Python code holding the GIL"
+        )
+    if "idle-pool" in signs:
+        reasons.append(
+            f"its {best['intra_op_threads']} intra-op threads used {percent(best['pool_use'])} of "
+            f"the cores they could while {cores - busy:.1f} of {cores:g} cores sat idle"
+        )
+    return reasons
 
 
 def _measure(ctx: Context, pid: int, cores: float, busy: float) -> dict[str, Any]:

@@ -115,20 +115,7 @@ def detect(ctx: Context) -> Finding:
         "the loop is start-up and is not counted."
     )
     functions = evidence["functions"]
-    if functions:
-        top = functions[0]
-        summary += f" Compiled most: {top['function']} ({top['compilations']} times)"
-        if top["reasons"]:
-            summary += f"; the guard that failed: {top['reasons'][0]}"
-        summary += "."
-        capped = [f["function"] for f in functions if f["limit_reached"]]
-        if capped and evidence["recompile_limit"]:
-            summary += (
-                f" {capped[0]} reached dynamo's recompile limit ({evidence['recompile_limit']}): "
-                "from then on it runs eagerly, without compilation."
-            )
-    elif source == "stack samples":
-        summary += " (Seen in stack samples: this torch did not report its compilations.)"
+    summary += _what_compiled(functions, evidence["recompile_limit"], source)
     stacks = ctx.tl.stacks.top(_compile_samples(ctx, pids), 3)
     return Finding(
         id=ID,
@@ -142,6 +129,27 @@ def detect(ctx: Context) -> Finding:
         stacks=stacks,
         next_step=_next_step(functions),
     )
+
+
+def _what_compiled(functions: list[dict[str, Any]], limit: Any, source: str) -> str:
+    """The summary's sentences on the function compiled most, its failed guard and whether it
+    reached dynamo's recompile limit ``limit``."""
+    summary = ""
+    if functions:
+        top = functions[0]
+        summary += f" Compiled most: {top['function']} ({top['compilations']} times)"
+        if top["reasons"]:
+            summary += f"; the guard that failed: {top['reasons'][0]}"
+        summary += "."
+        capped = [f["function"] for f in functions if f["limit_reached"]]
+        if capped and limit:
+            summary += (
+                f" {capped[0]} reached dynamo's recompile limit ({limit}): "
+                "from then on it runs eagerly, without compilation."
+            )
+    elif source == "stack samples":
+        summary += " (Seen in stack samples: this torch did not report its compilations.)"
+    return summary
 
 
 def _functions(events: list[Compilation], every: list[Compilation]) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ core is idle and a real single-worker bottleneck goes unreported (a miss, not a 
 from __future__ import annotations
 
 from probe.analysis.detectors.base import Context, Finding, not_detected
+from probe.analysis.serving import Serving, ThreadWork
 from probe.units import Duration, Number, Share, percent
 
 ID = "request-queueing"
@@ -62,6 +63,52 @@ def detect(ctx: Context) -> Finding:
             "worker": busiest.name or f"thread {busiest.tid}",
             "worker_busy_share": Share(round(busiest.busy, 4)),
         }
+    refused = _not_queueing(serving, busiest, queued, evidence)
+    if refused is not None:
+        return refused
+    assert busiest is not None  # without a worker, _not_queueing refused
+    room = serving.idle_cores
+    latency = serving.latency()
+    if latency:
+        evidence |= {
+            "p50_ms": Duration(round(latency["p50"] * 1000, 1), "ms"),
+            "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
+        }
+    worker = busiest.name or f"thread {busiest.tid}"
+    title = (
+        f"Requests queue behind a single worker: {percent(queued)} of their time in line, "
+        f"{room:.1f} cores idle"
+    )
+    summary = (
+        f"{in_flight:.1f} requests were in flight on average, but the server worked on one at "
+        f"a time: its worker {worker!r} was busy {percent(busiest.busy)} of the time, and requests "
+        f"spent {percent(queued)} of their time waiting in line for it. The server used "
+        f"{serving.server_cpu:.1f} cores while {room:.1f} stayed idle: a second worker would "
+        "have room to run."
+    )
+    st = ctx.tl.stacks
+    t0, t1 = ctx.window
+    mask = st.thread_mask(busiest.pid, busiest.tid) & (st.t >= t0) & (st.t <= t1)
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if queued >= HIGH_QUEUE_SHARE else "moderate",
+        impact=queued,
+        evidence=evidence,
+        windows=[ctx.window],
+        stacks=st.top(mask, 5),
+    )
+
+
+def _not_queueing(
+    serving: Serving, busiest: ThreadWork | None, queued: float, evidence: dict[str, object]
+) -> Finding | None:
+    """Why the requests did not queue behind one worker that a second would relieve (the
+    finding that says so), or None when they did."""
+    working = serving.working
+    in_flight = serving.in_flight
     if in_flight < MIN_IN_FLIGHT:
         return not_detected(
             ID, f"{in_flight:.1f} requests were in flight on average: no line formed", **evidence
@@ -95,35 +142,4 @@ def detect(ctx: Context) -> Finding:
             f"{room:.1f} stayed idle on the machine",
             **evidence,
         )
-    latency = serving.latency()
-    if latency:
-        evidence |= {
-            "p50_ms": Duration(round(latency["p50"] * 1000, 1), "ms"),
-            "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
-        }
-    worker = busiest.name or f"thread {busiest.tid}"
-    title = (
-        f"Requests queue behind a single worker: {percent(queued)} of their time in line, "
-        f"{room:.1f} cores idle"
-    )
-    summary = (
-        f"{in_flight:.1f} requests were in flight on average, but the server worked on one at "
-        f"a time: its worker {worker!r} was busy {percent(busiest.busy)} of the time, and requests "
-        f"spent {percent(queued)} of their time waiting in line for it. The server used "
-        f"{serving.server_cpu:.1f} cores while {room:.1f} stayed idle: a second worker would "
-        "have room to run."
-    )
-    st = ctx.tl.stacks
-    t0, t1 = ctx.window
-    mask = st.thread_mask(busiest.pid, busiest.tid) & (st.t >= t0) & (st.t <= t1)
-    return Finding(
-        id=ID,
-        status="issue",
-        title=title,
-        summary=summary,
-        severity="high" if queued >= HIGH_QUEUE_SHARE else "moderate",
-        impact=queued,
-        evidence=evidence,
-        windows=[ctx.window],
-        stacks=st.top(mask, 5),
-    )
+    return None

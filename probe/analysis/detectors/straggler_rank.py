@@ -198,38 +198,14 @@ def across_nodes(
         evidence["scope"] = "node"
         evidence["slow_node_load"] = load
         impact = elsewhere_wait
-        title = (
-            f"{node.capitalize()} (host {host}) is slow: all its {len(mine)} ranks are late, "
-            f"the other nodes' ranks wait {percent(elsewhere_wait)}"
-        )
-        summary = (
-            f"The ranks of the other nodes spent {percent(elsewhere_wait)} of the steady state "
-            f"waiting in collectives, those of {node} (host {host}) only "
-            f"{percent(float(np.median(mine)))}: every rank of {node} is late, so the cause is the "
-            "node rather than one rank's work: another job or process on the host, a throttled "
-            "or oversubscribed host, a slower device or network link."
-        )
+        title, summary = _slow_node_words(node, host, mine, elsewhere_wait)
     else:
         alone = len([r for r in rows if r["node"] == node]) == 1
         evidence["scope"] = "rank-or-node" if alone else "rank"
         impact = others_wait
-        title = (
-            f"Rank {rank} on host {host} ({node}) is a straggler: the other ranks wait "
-            f"{percent(others_wait)}"
+        title, summary = _slow_rank_words(
+            rank, host, node, others_wait, straggler["wait_share"], alone=alone
         )
-        summary = (
-            f"The other ranks spent {percent(others_wait)} of the steady state waiting in "
-            f"collectives for rank {rank} ({node}, host {host}), which waited only "
-            f"{percent(straggler['wait_share'])}: it does more work per step than they do, and the "
-            "whole job runs at its pace."
-        )
-        if alone:
-            summary += (
-                f" It is the only rank profiled on {node}, so a slow rank cannot be told from a "
-                "slow node here."
-            )
-        else:
-            summary += f" The other ranks of {node} are not late: the node itself is not slow."
     if host_note:
         summary += " " + host_note
     next_step = (
@@ -249,6 +225,48 @@ def across_nodes(
         stacks=stacks.get(rank, []),
         next_step=next_step,
     )
+
+
+def _slow_node_words(
+    node: str, host: str, mine: list[float], elsewhere_wait: float
+) -> tuple[str, str]:
+    """Title and summary when every rank of ``node`` is late."""
+    title = (
+        f"{node.capitalize()} (host {host}) is slow: all its {len(mine)} ranks are late, "
+        f"the other nodes' ranks wait {percent(elsewhere_wait)}"
+    )
+    summary = (
+        f"The ranks of the other nodes spent {percent(elsewhere_wait)} of the steady state "
+        f"waiting in collectives, those of {node} (host {host}) only "
+        f"{percent(float(np.median(mine)))}: every rank of {node} is late, so the cause is the "
+        "node rather than one rank's work: another job or process on the host, a throttled "
+        "or oversubscribed host, a slower device or network link."
+    )
+    return title, summary
+
+
+def _slow_rank_words(
+    rank: int, host: str, node: str, others_wait: float, straggler_wait: float, *, alone: bool
+) -> tuple[str, str]:
+    """Title and summary when one rank is late (``alone``: the only rank profiled on its node)."""
+    title = (
+        f"Rank {rank} on host {host} ({node}) is a straggler: the other ranks wait "
+        f"{percent(others_wait)}"
+    )
+    summary = (
+        f"The other ranks spent {percent(others_wait)} of the steady state waiting in "
+        f"collectives for rank {rank} ({node}, host {host}), which waited only "
+        f"{percent(straggler_wait)}: it does more work per step than they do, and the "
+        "whole job runs at its pace."
+    )
+    if alone:
+        summary += (
+            f" It is the only rank profiled on {node}, so a slow rank cannot be told from a "
+            "slow node here."
+        )
+    else:
+        summary += f" The other ranks of {node} are not late: the node itself is not slow."
+    return title, summary
 
 
 def _host_note(host: str, load: dict[str, Any], loads: dict[str, dict[str, Any]], node: str) -> str:

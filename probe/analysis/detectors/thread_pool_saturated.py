@@ -107,6 +107,28 @@ def detect(ctx: Context) -> Finding:
             "p50_ms": Duration(round(latency["p50"] * 1000, 1), "ms"),
             "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
         }
+    title, summary = _words(working, cpu, gil_share, impact, starved)
+    busy = np.zeros(len(st.t), dtype=bool)
+    for thread in pool:
+        busy |= st.thread_mask(thread.pid, thread.tid)
+    busy &= (st.t >= t0) & (st.t <= t1) & ~np.isin(st.state, IDLE_STATES)
+    return Finding(
+        id=ID,
+        status="issue",
+        title=title,
+        summary=summary,
+        severity="high" if gil_share >= HIGH_GIL_SHARE else "moderate",
+        impact=impact,
+        evidence=evidence,
+        windows=[ctx.window],
+        stacks=st.top(busy, 5),
+    )
+
+
+def _words(
+    working: float, cpu: float, gil_share: float, impact: float, starved: float | None
+) -> tuple[str, str]:
+    """The issue's title and summary."""
     title = (
         f"Sync handlers saturate the thread pool: {working:.1f} requests at once share "
         f"{cpu:.1f} of a core"
@@ -123,21 +145,7 @@ def detect(ctx: Context) -> Finding:
             " The event loop's lag is the same contention: while late it was idle, waiting for "
             "the GIL."
         )
-    busy = np.zeros(len(st.t), dtype=bool)
-    for thread in pool:
-        busy |= st.thread_mask(thread.pid, thread.tid)
-    busy &= (st.t >= t0) & (st.t <= t1) & ~np.isin(st.state, IDLE_STATES)
-    return Finding(
-        id=ID,
-        status="issue",
-        title=title,
-        summary=summary,
-        severity="high" if gil_share >= HIGH_GIL_SHARE else "moderate",
-        impact=impact,
-        evidence=evidence,
-        windows=[ctx.window],
-        stacks=st.top(busy, 5),
-    )
+    return title, summary
 
 
 def _loop_starved_share(ctx: Context) -> float | None:
