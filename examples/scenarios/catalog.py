@@ -246,6 +246,10 @@ SCENARIOS: list[dict] = [
         "file": "serve_executor.py",
         "argv": [],
         "launcher": "server",
+        # Not yet what it is meant to show: on an idle 2-core machine its one executor thread
+        # keeps only 1.2 cores busy (torch parallelises little of a small forward), so probe
+        # rightly finds requests waiting in line for it with 0.7 of a core idle (request-queueing).
+        "unsettled": "one forward at a time keeps only 1.2 of 2 cores busy: request-queueing",
         "load": {"path": "/embed", "concurrency": 8, "duration": 8, "body": {"text": EMBED_TEXT}},
         "seconds": 14,
         "description": (
@@ -258,6 +262,10 @@ SCENARIOS: list[dict] = [
         "file": "serve_sync_threadpool.py",
         "argv": [],
         "launcher": "server",
+        # thread-pool-saturated is found (0.52 of the request time waiting for the GIL), but the
+        # event loop's lag comes first: the rule that puts the pool first counts the loop's
+        # samples idle or waiting for the GIL, not its waits for a core the pool's threads hold.
+        "unsettled": "event-loop-blocked is ranked before the thread-pool-saturated that causes it",
         "load": {
             "path": "/search",
             "concurrency": 12,

@@ -238,25 +238,18 @@ def run_once(
             echo(
                 f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})"
             )
-        if recording.directory_gone:
-            warn(
-                f"the session {recording.directory} was removed (or hidden) while the command "
-                "ran: nothing is left to analyse"
-            )
-            return result.status
         if warm is not None:
             warm.stop()  # a step under way may finish (1 s at most): the analysis would wait
             # for a half-done import anyway
-        with contained("the analysis", "no verdict for this run"):
-            conclude(
-                recording.directory,
-                collect_only=collect_only,
-                json_path=json_path,
-                open_report=open_report,
-                meta=recording.meta,
-                markdown_path=markdown_path,
-            )
-        return result.status
+        return _analyse(
+            recording,
+            result.status,
+            ran="the command ran",
+            collect_only=collect_only,
+            json_path=json_path,
+            open_report=open_report,
+            markdown_path=markdown_path,
+        )
     finally:
         if warm is not None:
             warm.stop()  # done already but for a failure above; the thread is a daemon anyway
@@ -350,12 +343,35 @@ def _doctor_on_port(
         warn(message)
     if result.interrupted:
         echo("probe: interrupted: the load and the server were stopped")
+    return _analyse(
+        recording,
+        result.status,
+        ran="the server ran",
+        collect_only=collect_only,
+        json_path=json_path,
+        open_report=open_report,
+        markdown_path=markdown_path,
+    )
+
+
+def _analyse(
+    recording: Recording,
+    status: int,
+    *,
+    ran: str,
+    collect_only: bool,
+    json_path: Path | None,
+    open_report: bool,
+    markdown_path: Path | None,
+) -> int:
+    """After the run: the verdict and the report (a warning instead when the session is gone);
+    returns ``status``, the command's, whatever the analysis did."""
     if recording.directory_gone:
         warn(
-            f"the session {recording.directory} was removed (or hidden) while the server ran: "
-            "nothing is left to analyse"
+            f"the session {recording.directory} was removed (or hidden) while {ran}: nothing is "
+            "left to analyse"
         )
-        return result.status
+        return status
     with contained("the analysis", "no verdict for this run"):
         conclude(
             recording.directory,
@@ -365,7 +381,7 @@ def _doctor_on_port(
             meta=recording.meta,
             markdown_path=markdown_path,
         )
-    return result.status
+    return status
 
 
 def _serve_under_load(recording: Recording, launcher: Launcher, runner: OnPort) -> OnPortResult:

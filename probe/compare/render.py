@@ -15,14 +15,12 @@ Renderers are imported only when asked for: the page's Bokeh only when a page is
 
 from __future__ import annotations
 
-import importlib
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from probe.files import write_atomic
+from probe.report.renderer import instance, write_document
 
 if TYPE_CHECKING:
     from probe.compare.compare import Comparison
@@ -55,13 +53,7 @@ class ComparisonRenderer(ABC):
     ) -> Path | None:
         """Write the document to ``path`` atomically, or to stdout when ``path`` is ``-``;
         returns the path written (None for stdout). Raises ``OSError``."""
-        text = self.render(comparison, outputs)
-        if str(path) == "-":
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return None
-        write_atomic(path, text)
-        return Path(path)
+        return write_document(self.render(comparison, outputs), path)
 
 
 RENDERERS: dict[str, str] = {
@@ -73,12 +65,8 @@ RENDERERS: dict[str, str] = {
 
 def renderer(name: str) -> ComparisonRenderer:
     """The renderer for ``name`` (one of ``RENDERERS``)."""
-    try:
-        module_name, class_name = RENDERERS[name].split(":")
-    except KeyError:
-        raise ValueError(f"no renderer {name!r} (known: {', '.join(sorted(RENDERERS))})") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    made: ComparisonRenderer = cls()
+    made = instance(RENDERERS, name)
+    assert isinstance(made, ComparisonRenderer)
     return made
 
 

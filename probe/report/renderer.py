@@ -57,13 +57,29 @@ class Renderer(ABC):
     def write(self, diagnosis: Diagnosis, path: Path | str, outputs: Outputs) -> Path | None:
         """Write the document to ``path`` atomically, or to stdout when ``path`` is ``-``;
         returns the path written (None for stdout). Raises ``OSError``."""
-        text = self.render(diagnosis, outputs)
-        if str(path) == "-":
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            return None
-        write_atomic(path, text)
-        return Path(path)
+        return write_document(self.render(diagnosis, outputs), path)
+
+
+def write_document(text: str, path: Path | str) -> Path | None:
+    """``text`` written to ``path`` atomically, or to stdout when ``path`` is ``-``; returns the
+    path written (None for stdout). Raises ``OSError``. Every renderer's ``write``."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    write_atomic(path, text)
+    return Path(path)
+
+
+def instance(table: dict[str, str], name: str) -> object:
+    """A new object of the class ``table[name]`` names (``"module:class"``), imported only
+    now (a renderer's imports, Bokeh's for one, are paid only by those who use it)."""
+    try:
+        module_name, class_name = table[name].split(":")
+    except KeyError:
+        raise ValueError(f"no renderer {name!r} (known: {', '.join(sorted(table))})") from None
+    made: object = getattr(importlib.import_module(module_name), class_name)()
+    return made
 
 
 # name -> "module:class"
@@ -77,12 +93,8 @@ RENDERERS: dict[str, str] = {
 
 def renderer(name: str) -> Renderer:
     """The renderer for ``name`` (one of ``RENDERERS``)."""
-    try:
-        module_name, class_name = RENDERERS[name].split(":")
-    except KeyError:
-        raise ValueError(f"no renderer {name!r} (known: {', '.join(sorted(RENDERERS))})") from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    made: Renderer = cls()
+    made = instance(RENDERERS, name)
+    assert isinstance(made, Renderer)
     return made
 
 

@@ -4,11 +4,33 @@ that closing the browser left nothing behind."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 import pytest
+
+from tests.browser.chromium import CHROMIUM_ARGS, need
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module (Debian's, through Playwright)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        need("Debian's chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("the playwright Python package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 def _ours(proc: psutil.Process) -> bool:

@@ -16,13 +16,13 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probe.cli import main
+from tests.browser.chromium import need
 from tests.conftest import REPO
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
 from tests.export_sessions import KINDS
@@ -31,7 +31,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SPEEDSCOPE = "speedscope@1.25.0"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 IMPORTERS = {
     "speedscope": "Importing as speedscope json file",
     "collapsed": "Importing as collapsed stack format",
@@ -39,25 +38,19 @@ IMPORTERS = {
 }
 
 
-def _need(reason: str) -> None:
-    if os.environ.get("PROBE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (PROBE_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def speedscope(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """speedscope's index.html from its npm package (session-scoped, and asked for before the
     recorded sessions, so that a machine without the browser skips before recording them)."""
     if shutil.which("chromium") is None:
-        _need("Debian's chromium is not installed (apt-get install chromium)")
+        need("Debian's chromium is not installed (apt-get install chromium)")
     given = os.environ.get("PROBE_SPEEDSCOPE_DIR")
     if given:
         root = Path(given)
     else:
         npm = shutil.which("npm")
         if npm is None:
-            _need("npm is not installed (apt-get install npm)")
+            need("npm is not installed (apt-get install npm)")
         root = tmp_path_factory.mktemp("speedscope")
         result = subprocess.run(
             [npm, "install", "--no-audit", "--no-fund", "--prefix", str(root), SPEEDSCOPE],
@@ -66,28 +59,11 @@ def speedscope(tmp_path_factory: pytest.TempPathFactory) -> Path:
             timeout=300,
         )
         if result.returncode != 0:
-            _need(f"npm install {SPEEDSCOPE} failed: {result.stderr.strip()[-300:]}")
+            need(f"npm install {SPEEDSCOPE} failed: {result.stderr.strip()[-300:]}")
     index = root / "node_modules" / "speedscope" / "dist" / "release" / "index.html"
     if not index.is_file():
-        _need(f"no speedscope release at {index}")
+        need(f"no speedscope release at {index}")
     return index
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        _need("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright Python package is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def open_in_speedscope(

@@ -14,13 +14,9 @@ that is a failure. Playwright never downloads a browser here: it drives the syst
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from probe.cli import main
@@ -33,41 +29,6 @@ from tests.waiting import PATIENCE_S
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _need(reason: str) -> None:
-    if os.environ.get("PROBE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (PROBE_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        _need("Debian's chromium is not installed (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need("the playwright Python package is not installed")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-    left = [c for c in psutil.Process().children(recursive=True) if c.is_running()]
-    left = [c for c in left if c.status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"the browser left processes running: {[c.cmdline() for c in left]}"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -83,6 +84,10 @@ def test_every_verdict_has_a_scenario() -> None:
 def test_scenario_verdict(entry: dict[str, Any], tmp_path: Path) -> None:
     if entry.get("needs") == "cuda" and not _cuda():
         pytest.skip("needs a CUDA GPU (benchmarks/gpu_check.sh runs it on one)")
+    if entry.get("unsettled") and os.environ.get("PROBE_UNSETTLED") != "1":
+        # A scenario whose program does not yet show what it is meant to (the catalog says
+        # why): listed in every run as skipped, run with PROBE_UNSETTLED=1.
+        pytest.skip(f"unsettled scenario: {entry['unsettled']} (PROBE_UNSETTLED=1 runs it)")
     if entry.get("needs") == "c++" and not CATALOG_MODULE.has_cxx():
         pytest.skip("needs a C++ compiler (g++ or $CXX) for torch.compile")
     out = tmp_path / "verdict.json"
