@@ -138,7 +138,7 @@ main() {
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
         --format=csv,noheader | sed 's/^/nvidia-smi: /'
 
-    local tiny=() loop_s=20 context_s=8 rounds=3 ab_seconds=6 wl=()
+    local tiny=() loop_s=20 context_s=8 rounds=2 ab_seconds=6 wl=()
     if [ "$SMOKE" = 1 ]; then
         tiny=(--tiny)
         loop_s=2

@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from probe.analysis.ending import ended_abnormally, ending, exception_of, program_frame
-from probe.analysis.stacks import STATE
+from probe.analysis.stacks import STATE, is_probe_frame
 from probe.analysis.stats import warmup_change_point
 from probe.analysis.timeline import Compilation, StepTable, Timeline
 
@@ -469,13 +469,14 @@ def _import_packages(tl: Timeline, pid: int | None, t0: float, t1: float) -> dic
 def _imported_package(files: list[str]) -> str:
     """The installed package of the outermost installed module being imported in a stack (the
     first site-packages file past an importlib frame); "" when only the standard library's or
-    the program's own modules were."""
+    the program's own modules were. probe's own frames (its import hook wraps every module's
+    loading, to hook torch once it is in) are passed over: the import is the package's."""
     importing = False
     for f in files:
         if f.startswith("<frozen importlib"):
             importing = True
             continue
-        if not importing:
+        if not importing or is_probe_frame(f):
             continue
         path = f.replace("\\", "/")
         for marker in ("/site-packages/", "/dist-packages/"):

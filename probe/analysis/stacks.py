@@ -2,7 +2,8 @@
 
 Each distinct stack is classified once into a state (``STATES``) by the modules its frames are in:
 waiting for the DataLoader, importing, compiling, in a collective, in file or network I/O, waiting
-on a lock, queue or event, an event loop waiting for events, in torch, or in other Python code.
+on a lock, queue or event, an event loop waiting for events, waiting for the GPU in a host sync,
+in torch, or in other Python code.
 A Python stack shows the Python function that called into C, not the C function itself, so a
 plain ``f.read()`` shows as the caller's code; the detectors combine these states with the
 thread's CPU time from outside (on-CPU or off-CPU) and the process's I/O counters.
@@ -28,6 +29,7 @@ STATES = (
     "import",  # importing modules
     "compile",  # compiling: torch.compile (dynamo, AOT autograd, inductor), TorchScript, fx tracing
     "distributed",  # collectives and DDP
+    "gpu-sync",  # waiting for the GPU in a host sync (.item(), .cpu(), synchronize) probe hooks
 )
 STATE = {name: i for i, name in enumerate(STATES)}
 
@@ -156,6 +158,25 @@ LEAF_DEPTH = 4  # how many innermost frames decide I/O and waits
 GIL_WAIT_S = 0.001
 
 
+# probe's agent runs inside the program: its wrappers around torch's calls (the host syncs, the
+# DataLoader's fetch) and its bootstrap show up in the program's stacks. They are not the
+# program's work: they are left out of what a stack is classified by and of what is shown, and a
+# stack inside a host-sync wrapper is waiting for the GPU.
+_PROBE_PATHS = ("/probe/agent/", "/probe/collectors/")
+_SYNC_WRAPPER = "_wrap_sync"
+
+
+def is_probe_frame(file: str) -> bool:
+    """Whether a frame is probe's own (its agent's hooks and bootstrap), not the program's."""
+    f = _norm(file)
+    return any(p in f for p in _PROBE_PATHS)
+
+
+def program_frames(frames: list[Frame]) -> list[Frame]:
+    """The frames of a stack without probe's own (see ``is_probe_frame``)."""
+    return [f for f in frames if not is_probe_frame(f.file)]
+
+
 _LIB_MARKERS = ("/site-packages/", "/dist-packages/", "/lib/python3", "<frozen")
 
 
@@ -192,6 +213,9 @@ def _compiling(file: str, func: str) -> bool:
 
 def classify_frames(frames: list[Frame]) -> int:
     """The state of one stack (outermost frame first)."""
+    if any(is_probe_frame(f.file) and _SYNC_WRAPPER in f.func for f in frames):
+        return STATE["gpu-sync"]
+    frames = program_frames(frames)
     files = [_norm(f.file) for f in frames]
     if any(f.startswith("<frozen importlib") for f in files):
         return STATE["import"]
@@ -291,7 +315,7 @@ class StackStates:
         out = []
         for k in np.argsort(-time, kind="stable")[:n]:
             sid = int(unique[k])
-            frames = self.session.stack_frames(sid)
+            frames = program_frames(self.session.stack_frames(sid))
             out.append(
                 {
                     "share": float(time[k]) / total,

@@ -52,10 +52,16 @@ class ProcessInfo:
         argv = self.argv
         if not argv:
             return f"pid {self.pid}"
-        parts = [os.path.basename(argv[0])]
-        for a in argv[1:3]:
-            parts.append(os.path.basename(a) if "/" in a else a)
-        return " ".join(parts)[:60]
+        # the program and what it runs (a script, ``-m module``); an ellipsis says that arguments
+        # follow (or ``-c``'s code), rather than showing an option cut from its value
+        shown = 3 if len(argv) > 2 and argv[1] == "-m" else 2
+        parts = [os.path.basename(a) if "/" in a else a for a in argv[:shown]]
+        text = " ".join(parts)
+        if len(text) > 60:
+            text = text[:59] + "…"
+        elif len(argv) > shown:
+            text += " …"
+        return text
 
 
 @dataclass

@@ -44,6 +44,7 @@ ACTIVITY_COLORS = {
     "import": "#b07aa1",
     "compile": "#76b7b2",
     "distributed": "#59a14f",
+    "gpu-sync": "#e15759",
 }
 READ_MORE = ("How probe decides", "Next steps", "References")
 

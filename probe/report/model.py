@@ -63,6 +63,7 @@ ACTIVITY_LABELS = {
     "import": "importing",
     "compile": "compiling",
     "distributed": "collectives",
+    "gpu-sync": "waiting for the GPU",
 }
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

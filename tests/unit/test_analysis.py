@@ -964,6 +964,38 @@ def test_launcher_frames_above_the_program_do_not_decide_the_state() -> None:
     assert _classify(*SPAWN_PREFIX) == "torch"
 
 
+PROBE_HOOKS = "/venv/lib/python3.11/site-packages/probe/collectors/torch.py"
+
+
+def test_probes_own_hook_frames_neither_decide_the_state_nor_are_shown(tmp_path: Path) -> None:
+    # probe's wrapper around .cpu()/.item() is the innermost Python frame while the thread waits
+    # for the GPU: that is a wait for the GPU, not the program's own Python code.
+    program = (("/work/train.py", "<module>"), ("/work/train.py", "main"))
+    sync = (PROBE_HOOKS, "TorchHooks._wrap_sync.<locals>.wrapper")
+    assert _classify(*program, sync) == "gpu-sync"
+    cuda_sync = ("/venv/lib/python3.11/site-packages/torch/cuda/__init__.py", "synchronize")
+    assert _classify(*program, sync, cuda_sync) == "gpu-sync"
+    # probe's other wrappers (the DataLoader worker's fetch) are transparent
+    worker = (
+        ("/venv/lib/python3.11/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop"),
+        (PROBE_HOOKS, "TorchHooks._wrap_fetch.<locals>.fetch"),
+        ("/work/train.py", "__getitem__"),
+    )
+    assert _classify(*worker) == "python"
+    assert _classify(*worker[:2]) == "torch"
+    # and the stacks a finding shows are the program's
+    b = SessionBuilder(tmp_path / "s", duration_s=4)
+    b.process(100)
+    b.stacks(100, np.arange(0.1, 3.9, 0.01), [(f, fn, 1) for f, fn in (*program, sync)])
+    session = Session(b.write())
+    from probe.analysis.stacks import classify_stacks
+
+    st = classify_stacks(session, lambda t: np.asarray(t, float) / 1e9)
+    (top,) = st.top(np.ones(len(st), bool), n=1)
+    assert top["state"] == "gpu-sync"
+    assert [f["func"] for f in top["frames"]] == ["<module>", "main"]
+
+
 def test_a_failed_three_state_fit_is_retried_with_two(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

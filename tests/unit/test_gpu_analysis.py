@@ -6,6 +6,7 @@ NVML sampler would have written on one (probe.testing).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ def test_a_sync_every_step_that_leaves_the_gpu_idle_is_host_sync_stalls(tmp_path
     under = d.findings["gpu-underutilized"]
     assert under.is_issue and under.impact < f.impact
     assert under.evidence["explained_by_host_syncs"] == pytest.approx(0.4, abs=0.02)
+    assert "waits for the GPU to catch up (host-sync-stalls), 40 % of step time" in under.summary
     assert to_json(d)["category"] == "host-sync-stalls"
 
 
@@ -99,6 +101,9 @@ def test_an_idle_gpu_that_waits_for_data_is_input_bound_first(tmp_path: Path) ->
     assert under.evidence["explained_by_data_waits"] == pytest.approx(0.7, abs=0.03)
     assert under.impact == pytest.approx(0.05, abs=0.03)
     assert ids.index("input-bound") < ids.index("gpu-underutilized")
+    # the symptom names its cause, with the cause's share of step time
+    assert "Most of it is explained by the loop's waits for its input pipeline" in under.summary
+    assert "70 % of step time" in under.summary and "host-sync" not in under.summary
 
 
 def test_an_idle_gpu_nothing_else_explains_is_gpu_underutilized(tmp_path: Path) -> None:
@@ -107,6 +112,8 @@ def test_an_idle_gpu_nothing_else_explains_is_gpu_underutilized(tmp_path: Path) 
     assert d.category == "gpu-underutilized", [(i.id, i.impact) for i in d.issues]
     assert f.severity == "high" and f.impact == pytest.approx(0.85, abs=0.01)
     assert f.evidence["gpus"] == [{"gpu": 0, "utilization": 15.0, "memory_used_mb": 19073}]
+    assert "only 15 % of the steady state" in f.summary
+    assert "No wait of the loop explains it" in f.summary
 
 
 def test_a_busy_gpu_is_not_underutilized(tmp_path: Path) -> None:
@@ -192,6 +199,10 @@ def test_cuda_memory_that_keeps_growing_is_memory_growth(tmp_path: Path) -> None
     assert f.evidence["process"].endswith("cuda:0")
     assert f.evidence["slope_mb_per_s"] == pytest.approx(300e6 / 2**20, rel=0.02)
     assert "CUDA memory allocated" in f.summary and "GPU's memory" in f.summary
+    # the device and the process in words; both ends of the growth in one unit
+    assert f.title.startswith("CUDA memory grows steadily: ")
+    assert f.title.endswith(" per minute on cuda:0 in main: python train.py (pid 100)"), f.title
+    assert re.search(r"grew from \d+ MB to \d+ MB over", f.summary), f.summary
 
 
 def test_the_time_to_fill_the_gpu_counts_what_others_hold(tmp_path: Path) -> None:

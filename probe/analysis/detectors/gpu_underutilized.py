@@ -51,12 +51,32 @@ def detect(ctx: Context) -> Finding:
         id=ID,
         status="issue",
         title=f"The GPU is idle {percent(idle)} of the time",
-        summary=(
-            f"GPU {best['gpu']} ran kernels only {util:.0f} % of the steady state. Whatever the "
-            "host does between launches (Python, data, syncs) leaves it waiting."
-        ),
+        summary=f"GPU {best['gpu']} ran kernels only {percent(util / 100)} of the steady state. "
+        + _explained(why),
         severity="high" if util < HIGH else "moderate",
         impact=why.left,
         evidence=evidence,
         windows=[ctx.window],
     )
+
+
+def _explained(why: IdleTime) -> str:
+    """What the loop's own waits say about the idle time: the cause to fix first, or none."""
+    causes = [
+        (why.data, "the loop's waits for its input pipeline (input-bound)"),
+        (why.syncs, "the loop's waits for the GPU to catch up (host-sync-stalls)"),
+    ]
+    known = [(share, what) for share, what in causes if share >= 0.05]
+    if not known:
+        return (
+            "No wait of the loop explains it: whatever the host does between launches "
+            "(Python, small kernels, copies) leaves the GPU waiting."
+        )
+    named = " and ".join(f"{what}, {percent(share)} of step time" for share, what in known)
+    rest = (
+        f"; the host's own time between launches leaves {percent(why.left)} more"
+        if why.left >= 0.05
+        else ""
+    )
+    most = why.idle - why.left >= why.idle / 2
+    return f"{'Most' if most else 'Part'} of it is explained by {named}: fix that first{rest}."

@@ -94,16 +94,18 @@ def detect(ctx: Context) -> Finding:
         evidence["kb_per_step"] = Rate(round(per_step / 1024, 1), "kB", per="step")
     high = to_limit is not None and to_limit < HOUR
     when = duration(to_limit) if to_limit is not None else "an unknown time"
+    cuda = worst["kind"] == "cuda"
+    where = f"on cuda:{worst['device']} in {worst['owner']}" if cuda else f"in {worst['owner']}"
     title = (
-        f"Memory grows steadily: {size(worst['rate_bytes_per_s'] * 60)} per minute in "
-        f"{worst['process']}"
+        f"{'CUDA memory' if cuda else 'Memory'} grows steadily: "
+        f"{size(worst['rate_bytes_per_s'] * 60)} per minute {where}"
     )
+    start, end = _same_unit(worst["start_bytes"], current)
     summary = (
-        f"{'CUDA memory allocated' if worst['kind'] == 'cuda' else 'Resident memory'} of "
-        f"{worst['process']} grew from {size(worst['start_bytes'])} to {size(current)} over the "
-        f"steady state, {size(worst['rate_bytes_per_s'])}/s (95 % interval "
-        f"{size(worst['low'])}-{size(worst['high'])}/s; Kendall tau {worst['tau']:.2f}) and was "
-        "still growing at the end"
+        f"{'CUDA memory allocated' if cuda else 'Resident memory'} {where} grew from {start} to "
+        f"{end} over the steady state, {size(worst['rate_bytes_per_s'])}/s (95 % interval "
+        f"{size(worst['low'])}/s to {size(worst['high'])}/s; Kendall tau {worst['tau']:.2f}) and "
+        "was still growing at the end"
     )
     summary += f"; at this rate it reaches the {limit_name} in {when}." if limit else "."
     if per_step is not None:
@@ -136,11 +138,8 @@ def _candidates(ctx: Context) -> list[dict[str, Any]]:
             continue
         result = _growth(centers[ok], rss[ok])
         if result is not None:
-            result.update(
-                kind="rss",
-                pid=pid,
-                process=info.label if info else f"pid {pid}",
-            )
+            owner = info.label if info else f"pid {pid}"
+            result.update(kind="rss", pid=pid, owner=owner, process=owner)
             candidates.append(result)
     for (pid, device), (t, alloc, _reserved) in tl.cuda.items():
         ok = (t >= t0) & (t <= t1)
@@ -149,14 +148,21 @@ def _candidates(ctx: Context) -> list[dict[str, Any]]:
         result = _growth(t[ok], alloc[ok])
         if result is not None:
             info = tl.processes.get(pid)
+            owner = info.label if info else f"pid {pid}"
             result.update(
-                kind="cuda",
-                pid=pid,
-                device=device,
-                process=(info.label if info else f"pid {pid}") + f", cuda:{device}",
+                kind="cuda", pid=pid, device=device, owner=owner, process=f"{owner}, cuda:{device}"
             )
             candidates.append(result)
     return candidates
+
+
+def _same_unit(first: float, second: float) -> tuple[str, str]:
+    """Two sizes in words, in the unit of the larger, so that "6.3 GB to 42.8 GB" reads at a
+    glance where "6427 MB to 42.8 GB" does not."""
+    big = max(abs(first), abs(second))
+    if big < 10 * 2**30:
+        return size(first), size(second)
+    return f"{first / 2**30:.1f} GB", f"{second / 2**30:.1f} GB"
 
 
 def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:
