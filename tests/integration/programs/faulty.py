@@ -80,6 +80,11 @@ def main() -> int:
     moment = {"start": 0, "middle": STEPS // 2, "end": STEPS}[args.at]
     for step in range(STEPS + 1):
         if step == moment:
+            if args.fill and step == STEPS:
+                # the loop has ended: a pause (an evaluation, say) longer than the agent's flush
+                # period (0.2 s) lets the loop's records reach the disk before it fills, on a
+                # busy machine too
+                time.sleep(1.0)
             if args.fill:
                 fill(args.fill)
                 print("filled the disk", flush=True)
@@ -98,6 +103,11 @@ def main() -> int:
             if args.child:
                 subprocess.run([sys.executable, "-c", "print('child ran', flush=True)"], check=True)
         if step == STEPS:
+            if args.fill:
+                # the run's end goes on after the disk is full (a final save, say) for longer
+                # than the outside sampler's flush period (0.25 s), so its records are dropped on
+                # any machine, however fast the process exits
+                time.sleep(1.0)
             break
         optimizer.zero_grad()
         loss = torch.nn.functional.mse_loss(model(x), y)
