@@ -161,9 +161,10 @@ GIL_WAIT_S = 0.001
 # probe's agent runs inside the program: its wrappers around torch's calls (the host syncs, the
 # DataLoader's fetch) and its bootstrap show up in the program's stacks. They are not the
 # program's work: they are left out of what a stack is classified by and of what is shown, and a
-# stack inside a host-sync wrapper is waiting for the GPU.
+# stack inside ``host_waits_for_gpu`` (probe/collectors/torch.py: a sync on a CUDA tensor or
+# stream, never a CPU tensor's .item()) is waiting for the GPU.
 _PROBE_PATHS = ("/probe/agent/", "/probe/collectors/")
-_SYNC_WRAPPER = "_wrap_sync"
+_GPU_WAIT = "host_waits_for_gpu"
 
 
 def is_probe_frame(file: str) -> bool:
@@ -213,7 +214,7 @@ def _compiling(file: str, func: str) -> bool:
 
 def classify_frames(frames: list[Frame]) -> int:
     """The state of one stack (outermost frame first)."""
-    if any(is_probe_frame(f.file) and _SYNC_WRAPPER in f.func for f in frames):
+    if any(f.func == _GPU_WAIT and is_probe_frame(f.file) for f in frames):
         return STATE["gpu-sync"]
     frames = program_frames(frames)
     files = [_norm(f.file) for f in frames]

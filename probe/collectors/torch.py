@@ -677,11 +677,7 @@ class TorchHooks:
             # Tensor methods: only CUDA tensors make the host wait.
             if tensor_method and not args[0].is_cuda:
                 return original(*args, **kwargs)
-            start = _now()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                hooks._after_sync(start, code)
+            return host_waits_for_gpu(hooks, original, code, args, kwargs)
 
         wrapper.__probe_sync__ = True  # type: ignore[attr-defined]
         wrapper.__wrapped__ = original  # type: ignore[attr-defined]
@@ -696,7 +692,7 @@ class TorchHooks:
 
         self._restore.append(undo)
 
-    def _after_sync(self, start: int, code: int) -> None:
+    def after_sync(self, start: int, code: int) -> None:
         try:
             now = _now()
             self._buffer.add(fmt.SYNC, start, now - start, _tid(), code)
@@ -824,3 +820,16 @@ def _compiled_frame() -> dict[str, Any]:
 def _ready(module: ModuleType) -> bool:
     spec = getattr(module, "__spec__", None)
     return not getattr(spec, "_initializing", False)
+
+
+def host_waits_for_gpu(
+    hooks: TorchHooks, original: Any, code: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A call that makes the host wait for the GPU, timed. A stack sampled while the host waits
+    has this function's frame in it: that is how the analysis tells a wait for the GPU from the
+    program's own code (``probe.analysis.stacks``), so its name is part of the session's meaning."""
+    start = _now()
+    try:
+        return original(*args, **kwargs)
+    finally:
+        hooks.after_sync(start, code)

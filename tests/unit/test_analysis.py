@@ -971,10 +971,13 @@ def test_probes_own_hook_frames_neither_decide_the_state_nor_are_shown(tmp_path:
     # probe's wrapper around .cpu()/.item() is the innermost Python frame while the thread waits
     # for the GPU: that is a wait for the GPU, not the program's own Python code.
     program = (("/work/train.py", "<module>"), ("/work/train.py", "main"))
-    sync = (PROBE_HOOKS, "TorchHooks._wrap_sync.<locals>.wrapper")
-    assert _classify(*program, sync) == "gpu-sync"
+    wrapper = (PROBE_HOOKS, "TorchHooks._wrap_sync.<locals>.wrapper")
+    sync = (PROBE_HOOKS, "host_waits_for_gpu")
+    assert _classify(*program, wrapper, sync) == "gpu-sync"
+    # a CPU tensor's .item() passes through the wrapper alone: the program's own time
+    assert _classify(*program, wrapper) == "python"
     cuda_sync = ("/venv/lib/python3.11/site-packages/torch/cuda/__init__.py", "synchronize")
-    assert _classify(*program, sync, cuda_sync) == "gpu-sync"
+    assert _classify(*program, wrapper, sync, cuda_sync) == "gpu-sync"
     # probe's other wrappers (the DataLoader worker's fetch) are transparent
     worker = (
         ("/venv/lib/python3.11/site-packages/torch/utils/data/_utils/worker.py", "_worker_loop"),
@@ -986,7 +989,7 @@ def test_probes_own_hook_frames_neither_decide_the_state_nor_are_shown(tmp_path:
     # and the stacks a finding shows are the program's
     b = SessionBuilder(tmp_path / "s", duration_s=4)
     b.process(100)
-    b.stacks(100, np.arange(0.1, 3.9, 0.01), [(f, fn, 1) for f, fn in (*program, sync)])
+    b.stacks(100, np.arange(0.1, 3.9, 0.01), [(f, fn, 1) for f, fn in (*program, wrapper, sync)])
     session = Session(b.write())
     from probe.analysis.stacks import classify_stacks
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -54,7 +54,15 @@ class FakeCuda(ModuleType):
 
 
 class TensorBase:
+    # the functions on the stack at each .item(), innermost first
+    callers: ClassVar[list[list[str]]] = []
+
     def item(self) -> float:
+        frame, names = sys._getframe(1), []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back  # type: ignore[assignment]
+        TensorBase.callers.append(names)
         return 1.5
 
     def cpu(self) -> TensorBase:
@@ -126,6 +134,11 @@ def test_once_cuda_is_initialised_memory_is_polled_and_syncs_are_timed(
         gpu_tensor, cpu_tensor = Tensor(is_cuda=True), Tensor(is_cuda=False)
         assert gpu_tensor.item() == 1.5 and gpu_tensor.tolist() == [1.5]
         assert cpu_tensor.item() == 1.5 and cpu_tensor.cpu() is cpu_tensor  # not timed
+        # a stack sampled while the host waits for the GPU shows it by one function's frame
+        # (probe.analysis.stacks reads it); a CPU tensor's call never passes through it
+        gpu_call, cpu_call = TensorBase.callers[-2:]
+        assert gpu_call[:2] == ["host_waits_for_gpu", "wrapper"]
+        assert cpu_call[0] == "wrapper" and "host_waits_for_gpu" not in cpu_call
         torch.cuda.synchronize()
         assert cuda.synced == 1
         calls = [fmt.SYNC_CALLS[row[3]] for row in _rows(buffer, fmt.SYNC)]
