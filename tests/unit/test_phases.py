@@ -160,30 +160,32 @@ def test_a_run_without_steps_starts_its_loop_where_imports_end(tmp_path: Path) -
     check_phases_agree(d)
 
 
-def test_probes_import_hook_is_not_named_as_the_package_imported(tmp_path: Path) -> None:
-    # Installed from a wheel, probe's import hook (which wraps each module's loading to hook
-    # torch) is the first site-packages frame past importlib: the import is still torch's.
-    hook = (f"{SITE}/probe/agent/imports.py", "PostImportFinder.find_spec.<locals>.exec_module", 9)
-    importing = [*IMPORT_TRANSFORMERS[:2], hook, *IMPORT_TRANSFORMERS[2:]]
-    b = SessionBuilder(tmp_path / "s", duration_s=40)
-    b.process(100, torch_threads=2)
-    b.steps(100, np.arange(14.0, 40.0, 0.05))
-    b.cpu(100, main=0.95, pool=lambda x: np.where(x < 14, 0.0, 0.9))
-    b.system(busy=lambda x: np.where(x < 14, 1.0, 1.85))
-    b.stacks(100, np.arange(0, 40, 0.01), lambda x: importing if x < 14 else FORWARD)
-    d = diagnose(Session(b.write()))
-    assert d.phases.imports == {"transformers": pytest.approx(14.0, abs=0.1)}
+# Installed from a wheel, probe's import hook (which wraps each module's loading to hook torch)
+# is the first site-packages frame past importlib: the import is still the package's.
+PROBE_IMPORT_HOOK = (
+    f"{SITE}/probe/agent/imports.py",
+    "PostImportFinder.find_spec.<locals>.exec_module",
+    9,
+)
 
 
+@pytest.mark.parametrize(
+    "importing",
+    [
+        IMPORT_TRANSFORMERS,
+        [*IMPORT_TRANSFORMERS[:2], PROBE_IMPORT_HOOK, *IMPORT_TRANSFORMERS[2:]],
+    ],
+    ids=["editable", "through-probes-import-hook"],
+)
 def test_a_long_start_up_is_remarked_as_start_up_with_the_packages_it_imported(
-    tmp_path: Path,
+    tmp_path: Path, importing: list[tuple[str, str, int]]
 ) -> None:
     b = SessionBuilder(tmp_path / "s", duration_s=40)
     b.process(100, torch_threads=2)
     b.steps(100, np.arange(14.0, 40.0, 0.05))
     b.cpu(100, main=0.95, pool=lambda x: np.where(x < 14, 0.0, 0.9))
     b.system(busy=lambda x: np.where(x < 14, 1.0, 1.85))
-    b.stacks(100, np.arange(0, 40, 0.01), lambda x: IMPORT_TRANSFORMERS if x < 14 else FORWARD)
+    b.stacks(100, np.arange(0, 40, 0.01), lambda x: importing if x < 14 else FORWARD)
     d = diagnose(Session(b.write()))
     assert d.phases.imports == {"transformers": pytest.approx(14.0, abs=0.1)}
     remark = d.phases.startup_remark()
