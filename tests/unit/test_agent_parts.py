@@ -356,11 +356,11 @@ def test_autograd_graph_size_is_counted_without_changing_backward(
 ) -> None:
     import torch
 
-    from probe.collectors import torch as torch_collector
-    from probe.collectors.torch import GRAPH_EVERY, TorchHooks
+    from probe.collectors.torch import TorchHooks, rhythm
+    from probe.collectors.torch.rhythm import GRAPH_EVERY
 
-    monkeypatch.setattr(torch_collector, "GRAPH_PERIOD_NS", 0)  # only the pass count gates here
-    monkeypatch.setattr(torch_collector, "GRAPH_COST_FACTOR", 0)
+    monkeypatch.setattr(rhythm, "GRAPH_PERIOD_NS", 0)  # only the pass count gates here
+    monkeypatch.setattr(rhythm, "GRAPH_COST_FACTOR", 0)
 
     buf = _buffer(session_dir)
     hooks = TorchHooks(buf, lambda where, exc: None)
@@ -449,6 +449,7 @@ def test_autograd_graph_is_counted_no_more_often_than_its_cost_allows(session_di
     import torch
 
     from probe.collectors import torch as torch_collector
+    from probe.collectors.torch import rhythm
 
     buf = _buffer(session_dir)
     hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
@@ -456,7 +457,7 @@ def test_autograd_graph_is_counted_no_more_often_than_its_cost_allows(session_di
     try:
         w = torch.ones(3, requires_grad=True)
         started = time.monotonic_ns()
-        for _ in range(4 * torch_collector.GRAPH_EVERY):
+        for _ in range(4 * rhythm.GRAPH_EVERY):
             ((w * 2).sin() + w).sum().backward()
         elapsed = time.monotonic_ns() - started
     finally:
@@ -464,15 +465,12 @@ def test_autograd_graph_is_counted_no_more_often_than_its_cost_allows(session_di
     buf.close()
     walks = list(Session(session_dir).events_of("autograd"))
     assert walks, "the 3rd pass is always counted"
-    if elapsed < torch_collector.GRAPH_PERIOD_NS:  # the passes at 53, 103, 153 came too soon
+    if elapsed < rhythm.GRAPH_PERIOD_NS:  # the passes at 53, 103, 153 came too soon
         assert len(walks) == 1
     gate = hooks._next_graph - walks[0]["t"]
     assert (
         gate
-        >= max(
-            torch_collector.GRAPH_PERIOD_NS, torch_collector.GRAPH_COST_FACTOR * walks[0]["walk_ns"]
-        )
-        - 1_000_000
+        >= max(rhythm.GRAPH_PERIOD_NS, rhythm.GRAPH_COST_FACTOR * walks[0]["walk_ns"]) - 1_000_000
     )
 
 
@@ -482,6 +480,7 @@ def test_the_batch_hook_counts_its_own_cpu_not_the_wall_time_around_it(
     # In a DataLoader worker the wall time around the hook includes other threads holding the GIL
     # (and, on busy cores, the scheduler); probe's cost is the hook's own CPU time.
     from probe.collectors import torch as torch_collector
+    from probe.collectors.torch import loader
 
     buf = _buffer(session_dir)
     hooks = torch_collector.TorchHooks(buf, lambda where, exc: None)
@@ -492,7 +491,7 @@ def test_the_batch_hook_counts_its_own_cpu_not_the_wall_time_around_it(
 
     hooks._wrap_fetch(Fetcher)
     clock = iter(range(0, 10**12, 10_000_000))  # every reading 10 ms after the last
-    monkeypatch.setattr(torch_collector, "_now", lambda: next(clock))
+    monkeypatch.setattr(loader, "_now", lambda: next(clock))
     fetcher = Fetcher()
     for _ in range(20):
         assert fetcher.fetch([1, 2, 3]) == [2, 4, 6]
@@ -643,8 +642,9 @@ def test_top_level_module_calls_are_found_then_only_their_classes_are_watched(
     from torch import nn
 
     from probe.collectors import torch as torch_collector
+    from probe.collectors.torch import rhythm
 
-    monkeypatch.setattr(torch_collector, "DISCOVERY_CALLS", 5)
+    monkeypatch.setattr(rhythm, "DISCOVERY_CALLS", 5)
 
     class Net(nn.Module):
         def __init__(self) -> None:

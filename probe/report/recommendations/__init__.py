@@ -80,12 +80,12 @@ def constants(verdict: str) -> dict[str, object]:
     from probe.analysis import diagnosis
     from probe.analysis.detectors import ALL, base
     from probe.collectors import asyncio as loop_lag
-    from probe.collectors import torch as torch_hooks
+    from probe.collectors.torch import rhythm as torch_rhythm
 
     facts: dict[str, object] = {
         "LAG_TIMER": units.Duration(loop_lag.DEFAULT_INTERVAL_S),
-        "GRAPH_EVERY": units.Count(torch_hooks.GRAPH_EVERY),
-        "GRAPH_PERIOD": units.Duration(torch_hooks.GRAPH_PERIOD_NS / 1e9),
+        "GRAPH_EVERY": units.Count(torch_rhythm.GRAPH_EVERY),
+        "GRAPH_PERIOD": units.Duration(torch_rhythm.GRAPH_PERIOD_NS / 1e9),
     }
     own: ModuleType = next((d for d in ALL if verdict == d.ID), diagnosis)
     for module in (base, own):
