@@ -422,7 +422,7 @@ def test_compilations_are_recorded_with_the_function_and_the_guard_that_failed(
 
 
 def test_the_exit_record_keeps_the_exceptions_frames_innermost_last() -> None:
-    from probe.agent.runtime import MAX_TRACEBACK_FRAMES, _traceback_frames
+    from probe.agent.records import MAX_TRACEBACK_FRAMES, _traceback_frames
 
     def load(path: str) -> bytes:
         with open(path, "rb") as f:

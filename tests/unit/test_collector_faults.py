@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from probe.agent import runtime
+from probe.agent import runtime, sampling
 from probe.collectors import proctree
 from probe.collectors.gc import GcCollector
 from probe.collectors.gpu import GpuSampler
@@ -72,7 +72,7 @@ def test_a_stack_sampler_failing_every_time_is_switched_off_and_the_rest_goes_on
     (loss,) = session.losses
     (episode,) = loss.episodes
     assert episode.what == "collector" and episode.part == "stack sampler"
-    assert episode.count >= runtime.MAX_PART_FAILURES and episode.off_ns is not None
+    assert episode.count >= sampling.MAX_PART_FAILURES and episode.off_ns is not None
     assert any(
         "stack sampler failed at" in w and "f_lasti" in w and "switched off" in w
         for w in session.warnings
