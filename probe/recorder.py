@@ -27,7 +27,8 @@ from probe.collectors.system import Cgroup, machine_info
 from probe.errors import DestinationError
 from probe.session.launch import launch_env, launch_facts, short_host, torchrun_args
 from probe.session.meta import META_NAME, finish_meta, new_meta, write_meta
-from probe.session.writer import RecordBuffer, describe_error
+from probe.session.recordfile import describe_error
+from probe.session.writer import RecordBuffer
 
 if TYPE_CHECKING:
     from probe.session.records import RecordFileData

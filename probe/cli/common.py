@@ -19,7 +19,7 @@ import click
 
 from probe.errors import ProbeError
 from probe.recorder import report_path
-from probe.session.writer import describe_error
+from probe.session.recordfile import describe_error
 
 if TYPE_CHECKING:
     from probe.analysis.diagnosis import Diagnosis

@@ -1,5 +1,5 @@
 """One record file's content as the session builder accumulates it, written through the real
-record format (``probe.session.writer.RecordFile``)."""
+record format (``probe.session.recordfile.RecordFile``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from probe.session import format as fmt
 from probe.session.reader import numpy_dtype
-from probe.session.writer import RecordFile
+from probe.session.recordfile import RecordFile
 
 Series = float | Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]] | npt.NDArray[Any]
 FrameSpec = tuple[str, str, int]  # file, function, line

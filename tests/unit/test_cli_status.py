@@ -19,7 +19,8 @@ import pytest
 from probe.cli.status import LiveStatus, StepCounter, format_status, status_enabled
 from probe.collectors.proctree import ProcessTreeSampler, TreeTotals
 from probe.session import format as fmt
-from probe.session.writer import RecordBuffer, RecordFile
+from probe.session.recordfile import RecordFile
+from probe.session.writer import RecordBuffer
 from tests.waiting import wait_until
 
 

@@ -21,7 +21,7 @@ from probe.collectors.gpu import GpuSampler
 from probe.collectors.proctree import ProcessTreeSampler, SamplerThread
 from probe.errors import CollectorError
 from probe.session import format as fmt
-from probe.session import writer
+from probe.session import recordfile
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
 from probe.session.writer import RecordBuffer
@@ -92,7 +92,7 @@ def test_the_programs_exit_waits_a_bounded_time_for_a_write_that_blocks(
         raise OSError(5, "Input/output error")
 
     agent.start()
-    monkeypatch.setattr(writer, "_os_write", hung)
+    monkeypatch.setattr(recordfile, "_os_write", hung)
     try:
         agent.step()
         assert entered.wait(20)  # the agent thread is stuck in a write
@@ -199,7 +199,7 @@ def test_stopping_the_sampler_waits_a_bounded_time_for_a_write_that_blocks(
         release.wait(60)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(writer, "_os_write", hung)
+    monkeypatch.setattr(recordfile, "_os_write", hung)
     buffer = RecordBuffer(str(session_dir), "sampler", {"writer": "sampler"})
     thread = SamplerThread(ProcessTreeSampler(buffer, child.pid), 0.01, flush_s=0.01)
     thread.start()

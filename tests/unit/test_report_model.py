@@ -16,7 +16,7 @@ from probe.report.model import ACTIVITY_LABELS, GRAPH_ORDER, clean
 from probe.report.page import build_page
 from probe.session import format as fmt
 from probe.session.reader import Session
-from probe.session.writer import RecordFile
+from probe.session.recordfile import RecordFile
 from probe.testing import SessionBuilder
 from tests.unit.report_sessions import EVIL, evil_session, long_session
 from tests.unit.synthetic_runs import Run

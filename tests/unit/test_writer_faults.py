@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from probe.session import format as fmt
-from probe.session import writer
+from probe.session import recordfile, writer
 from probe.session.meta import new_meta, write_meta
 from probe.session.reader import Session
 from probe.session.records import read_record_file
@@ -71,7 +71,7 @@ def test_a_full_disk_drops_stacks_first_and_keeps_the_file_whole(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch, clock: list[int]
 ) -> None:
     disk = Disk(limit=6000)
-    monkeypatch.setattr(writer, "_os_write", disk.write)
+    monkeypatch.setattr(recordfile, "_os_write", disk.write)
     buf = _agent(session_dir)
     t = 0
     while buf.level == writer.FULL:
@@ -107,7 +107,7 @@ def test_writing_pauses_when_nothing_fits_and_resumes_when_space_returns(
     session_dir: Path, monkeypatch: pytest.MonkeyPatch, clock: list[int]
 ) -> None:
     disk = Disk(limit=3000, error=errno.EFBIG)
-    monkeypatch.setattr(writer, "_os_write", disk.write)
+    monkeypatch.setattr(recordfile, "_os_write", disk.write)
     buf = _agent(session_dir)
     t = 0
     while buf.level < writer.PAUSED:
@@ -224,7 +224,7 @@ def test_a_blocked_write_never_blocks_the_threads_that_add_records(
     _round(buf, 1, stacks=0)
     buf.flush()
     _round(buf, 2, stacks=0)
-    monkeypatch.setattr(writer, "_os_write", hung)
+    monkeypatch.setattr(recordfile, "_os_write", hung)
     flusher = threading.Thread(target=buf.flush)
     flusher.start()
     try:
@@ -238,7 +238,7 @@ def test_a_blocked_write_never_blocks_the_threads_that_add_records(
     finally:
         release.set()
         flusher.join(10)
-    monkeypatch.setattr(writer, "_os_write", real_write)
+    monkeypatch.setattr(recordfile, "_os_write", real_write)
     buf.close()
     session = Session(session_dir)
     assert len(session.table("step")) == 202  # the first two, and the 200 held
@@ -270,7 +270,7 @@ def test_the_note_of_what_was_lost_needs_no_new_space(
     _round(buf, 1)
     buf.flush()
     disk.limit = os.path.getsize(buf.path or "")  # the disk is full from here on
-    monkeypatch.setattr(writer, "_os_write", disk.write)
+    monkeypatch.setattr(recordfile, "_os_write", disk.write)
     for t in range(2, 30):
         _round(buf, t)
         clock[0] += 200_000_000
