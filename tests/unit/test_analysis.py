@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from probe.analysis.detectors.base import Context
-from probe.analysis.detectors.periodic_stall import find_period
 from probe.analysis.diagnosis import Diagnosis, diagnose, to_json
+from probe.analysis.periodicity import find_period
 from probe.analysis.segment import LOAD, NOISE, _name_states, segment
 from probe.analysis.timeline import build_timeline, overlap_with, rate_on_grid, training_pids
 from probe.session import format as fmt

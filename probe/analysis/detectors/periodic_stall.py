@@ -7,7 +7,8 @@ every T seconds), puts at least ``MIN_STALLS`` of them and ``MIN_ALIGNED_SHARE``
 time on its beat (within ``PHASE_TOL`` of the period, at least one step), one per beat, filling
 ``MIN_FILL`` of the beats they span and spanning ``MIN_SPREAD`` of the window or more (a burst of
 slow steps in one stretch is not a rhythm), with a period of at least ``MIN_PERIOD_STEPS`` (a beat
-one step wide either side covers half of any shorter period's steps) (`find_period`). That
+one step wide either side covers half of any shorter period's steps) (`find_period`, in
+probe.analysis.periodicity). That
 tolerates a missed checkpoint and unrelated slow steps mixed in, which a test on the spread of the
 gaps does not; weighing by extra time rather than counting keeps a noisy machine's many steps that
 are merely 2-4x the median, scattered between 0.5 s checkpoints, from hiding them. Only the stalls
@@ -31,14 +32,12 @@ not reported here; a run shorter than three periods cannot show a period.
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from probe.analysis import periodicity
 from probe.analysis.detectors.base import (
     MIN_STEPS,
     Context,
@@ -48,6 +47,7 @@ from probe.analysis.detectors.base import (
     severity,
 )
 from probe.analysis.detectors.gpu_share import utilization
+from probe.analysis.periodicity import Period, find_period
 from probe.analysis.stacks import is_library_file
 from probe.analysis.stats import fisher_g, robust_outliers
 from probe.analysis.timeline import UNITS, StepTable
@@ -56,14 +56,10 @@ from probe.units import Count, Duration, Number, Share, duration, percent
 ID = "periodic-stall"
 STALL_MADS = Number(3.0)  # a stall step: above the median plus this many robust standard deviations
 STALL_FLOOR = Number(2.0, "x")  # and above this multiple of the median
-MIN_STALLS = Count(3)
 PHASE_TOL = Share(0.05)  # on the beat: within a twentieth of the period (and at least one step)
-MIN_ALIGNED_SHARE = Share(0.6)  # of the long steps that must sit on the period
-MIN_FILL = Share(0.6)  # of the period's slots, between the first and last stall, that must hold one
 # A beat within one step either side covers 3 of every `period` steps: below 6 it covers half the
 # steps or more, and lines up any dense cluster of slow steps, periodic or not.
 MIN_PERIOD_STEPS = Number(6.0, "steps")
-MIN_SPREAD = Share(0.5)  # of the window that the stalls on the beat must span, first to last
 STALL_IO = Share(0.3)  # of the stalls' extra time in I/O: they are checkpoints or uploads
 EVAL_WORDS = ("eval", "valid", "test", "score", "metric")
 # The first thing to try, by what the stalls do ("" is the recommendation's own first step:
@@ -75,181 +71,24 @@ NEXT_STEPS = {
     "work": "Make the periodic work cheaper or take it out of the loop: do it less often, on a "
     "background thread or process, or incrementally a little every step",
 }
-MAX_CANDIDATES = Count(12)
-MAX_ANCHORS = Count(8)
-NULL_DRAWS = Count(99)  # with none as good: chance below 1 %
-MAX_CHANCE = Share(0.01)
 MAX_G_P = Number(0.01)
 EXPLAINED = Share(0.5)
 CONTENTION = Share(0.3)  # main thread run-queue wait share in stalls: "slowed, not busy"
 MODERATE = Share(0.03)
 HIGH = Share(0.15)
+# The period search's thresholds are defined with it (probe.analysis.periodicity); named here too,
+# so that this verdict's recommendation cites them.
+MIN_STALLS = periodicity.MIN_STALLS
+MIN_ALIGNED_SHARE = periodicity.MIN_ALIGNED_SHARE
+MIN_FILL = periodicity.MIN_FILL
+MIN_SPREAD = periodicity.MIN_SPREAD
+NULL_DRAWS = periodicity.NULL_DRAWS
+MAX_CHANCE = periodicity.MAX_CHANCE
 
 
 def stall_steps(steps: StepTable) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """Steps far longer than the bulk of the steps (see the module docstring)."""
     return robust_outliers(steps.duration, factor=STALL_MADS, floor_ratio=STALL_FLOOR)
-
-
-@dataclass(frozen=True)
-class Period:
-    """A period that lines up long steps: the fitted period, which stalls sit on it, their slots."""
-
-    period: float
-    members: np.ndarray[Any, np.dtype[np.intp]]  # indices into the positions given
-    slots: np.ndarray[Any, np.dtype[np.int64]]  # the period number of each member
-    weight: float  # the members' share of the positions' weight (their extra time)
-
-    @property
-    def count(self) -> int:
-        return len(self.members)
-
-    @property
-    def fill(self) -> float:
-        return self.count / float(self.slots.max() - self.slots.min() + 1)
-
-    @property
-    def score(self) -> float:
-        """Weight on the beat times the beats kept: a half period picking up stray slow steps
-        between the real stalls gains a little weight and loses half its fill."""
-        return self.weight * self.fill
-
-
-def find_period(
-    positions: np.ndarray[Any, Any],
-    extra: Sequence[float],
-    tolerance: Callable[[float], float],
-    min_period: float,
-    span: tuple[float, float] | None = None,
-    integer: bool = False,
-    weights: np.ndarray[Any, Any] | None = None,
-) -> Period | None:
-    """The period that puts most of the weight of these positions (steps or seconds) on its beat.
-
-    ``weights`` are what each position costs (a long step's extra time; all equal when omitted),
-    so a few long stalls on a beat outweigh many steps that are only somewhat slow, scattered
-    around them by a noisy machine. Candidates are the gaps between consecutive positions, their
-    median and any ``extra`` period (a spectral estimate); each is tried from several anchors
-    (spread over the positions, and the heaviest ones), and a position is on the beat when it lies
-    within ``tolerance(period)`` of anchor + k * period, one per beat. The alignment's period is
-    refitted by least squares on its members and checked once more. An alignment counts when its
-    members fill ``MIN_FILL`` of the beats they span (a checkpoint every N steps may be missing
-    once) and the best one holds at least 3 positions and ``MIN_ALIGNED_SHARE`` of the weight
-    (unrelated slow steps may join); the best is the one with the most weight times fill. Searching
-    that many periods finds some alignment in any set of positions, so the best one must also beat
-    chance: the same search on the same weights at positions drawn uniformly over ``span`` (whole
-    numbers when ``integer``) must score as well in under 1 % of ``NULL_DRAWS`` draws.
-    """
-    order = np.argsort(np.asarray(positions, dtype=np.float64), kind="stable")
-    pos = np.asarray(positions, dtype=np.float64)[order]
-    n = len(pos)
-    if weights is None:
-        w = np.full(n, 1.0 / max(n, 1))
-    else:
-        w = np.clip(np.asarray(weights, dtype=np.float64)[order], 0.0, None)
-        w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / max(n, 1))
-    lo, hi = span if span is not None else (float(pos[0]), float(pos[-1]))
-    best = _best_alignment(pos, w, extra, tolerance, min_period, MIN_SPREAD * (hi - lo))
-    if best is None or best.count < MIN_STALLS or best.weight < MIN_ALIGNED_SHARE - 1e-9:
-        return None
-    rng = np.random.default_rng(0)
-    places = np.arange(int(lo), int(hi) + 1) if integer else None
-    count = int(min(n, max(hi - lo, 1))) if integer else n
-    as_good = 0
-    for _ in range(NULL_DRAWS):
-        if places is not None:
-            null = rng.choice(places, count, replace=False).astype(np.float64)
-        else:
-            null = rng.uniform(lo, hi, n)
-        # The same costs at random places: sort the places, keep each weight with its place.
-        null_w = rng.permutation(w)[:count]
-        at = np.argsort(null, kind="stable")
-        other = _best_alignment(
-            null[at], null_w[at], [], tolerance, min_period, MIN_SPREAD * (hi - lo)
-        )
-        if other is not None and other.score >= best.score - 1e-9:
-            as_good += 1
-            if (as_good + 1) / (NULL_DRAWS + 1) > MAX_CHANCE:
-                return None
-    return best
-
-
-def _best_alignment(
-    pos: np.ndarray[Any, Any],
-    w: np.ndarray[Any, Any],
-    extra: Sequence[float],
-    tolerance: Callable[[float], float],
-    min_period: float,
-    min_spread: float,
-) -> Period | None:
-    n = len(pos)
-    if n < MIN_STALLS:
-        return None
-    # Candidate periods: the gaps between the positions, and between the heavier half and quarter
-    # of them (stray slow steps between the stalls break up the plain gaps), each list ranked by
-    # how many of its gaps agree, taken in turn.
-    ranked: list[list[float]] = [list(extra)]
-    levels = [pos]
-    if w.max() > w.min():
-        levels += [pos[w >= np.quantile(w, q)] for q in (0.5, 0.75)]
-    for level in levels:
-        if len(level) < 2:
-            continue
-        gaps = np.diff(level)
-        raw = [*gaps.tolist(), float(np.median(gaps))]
-        agree = [int(np.count_nonzero(np.abs(gaps - v) <= tolerance(v))) for v in raw]
-        ranked.append([v for _, v in sorted(zip(agree, raw), key=lambda t: -t[0])])
-    candidates: list[float] = []
-    for c in (c for row in itertools.zip_longest(*ranked) for c in row if c is not None):
-        if c >= min_period and all(abs(c - o) > 0.02 * o for o in candidates):
-            candidates.append(c)
-        if len(candidates) >= MAX_CANDIDATES:
-            break
-    spread = np.linspace(0, n - 1, min(n, MAX_ANCHORS)).round().astype(int)
-    heaviest = np.argsort(-w, kind="stable")[: MAX_ANCHORS // 2]
-    anchors = np.unique(np.concatenate([spread, heaviest]))
-    best: Period | None = None
-    best_key: tuple[float, int] = (0.0, 0)
-    for period in candidates:
-        for a in anchors:
-            found = _align(pos, w, float(pos[a]), period, tolerance(period))
-            if found is None:
-                continue
-            # Refit the period on the members, then align again with it.
-            k = found.slots.astype(np.float64)
-            if k.max() > k.min():
-                fitted, intercept = np.polyfit(k, pos[found.members], 1)
-                if fitted >= min_period:
-                    refit = _align(pos, w, float(intercept), float(fitted), tolerance(fitted))
-                    if refit is not None and refit.weight >= found.weight - 1e-12:
-                        found = refit
-            if found.fill < MIN_FILL or found.slots.max() - found.slots.min() < MIN_STALLS - 1:
-                continue
-            if pos[found.members[-1]] - pos[found.members[0]] < min_spread:
-                continue  # a burst of slow steps in one stretch of the run, not a rhythm
-            key = (round(found.score, 9), found.count)
-            if key > best_key:
-                best, best_key = found, key
-    return best
-
-
-def _align(
-    pos: np.ndarray[Any, Any],
-    w: np.ndarray[Any, Any],
-    anchor: float,
-    period: float,
-    tol: float,
-) -> Period | None:
-    k = np.round((pos - anchor) / period).astype(np.int64)
-    dev = np.abs(pos - anchor - k * period)
-    on = np.flatnonzero(dev <= tol)
-    if len(on) == 0:
-        return None
-    # One stall per slot: keep the closest (then the heaviest) when two long steps share one.
-    order = on[np.lexsort((-w[on], dev[on]))]
-    _, first = np.unique(k[order], return_index=True)
-    members = np.sort(order[first])
-    return Period(period=period, members=members, slots=k[members], weight=float(w[members].sum()))
 
 
 def detect(ctx: Context) -> Finding:
@@ -277,36 +116,11 @@ def detect(ctx: Context) -> Finding:
         return not_detected(
             ID, f"{n} step(s) far longer than the median; not a pattern", **evidence
         )
-    idx = np.flatnonzero(stalls)
-    times = mine.start[stalls]
-    g = fisher_g(stalls.astype(np.float64))
-    by_steps, by_time = _candidate_periods(mine, stalls, idx, times, median, g)
-    evidence.update(
-        {
-            "fisher_g_p": Number(float(f"{g.p_value:.3g}")) if g else None,
-            "median_stall_ms": Duration(round(float(np.median(durations[stalls])) * 1000, 1), "ms"),
-        }
-    )
-    use_steps = by_steps is not None and (by_time is None or by_steps.score >= by_time.score)
-    best = by_steps if use_steps else by_time
-    if best is None:
-        evidence["period_steps"] = Number(round(float(np.median(np.diff(idx))), 1), "steps")
-        return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
-    aligned = np.zeros_like(stalls)
-    aligned[idx[best.members]] = True
-    first, last = int(best.members[0]), int(best.members[-1])
-    slots = float(best.slots[-1] - best.slots[0])
-    evidence.update(
-        {
-            "period_steps": Number(round(float(idx[last] - idx[first]) / slots, 1), "steps"),
-            "period_s": Duration(round(float(times[last] - times[first]) / slots, 2)),
-            "period_unit": "steps" if use_steps else "seconds",
-            "periodic_stalls": Count(best.count),
-            "other_long_steps": Count(n - best.count),
-        }
-    )
-    stalls = aligned
-    n = best.count
+    beat = _on_the_beat(mine, stalls, median, evidence)
+    if isinstance(beat, Finding):
+        return beat
+    stalls, use_steps = beat
+    n = int(stalls.sum())
     contention = _run_queue_wait_during(ctx, pid, mine, stalls)
     evidence["stall_run_queue_wait_share"] = Share(round(contention, 3))
     if contention >= CONTENTION:
@@ -336,6 +150,47 @@ def detect(ctx: Context) -> Finding:
             **evidence,
         )
     return _issue(ctx, pid, mine, stalls, median, impact, level, use_steps, n, evidence)
+
+
+def _on_the_beat(
+    mine: StepTable,
+    stalls: np.ndarray[Any, Any],
+    median: float,
+    evidence: dict[str, Any],
+) -> tuple[np.ndarray[Any, Any], bool] | Finding:
+    """The long steps on the best beat, and whether it is counted in steps (else in seconds), with
+    the period's evidence; or the finding that the long steps keep no beat."""
+    durations = mine.duration
+    n = int(stalls.sum())
+    idx = np.flatnonzero(stalls)
+    times = mine.start[stalls]
+    g = fisher_g(stalls.astype(np.float64))
+    by_steps, by_time = _candidate_periods(mine, stalls, idx, times, median, g)
+    evidence.update(
+        {
+            "fisher_g_p": Number(float(f"{g.p_value:.3g}")) if g else None,
+            "median_stall_ms": Duration(round(float(np.median(durations[stalls])) * 1000, 1), "ms"),
+        }
+    )
+    use_steps = by_steps is not None and (by_time is None or by_steps.score >= by_time.score)
+    best = by_steps if use_steps else by_time
+    if best is None:
+        evidence["period_steps"] = Number(round(float(np.median(np.diff(idx))), 1), "steps")
+        return not_detected(ID, f"{n} long steps, but not at regular intervals", **evidence)
+    aligned = np.zeros_like(stalls)
+    aligned[idx[best.members]] = True
+    first, last = int(best.members[0]), int(best.members[-1])
+    slots = float(best.slots[-1] - best.slots[0])
+    evidence.update(
+        {
+            "period_steps": Number(round(float(idx[last] - idx[first]) / slots, 1), "steps"),
+            "period_s": Duration(round(float(times[last] - times[first]) / slots, 2)),
+            "period_unit": "steps" if use_steps else "seconds",
+            "periodic_stalls": Count(best.count),
+            "other_long_steps": Count(n - best.count),
+        }
+    )
+    return aligned, use_steps
 
 
 def _issue(
