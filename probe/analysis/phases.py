@@ -84,7 +84,9 @@ class Phase:
 class Phases:
     phases: list[Phase]  # in time order, end to end, from 0 to the end of the run
     window: tuple[float, float] | None  # the loop phase: what the detectors judge; None: no loop
-    unit: str  # what marks the loop's rhythm: "optimizer step", "probe.step()", "" (time)
+    # What marks the loop's rhythm: a step source, whose words are probe.analysis.steps.UNITS and
+    # UNIT_LABELS ("optimizer", "backward", ...), "request" (a server under load), "" (time alone).
+    unit: str
     how: str  # how the loop's bounds were found (the HMM's steady load, or why not)
     warmup_steps: int = 0
     warmup_end: float | None = None
@@ -178,9 +180,7 @@ def find_phases(
     end = tl.duration_s
     steps = tl.steps
     main = _main_pid(tl)
-    unit = {"optimizer": "optimizer step", "probe.step": "probe.step()"}.get(steps.source, "")
-    if steps.source == "mixed":
-        unit = "optimizer step or probe.step()"
+    unit = steps.source if len(steps) else ""
     startup_end = _leading_startup_end(tl, main)
     if len(steps):
         startup_end = float(steps.start.min())  # the first step completed: the rhythm starts
