@@ -215,6 +215,7 @@ def _write_track(events: _Events, track: Track, window: tuple[float, float]) -> 
         open_ends.append(e)
 
 
+# Over 80 lines: one short, independent block per kind of record, in the order the tracks show.
 def _process_tracks(data: ExportData) -> list[Track]:
     tl = data.timeline
     tracks: dict[tuple[int, int], Track] = {}

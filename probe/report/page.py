@@ -85,23 +85,7 @@ def build_page(d: Diagnosis) -> Page:
                 graph = next(g for g in graphs if g.id == gid)
                 graph.verdicts.append(view.id)
     header = header_of(d)
-    top = d.top
-    if d.category == HEALTHY:
-        alert_title = (
-            "No issue found: the server kept up with its load"
-            if d.serving is not None
-            else "No issue found: the run is compute-bound"
-        )
-        alert_text = d.headline
-        severity = "ok"
-    elif top is not None:
-        alert_title = top.title or recommendations.load(top.id).title
-        alert_text = top.summary or top.reason
-        severity = top.severity or "moderate"
-    else:
-        alert_title = "No verdict"
-        alert_text = d.headline
-        severity = "unknown"
+    alert_title, alert_text, severity = _alert(d)
     also = [(f.id, percent(f.impact)) for f in d.issues[1:] if f.id != INSUFFICIENT_DATA]
     activity = [
         (state, ACTIVITY_LABELS.get(state, state), float(share))
@@ -130,6 +114,28 @@ def build_page(d: Diagnosis) -> Page:
         warnings=[clean(w, 400) for w in d.warnings[:20]],
         window_name="the load" if d.segmentation.method == "load" else "steady state",
     )
+
+
+def _alert(d: Diagnosis) -> tuple[str, str, str]:
+    """The alert under the header: its title, its text and its severity."""
+    top = d.top
+    if d.category == HEALTHY:
+        alert_title = (
+            "No issue found: the server kept up with its load"
+            if d.serving is not None
+            else "No issue found: the run is compute-bound"
+        )
+        alert_text = d.headline
+        severity = "ok"
+    elif top is not None:
+        alert_title = top.title or recommendations.load(top.id).title
+        alert_text = top.summary or top.reason
+        severity = top.severity or "moderate"
+    else:
+        alert_title = "No verdict"
+        alert_text = d.headline
+        severity = "unknown"
+    return alert_title, alert_text, severity
 
 
 def fit_budget(graphs: list[Graph], max_points: int = MAX_PAGE_POINTS) -> None:

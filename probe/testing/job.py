@@ -99,24 +99,9 @@ def job_sessions(
     paths = []
     for k in range(nodes):
         host = f"{host_prefix}{k}"
-        b = SessionBuilder(
-            dest / f"{host}-node{k}",
-            duration_s=duration_s - delays[k],
-            cores=cores,
-            root_pid=100,
-            t0_ns=(k + 1) * 7_000_000_000_000 + k * 123_456_789,
-            hostname=host,
-            wall_start_ns=wall0 + int((delays[k] + errors[k]) * 1e9),
-            argv=["torchrun", "--nnodes", str(nodes), "--node_rank", str(k), "train.py"],
-            launch={
-                "env": {},
-                "torchrun": {
-                    "nnodes": str(nodes),
-                    "node_rank": str(k),
-                    **({"rdzv_id": run_id} if run_id else {}),
-                    "rdzv_endpoint": "10.0.0.1:29500",
-                },
-            },
+        wall_start_ns = wall0 + int((delays[k] + errors[k]) * 1e9)
+        b = _node_session(
+            dest, host, k, nodes, duration_s - delays[k], cores, run_id, wall_start_ns
         )
         local = -delays[k]  # true time -> this session's seconds
         b.process(100, argv=b.argv)
@@ -127,6 +112,38 @@ def job_sessions(
         b.system(busy=ranks_cpu + (busy_outside or {}).get(k, 0.0), running=ranks_per_node + 1)
         paths.append(b.write())
     return paths
+
+
+def _node_session(
+    dest: Path,
+    host: str,
+    k: int,
+    nodes: int,
+    duration_s: float,
+    cores: float,
+    run_id: str | None,
+    wall_start_ns: int,
+) -> SessionBuilder:
+    """Node ``k``'s session: its own monotonic origin and wall clock, torchrun's arguments."""
+    return SessionBuilder(
+        dest / f"{host}-node{k}",
+        duration_s=duration_s,
+        cores=cores,
+        root_pid=100,
+        t0_ns=(k + 1) * 7_000_000_000_000 + k * 123_456_789,
+        hostname=host,
+        wall_start_ns=wall_start_ns,
+        argv=["torchrun", "--nnodes", str(nodes), "--node_rank", str(k), "train.py"],
+        launch={
+            "env": {},
+            "torchrun": {
+                "nnodes": str(nodes),
+                "node_rank": str(k),
+                **({"rdzv_id": run_id} if run_id else {}),
+                "rdzv_endpoint": "10.0.0.1:29500",
+            },
+        },
+    )
 
 
 @dataclass

@@ -85,26 +85,7 @@ def detect(ctx: Context) -> Finding:
         )
     cause, cause_text = _cause(ctx, loaders, evidence)
     evidence["cause"] = cause
-    next_step = ""  # the recommendation's first step: build batches in parallel with training
-    if cause == "transform-bound" and evidence.get("oversubscribed"):
-        next_step = (
-            f"Use fewer DataLoader workers or intra-op threads: num_workers plus the training "
-            f"process's threads no more than the {evidence['cores']:g} cores"
-        )
-    elif cause == "transform-bound" and evidence.get("cores_saturated"):
-        next_step = (
-            "Make each sample cheaper: the cores are already busy, so more workers cannot help; "
-            + (
-                "precompute the deterministic part of the transforms once"
-                if evidence.get("worker_own_code_share", 1.0) >= OWN_CODE
-                else "build batches with fewer, larger reads (index the dataset by batch)"
-            )
-        )
-    elif cause == "latency-bound":
-        next_step = (
-            "Overlap the waiting: more workers and a larger prefetch_factor, or read larger "
-            "shards and cache remote data locally"
-        )
+    next_step = _next_step(cause, evidence)
     worst = np.argsort(per_step)[::-1][:5]
     windows = [(float(steps.start[i]), float(steps.end[i])) for i in sorted(worst)]
     stacks = _worker_stacks(ctx, loaders, cause)
@@ -131,6 +112,32 @@ def detect(ctx: Context) -> Finding:
         stacks=stacks,
         next_step=next_step,
     )
+
+
+def _next_step(cause: str, evidence: dict[str, Any]) -> str:
+    """The first thing to try for this cause; "" leaves the recommendation's own first step
+    (build batches in parallel with training)."""
+    next_step = ""
+    if cause == "transform-bound" and evidence.get("oversubscribed"):
+        next_step = (
+            f"Use fewer DataLoader workers or intra-op threads: num_workers plus the training "
+            f"process's threads no more than the {evidence['cores']:g} cores"
+        )
+    elif cause == "transform-bound" and evidence.get("cores_saturated"):
+        next_step = (
+            "Make each sample cheaper: the cores are already busy, so more workers cannot help; "
+            + (
+                "precompute the deterministic part of the transforms once"
+                if evidence.get("worker_own_code_share", 1.0) >= OWN_CODE
+                else "build batches with fewer, larger reads (index the dataset by batch)"
+            )
+        )
+    elif cause == "latency-bound":
+        next_step = (
+            "Overlap the waiting: more workers and a larger prefetch_factor, or read larger "
+            "shards and cache remote data locally"
+        )
+    return next_step
 
 
 def _loader_summary(desc: dict[str, Any]) -> dict[str, Any]:

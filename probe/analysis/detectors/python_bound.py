@@ -127,8 +127,22 @@ def detect(ctx: Context) -> Finding:
             f"{percent(MODERATE)}",
             **best,
         )
+    return _issue(ctx, best, signs, cores, busy, impact, level)
+
+
+def _issue(
+    ctx: Context,
+    best: dict[str, Any],
+    signs: list[str],
+    cores: float,
+    busy: float,
+    impact: float,
+    level: str,
+) -> Finding:
+    """The verdict: the main thread's Python and torch samples, and the words."""
+    main = best["main_thread_runnable"]
+    st = ctx.tl.stacks
     pid = best["pid"]
-    st = tl.stacks
     mask = ctx.main_samples(pid) & ((st.state == STATE["python"]) | (st.state == STATE["torch"]))
     reasons = _reasons(best, signs, cores, busy)
     title = f"The loop is bound by Python: one thread busy {percent(main)}, its operators tiny"

@@ -140,6 +140,7 @@ BUSY_OUTSIDE_CORES = 0.5
 RUN_QUEUE_SHARE = 0.10
 
 
+# Over 80 lines, 15 of them the docstring: one decision (a rank or its whole node), read in order.
 def across_nodes(
     rows: list[dict[str, Any]],
     loads: dict[str, dict[str, Any]],
