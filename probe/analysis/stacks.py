@@ -161,7 +161,7 @@ GIL_WAIT_S = 0.001
 # probe's agent runs inside the program: its wrappers around torch's calls (the host syncs, the
 # DataLoader's fetch) and its bootstrap show up in the program's stacks. They are not the
 # program's work: they are left out of what a stack is classified by and of what is shown, and a
-# stack inside ``host_waits_for_gpu`` (probe/collectors/torch.py: a sync on a CUDA tensor or
+# stack inside ``host_waits_for_gpu`` (probe/collectors/torch/cuda.py: a sync on a CUDA tensor or
 # stream, never a CPU tensor's .item()) is waiting for the GPU.
 _PROBE_PATHS = ("/probe/agent/", "/probe/collectors/")
 _GPU_WAIT = "host_waits_for_gpu"

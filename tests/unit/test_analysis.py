@@ -964,7 +964,7 @@ def test_launcher_frames_above_the_program_do_not_decide_the_state() -> None:
     assert _classify(*SPAWN_PREFIX) == "torch"
 
 
-PROBE_HOOKS = "/venv/lib/python3.11/site-packages/probe/collectors/torch.py"
+PROBE_HOOKS = "/venv/lib/python3.11/site-packages/probe/collectors/torch/cuda.py"
 
 
 def test_probes_own_hook_frames_neither_decide_the_state_nor_are_shown(tmp_path: Path) -> None:
