@@ -262,10 +262,6 @@ SCENARIOS: list[dict] = [
         "file": "serve_sync_threadpool.py",
         "argv": [],
         "launcher": "server",
-        # thread-pool-saturated is found (0.52 of the request time waiting for the GIL), but the
-        # event loop's lag comes first: the rule that puts the pool first counts the loop's
-        # samples idle or waiting for the GIL, not its waits for a core the pool's threads hold.
-        "unsettled": "event-loop-blocked is ranked before the thread-pool-saturated that causes it",
         "load": {
             "path": "/search",
             "concurrency": 12,
