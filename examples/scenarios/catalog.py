@@ -249,9 +249,10 @@ SCENARIOS: list[dict] = [
         "launcher": "server",
         # 30 requests a second on a schedule, under a third of what its one executor thread
         # serves when requests always wait (about 100/s on 2 cores with the load generator
-        # beside it): the server keeps up and nothing holds it back. Driven to saturation by a closed loop it is not healthy:
-        # one forward at a time keeps only 1.2 of 2 cores busy (request-queueing), and a second
-        # thread makes the loop, the load generator and the forwards contend for the two cores.
+        # beside it): the server keeps up and nothing holds it back. Driven to saturation by a
+        # closed loop it is not healthy: one forward at a time keeps only 1.2 of 2 cores busy
+        # (request-queueing), and a second thread makes the loop, the load generator and the
+        # forwards contend for the two cores.
         "load": {
             "path": "/embed",
             "concurrency": 8,

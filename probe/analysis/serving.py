@@ -5,6 +5,9 @@ or None when the session holds no requests. What it measures:
 
 - From the client's records: requests, throughput, latency quantiles, errors, and the mean number
   of requests in flight ``L`` (Little's law: the summed latencies over the window's length).
+- From the host: the cores left idle, and those lower-priority processes used (niced more than
+  the server, in its scheduling group: they give way to its threads, so a thread it adds would
+  take their CPU); the two together are the ``room`` for another worker.
 - From the server's threads (the processes that listened on the port, else those that ran an
   event loop): how busy each Python thread was (its stack samples in states other than waiting
   and an idle event loop), its CPU and its run-queue wait from outside. ``working``, the sum of
@@ -94,11 +97,20 @@ class Serving:
     server_cpu: float  # cores the server's processes used
     client_cpu: float  # share of one core the load generator used
     idle_cores: float  # the host's cores left idle (by everyone)
+    # cores the host's lower-priority processes used, which give way to the server's threads
+    # (niced more, same scheduling group: probe.collectors.priority)
+    yielding_cores: float = 0.0
     explained: dict[str, float] = field(default_factory=dict)
 
     @property
     def wall(self) -> float:
         return max(self.window[1] - self.window[0], 1e-9)
+
+    @property
+    def room(self) -> float:
+        """Cores a thread the server adds would get: idle ones, and those lower-priority
+        processes use (they give way to it)."""
+        return self.idle_cores + self.yielding_cores
 
     @property
     def count(self) -> int:
@@ -139,6 +151,7 @@ class Serving:
             "server_cpu_cores": round(self.server_cpu, 3),
             "client_cpu_share": round(self.client_cpu, 4),
             "idle_cores": round(self.idle_cores, 3),
+            "yielding_cores": round(self.yielding_cores, 3),
             "explained": {k: round(v, 4) for k, v in self.explained.items()},
         }
 
@@ -203,6 +216,7 @@ def analyse(tl: Timeline, window: tuple[float, float]) -> Serving | None:
         server_cpu=server_cpu,
         client_cpu=tl.requests.client_cpu_s(t0, t1) / wall,
         idle_cores=idle,
+        yielding_cores=float(np.mean(tl.sys_yielding[bins])),
     )
     serving.explained = _explained(tl, serving, bins)
     return serving

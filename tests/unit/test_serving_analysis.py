@@ -70,8 +70,12 @@ def test_a_pool_whose_handlers_release_the_gil_is_not_saturated(tmp_path: Path) 
     assert_evidence_typed(d)
 
 
-def _single_worker(tmp_path: Path, *, busy: float, worker_cpu: float) -> Session:
+def _single_worker(
+    tmp_path: Path, *, busy: float, worker_cpu: float, yielding: float | None = None
+) -> Session:
     b = server(tmp_path / "s", busy=busy)
+    if yielding is not None:  # of the cores busy, those a lower-priority process used
+        b.system(busy=lambda t: busy * in_load(t) + 0.05, yielding=lambda t: yielding * in_load(t))
     b.cpu(100, main=lambda t: 0.05 * in_load(t), pool=lambda t: worker_cpu * in_load(t))
     samples(b, 100, LOOP_IDLE)
     samples(b, 101, WORKER_FORWARD)
@@ -107,6 +111,24 @@ def test_a_single_worker_using_every_core_is_at_capacity_and_healthy(tmp_path: P
     assert d.headline.startswith("No issue found: ")
     assert "requests at" in d.headline
     assert_evidence_typed(d)
+
+
+def test_a_core_taken_by_a_lower_priority_process_is_room_for_a_second_worker(
+    tmp_path: Path,
+) -> None:
+    # The single worker's machine with its idle core taken by a nice-19 batch job in the same
+    # session: the job gives way to the server's threads, so a second worker would get that core.
+    d = diagnose(_single_worker(tmp_path, busy=1.95, worker_cpu=1.0, yielding=0.85))
+    finding = d.findings["request-queueing"]
+    assert finding.status == "issue", finding.reason
+    assert d.category == "request-queueing"
+    ev = finding.evidence
+    assert ev["idle_cores"] == pytest.approx(0.05, abs=0.05)
+    assert ev["yielding_cores"] == pytest.approx(0.85, abs=0.05)
+    assert finding.title.endswith("0.9 cores free or used by lower-priority processes")
+    assert "processes of lower priority than the server used 0.8" in finding.summary
+    assert_evidence_typed(d)
+    assert to_json(d)["requests"]["yielding_cores"] == pytest.approx(0.85, abs=0.05)
 
 
 def test_requests_waiting_on_a_blocked_loop_are_event_loop_blocked(tmp_path: Path) -> None:
@@ -157,6 +179,24 @@ def test_a_server_starved_by_other_jobs_is_told_in_requests(tmp_path: Path) -> N
     finding = d.findings["cpu-oversubscription"]
     assert finding.status == "not-detected"
     assert "the server's main thread waited 30 % of its runnable time" in finding.reason
+
+
+def test_lower_priority_processes_are_not_other_jobs_taking_the_cores(tmp_path: Path) -> None:
+    # 3 runnable threads on 2 cores, one of them a nice-19 batch job's using 0.9 of a core: the
+    # host's load that competes with the server is 2 threads, its own.
+    b = server(tmp_path / "s", busy=2.0)
+    b.system(
+        busy=lambda t: 2.0 * in_load(t),
+        running=lambda t: 3.0 * in_load(t) + 0.5,
+        yielding=lambda t: 0.9 * in_load(t),
+    )
+    b.cpu(100, main=lambda t: 0.4 * in_load(t), main_wait=lambda t: 0.6 * in_load(t))
+    samples(b, 100, LOOP_IDLE)
+    b.requests(*closed_loop(8, 0.2))
+    finding = diagnose(Session(b.write())).findings["cpu-oversubscription"]
+    assert finding.status == "not-detected"
+    assert finding.evidence["pressure"] is None
+    assert finding.evidence["host_yielding_cores"] == pytest.approx(0.9, abs=0.05)
 
 
 def test_the_load_is_the_analysed_window_and_requests_are_counted(tmp_path: Path) -> None:
