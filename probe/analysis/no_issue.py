@@ -29,7 +29,8 @@ INSUFFICIENT_DATA = "insufficient-data"
 # Detectors whose judgement is needed before a run can be called healthy.
 CORE = ("input-bound", "gc-pauses", "python-bound", "io-bound", "cpu-oversubscription")
 # A healthy server is at capacity when its requests spent request-queueing's QUEUE_SHARE of their
-# time in line or more while less than this stayed idle on the machine: no room for a worker more.
+# time in line or more while less than this stayed idle on the machine (or was used by processes
+# of lower priority, which give way): no room for a worker more.
 AT_CAPACITY_IDLE = Number(0.5, "cores")
 
 
@@ -233,7 +234,7 @@ def _serving_headline(ctx: Context, serving: Serving) -> str:
     busy = ctx.mean_in_window(ctx.tl.sys_busy)
     parts.append(f"{busy:.1f} of {ctx.tl.effective_cores:g} cores busy")
     queued = serving.explained.get("queueing", 0.0)
-    if queued >= request_queueing.QUEUE_SHARE and serving.idle_cores < AT_CAPACITY_IDLE:
+    if queued >= request_queueing.QUEUE_SHARE and serving.room < AT_CAPACITY_IDLE:
         parts.append(
             f"requests spent {percent(queued)} of their time in line with no core to spare: the "
             "server is at the machine's capacity"

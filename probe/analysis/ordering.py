@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from probe.analysis.detectors import thread_pool_saturated
 from probe.analysis.detectors.base import Finding
 from probe.analysis.timeline import Timeline
 
@@ -56,8 +55,9 @@ def causes_first(issues: list[Finding], tl: Timeline | None = None) -> list[Find
     job would not have more runnable threads than cores): the training thread's waits for a core
     are then the input pipeline's doing, and its fix (cheaper transforms, fewer or lighter
     workers) is input-bound's; cpu-oversubscription stays listed, after it. A server whose pool
-    threads hold the GIL (thread-pool-saturated) while its event loop, idle when late, only
-    waited for the GIL to come back (event-loop-blocked): the loop's lag is the pool's doing. And
+    threads hold the GIL (thread-pool-saturated) while its event loop, late, seldom ran on a core
+    and found the GIL held (event-loop-blocked, held off: ``serving.loop_while_late``): the
+    loop's lag is the pool's doing. And
     torch.compile recompiling in the loop: the stalls it causes (most of periodic-stall's stalls
     overlap a compilation) and the memory each compiled variant adds (most of the process's RSS
     growth happened while compiling) are its doing, and so is their fix.
@@ -76,7 +76,7 @@ def causes_first(issues: list[Finding], tl: Timeline | None = None) -> list[Find
     ids = [f.id for f in issues]
     if "thread-pool-saturated" in ids and "event-loop-blocked" in ids:
         cause = issues[ids.index("thread-pool-saturated")]
-        if cause.evidence.get("loop_starved_share", 0.0) >= thread_pool_saturated.LOOP_STARVED:
+        if cause.evidence.get("loop_held_off") is True:
             issues = _before(issues, "thread-pool-saturated", "event-loop-blocked")
     ids = [f.id for f in issues]
     if "recompilation" in ids and "periodic-stall" in ids:

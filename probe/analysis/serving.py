@@ -5,6 +5,9 @@ or None when the session holds no requests. What it measures:
 
 - From the client's records: requests, throughput, latency quantiles, errors, and the mean number
   of requests in flight ``L`` (Little's law: the summed latencies over the window's length).
+- From the host: the cores left idle, and those lower-priority processes used (niced more than
+  the server, in its scheduling group: they give way to its threads, so a thread it adds would
+  take their CPU); the two together are the ``room`` for another worker.
 - From the server's threads (the processes that listened on the port, else those that ran an
   event loop): how busy each Python thread was (its stack samples in states other than waiting
   and an idle event loop), its CPU and its run-queue wait from outside. ``working``, the sum of
@@ -32,15 +35,22 @@ import numpy.typing as npt
 from probe.analysis.phases import for_load
 from probe.analysis.requests import Requests
 from probe.analysis.segment import Segmentation
-from probe.analysis.stacks import STATE
+from probe.analysis.stacks import GIL_WAIT_S, STATE
 from probe.analysis.timeline import Timeline, overlap_with
-from probe.units import Count, Duration
+from probe.units import Count, Duration, Share
 
 FloatArray = npt.NDArray[np.float64]
 
 MIN_REQUESTS = Count(10)  # answered in the load's window before a server is judged (as MIN_STEPS)
 BLOCKED_LAG = Duration(0.010)  # an event-loop lag this long blocks requests (event-loop-blocked's)
 IDLE_STATES = (STATE["wait"], STATE["idle-loop"])
+# A loop late from its own work runs on a core through its blocks (a forward, a parse: all of
+# the time it is not waiting for a core); one late because other threads hold the GIL sleeps
+# until they hand it over. Below this share on a core, the lateness is not its own work.
+LOOP_OWN_CPU = Share(0.5)
+# A loop that waited for a core this much of its late time or more: what it would have done with
+# a core, its own work or a wait for the GIL, cannot be told from the little that is left.
+LOOP_RUN_WAIT_MAX = Share(0.8)
 PYTHON_STATES = (STATE["python"], STATE["torch"])
 
 
@@ -87,11 +97,20 @@ class Serving:
     server_cpu: float  # cores the server's processes used
     client_cpu: float  # share of one core the load generator used
     idle_cores: float  # the host's cores left idle (by everyone)
+    # cores the host's lower-priority processes used, which give way to the server's threads
+    # (niced more, same scheduling group: probe.collectors.priority)
+    yielding_cores: float = 0.0
     explained: dict[str, float] = field(default_factory=dict)
 
     @property
     def wall(self) -> float:
         return max(self.window[1] - self.window[0], 1e-9)
+
+    @property
+    def room(self) -> float:
+        """Cores a thread the server adds would get: idle ones, and those lower-priority
+        processes use (they give way to it)."""
+        return self.idle_cores + self.yielding_cores
 
     @property
     def count(self) -> int:
@@ -132,6 +151,7 @@ class Serving:
             "server_cpu_cores": round(self.server_cpu, 3),
             "client_cpu_share": round(self.client_cpu, 4),
             "idle_cores": round(self.idle_cores, 3),
+            "yielding_cores": round(self.yielding_cores, 3),
             "explained": {k: round(v, 4) for k, v in self.explained.items()},
         }
 
@@ -196,6 +216,7 @@ def analyse(tl: Timeline, window: tuple[float, float]) -> Serving | None:
         server_cpu=server_cpu,
         client_cpu=tl.requests.client_cpu_s(t0, t1) / wall,
         idle_cores=idle,
+        yielding_cores=float(np.mean(tl.sys_yielding[bins])),
     )
     serving.explained = _explained(tl, serving, bins)
     return serving
@@ -222,6 +243,60 @@ def _explained(tl: Timeline, s: Serving, bins: npt.NDArray[np.bool_]) -> dict[st
         out["queueing"] = max(1.0 - working / s.in_flight, 0.0)
         out["gil_wait"] = min(sum(t.gil_wait for t in s.threads) / s.in_flight, 1.0)
     return out
+
+
+@dataclass
+class LoopWhileLate:
+    """What an event loop's thread did while the loop was late (``loop_while_late``)."""
+
+    late_s: float  # the late time measured (the union of the lags' blocks)
+    on_cpu: float  # share of the late time not spent waiting for a core that it ran on a core
+    run_wait: float  # share of the late time it waited for a core
+    gil_wait: float  # the agent's median wait for the GIL at the samples taken then (s; nan: none)
+
+    @property
+    def held_off(self) -> bool:
+        """Late because other threads held the GIL: the loop's thread seldom ran while late,
+        and the GIL was held at the median sample (so it was not asleep in a blocking call of
+        its own, which releases the GIL)."""
+        return self.on_cpu < LOOP_OWN_CPU and self.gil_wait >= GIL_WAIT_S
+
+
+def loop_while_late(
+    tl: Timeline, pid: int, tid: int, starts: FloatArray, durs: FloatArray
+) -> LoopWhileLate | None:
+    """The loop thread's CPU, run-queue wait and GIL wait over its late time: the disjoint
+    blocks ``starts``, ``durs`` (``union`` of the lags' ``[t - lag, t]``). None without the
+    thread's outside samples, without late time, or when it waited for a core most of it.
+
+    The outside sampler reads the thread's CPU and run-queue wait every ~100 ms, coarser than
+    the blocks: each of its intervals is weighed by the late time in it (the CPU regressed on
+    the late time through the origin). CPU the thread used outside its blocks only raises the
+    figure, so a loop busy with its own work is never read as held off."""
+    table = tl.session.table("thread")
+    rows = table.where((table["pid"] == pid) & (table["tid"] == tid))
+    t = tl.to_s(rows["t"])
+    if len(t) < 2 or not len(starts):
+        return None
+    late = overlap_with(t[:-1], t[1:], starts, durs)
+    weight = float((late * late).sum())
+    if weight <= 0:
+        return None
+    cpu = float((np.diff(rows["cpu_ns"].astype(np.float64)) / 1e9 * late).sum()) / weight
+    wait = float((np.diff(rows["wait_ns"].astype(np.float64)) / 1e9 * late).sum()) / weight
+    wait = min(max(wait, 0.0), 1.0)
+    if wait >= LOOP_RUN_WAIT_MAX:
+        return None
+    st = tl.stacks
+    mine = st.thread_mask(pid, tid) & np.isfinite(st.late)
+    k = np.searchsorted(starts, st.t, side="right") - 1
+    inside = mine & (k >= 0) & (st.t <= starts[np.clip(k, 0, None)] + durs[np.clip(k, 0, None)])
+    return LoopWhileLate(
+        late_s=float(durs.sum()),
+        on_cpu=min(max(cpu, 0.0) / (1.0 - wait), 1.0),
+        run_wait=wait,
+        gil_wait=float(np.median(st.late[inside])) if inside.any() else float("nan"),
+    )
 
 
 def union(start: FloatArray, end: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -304,11 +379,14 @@ def _thread_cpu(
 __all__ = [
     "BLOCKED_LAG",
     "IDLE_STATES",
+    "LOOP_OWN_CPU",
     "MIN_REQUESTS",
+    "LoopWhileLate",
     "Serving",
     "ThreadWork",
     "analyse",
     "load_window",
+    "loop_while_late",
     "server_pids",
     "union",
 ]

@@ -130,6 +130,7 @@ def build_timeline(session: Session) -> Timeline:
         sys_busy=host.busy,
         sys_iowait=host.iowait,
         sys_running=host.running,
+        sys_yielding=host.yielding,
         mem_available=host.mem_available,
         cgroup_mem=host.cgroup_mem,
         effective_cores=effective,
@@ -217,11 +218,13 @@ class _HostSeries:
     running: FloatArray
     mem_available: FloatArray
     cgroup_mem: FloatArray
+    yielding: FloatArray
 
 
 def _host_series(session: Session, edges: FloatArray, sec: Any) -> _HostSeries:
     """The whole machine's CPU, run queue and memory, on the grid."""
     system_rows = session.table("system")
+    yielding = session.table("yielding")  # format 1.6; empty before (none counted)
     st = sec(system_rows["t"])
     return _HostSeries(
         busy=rate_on_grid(st, (system_rows["user_ns"] + system_rows["system_ns"]) / 1e9, edges),
@@ -229,6 +232,7 @@ def _host_series(session: Session, edges: FloatArray, sec: Any) -> _HostSeries:
         running=level_on_grid(st, system_rows["running"].astype(np.float64), edges),
         mem_available=level_on_grid(st, system_rows["mem_available"].astype(np.float64), edges),
         cgroup_mem=level_on_grid(st, system_rows["cgroup_mem"].astype(np.float64), edges),
+        yielding=rate_on_grid(sec(yielding["t"]), yielding["cpu_ns"] / 1e9, edges),
     )
 
 

@@ -216,6 +216,9 @@ class Timeline:
     sys_busy: FloatArray  # cores busy on the host
     sys_iowait: FloatArray  # cores idle waiting for I/O
     sys_running: FloatArray  # runnable threads on the host (procs_running)
+    # cores used by the host's processes that give way to the job (niced more, same scheduling
+    # group: probe.collectors.priority); zeros for sessions before format 1.6
+    sys_yielding: FloatArray
     mem_available: FloatArray
     cgroup_mem: FloatArray
     effective_cores: float

@@ -5,8 +5,9 @@ process ``stat`` (state, user/system ticks), ``status`` (RSS, anonymous RSS, con
 ``io`` and its main thread's own ``io``, and per thread ``schedstat`` (CPU and run-queue wait in
 nanoseconds, precise at any interval, unlike the 10 ms ticks of ``stat``) and ``comm`` (the
 thread's name). It also reads the host's CPU per core, iowait, runnable and blocked thread counts,
-available memory and the cgroup's memory usage, and its own cost. Nothing here touches the
-target's interpreter.
+available memory and the cgroup's memory usage, its own cost, and about once a second the CPU of
+the host's processes that give way to the job (``probe.collectors.priority``). Nothing here
+touches the target's interpreter.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from probe.collectors.gpu import GpuSampler
+from probe.collectors.priority import SCAN_EVERY, YieldingCpu
 from probe.collectors.procfiles import KeptFiles, read_once
 from probe.collectors.system import Cgroup
 from probe.session import format as fmt
@@ -128,6 +130,7 @@ class ProcessTreeSampler:
         self.files = _KeptFiles()
         self._part_failures: dict[str, int] = {}
         self.parts_off: set[str] = set()
+        self.yielding = YieldingCpu(root_pid)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class ProcessTreeSampler:
                 self._exited(self.procs.pop(pid), now)
                 self.files.close_under(f"/proc/{pid}/")
         self._part("host sampling", now, self._sample_system, now)
+        if self.samples % SCAN_EVERY == 0:
+            self._part("lower-priority processes", now, self._sample_yielding, now)
         if self.gpu is not None:
             self._part("GPU sampling (NVML)", now, self.gpu.sample, self.buffer, now)
         procs = list(self.procs.values())
@@ -395,6 +400,12 @@ class ProcessTreeSampler:
             int((usage.ru_utime + usage.ru_stime) * 1e9),
             self.sampler_cpu_ns,
         )
+
+    def _sample_yielding(self, now: int) -> None:
+        """The CPU the host's processes of lower priority than the job used (they give way)."""
+        total = self.yielding.scan({*self.procs, self._self_pid})
+        if total is not None:
+            self.buffer.add(fmt.YIELDING, now, total)
 
     def finish(self, now: int | None = None) -> None:
         """Report the processes still alive as seen at the end (no exit event for them)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 5
+FORMAT_MINOR = 6
 
 FILE_MAGIC = b"PROBEREC"
 FILE_HEADER = struct.Struct("<8sHHI")  # magic, major, minor, header json length
@@ -122,6 +122,9 @@ MAIN_IO = Kind(
         ("wchar", _q),  # and write() bytes: I/O the other threads do is not in these
     ],
 )
+# CPU of the host's other processes that give way to the job: niced more than it, in its cgroup
+# and autogroup (probe.collectors.priority), cumulative since sampling began (format 1.6).
+YIELDING = Kind(17, "yielding", [("t", _q), ("cpu_ns", _q)])
 CORE = Kind(13, "core", [("t", _q), ("core", _H), ("busy_ns", _q), ("idle_ns", _q)])
 GPU = Kind(
     14,
@@ -308,6 +311,7 @@ KINDS: dict[int, Kind] = {
         GPU,
         GPU_PROC,
         MAIN_IO,
+        YIELDING,
         GC,
         GC_SUMMARY,
         STEP,

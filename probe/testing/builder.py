@@ -219,10 +219,23 @@ class SessionBuilder(AgentSeries):
             wait_total += wait
         return cpu_total, wait_total
 
-    def system(self, *, busy: Series, running: Series = 2.0, mem_available: Series = 8e9) -> None:
+    def system(
+        self,
+        *,
+        busy: Series,
+        running: Series = 2.0,
+        mem_available: Series = 8e9,
+        yielding: Series | None = None,
+    ) -> None:
+        """The host: cores busy (everyone's), runnable threads, memory, and the cores that
+        lower-priority processes used (``yielding``, part of ``busy``; format 1.6 records)."""
         t = self.grid
         dt = np.diff(t, prepend=t[0])
         busy_v = values_at(busy, t)
+        if yielding is not None:
+            self.sampler.add(
+                fmt.YIELDING, t=self.ns(t), cpu_ns=np.cumsum(values_at(yielding, t) * dt) * 1e9
+            )
         self.sampler.add(
             fmt.SYSTEM,
             t=self.ns(t),

@@ -23,6 +23,14 @@ LOOP_FORWARD = [
     ("/srv/app.py", "embed", 30),
     ("/venv/site-packages/torch/nn/modules/module.py", "_call_impl", 1700),
 ]
+# A loop that resumes after waiting for the GIL: the sampler finds it in the Python it resumes
+# (reading a socket), not in an idle select.
+LOOP_RESUMING = [
+    *SERVE,
+    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
+    ("/usr/lib/python3.11/asyncio/base_events.py", "_run_once", 1922),
+    ("/usr/lib/python3.11/asyncio/selector_events.py", "_read_ready__data_received", 1000),
+]
 POOL_IDLE = [
     ("/usr/lib/python3.11/threading.py", "_bootstrap", 1000),
     ("/venv/site-packages/anyio/_backends/_asyncio.py", "run", 900),

@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from probe.analysis.detectors.base import Finding
 from probe.analysis.diagnosis import diagnose
+from probe.analysis.serving import loop_while_late, union
 from probe.analysis.stats import block_bootstrap_quantiles
+from probe.analysis.timeline import build_timeline, overlap_with
 from probe.session.reader import Session
 from probe.testing import SessionBuilder
 
@@ -119,3 +122,66 @@ def test_quantile_intervals_cover_the_truth_on_autocorrelated_lags() -> None:
         median = block_bootstrap_quantiles(np.exp(z) * 0.005, (0.5,))[0]
         covered += median.low <= 0.005 <= median.high
     assert covered >= 85
+
+
+def _late_loop(path: Path, *, loop_cpu: float, gil_wait: float) -> Finding:
+    """An asyncio program (no server) whose loop runs 30 ms late every 20 ms tick (blocked 60 %
+    of the time) beside a Python thread; its thread on a core ``loop_cpu`` of the time, the
+    agent waiting ``gil_wait`` for the GIL at every sample."""
+    b = SessionBuilder(path, duration_s=12)
+    b.process(100)
+    b.cpu(100, main=loop_cpu, pool=0.95)
+    b.system(busy=1.0)
+    b.stacks(100, np.arange(0.05, 12, 0.05), LOOP_FRAMES, late=gil_wait)
+    t = np.arange(0.5, 12, 0.05)
+    b.lag(100, t, np.full(len(t), 0.03))
+    return diagnose(Session(b.write())).findings["event-loop-blocked"]
+
+
+LOOP_FRAMES = [
+    ("/app/service.py", "main", 40),
+    ("/usr/lib/python3.11/asyncio/base_events.py", "run_forever", 600),
+    ("/app/service.py", "handle", 22),
+]
+
+
+@pytest.mark.parametrize(
+    ("loop_cpu", "gil_wait", "held_off"),
+    [
+        (0.03, 0.005, True),  # hardly ran while late, the GIL held: another thread's Python
+        (0.6, 0.005, False),  # on a core through its late time: its own Python
+        (0.0, 0.0001, False),  # off a core with the GIL free: asleep in a blocking call of its own
+    ],
+)
+def test_a_loop_late_while_other_threads_hold_the_gil_is_said_held_off(
+    tmp_path: Path, loop_cpu: float, gil_wait: float, held_off: bool
+) -> None:
+    finding = _late_loop(tmp_path, loop_cpu=loop_cpu, gil_wait=gil_wait)
+    assert finding.is_issue
+    assert finding.evidence["held_off"] is held_off
+    assert finding.title.startswith(f"The event loop is {'held off' if held_off else 'blocked'}")
+    assert ("Other threads of the process held the GIL" in finding.summary) is held_off
+    assert ("Synchronous work runs on the loop's thread" in finding.summary) is not held_off
+    assert bool(finding.next_step) is held_off
+
+
+def test_short_blocks_of_its_own_work_are_not_read_as_held_off(tmp_path: Path) -> None:
+    # 40 ms of the loop's own work every 300 ms: its thread used 0.13 of a core over the run, but
+    # all of it while late; the outside sampler's 100 ms intervals are coarser than the blocks.
+    b = SessionBuilder(tmp_path, duration_s=12)
+    b.process(100)
+    fired = np.arange(0.54, 11.5, 0.3)  # each block is [fired - 0.04, fired]
+    starts, durs = union(fired - 0.04, fired)
+
+    def busy(t: float) -> float:  # the share of (t - 0.1, t] inside a block
+        return float(overlap_with(np.array([t - 0.1]), np.array([t]), starts, durs)[0] / 0.1)
+
+    b.cpu(100, main=lambda t: np.array([busy(x) for x in np.atleast_1d(t)]))
+    b.system(busy=0.5)
+    b.stacks(100, np.arange(0.05, 12, 0.05), LOOP_FRAMES, late=0.003)
+    b.lag(100, fired, np.full(len(fired), 0.04))
+    tl = build_timeline(Session(b.write()))
+    own = loop_while_late(tl, 100, 100, starts, durs)
+    assert own is not None
+    assert own.on_cpu == pytest.approx(1.0, abs=0.05)
+    assert not own.held_off

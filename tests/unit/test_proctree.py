@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from probe.collectors.priority import SCAN_EVERY
 from probe.collectors.proctree import ProcessTreeSampler, _KeptFiles
 from probe.collectors.system import Cgroup
 from probe.session import format as fmt
@@ -142,3 +145,48 @@ def test_the_cgroup_memory_file_is_kept_open_and_followed(tmp_path: Path) -> Non
     col = names.index("cgroup_mem")
     got = [fmt.SYSTEM.struct.unpack_from(payload, i)[col] for i in range(0, len(payload), size)]
     assert got == [1000, 2500]
+
+
+def test_a_lower_priority_process_beside_the_job_is_recorded_as_giving_way(
+    tmp_path: Path,
+) -> None:
+    # The job: a sleeping child at this process's priority. Beside it, outside its tree but in
+    # this session and cgroup, a busy loop niced to 19 (bounded: it ends itself after 60 s).
+    if os.nice(0) >= 19:
+        pytest.skip("this process runs at nice 19 already: nothing can be niced below it")
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hog = subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            "19",
+            sys.executable,
+            "-c",
+            "import time\nend = time.time() + 60\nwhile time.time() < end: pass",
+        ]
+    )
+    buffer = RecordBuffer(str(tmp_path), "sampler", {"writer": "sampler"})
+    sampler = ProcessTreeSampler(buffer, job.pid)
+    hog_cpu = Path(f"/proc/{hog.pid}/stat")
+
+    def ticks() -> int:
+        fields = hog_cpu.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    try:
+        sampler.sample()  # the first pass scans: the hog is seen, its CPU so far not counted
+        first = ticks()
+        wait_until(lambda: ticks() >= first + 10, "the hog to use 100 ms of CPU")
+        for _ in range(SCAN_EVERY):
+            sampler.sample()  # the next scan counts what it used since
+    finally:
+        for child in (job, hog):
+            child.kill()
+            child.wait()
+        buffer.close()
+    data = read_record_file(tmp_path / "sampler.rec")
+    payload = b"".join(data.chunks[fmt.YIELDING.code])
+    size = fmt.YIELDING.struct.size
+    rows = [fmt.YIELDING.struct.unpack_from(payload, i) for i in range(0, len(payload), size)]
+    assert rows[0][1] == 0
+    assert rows[-1][1] >= 0.1e9  # at least what the hog was seen to use between the scans

@@ -15,8 +15,10 @@ With the job's own threads fewer than its cores, while the host keeps ``RUNNABLE
 runnable threads per logical core or more, the waits are other jobs taking the cores: reported
 as such once the training thread waits ``MAIN_WAIT_OTHERS`` of its runnable time or more (a
 machine shared with a noisy neighbour that halves the job's speed is not a healthy run, nor the
-job's to fix by having fewer threads). That finding comes after the program's own issues,
-whatever its impact: it is the verdict only when nothing else was found.
+job's to fix by having fewer threads). Processes of lower priority than the job in its
+scheduling group (a ``nice -n 19`` batch job) give way to its threads and are not counted among
+the host's runnable threads (by the cores they used). That finding comes after the program's own
+issues, whatever its impact: it is the verdict only when nothing else was found.
 
 Impact is the training thread's run-queue wait as a share of the window's wall time. What would
 fool it: a quota enforced by throttling shows as waits only on kernels that account it as
@@ -86,9 +88,14 @@ def detect(ctx: Context) -> Finding:
     }
     # Other jobs on the machine: the host's runnable threads per logical core, when the job's
     # own are fewer than its cores (the tree's count decides first, as it is the job's to fix).
+    # Processes of lower priority give way to the job's threads (probe.collectors.priority):
+    # their threads, counted by the cores they used, do not take the job's cores.
     host_cores = float((tl.session.meta.get("machine") or {}).get("logical_cores") or cores)
-    others = host_running / max(host_cores, 1e-9) >= RUNNABLE_PER_CORE
-    evidence["host_runnable_per_core"] = Number(round(host_running / max(host_cores, 1e-9), 2))
+    yielding = ctx.mean_in_window(tl.sys_yielding)
+    competing = max(host_running - yielding, 0.0)
+    others = competing / max(host_cores, 1e-9) >= RUNNABLE_PER_CORE
+    evidence["host_runnable_per_core"] = Number(round(competing / max(host_cores, 1e-9), 2))
+    evidence["host_yielding_cores"] = Number(round(yielding, 2), "cores")
     own = runnable / cores >= RUNNABLE_PER_CORE
     evidence["pressure"] = "job" if own else ("other jobs" if others else None)
     # A server's main thread runs its event loop or accepts its connections: its waits stretch

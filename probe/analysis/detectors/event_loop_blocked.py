@@ -23,6 +23,15 @@ threshold, the verdict says "borderline" with the interval. Severity is high fro
 a 500 ms 99th percentile or 40 % of the time blocked. Impact is the blocked share.
 
 The stacks are the loop thread's samples taken while it was late, which name the blocking code.
+
+A loop can also be late without blocking code of its own: while other threads of the process
+hold the GIL (sync handlers in a thread pool, a model thread running Python), the loop's thread
+sleeps until they hand it over. The loop's own work runs on a core, so its thread's CPU over its
+late time tells them apart (``serving.loop_while_late``, waits for a core set aside): below
+``LOOP_OWN_CPU`` on a core, with the GIL held at the median stack sample (``GIL_HELD``), the loop
+was held off by those threads. It is still an issue (requests waited on the loop) but the
+finding says so, and the diagnosis lists the cause it names (thread-pool-saturated) first.
+
 What would fool it: a loop that was idle and suspended by the operating system (a laptop asleep)
 looks blocked; a loop that is very busy with many short callbacks (each one yielding) shows
 moderate lag that is real queueing, not blocking.
@@ -37,6 +46,8 @@ import numpy as np
 
 from probe.analysis import serving
 from probe.analysis.detectors.base import Context, Finding, not_detected
+from probe.analysis.serving import LoopWhileLate, loop_while_late, union
+from probe.analysis.stacks import GIL_WAIT_S
 from probe.analysis.stats import block_bootstrap_quantiles, block_bootstrap_ratio
 from probe.analysis.timeline import Intervals
 from probe.units import Count, Duration, Interval, Share, duration, percent
@@ -50,6 +61,8 @@ HIGH_P99 = Duration(0.500)
 HIGH_BLOCKED = Share(0.40)
 MIN_RECORDS = Count(10)
 BLOCKED_LAG = serving.BLOCKED_LAG  # a lag that blocks requests: one bar with the serving analysis
+LOOP_OWN_CPU = serving.LOOP_OWN_CPU  # on a core, of its late time: below, not its own work
+GIL_HELD = Duration(GIL_WAIT_S)  # the agent's median wait for the GIL when other threads hold it
 WINDOW_S = Duration(1.0)  # blocked share per window of this length, for its interval
 
 
@@ -108,9 +121,13 @@ def detect(ctx: Context) -> Finding:
     mask = st.thread_mask(worst["pid"], worst["tid"]) & ctx.in_intervals(st.t, starts, ends)
     order = np.argsort(mine.dur)[::-1][:8]
     windows = sorted((float(mine.start[i] - mine.dur[i]), float(mine.start[i])) for i in order)
+    own = loop_while_late(tl, worst["pid"], worst["tid"], *union(starts, ends))
+    if own is not None:
+        worst |= _own_work(own)
+    held_off = own is not None and own.held_off
     title = (
-        f"The event loop is blocked {percent(share)} of the time: median lag {duration(med)}, "
-        f"99th percentile {duration(worst['p99_lag_ms'] / 1000)}"
+        f"The event loop is {'held off' if held_off else 'blocked'} {percent(share)} of the "
+        f"time: median lag {duration(med)}, 99th percentile {duration(worst['p99_lag_ms'] / 1000)}"
     )
     if unsure:
         title += " (borderline)"
@@ -118,8 +135,24 @@ def detect(ctx: Context) -> Finding:
         f"An asyncio event loop ran its timers {duration(med)} late at the median, "
         f"{duration(worst['p99_lag_ms'] / 1000)} at the 99th percentile and up to "
         f"{duration(top)} late; it was blocked {percent(share)} of the time, so every request "
-        "waiting on it waited as long. Synchronous work runs on the loop's thread."
+        "waiting on it waited as long."
     )
+    next_step = ""
+    if held_off:
+        assert own is not None
+        summary += (
+            f" The blocking work is not the loop's own: while late, its thread ran on a core "
+            f"{percent(own.on_cpu)} of the time it was not waiting for one, and the GIL was held "
+            f"(the agent waited {duration(own.gil_wait)} for it at the median sample). Other "
+            "threads of the process held the GIL and the loop waited for them; the stacks are "
+            "where it waited."
+        )
+        next_step = (
+            "Find the threads that hold the GIL (the other issues, or py-spy dump) and take "
+            "their Python off it"
+        )
+    else:
+        summary += " Synchronous work runs on the loop's thread."
     if borderline:
         summary += " Borderline: " + "; ".join(borderline) + "."
     return Finding(
@@ -132,7 +165,20 @@ def detect(ctx: Context) -> Finding:
         evidence=worst,
         windows=windows,
         stacks=st.top(mask, 5),
+        next_step=next_step,
     )
+
+
+def _own_work(own: LoopWhileLate) -> dict[str, Any]:
+    """The evidence of what the loop's thread did while late."""
+    out: dict[str, Any] = {
+        "late_on_cpu_share": Share(round(own.on_cpu, 4)),
+        "late_run_queue_share": Share(round(own.run_wait, 4)),
+        "held_off": own.held_off,
+    }
+    if np.isfinite(own.gil_wait):
+        out["late_gil_wait_ms"] = Duration(round(own.gil_wait * 1000, 3), "ms")
+    return out
 
 
 def _measure(mine: Intervals) -> dict[str, Any]:

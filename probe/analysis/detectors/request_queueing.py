@@ -11,19 +11,24 @@ Measured over the load's window (``probe.analysis.serving``): ``in_flight``, the
 flight on average (the summed latencies over the window: Little's law); ``working``, how many
 the server worked on at once (its Python threads' summed busy shares, from stack samples); the
 share of request time spent in line, ``1 - working / in_flight``; the busiest thread's busy
-share; the server's CPU and the cores the host left idle (everyone's use counted).
+share; the server's CPU, the cores the host left idle (everyone's use counted) and those
+lower-priority processes used (niced more than the server in its scheduling group: they give way
+to a thread the server adds); idle and yielding cores are the room for a second worker.
 
 An issue when at least ``MIN_IN_FLIGHT`` requests were in flight, the server worked on fewer than
 ``MAX_WORKING`` at once with one thread busy ``SATURATED`` of the time or more (a single worker,
 saturated), requests spent at least ``QUEUE_SHARE`` of their time in line (as long waiting as
-being served), and the host left idle at least ``ROOM`` of the CPU the server used: a second
-worker like the first would have at least half as much to run on. High from ``HIGH_QUEUE_SHARE``.
+being served), and the host had room (idle cores, or cores lower-priority processes used) for at
+least ``ROOM`` of the CPU the server used: a second worker like the first would have at least
+half as much to run on. High from ``HIGH_QUEUE_SHARE``.
 Impact: the share of request time spent in line. When the saturated thread runs the event loop,
 the requests wait behind a blocked loop, which event-loop-blocked reports; this stays silent.
 
 What would fool it: work done outside Python threads (a native server, a subprocess) is not
 seen as work, so such a server looks like a single worker; on a machine busy with other jobs no
-core is idle and a real single-worker bottleneck goes unreported (a miss, not a false alarm).
+core is idle and a real single-worker bottleneck goes unreported (a miss, not a false alarm);
+a low-priority process in another session or cgroup counts as load, as the scheduler weighs it
+against the server's whole group rather than its threads (also a miss).
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def detect(ctx: Context) -> Finding:
         "queue_share": Share(round(queued, 4)),
         "server_cpu_cores": Number(round(serving.server_cpu, 2), "cores"),
         "idle_cores": Number(round(serving.idle_cores, 2), "cores"),
+        "yielding_cores": Number(round(serving.yielding_cores, 2), "cores"),
         "cores": Number(ctx.tl.effective_cores, "cores"),
     }
     if busiest is not None:
@@ -67,7 +73,7 @@ def detect(ctx: Context) -> Finding:
     if refused is not None:
         return refused
     assert busiest is not None  # without a worker, _not_queueing refused
-    room = serving.idle_cores
+    room = serving.room
     latency = serving.latency()
     if latency:
         evidence |= {
@@ -75,17 +81,26 @@ def detect(ctx: Context) -> Finding:
             "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
         }
     worker = busiest.name or f"thread {busiest.tid}"
-    title = (
-        f"Requests queue behind a single worker: {percent(queued)} of their time in line, "
+    free = (
         f"{room:.1f} cores idle"
+        if serving.yielding_cores < 0.05
+        else f"{room:.1f} cores free or used by lower-priority processes"
+    )
+    title = (
+        f"Requests queue behind a single worker: {percent(queued)} of their time in line, {free}"
     )
     summary = (
         f"{in_flight:.1f} requests were in flight on average, but the server worked on one at "
         f"a time: its worker {worker!r} was busy {percent(busiest.busy)} of the time, and requests "
         f"spent {percent(queued)} of their time waiting in line for it. The server used "
-        f"{serving.server_cpu:.1f} cores while {room:.1f} stayed idle: a second worker would "
-        "have room to run."
+        f"{serving.server_cpu:.1f} cores while {serving.idle_cores:.1f} stayed idle"
     )
+    if serving.yielding_cores >= 0.05:
+        summary += (
+            f" and processes of lower priority than the server used {serving.yielding_cores:.1f} "
+            "(they give way to its threads)"
+        )
+    summary += ": a second worker would have room to run."
     st = ctx.tl.stacks
     t0, t1 = ctx.window
     mask = st.thread_mask(busiest.pid, busiest.tid) & (st.t >= t0) & (st.t <= t1)
@@ -133,13 +148,18 @@ def _not_queueing(
             "work: see event-loop-blocked",
             **evidence,
         )
-    room = serving.idle_cores
+    room = serving.room
     if room < ROOM * serving.server_cpu:
         return not_detected(
             ID,
             f"requests spent {percent(queued)} of their time in line, but there was no room for a "
             f"second worker: the server used {serving.server_cpu:.1f} cores and "
-            f"{room:.1f} stayed idle on the machine",
+            f"{serving.idle_cores:.1f} stayed idle on the machine"
+            + (
+                f" ({serving.yielding_cores:.1f} more used by lower-priority processes)"
+                if serving.yielding_cores >= 0.05
+                else ""
+            ),
             **evidence,
         )
     return None

@@ -22,9 +22,10 @@ request-queueing's or python-bound's case), the GIL was held at the median sampl
 pool's threads spent at least ``GIL_SHARE`` of their time in Python waiting for the GIL: their
 Python would have run at least twice as fast without the others. High from ``HIGH_GIL_SHARE``.
 Impact: the share of request time spent waiting for the GIL (the pool's GIL wait over the
-requests in flight). When the server's event loop, late, was idle in at least ``LOOP_STARVED``
-of its samples, its lag is this contention, and the diagnosis lists this verdict before
-event-loop-blocked.
+requests in flight). When the server's event loop, late, was held off by the GIL (its thread on a
+core less than ``LOOP_OWN_CPU`` of its late time, waits for a core aside, while the GIL was held:
+``serving.loop_while_late``), its lag is this contention, and the diagnosis lists this verdict
+before event-loop-blocked.
 
 What would fool it: a C extension that computes without releasing the GIL looks the same (and
 is the same problem); a handler that blocks inside a C call without releasing the GIL and
@@ -35,8 +36,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from probe.analysis import serving as serving_analysis
 from probe.analysis.detectors.base import Context, Finding, insufficient, not_detected
-from probe.analysis.serving import BLOCKED_LAG, IDLE_STATES, union
+from probe.analysis.serving import (
+    BLOCKED_LAG,
+    IDLE_STATES,
+    LoopWhileLate,
+    loop_while_late,
+    union,
+)
 from probe.analysis.stacks import GIL_WAIT_S
 from probe.units import Count, Duration, Number, Share, duration, percent
 
@@ -47,9 +55,9 @@ GIL_SHARE = Share(0.5)  # of the pool threads' time in Python, spent waiting for
 HIGH_GIL_SHARE = Share(0.8)
 GIL_HELD = Duration(GIL_WAIT_S)  # the sampler's median wait for the GIL when it is held
 MIN_SAMPLES = Count(20)  # the sampler's GIL waits needed to say whether the GIL was held
-# An event loop that was idle (waiting for events or the GIL) in at least this share of its
-# samples while late was held off by the threads that held the GIL, not blocked by its own code.
-LOOP_STARVED = Share(0.5)
+# A late event loop whose thread ran on a core less than this share of its late time (waits for a
+# core aside) while the GIL was held was held off by the threads holding it.
+LOOP_OWN_CPU = serving_analysis.LOOP_OWN_CPU
 
 
 def detect(ctx: Context) -> Finding:
@@ -97,17 +105,20 @@ def detect(ctx: Context) -> Finding:
         )
         return not_detected(ID, why, **evidence)
     impact = min(gil / max(serving.in_flight, 1e-9), 1.0)
-    starved = _loop_starved_share(ctx)
+    loop = _server_loop(ctx)
     evidence |= {"request_gil_share": Share(round(impact, 4))}
-    if starved is not None:
-        evidence["loop_starved_share"] = Share(round(starved, 4))
+    if loop is not None:
+        evidence |= {
+            "loop_late_on_cpu_share": Share(round(loop.on_cpu, 4)),
+            "loop_held_off": loop.held_off,
+        }
     latency = serving.latency()
     if latency:
         evidence |= {
             "p50_ms": Duration(round(latency["p50"] * 1000, 1), "ms"),
             "p99_ms": Duration(round(latency["p99"] * 1000, 1), "ms"),
         }
-    title, summary = _words(working, cpu, gil_share, impact, starved)
+    title, summary = _words(working, cpu, gil_share, impact, loop)
     busy = np.zeros(len(st.t), dtype=bool)
     for thread in pool:
         busy |= st.thread_mask(thread.pid, thread.tid)
@@ -126,7 +137,7 @@ def detect(ctx: Context) -> Finding:
 
 
 def _words(
-    working: float, cpu: float, gil_share: float, impact: float, starved: float | None
+    working: float, cpu: float, gil_share: float, impact: float, loop: LoopWhileLate | None
 ) -> tuple[str, str]:
     """The issue's title and summary."""
     title = (
@@ -140,18 +151,17 @@ def _words(
         f"as FastAPI `def` endpoints) doing Python work gain nothing from more threads; "
         f"{percent(impact)} of the request time went to waiting for the GIL."
     )
-    if starved is not None and starved >= LOOP_STARVED:
+    if loop is not None and loop.held_off:
         summary += (
-            " The event loop's lag is the same contention: while late it was idle, waiting for "
-            "the GIL."
+            " The event loop's lag is the same contention: while late, its thread ran on a core "
+            f"{percent(loop.on_cpu)} of the time, waiting for the GIL these threads held."
         )
     return title, summary
 
 
-def _loop_starved_share(ctx: Context) -> float | None:
-    """Of the server's event-loop samples taken while the loop was late (``BLOCKED_LAG`` or more),
-    the share in which the loop thread was idle (waiting for events, or for the GIL to return
-    from them) rather than running code: the loop was held off, not blocked by its own work."""
+def _server_loop(ctx: Context) -> LoopWhileLate | None:
+    """What the server's event loop (the one late the longest) did while it was late: its own
+    work, or waiting for the GIL (``serving.loop_while_late``)."""
     serving = ctx.serving
     assert serving is not None
     t0, t1 = ctx.window
@@ -164,12 +174,10 @@ def _loop_starved_share(ctx: Context) -> float | None:
     )
     if not len(late):
         return None
-    st = ctx.tl.stacks
-    loops = np.zeros(len(st.t), dtype=bool)
-    for pid, tid in {(int(p), int(t)) for p, t in zip(late.pid, late.extra["tid"])}:
-        loops |= st.thread_mask(pid, tid)
-    starts, durs = union(late.start - late.dur, late.start)
-    inside = loops & ctx.in_intervals(st.t, starts, starts + durs)
-    if not inside.any():
-        return None
-    return st.share(np.isin(st.state, IDLE_STATES), inside)
+    threads, which = np.unique(
+        np.stack([late.pid, late.extra["tid"]], axis=1), axis=0, return_inverse=True
+    )
+    longest = int(np.argmax(np.bincount(which.ravel(), weights=late.dur)))
+    mine = late.select(which.ravel() == longest)
+    pid, tid = (int(v) for v in threads[longest])
+    return loop_while_late(ctx.tl, pid, tid, *union(mine.start - mine.dur, mine.start))
