@@ -300,17 +300,20 @@ def main() -> None:
     parser.add_argument("--workload", choices=["spin", "paced"], default="spin")
     parser.add_argument("--plain", action="store_true", help="each arm once a round, in order")
     parser.add_argument("--stages", action="store_true", help="time the analysis' stages too")
+    parser.add_argument("--keep", type=Path, default=None, help="record the sessions here")
     parser.add_argument("--probe", default=str(Path(sys.executable).parent / "probe"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="verdict-latency-") as tmp:
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
         result = measure(
             args.probe,
             args.arms,
             args.rounds,
             args.command_s,
-            Path(tmp),
+            args.keep.resolve() if args.keep is not None else Path(tmp),
             workload=args.workload,
             plain=args.plain,
             with_stages=args.stages,
