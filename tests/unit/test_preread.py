@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -269,6 +270,7 @@ def test_while_writers_write_with_their_own_flushes(tmp_path: Path) -> None:
             if i % 50 == 0:
                 agent.flush()
                 sampler.flush()
+                time.sleep(0.002)  # the reader's turn, now and then
         agent.close()
         sampler.close()
         done.set()
