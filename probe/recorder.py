@@ -317,7 +317,14 @@ class Recording:
         """Read the record files once: the torch version seen, and what the writers lost."""
         from probe.session.losses import losses_of
 
-        files = read() if read is not None else _read_all(self.directory)
+        files = None
+        if read is not None:
+            try:
+                files = read()
+            except Exception:  # the warm-up's reader failing costs time, never the record
+                files = None
+        if files is None:
+            files = _read_all(self.directory)
         for data in files:
             for event in data.events if data.writer == "agent" else ():
                 if event.get("type") == "torch" and event.get("version"):

@@ -24,6 +24,7 @@ from probe.session.writer import describe_error
 if TYPE_CHECKING:
     from probe.analysis.diagnosis import Diagnosis
     from probe.session.preread import Preread
+    from probe.session.reader import Session
 
 # The analysis and the report (numpy, scipy, hmmlearn, bokeh) are imported only once a run is
 # over: while it records, probe's own process holds the launcher and the sampler, nothing more.
@@ -76,12 +77,29 @@ def analyse(
     progress = terminal.Progress("analysing")
     try:
         progress("loading the session")
-        session = Session(session_dir, meta=meta) if preread is None else preread.session(meta)
+        session = _from_preread(preread, meta) if preread is not None else None
+        if session is None:
+            session = Session(session_dir, meta=meta)
         for warning in session.warnings:
             echo(f"probe: warning: {warning}")
         return diagnose(session, progress)
     finally:
         progress.done()
+
+
+def _from_preread(preread: Preread, meta: dict[str, Any] | None) -> Session | None:
+    """The session from what the warm-up read while it was recorded; None (and a warning) when
+    that fails but for the session itself: a fault in the pre-read costs the time it was to
+    save, never the verdict."""
+    try:
+        return preread.session(meta)
+    except ProbeError:
+        raise  # the session's own fault: a full read would meet it again
+    except Exception as exc:
+        if os.environ.get("PROBE_DEBUG"):
+            traceback.print_exc()
+        warn(f"reading the session ahead failed: {describe(exc)}; it is read again from its start")
+        return None
 
 
 def finish(

@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -290,3 +291,60 @@ def _base_meta(directory: Path) -> None:
     meta = new_meta(kind="doctor", name="s", argv=["python"], cwd=".", settings={}, machine={})
     meta["start"]["monotonic_ns"] = 1_000_000_000
     write_meta(directory, meta)
+
+
+def _recording_with_an_agent(tmp_path: Path) -> tuple[Any, Path]:
+    from probe.recorder import Recording, Settings
+
+    recording = Recording.create(
+        dest=tmp_path, name="r", force=False, kind="doctor", argv=["python"], settings=Settings()
+    )
+    agent = RecordBuffer(str(recording.directory), "agent-7", {"writer": "agent", "pid": 7})
+    agent.event({"type": "torch", "t": 1, "version": "9.9.9"})
+    agent.add(fmt.STEP, 1, 7, 1, 1, 10, 1)
+    agent.close()
+    return recording, recording.directory
+
+
+@pytest.mark.parametrize("reader", ["pre-read", "failing"])
+def test_the_recorder_reads_the_end_of_the_run_from_it_or_itself(
+    tmp_path: Path, reader: str
+) -> None:
+    """What the recorder takes from the record files at the end (the torch version, the
+    losses) is the same from the pre-read's files as from its own read, and a pre-read that
+    fails costs nothing: the recorder reads them itself."""
+    recording, directory = _recording_with_an_agent(tmp_path)
+    preread = Preread(directory)
+    preread.advance()
+
+    def failing() -> list[RecordFileData]:
+        raise RuntimeError("broken")
+
+    recording.finish(
+        status="finished",
+        exit_code=0,
+        signal=None,
+        files=preread.files if reader == "pre-read" else failing,
+    )
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["torch"] == "9.9.9" and meta["status"] == "finished"
+
+
+def test_a_failing_pre_read_costs_the_analysis_time_not_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from probe.cli.common import analyse
+
+    Run(duration=12.0).build(tmp_path / "s")
+    preread = Preread(tmp_path / "s")
+    preread.advance()
+
+    def broken(meta: Any = None) -> Session:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(preread, "session", broken)
+    got = analyse(tmp_path / "s", preread=preread)
+    outputs = Outputs(session_dir=tmp_path / "s")
+    expected = diagnose(Session(tmp_path / "s"))
+    assert renderer("json").render(got, outputs) == renderer("json").render(expected, outputs)
+    assert "reading the session ahead failed: RuntimeError: broken" in capsys.readouterr().err
