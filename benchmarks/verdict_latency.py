@@ -4,20 +4,32 @@ with the warm-up (probe/cli/warmup.py), A/B interleaved in mirrored rounds.
     python benchmarks/verdict_latency.py                        # 3 rounds, a 20 s command
     python benchmarks/verdict_latency.py --command-s 60 --rounds 4 --arms off auto always
     python benchmarks/verdict_latency.py --markdown results/verdict_latency.md
+    python benchmarks/verdict_latency.py --workload paced --command-s 600 --plain --arms auto
 
-The command is one Python thread doing a fixed amount of arithmetic (calibrated here to last about
-``--command-s``); it prints its loop time, then writes a marker line to stderr as its last act.
+The ``spin`` command (the default) is one Python thread doing a fixed amount of arithmetic
+(calibrated here to last about ``--command-s``); it prints its loop time, then writes a marker line
+to stderr as its last act. The ``paced`` command (workloads/paced_train.py) is a training loop with
+a DataLoader and two workers that computes about a millisecond a step and sleeps the rest of its
+36 ms: what probe records from it is what it records from a real training run (steps, waits,
+batches, GC, stacks of every thread, the process tree), at a few percent of a core, so that hour-
+long runs fit beside other work on a shared machine; it prints its loop time, and a shell writes
+the marker once it has exited (torch's teardown is part of the command). ``--plain`` runs each arm
+once a round, in the order given, instead of the mirrored pair (for long commands). ``--stages``
+also times each stage of the analysis of every run's session afterwards in a warm process
+(analysis_stages.py): where the time after the command goes, and how it grows with the session.
+
 probe's stderr is read line by line as it comes: the latency is the time from the marker to the
-line ``probe: verdict: ...`` (what the user waits for), and to probe's exit (the page and the
-file lines as well). The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported and run
-only after the command), ``auto`` (the default: the warm-up runs when the machine has room) and
+line ``probe: verdict: ...`` (what the user waits for), and to probe's exit (the page and the file
+lines as well). The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported and run only
+after the command), ``auto`` (the default: the warm-up runs when the machine has room) and
 ``always`` (no room check: what the warm-up gives when it completes). Also per arm: the command's
 loop time (does the warm-up cost the command?), how many warm-up steps were done (meta.json), and
 the outside sampler's intervals (its 99th percentile and maximum: the warm-up shares probe's
 process, and so its interpreter lock, with the sampler).
 
 Reported: each arm's medians over all its runs, and per arm the median (min-max) over the rounds
-of its round's latency over the ``off`` arm's (each round runs every arm twice, mirrored).
+of its round's latency over the first arm's (each round runs every arm twice, mirrored); the load
+average (1 minute) at each command's end; the session's size.
 """
 
 from __future__ import annotations
@@ -35,10 +47,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import analysis_stages
 import mirrored
 import numpy as np
 
 MARK = "VERDICT-LATENCY-EXIT"
+PACED = Path(__file__).parent / "workloads" / "paced_train.py"
 VERDICT = "probe: verdict:"
 COMMAND = f"""
 import sys, time
@@ -70,11 +84,23 @@ def _lines(stream: Any, out: queue.Queue[tuple[float, str | None]]) -> None:
     out.put((time.monotonic(), None))
 
 
-def run_once(probe: str, iterations: int, mode: str, cwd: Path) -> dict[str, Any]:
+def command(workload: str, command_s: float) -> list[str]:
+    """The command line of one run of ``workload`` lasting about ``command_s``."""
+    if workload == "paced":
+        # The marker comes from the shell once Python has exited: torch's own teardown (0.4-0.9 s
+        # on the 2-core VM) is part of the command, not of the wait for the verdict.
+        script = f'"$@"; status=$?; echo {MARK} >&2; exit $status'
+        return ["sh", "-c", script, "sh", sys.executable, str(PACED), "--seconds", str(command_s)]
+    return [sys.executable, "-c", COMMAND, str(calibrate(command_s))]
+
+
+def run_once(
+    probe: str, argv: list[str], mode: str, cwd: Path, with_stages: bool = False
+) -> dict[str, Any]:
     """One `probe doctor` run with PROBE_WARMUP=mode; the times as read from its stderr."""
     env = {**os.environ, "PROBE_WARMUP": mode, "PROBE_NO_OPEN": "1"}
     env.pop("NO_COLOR", None)
-    cmd = [probe, "doctor", "--", sys.executable, "-c", COMMAND, str(iterations)]
+    cmd = [probe, "doctor", "--", *argv]
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -87,6 +113,7 @@ def run_once(probe: str, iterations: int, mode: str, cwd: Path) -> dict[str, Any
         r.start()
     marked = verdict = None
     loop_s = None
+    load = 0.0
     text: list[str] = []
     open_streams = 2
     while open_streams:
@@ -97,10 +124,13 @@ def run_once(probe: str, iterations: int, mode: str, cwd: Path) -> dict[str, Any
         text.append(line)
         if line.startswith(MARK) and marked is None:
             marked = t
+            load = os.getloadavg()[0]
         elif line.startswith(VERDICT) and verdict is None:
             verdict = t
         elif line.startswith("loop "):
             loop_s = float(line.split()[1])
+        elif line.startswith('{"loop_s"'):
+            loop_s = float(json.loads(line)["loop_s"])
     proc.wait()
     ended = time.monotonic()
     if proc.returncode != 0 or marked is None or verdict is None or loop_s is None:
@@ -109,7 +139,7 @@ def run_once(probe: str, iterations: int, mode: str, cwd: Path) -> dict[str, Any
     meta = json.loads((session / "meta.json").read_text())
     warm = meta.get("warmup") or {}
     p99, worst = _sampler_intervals(session)
-    return {
+    run = {
         "to_verdict_s": verdict - marked,
         "to_exit_s": ended - marked,
         "loop_s": loop_s,
@@ -117,7 +147,26 @@ def run_once(probe: str, iterations: int, mode: str, cwd: Path) -> dict[str, Any
         "steps": warm.get("steps", 0),
         "sampler_p99_ms": p99,
         "sampler_max_ms": worst,
+        "load": load,
+        "session_mb": sum(f.stat().st_size for f in session.glob("*.rec")) / 1e6,
     }
+    if with_stages:
+        run.update({f"stage_{k}_s": v for k, v in _stages(session).items()})
+    return run
+
+
+def _stages(session: Path) -> dict[str, float]:
+    """analysis_stages.py on the session, in a fresh process (this one has no warm analysis)."""
+    out = subprocess.run(
+        [sys.executable, analysis_stages.__file__, str(session), "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"analysis_stages.py failed:\n{out.stderr[-3000:]}")
+    times = json.loads(out.stdout)
+    return {k: float(v) for k, v in times.items() if k not in ("session_mb", "passes")}
 
 
 def _session(text: list[str], cwd: Path) -> Path:
@@ -140,16 +189,24 @@ def _sampler_intervals(session: Path) -> tuple[float, float]:
 
 
 def measure(
-    probe: str, arms: list[str], rounds: int, command_s: float, workdir: Path
+    probe: str,
+    arms: list[str],
+    rounds: int,
+    command_s: float,
+    workdir: Path,
+    *,
+    workload: str = "spin",
+    plain: bool = False,
+    with_stages: bool = False,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
-    iterations = calibrate(command_s)
+    argv = command(workload, command_s)
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     per_round: list[dict[str, list[float]]] = []
     for index in range(rounds):
         latencies: dict[str, list[float]] = {arm: [] for arm in arms}
-        for arm in mirrored.order(arms, index):
-            run = run_once(probe, iterations, arm, workdir)
+        for arm in arms if plain else mirrored.order(arms, index):
+            run = run_once(probe, argv, arm, workdir, with_stages)
             runs[arm].append(run)
             latencies[arm].append(run["to_verdict_s"])
             print(f"round {index + 1} {arm:>6}: " + _line(run), file=sys.stderr, flush=True)
@@ -157,8 +214,9 @@ def measure(
     base = arms[0]
     result: dict[str, Any] = {
         "command_s": command_s,
+        "workload": workload,
         "rounds": rounds,
-        "runs_per_arm": 2 * rounds,
+        "runs_per_arm": rounds if plain else 2 * rounds,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "arms": {},
@@ -182,10 +240,13 @@ def measure(
 
 
 def _line(run: dict[str, Any]) -> str:
+    stages = ", ".join(f"{k[6:-2]} {v:.2f}" for k, v in run.items() if k.startswith("stage_"))
     return (
         f"verdict {run['to_verdict_s']:.2f} s, exit {run['to_exit_s']:.2f} s, loop "
         f"{run['loop_s']:.2f} s, warm-up {run['steps_done']}/{run['steps']}, sampler p99 "
-        f"{run['sampler_p99_ms']:.0f} ms max {run['sampler_max_ms']:.0f} ms"
+        f"{run['sampler_p99_ms']:.0f} ms max {run['sampler_max_ms']:.0f} ms, load "
+        f"{run['load']:.1f}, session {run['session_mb']:.1f} MB"
+        + (f"; stages: {stages}" if stages else "")
     )
 
 
@@ -193,15 +254,17 @@ def markdown(result: dict[str, Any]) -> str:
     arms = list(result["arms"])
     base = arms[0]
     head = (
-        f"A {result['command_s']:g} s command, {result['rounds']} mirrored rounds "
+        f"A {result['command_s']:g} s command ({result['workload']}), {result['rounds']} "
+        f"{'plain' if result['runs_per_arm'] == result['rounds'] else 'mirrored'} rounds "
         f"({result['runs_per_arm']} runs an arm), medians; load average (1, 5, 15 min) before: "
         + ", ".join(f"{x:.2f}" for x in result["load_before"])
         + ", after: "
         + ", ".join(f"{x:.2f}" for x in result["load_after"])
         + "\n\n"
         f"| PROBE_WARMUP | exit to verdict | / {base} (min-max) | exit to probe's exit | "
-        "command loop | warm-up steps | sampler interval p99 / max |\n"
-        "|---|---|---|---|---|---|---|"
+        "command loop | warm-up steps | sampler interval p99 / max | load at the end | "
+        "session |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for arm in arms:
@@ -211,8 +274,21 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(
             f"| {arm} | {a['to_verdict_s']:.2f} s | {r['median']:.2f} ({r['min']:.2f}-"
             f"{r['max']:.2f}) | {a['to_exit_s']:.2f} s | {a['loop_s']:.2f} s | {steps} | "
-            f"{a['sampler_p99_ms']:.0f} / {a['sampler_max_ms']:.0f} ms |"
+            f"{a['sampler_p99_ms']:.0f} / {a['sampler_max_ms']:.0f} ms | {a['load']:.1f} | "
+            f"{a['session_mb']:.1f} MB |"
         )
+    stages = [k for k in result["arms"][base] if k.startswith("stage_")]
+    if stages:
+        rows.append("")
+        rows.append(
+            "Each session analysed again in a warm process (analysis_stages.py), medians, seconds:"
+        )
+        rows.append("")
+        rows.append("| PROBE_WARMUP | " + " | ".join(k[6:-2] for k in stages) + " |")
+        rows.append("|---|" + "---|" * len(stages))
+        for arm in arms:
+            a = result["arms"][arm]
+            rows.append(f"| {arm} | " + " | ".join(f"{a[k]:.2f}" for k in stages) + " |")
     return "\n".join([head, *rows])
 
 
@@ -221,14 +297,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--command-s", type=float, default=20.0)
     parser.add_argument("--arms", nargs="+", default=["off", "auto"])
+    parser.add_argument("--workload", choices=["spin", "paced"], default="spin")
+    parser.add_argument("--plain", action="store_true", help="each arm once a round, in order")
+    parser.add_argument("--stages", action="store_true", help="time the analysis' stages too")
+    parser.add_argument("--keep", type=Path, default=None, help="record the sessions here")
     parser.add_argument("--probe", default=str(Path(sys.executable).parent / "probe"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
-    if args.arms[0] != "off":
-        parser.error("the first arm is the baseline: off")
     with tempfile.TemporaryDirectory(prefix="verdict-latency-") as tmp:
-        result = measure(args.probe, args.arms, args.rounds, args.command_s, Path(tmp))
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        result = measure(
+            args.probe,
+            args.arms,
+            args.rounds,
+            args.command_s,
+            args.keep.resolve() if args.keep is not None else Path(tmp),
+            workload=args.workload,
+            plain=args.plain,
+            with_stages=args.stages,
+        )
     table = markdown(result)
     print(table)
     if args.json:

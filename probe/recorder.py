@@ -31,6 +31,8 @@ from probe.session.recordfile import describe_error
 from probe.session.writer import RecordBuffer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from probe.session.records import RecordFileData
 
 DEFAULT_DEST = ".probe"
@@ -263,15 +265,24 @@ class Recording:
         except OSError:
             return True
 
-    def finish(self, *, status: str, exit_code: int | None, signal: int | None) -> None:
+    def finish(
+        self,
+        *,
+        status: str,
+        exit_code: int | None,
+        signal: int | None,
+        files: Callable[[], list[RecordFileData]] | None = None,
+    ) -> None:
         """Record how the run ended in meta.json; when it cannot be written, ``meta_written`` is
-        False and a warning says why (``meta`` itself is complete either way)."""
+        False and a warning says why (``meta`` itself is complete either way). ``files``: the
+        record files as a full read gives them, from a reader that kept up with them while the
+        run went on (probe.session.preread), instead of reading them all again here."""
         finish_meta(self.meta, status=status, exit_code=exit_code, signal=signal)
         try:
             (self.directory / RESERVE_NAME).unlink(missing_ok=True)  # room for what follows
         except OSError:
             pass
-        self._scan()
+        self._scan(files)
         oom = self.cgroup.oom_kills()
         if oom is not None:
             self.meta["oom_kills"] = oom
@@ -303,21 +314,18 @@ class Recording:
                 "`probe report` will not know how the run ended"
             )
 
-    def _scan(self) -> None:
+    def _scan(self, read: Callable[[], list[RecordFileData]] | None = None) -> None:
         """Read the record files once: the torch version seen, and what the writers lost."""
         from probe.session.losses import losses_of
-        from probe.session.records import read_record_file  # numpy-free
 
-        files = []
-        try:
-            paths = sorted(self.directory.glob("*.rec"))
-        except OSError:
-            paths = []
-        for path in paths:
+        files = None
+        if read is not None:
             try:
-                files.append(read_record_file(path))
-            except Exception:  # a damaged file is the reader's to describe
-                continue
+                files = read()
+            except Exception:  # the warm-up's reader failing costs time, never the record
+                files = None
+        if files is None:
+            files = _read_all(self.directory)
         for data in files:
             for event in data.events if data.writer == "agent" else ():
                 if event.get("type") == "torch" and event.get("version"):
@@ -341,6 +349,23 @@ class Recording:
         if seen:
             launch = self.meta.setdefault("launch", {})
             launch["processes"] = sorted(seen.values(), key=_rank_order)
+
+
+def _read_all(directory: Path) -> list[RecordFileData]:
+    """Every record file of the session that can be read."""
+    from probe.session.records import read_record_file  # numpy-free
+
+    files = []
+    try:
+        paths = sorted(directory.glob("*.rec"))
+    except OSError:
+        paths = []
+    for path in paths:
+        try:
+            files.append(read_record_file(path))
+        except Exception:  # a damaged file is the reader's to describe
+            continue
+    return files
 
 
 def _rank_order(env: dict[str, str]) -> tuple[int, str]:

@@ -21,6 +21,7 @@ from probe.analysis.detectors.base import (
     Context,
     Finding,
 )
+from probe.analysis.native import one_thread
 from probe.analysis.no_issue import HEALTHY, INSUFFICIENT_DATA, without_issue
 from probe.analysis.ordering import causes_first, program_first
 from probe.analysis.phases import Phases, ending, exception_of
@@ -105,6 +106,11 @@ class Diagnosis:
 
 
 def diagnose(session: Session, progress: Progress | None = None) -> Diagnosis:
+    with one_thread():  # native thread pools at one thread: faster, and the same everywhere
+        return _diagnose(session, progress)
+
+
+def _diagnose(session: Session, progress: Progress | None) -> Diagnosis:
     say = progress or (lambda stage: None)
     say("building the timeline")
     tl = build_timeline(session)

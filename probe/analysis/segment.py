@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from probe.analysis.native import one_thread
 from probe.analysis.phases import Phases, find_phases
 from probe.analysis.stacks import STATE
 from probe.analysis.timeline import Timeline
@@ -213,7 +214,9 @@ def _fit(Z: npt.NDArray[np.float64], n_states: int) -> tuple[npt.NDArray[np.int6
     level = hmm_log.level
     hmm_log.setLevel(logging.ERROR)  # it logs non-convergence itself; we check and say so
     try:
-        with warnings.catch_warnings():
+        # (again here: hmmlearn's import is what loads scikit-learn's OpenMP runtime, and a
+        # limit holds only for the pools loaded when it is set)
+        with one_thread(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.fit(Z)
             raw = model.predict(Z)

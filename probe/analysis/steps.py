@@ -178,22 +178,38 @@ def read_steps(
     return StepTable(source=source, **{k: v[order] for k, v in merged.items()})
 
 
+_PAIRS = 1 << 20  # (summary, step) pairs made at once by _prorate
+
+
 def _prorate(
     starts: FloatArray, ends: FloatArray, s_start: FloatArray, s_span: FloatArray, s_dur: FloatArray
 ) -> FloatArray:
-    """Pause time of summary records, spread evenly over their spans, that falls in each step."""
+    """Pause time of summary records, spread evenly over their spans, that falls in each step.
+
+    Each summary covers [a, a + span); what falls in a step is its overlap with the step times
+    its density. The (summary, step) pairs that overlap are made in summary order, a block at
+    a time, and added in that order (``np.add.at`` adds in order): the same sums, bit for bit,
+    as a loop over the summaries, without the loop (36 000 summaries an hour of a program whose
+    young collections come several times a second)."""
     out = np.zeros(len(starts))
     if not len(s_start):
         return out
     density = s_dur / s_span
-    # Each summary covers [a, a + span); its overlap with a step times its density.
-    for a, span, rho in zip(s_start, s_span, density):
-        b = a + span
-        i0 = np.searchsorted(ends, a, side="right")
-        i1 = np.searchsorted(starts, b, side="left")
-        if i1 <= i0:
-            continue
-        seg_start = np.maximum(starts[i0:i1], a)
-        seg_end = np.minimum(ends[i0:i1], b)
-        out[i0:i1] += np.maximum(seg_end - seg_start, 0.0) * rho
+    s_end = s_start + s_span
+    first = np.searchsorted(ends, s_start, side="right")
+    stop = np.searchsorted(starts, s_end, side="left")
+    counts = np.maximum(stop - first, 0)
+    done = np.cumsum(counts)
+    k = 0
+    while k < len(s_start):
+        # the summaries whose pairs come to about _PAIRS, at least one
+        upto = int(np.searchsorted(done, (done[k - 1] if k else 0) + _PAIRS, side="right"))
+        upto = min(max(upto, k + 1), len(s_start))
+        n = counts[k:upto]
+        which = np.repeat(np.arange(k, upto), n)
+        step = first[which] + np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
+        seg_start = np.maximum(starts[step], s_start[which])
+        seg_end = np.minimum(ends[step], s_end[which])
+        np.add.at(out, step, np.maximum(seg_end - seg_start, 0.0) * density[which])
+        k = upto
     return out

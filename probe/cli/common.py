@@ -23,6 +23,8 @@ from probe.session.recordfile import describe_error
 
 if TYPE_CHECKING:
     from probe.analysis.diagnosis import Diagnosis
+    from probe.session.preread import Preread
+    from probe.session.reader import Session
 
 # The analysis and the report (numpy, scipy, hmmlearn, bokeh) are imported only once a run is
 # over: while it records, probe's own process holds the launcher and the sampler, nothing more.
@@ -60,10 +62,14 @@ def contained(what: str, consequence: str) -> Iterator[None]:
         warn(f"{what} failed: {describe(exc)}; {consequence}")
 
 
-def analyse(session_dir: Path, meta: dict[str, Any] | None = None) -> Diagnosis:
+def analyse(
+    session_dir: Path, meta: dict[str, Any] | None = None, preread: Preread | None = None
+) -> Diagnosis:
     """Load and diagnose a session, with a progress line on a terminal when it takes a while.
 
-    ``meta``: the recorder's meta when the final meta.json could not be written."""
+    ``meta``: the recorder's meta when the final meta.json could not be written. ``preread``:
+    the session as read while it was recorded (the same session, with only its tails left to
+    read)."""
     from probe.analysis.diagnosis import diagnose
     from probe.report import terminal
     from probe.session.reader import Session
@@ -71,12 +77,29 @@ def analyse(session_dir: Path, meta: dict[str, Any] | None = None) -> Diagnosis:
     progress = terminal.Progress("analysing")
     try:
         progress("loading the session")
-        session = Session(session_dir, meta=meta)
+        session = _from_preread(preread, meta) if preread is not None else None
+        if session is None:
+            session = Session(session_dir, meta=meta)
         for warning in session.warnings:
             echo(f"probe: warning: {warning}")
         return diagnose(session, progress)
     finally:
         progress.done()
+
+
+def _from_preread(preread: Preread, meta: dict[str, Any] | None) -> Session | None:
+    """The session from what the warm-up read while it was recorded; None (and a warning) when
+    that fails but for the session itself: a fault in the pre-read costs the time it was to
+    save, never the verdict."""
+    try:
+        return preread.session(meta)
+    except ProbeError:
+        raise  # the session's own fault: a full read would meet it again
+    except Exception as exc:
+        if os.environ.get("PROBE_DEBUG"):
+            traceback.print_exc()
+        warn(f"reading the session ahead failed: {describe(exc)}; it is read again from its start")
+        return None
 
 
 def finish(
@@ -196,9 +219,11 @@ def conclude(
     open_report: bool,
     meta: dict[str, Any] | None = None,
     markdown_path: Path | None = None,
+    preread: Preread | None = None,
 ) -> None:
     """After recording: either say how to analyse later, or analyse now. ``meta``: the
-    recorder's own (the truth, even when meta.json could not be written)."""
+    recorder's own (the truth, even when meta.json could not be written); ``preread``: the
+    session as read while it was recorded."""
     from probe.cli.job import multinode_note
 
     note = multinode_note(session_dir)  # a node of a multi-node job: how to see the whole job
@@ -208,7 +233,7 @@ def conclude(
         if note:
             echo(f"probe: note: {note}")
         return
-    diagnosis = analyse(session_dir, meta)
+    diagnosis = analyse(session_dir, meta, preread)
     finish(
         session_dir,
         diagnosis,

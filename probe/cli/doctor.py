@@ -6,6 +6,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,9 @@ from probe.launcher import Launcher, RunResult, resolve_command
 from probe.recorder import Recording, Settings, default_name
 from probe.serve.load import redact_command
 from probe.serve.onport import DEFAULT_STARTUP_TIMEOUT_S, OnPort, OnPortResult, OutputTail
+
+if TYPE_CHECKING:
+    from probe.session.preread import Preread
 
 
 @click.command(
@@ -228,8 +232,9 @@ def run_once(
             open_report=open_report,
             markdown_path=markdown_path,
         )
-    # The analysis gets ready while the command runs, unless there will be none.
-    warm = None if collect_only else warmup.from_environment()
+    # The analysis gets ready while the command runs (and reads the session as it is recorded),
+    # unless there will be none.
+    warm = None if collect_only else warmup.from_environment(session_dir=recording.directory)
     try:
         result = _record(recording, argv, environ, warm)
         for message in recording.warnings + (recording.losses if collect_only else []):
@@ -249,6 +254,7 @@ def run_once(
             json_path=json_path,
             open_report=open_report,
             markdown_path=markdown_path,
+            preread=warm.preread if warm is not None else None,
         )
     finally:
         if warm is not None:
@@ -290,8 +296,14 @@ def _record(
         with contained("stopping the outside sampler", "its last records may be missing"):
             recording.stop_sampler()
     status = "interrupted" if result.interrupted else "finished"
+    preread = warm.preread if warm is not None else None
     with contained("recording how the run ended", "meta.json may not say it"):
-        recording.finish(status=status, exit_code=result.exit_code, signal=result.signal)
+        recording.finish(
+            status=status,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            files=preread.files if preread is not None else None,
+        )
     return result
 
 
@@ -363,9 +375,11 @@ def _analyse(
     json_path: Path | None,
     open_report: bool,
     markdown_path: Path | None,
+    preread: Preread | None = None,
 ) -> int:
     """After the run: the verdict and the report (a warning instead when the session is gone);
-    returns ``status``, the command's, whatever the analysis did."""
+    returns ``status``, the command's, whatever the analysis did. ``preread``: the session as
+    read while it was recorded (the warm-up's), or None."""
     if recording.directory_gone:
         warn(
             f"the session {recording.directory} was removed (or hidden) while {ran}: nothing is "
@@ -380,6 +394,7 @@ def _analyse(
             open_report=open_report,
             meta=recording.meta,
             markdown_path=markdown_path,
+            preread=preread,
         )
     return status
 

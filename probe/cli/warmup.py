@@ -18,6 +18,16 @@ background thread, on these terms:
 The rehearsal analyses a tiny made-up session (``probe.testing``, in a temporary directory that is
 removed) and renders it in every format, so that the real analysis is not the first.
 
+Then, for as long as the command runs, the thread reads the session being recorded: every
+``PREREAD_EVERY_S`` (a step, on the same terms: nice, room) it parses and decodes what the
+record files gained since (``probe.session.preread``), at most ``preread.STEP_BYTES`` a step, so
+that at the command's end only the tails are left to read, whatever the run's length. What it
+holds is the decoded records, about the record files' size (50-100 MB for an hour of training),
+at most ``preread.MAX_BYTES`` (past that it stops and the rest is read at the end); it lets them
+all go as soon as the machine's available memory falls below ``MEMORY_ROOM``. The session the
+analysis gets from it is the one a full read gives, table for table (tests/unit/test_preread.py).
+Recording never depends on it: the recorder and the agents write as they would without it.
+
 ``stop`` (the command has ended) lets the step under way finish, waiting at most ``STOP_WAIT_S``
 for it: the analysis would wait for a half-done import anyway, and never runs beside the
 rehearsal. What is not done by then, the analysis does as before. ``PROBE_WARMUP=off`` turns the
@@ -50,9 +60,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe.collectors.system import Headroom, Room
+
+if TYPE_CHECKING:
+    from probe.session.preread import Preread
 
 AFTER_S = 5.0
 NICE = 10
@@ -60,6 +73,7 @@ FREE_CORES = 0.5
 MEMORY_ROOM = 1 << 30
 CHECK_S = 0.5
 STOP_WAIT_S = 1.0
+PREREAD_EVERY_S = 5.0
 
 # The heaviest imports first, one step each; probe's own modules pull in the rest.
 IMPORTS = (
@@ -92,10 +106,15 @@ class Warmup:
         headroom: Callable[[], Room | None] | None = None,
         steps: list[Step] | None = None,
         check_s: float = CHECK_S,
+        session_dir: Path | None = None,
+        preread_every_s: float = PREREAD_EVERY_S,
     ) -> None:
         self.after_s = after_s
         self.check_room = check_room
         self.check_s = check_s
+        self.session_dir = session_dir  # read while it is recorded, once the steps are done
+        self.preread_every_s = preread_every_s
+        self.preread: Preread | None = None
         self._measure = headroom
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="probe-warmup", daemon=True)
@@ -138,6 +157,7 @@ class Warmup:
             "started_s": None if self.started_s is None else round(self.started_s, 3),
             "cpu_s": round(self.cpu_s, 3),
             "error": self.error or None,
+            "preread": self.preread.summary() if self.preread is not None else None,
         }
 
     def _run(self) -> None:
@@ -151,25 +171,48 @@ class Warmup:
             if self._stop.wait(self.after_s):
                 return
             for step in self.steps:
-                if not self._wait_for_room():
+                if not self._step(step):
                     return
-                self._in_step = True  # before the check: stop() sees one or the other
-                if self._stop.is_set():
-                    return
-                if self.started_s is None:
-                    self.started_s = time.monotonic() - self._t0
-                try:
-                    step.run()
-                except Exception as exc:  # the analysis will meet it again, and say it
-                    self.error = f"{step.name}: {type(exc).__name__}: {exc}"[:300]
-                    return
-                finally:
-                    self._in_step = False
                 self.done += 1
                 self.cpu_s = time.thread_time() - cpu_start
+            self._rehearsal.clean()
+            if self.session_dir is not None:
+                read = Step("pre-read", self._preread)
+                while not self._stop.wait(self.preread_every_s) and self._step(read):
+                    self.cpu_s = time.thread_time() - cpu_start
+                    if self.preread is not None and self.preread.stopped:
+                        break  # (at its cap): what it holds is kept for the analysis
         finally:
             self.cpu_s = time.thread_time() - cpu_start
             self._rehearsal.clean()
+
+    def _step(self, step: Step) -> bool:
+        """Run ``step`` once there is room; False when stopped first, or when it failed."""
+        if not self._wait_for_room():
+            return False
+        self._in_step = True  # before the check: stop() sees one or the other
+        try:
+            if self._stop.is_set():
+                return False
+            if self.started_s is None:
+                self.started_s = time.monotonic() - self._t0
+            step.run()
+            return True
+        except Exception as exc:  # the analysis will meet it again, and say it
+            self.error = f"{step.name}: {type(exc).__name__}: {exc}"[:300]
+            if self.preread is not None:  # what it holds may be half-done: not used
+                self.preread.release(f"the warm-up failed: {self.error}")
+            return False
+        finally:
+            self._in_step = False
+
+    def _preread(self) -> None:
+        from probe.session.preread import Preread
+
+        assert self.session_dir is not None
+        if self.preread is None:
+            self.preread = Preread(self.session_dir)
+        self.preread.advance()
 
     def _wait_for_room(self) -> bool:
         """True once the machine has room for a step; False when stopped first."""
@@ -180,7 +223,12 @@ class Warmup:
         measure()  # the interval starts now: what this thread itself used is not counted
         while not self._stop.wait(self.check_s):
             room = measure()
-            if room is not None and room.cores >= FREE_CORES and room.memory >= MEMORY_ROOM:
+            if room is None:
+                continue
+            if room.memory < MEMORY_ROOM:
+                if self.preread is not None and self.preread.held:  # the command comes first
+                    self.preread.release(f"memory got short ({room.memory >> 20} MiB available)")
+            elif room.cores >= FREE_CORES:
                 return True
         return False
 
@@ -264,12 +312,15 @@ def rehearsal_session(path: Path) -> None:
     b.write()
 
 
-def from_environment(environ: dict[str, str] | None = None) -> Warmup | None:
-    """The warm-up ``PROBE_WARMUP`` asks for: none for ``off``, no room check for ``always``."""
+def from_environment(
+    environ: dict[str, str] | None = None, session_dir: Path | None = None
+) -> Warmup | None:
+    """The warm-up ``PROBE_WARMUP`` asks for: none for ``off``, no room check for ``always``;
+    it reads ``session_dir`` while it is recorded."""
     mode = (environ if environ is not None else os.environ).get("PROBE_WARMUP", "auto").lower()
     if mode in ("off", "0", "no", "false"):
         return None
-    return Warmup(check_room=mode != "always")
+    return Warmup(check_room=mode != "always", session_dir=session_dir)
 
 
 __all__ = ["Warmup", "from_environment", "rehearsal_session"]

@@ -5,11 +5,10 @@ before it that reads and diagnoses the sessions.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,26 +237,10 @@ def diagnose_run(label: str, path: Path) -> RunData:
         session = Session(path)
     except ProbeError as exc:
         raise CompareError(f"{label}: {exc.message}", hint=exc.hint) from None
-    with _one_thread():
-        diagnosis = diagnose(session)
+    diagnosis = diagnose(session)  # (native thread pools at one thread: probe.analysis.native)
     data = run_data(diagnosis, name=path.name, path=str(path))
     data.warnings[:0] = session.warnings
     return data
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Native thread pools (OpenMP, BLAS) at one thread while a session is analysed: the
-    analysis' arrays are small, so more threads only spin against each other and against the
-    other sessions analysed at the same time (on a busy 2-core machine the segmentation took
-    four times as long with two threads as with one)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency, so normally there
-        yield
-        return
-    with threadpool_limits(limits=1):
-        yield
 
 
 def compare(

@@ -6,7 +6,7 @@ Analysis, the report, the CLI and the tests read sessions only through ``Session
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,35 @@ def numpy_dtype(kind: fmt.Kind) -> np.dtype[Any]:
 
 
 _DTYPES = {code: numpy_dtype(kind) for code, kind in fmt.KINDS.items()}
+
+Columns = dict[str, npt.NDArray[Any]]
+
+
+def decode_chunks(chunks: dict[int, list[bytes]]) -> dict[int, Columns]:
+    """The records of each kind's chunks as columns (ids still the file's own), kinds in the
+    order they first appear."""
+    out: dict[int, Columns] = {}
+    for code, payloads in chunks.items():
+        arr = np.frombuffer(b"".join(payloads), dtype=_DTYPES[code])
+        out[code] = {name: np.ascontiguousarray(arr[name]) for name in arr.dtype.names or ()}
+    return out
+
+
+@dataclass
+class DecodedFile:
+    """One record file read: its framing (``data``, whose ``chunks`` may have been emptied) and
+    its records decoded into columns by kind (``decode_chunks``)."""
+
+    data: RecordFileData
+    columns: dict[int, Columns]
+
+
+def read_decoded(path: Path) -> DecodedFile:
+    """One record file, read whole and decoded; its raw chunks are let go."""
+    data = read_record_file(path)
+    columns = decode_chunks(data.chunks)
+    data.chunks = {}
+    return DecodedFile(data, columns)
 
 
 class Table:
@@ -87,10 +116,17 @@ class Session:
     the recording itself lost (a full disk, a failing collector) is in ``losses``.
 
     ``meta``: the recorder's own copy of meta.json, for a run whose final meta.json could not be
-    written (the one on disk then still says the run is going on).
+    written (the one on disk then still says the run is going on). ``read``: how each record file
+    is read (``read_decoded``, or the same from what was read while the run went on:
+    probe.session.preread); it raises ``OSError`` for a file that cannot be read.
     """
 
-    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: dict[str, Any] | None = None,
+        read: Callable[[Path], DecodedFile] = read_decoded,
+    ) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SessionNotFound(f"no such session: {self.path}")
@@ -98,18 +134,19 @@ class Session:
             raise NotASession(f"{self.path} is a file, not a session directory")
         self.meta = meta if meta is not None else read_meta(self.path)
         self.warnings: list[str] = []
-        self.files: list[RecordFileData] = []
+        decoded: list[DecodedFile] = []
         for rec in sorted(self.path.glob("*.rec")):
             try:
-                self.files.append(read_record_file(rec))
+                decoded.append(read(rec))
             except (SessionVersionError, NotASession):
                 raise
             except OSError as exc:
                 self.warnings.append(f"{rec.name}: could not be read ({exc.strerror})")
+        self.files: list[RecordFileData] = [d.data for d in decoded]
         for f in self.files:
             self.warnings.extend(f.warnings)
         self.faults = read_faults(self.path)
-        self._build()
+        self._build(decoded)
         self.losses: list[Loss] = losses_of(self.files)
         try:
             start = self.start_ns
@@ -120,14 +157,14 @@ class Session:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _build(self) -> None:
+    def _build(self, decoded: list[DecodedFile]) -> None:
         self.strings: list[str] = [""]
         string_ids: dict[str, int] = {"": 0}
         self.events: list[dict[str, Any]] = []
         per_kind: dict[int, list[dict[str, npt.NDArray[Any]]]] = {}
         node_offset = 0
         frame_offset = 0
-        for f in self.files:
+        for f, columns in ((d.data, d.columns) for d in decoded):
             top = max(f.strings, default=0)
             mapping = np.zeros(top + 1, dtype=np.uint32)
             for local, text in f.strings.items():
@@ -143,10 +180,9 @@ class Session:
                 self.events.append(ev)
             n_nodes = 0
             n_frames = 0
-            for code, payloads in f.chunks.items():
+            for code, decoded_cols in columns.items():
                 kind = fmt.KINDS[code]
-                arr = np.frombuffer(b"".join(payloads), dtype=_DTYPES[code])
-                cols = {name: np.ascontiguousarray(arr[name]) for name in arr.dtype.names or ()}
+                cols = dict(decoded_cols)
                 for name in kind.string_fields:
                     ids = cols[name]
                     cols[name] = mapping[np.where(ids < len(mapping), ids, 0)]
@@ -177,7 +213,9 @@ class Session:
             names = list(dtype.names or ())
             if kind.name in _AGENT_KINDS:
                 names.append("pid")
-            if parts:
+            if len(parts) == 1:
+                cols = {n: parts[0][n] for n in names}
+            elif parts:
                 cols = {n: np.concatenate([p[n] for p in parts]) for n in names}
             else:
                 cols = {
@@ -185,10 +223,11 @@ class Session:
                     for n in names
                 }
             time_col = "t" if "t" in cols else ("t0" if "t0" in cols else None)
-            if time_col is not None and len(cols[time_col]) > 1:
+            # In time order already (the stable sort would leave every row where it is): most
+            # tables, and the largest, come from one writer that writes them in time order.
+            if time_col is not None and not _ascending(cols[time_col]):
                 order = np.argsort(cols[time_col], kind="stable")
-                if not np.all(order[:-1] < order[1:]):
-                    cols = {n: v[order] for n, v in cols.items()}
+                cols = {n: v[order] for n, v in cols.items()}
             self._tables[kind.name] = Table(kind.name, cols)
         self._build_stacks(node_offset, frame_offset)
 
@@ -282,6 +321,10 @@ class Session:
         return max(times) if times else self.start_ns
 
 
+def _ascending(t: npt.NDArray[Any]) -> bool:
+    return len(t) < 2 or bool(np.all(t[:-1] <= t[1:]))
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -335,4 +378,16 @@ def is_session(path: Path) -> bool:
     return (path / "meta.json").is_file()
 
 
-__all__ = ["Frame", "Loss", "RecordFileData", "Session", "Table", "is_session", "read_record_file"]
+__all__ = [
+    "Columns",
+    "DecodedFile",
+    "Frame",
+    "Loss",
+    "RecordFileData",
+    "Session",
+    "Table",
+    "decode_chunks",
+    "is_session",
+    "read_decoded",
+    "read_record_file",
+]

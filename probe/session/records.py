@@ -8,6 +8,7 @@ numpy columns from what this returns.
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,128 @@ def read_record_file(path: Path) -> RecordFileData:
     damaged chunk in the middle, after which reading resumes at the next whole chunk. A file that
     is not a probe record file raises ``NotASession``, one of a newer major format
     ``SessionVersionError``; one that was torn while it was being created reads as empty."""
-    data = path.read_bytes()
+    return _parse_file(path, path.read_bytes())
+
+
+class RecordFileReader:
+    """One record file read as it grows, so that a reader that keeps up with the writer has
+    only its tail left to read when the writing ends (probe.session.preread).
+
+    ``advance()`` parses the whole chunks written since the last call and stops before the
+    first one that is not whole yet: one still being written, or a damaged one, left for
+    ``finish`` to judge. ``finish()`` reads the rest exactly as ``read_record_file`` reads a
+    whole file (torn tails and damage skipped with warnings, the header read again: a writer
+    rewrites it in place to note what it lost) and returns what the whole file holds; it changes
+    nothing that ``advance`` keeps, so it may be called again after more was written. The
+    chunks ``advance`` parsed are in ``parsed.chunks`` until the caller takes them (a caller
+    that decodes them as they come clears them; ``finish`` then returns only the chunks it
+    parsed itself, and says so).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parsed: RecordFileData | None = None  # what advance() parsed; None before a header
+        self.position = 0  # where the next chunk starts: everything before it is parsed
+        self._head_len = 0
+        self._identity: tuple[int, int] | None = None
+        self._misfits = 0
+        self._unreadable = 0
+        self.restarts = 0  # times the file was found replaced or cut, and read from its start
+
+    def advance(self, limit: int = 1 << 62) -> int:
+        """Parse at most about ``limit`` more bytes of whole chunks; the bytes parsed."""
+        with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if self._identity != (st.st_dev, st.st_ino) or st.st_size < self.position:
+                if self._identity is not None:  # replaced or cut under us
+                    self._restart()
+                self._identity = (st.st_dev, st.st_ino)
+            if self.parsed is None and not self._read_header(f):
+                return 0
+            assert self.parsed is not None
+            f.seek(self.position)
+            data = f.read(max(0, min(limit, st.st_size - self.position)))
+            if len(data) >= fmt.CHUNK_HEADER.size and _chunk_at(data, 0) is None:
+                nbytes = fmt.CHUNK_HEADER.unpack_from(data, 0)[4]  # a chunk larger than limit
+                data += f.read(max(0, fmt.CHUNK_HEADER.size + nbytes - len(data)))
+        counts = [self._misfits, self._unreadable]
+        used = _parse_chunks(self.parsed, data, 0, self.position, counts, final=False)
+        self._misfits, self._unreadable = counts
+        self.position += used
+        return used
+
+    def finish(self) -> tuple[RecordFileData, bool]:
+        """The whole file's contents, as ``read_record_file`` gives them, and whether they
+        continue what ``advance`` parsed: False when the file was read again from its start
+        (its header changed shape, or nothing was parsed before), and then the chunks returned
+        are all of the file's, not only those ``advance`` left."""
+        with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            same = self._identity == (st.st_dev, st.st_ino) and st.st_size >= self.position
+            if self.parsed is None or not same:
+                return _parse_file(self.path, f.read()), False
+            head = f.read(fmt.FILE_HEADER.size + self._head_len)
+            header = _header_of(head, self._head_len)
+            if header is None:  # rewritten in another shape, or torn: read as a whole file
+                f.seek(0)
+                return _parse_file(self.path, f.read()), False
+            f.seek(self.position)
+            tail = f.read()
+        state = self.parsed
+        out = RecordFileData(
+            path=self.path,
+            header=header,
+            chunks={code: list(payloads) for code, payloads in state.chunks.items()},
+            strings=dict(state.strings),
+            events=list(state.events),
+        )
+        counts = [self._misfits, self._unreadable]
+        _parse_chunks(out, tail, 0, self.position, counts, final=True)
+        _count_warnings(out, *counts)
+        return out, True
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        self.parsed = None
+        self.position = 0
+        self._head_len = 0
+        self._misfits = self._unreadable = 0
+
+    def _read_header(self, f: Any) -> bool:
+        """Parse the file's header once it is whole and sound; whether it is."""
+        head = f.read(fmt.FILE_HEADER.size)
+        if len(head) < fmt.FILE_HEADER.size:
+            return False
+        magic, major, _minor, head_len = fmt.FILE_HEADER.unpack(head)
+        if magic != fmt.FILE_MAGIC or major > fmt.FORMAT_MAJOR:
+            return False  # finish() says what it is
+        header = _header_of(head + f.read(head_len), head_len)
+        if header is None:
+            return False
+        self.parsed = RecordFileData(path=self.path, header=header)
+        self._head_len = head_len
+        self.position = fmt.FILE_HEADER.size + head_len
+        return True
+
+
+def _header_of(head: bytes, head_len: int) -> dict[str, Any] | None:
+    """The header of a file whose header is ``head_len`` long, from its first bytes; None when
+    they do not hold one of that length in this major format (or a header that is not whole)."""
+    size = fmt.FILE_HEADER.size
+    if len(head) < size + head_len:
+        return None
+    magic, major, _minor, length = fmt.FILE_HEADER.unpack_from(head, 0)
+    if magic != fmt.FILE_MAGIC or major > fmt.FORMAT_MAJOR or length != head_len:
+        return None
+    try:
+        header = json.loads(head[size : size + head_len])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def _parse_file(path: Path, data: bytes) -> RecordFileData:
+    """``read_record_file`` on the file's bytes."""
     head_size = fmt.FILE_HEADER.size
     if len(data) < head_size:
         if fmt.FILE_MAGIC.startswith(data[: len(fmt.FILE_MAGIC)]):  # nothing, or a torn start
@@ -78,24 +200,39 @@ def read_record_file(path: Path) -> RecordFileData:
         )
     out = RecordFileData(path=path, header=header)
     pos = head_size + head_len
+    counts = [0, 0]
+    _parse_chunks(out, data, pos, 0, counts, final=True)
+    _count_warnings(out, *counts)
+    return out
+
+
+def _parse_chunks(
+    out: RecordFileData, data: bytes, pos: int, base: int, counts: list[int], *, final: bool
+) -> int:
+    """Add the chunks in ``data`` (the file's bytes from offset ``base`` on) from ``pos`` on to
+    ``out``; how many bytes were used. Not ``final``: stop before the first chunk that is not
+    whole. Final: skip damage with a warning and resume at the next whole chunk, as far as the
+    end. ``counts``: chunks skipped so far because their records do not have the size of their
+    kind, and because their JSON is unreadable (updated)."""
+    first = pos
     size = len(data)
-    misfits = 0
-    unreadable = 0
+    name = out.path.name
     while pos < size:
         chunk = _chunk_at(data, pos)
         if chunk is None:
+            if not final:
+                return pos - first
             resume = _next_chunk(data, pos + 1)
             if resume < 0:
                 if size - pos < fmt.CHUNK_HEADER.size:
-                    out.warnings.append(f"{path.name}: skipped a truncated record at the end")
+                    out.warnings.append(f"{name}: skipped a truncated record at the end")
                 else:
                     out.warnings.append(
-                        f"{path.name}: skipped {size - pos} bytes of torn or damaged records "
-                        "at the end"
+                        f"{name}: skipped {size - pos} bytes of torn or damaged records at the end"
                     )
-                break
+                return size - first
             out.warnings.append(
-                f"{path.name}: skipped {resume - pos} bytes of damaged records at offset {pos}"
+                f"{name}: skipped {resume - pos} bytes of damaged records at offset {base + pos}"
             )
             pos = resume
             continue
@@ -104,20 +241,24 @@ def read_record_file(path: Path) -> RecordFileData:
         payload = data[start:end]
         if kind in fmt.JSON_KINDS:
             if not _read_json_chunk(out, kind, payload):
-                unreadable += 1
+                counts[1] += 1
         elif kind in fmt.KINDS:
             if end - start != count * fmt.KINDS[kind].struct.size:
-                misfits += 1
+                counts[0] += 1
                 continue
             out.chunks.setdefault(kind, []).append(payload)
         # A newer minor version may add kinds; older readers skip what they do not know.
+    return pos - first
+
+
+def _count_warnings(out: RecordFileData, misfits: int, unreadable: int) -> None:
+    name = out.path.name
     if misfits:
         out.warnings.append(
-            f"{path.name}: skipped {misfits} chunk(s) whose records do not have the expected size"
+            f"{name}: skipped {misfits} chunk(s) whose records do not have the expected size"
         )
     if unreadable:
-        out.warnings.append(f"{path.name}: skipped {unreadable} chunk(s) of unreadable JSON")
-    return out
+        out.warnings.append(f"{name}: skipped {unreadable} chunk(s) of unreadable JSON")
 
 
 _CHUNK_MAGIC_BYTES = fmt.CHUNK_HEADER.pack(fmt.CHUNK_MAGIC, 0, 0, 0, 0, 0)[:4]

@@ -115,6 +115,19 @@ def test_verdict_latency_runs_both_arms(tmp_path: Path) -> None:
     assert result["arms"]["off"]["steps"] == 0 and result["arms"]["always"]["steps"] > 0
 
 
+def test_verdict_latency_runs_the_paced_training_loop_and_times_the_stages(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "v.json"
+    args = ["--workload", "paced", "--command-s", "3", "--plain", "--rounds", "1"]
+    args += ["--arms", "always", "--stages", "--keep", str(tmp_path / "runs"), "--json", str(out)]
+    bench([str(BENCH / "verdict_latency.py"), *args], 300)
+    arm = json.loads(out.read_text())["arms"]["always"]
+    assert arm["loop_s"] >= 3 and 0 < arm["to_verdict_s"] < arm["to_exit_s"]
+    assert arm["session_mb"] > 0 and arm["stage_to_verdict_s"] > 0 and arm["stage_page_s"] > 0
+    assert len(list((tmp_path / "runs" / ".probe").glob("*/diagnosis.json"))) == 1
+
+
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="needs gdb")
 def test_attach_latency_runs() -> None:
     result = bench([str(BENCH / "attach_latency.py"), "--runs", "1"], 300)

@@ -1,4 +1,5 @@
-"""The warm-up (probe/cli/warmup.py) changes neither the verdict nor the command's exit status."""
+"""The warm-up (probe/cli/warmup.py) changes neither the verdict nor the command's exit status;
+nor does its reading of the session while the command runs (probe.session.preread)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.conftest import PYTHON, SCENARIOS, probe_env, run_probe
+from tests.conftest import PYTHON, REPO, SCENARIOS, probe_env, run_probe
 
 DIAGNOSE = """
 import json, sys
@@ -71,3 +72,30 @@ def test_probe_doctor_with_the_warm_up_keeps_the_exit_status_and_the_verdict(
     again = run_probe(["report", str(session), "--json", str(tmp_path / "cold.json")])
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "cold.json").read_text() == warmed
+
+
+def test_a_session_read_while_it_was_recorded_gets_the_verdict_a_cold_read_gets(
+    tmp_path: Path,
+) -> None:
+    """A training loop (DataLoader, AdamW) long enough for the warm-up to read the session
+    several times while it ran (``always``: whatever the machine's load): the diagnosis
+    `probe doctor` made from that is byte for byte the one `probe report` makes by reading the
+    session from scratch with no warm-up."""
+    program = REPO / "benchmarks" / "workloads" / "paced_train.py"
+    command = [PYTHON, str(program), "--seconds", "24", "--workers", "1"]
+    result = run_probe(
+        ["doctor", "--dest", str(tmp_path), "--name", "s", "--", *command],
+        env=probe_env(PROBE_WARMUP="always"),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    session = tmp_path / "s"
+    warm = json.loads((session / "meta.json").read_text())["warmup"]
+    assert warm["error"] is None, warm
+    assert warm["preread"]["advances"] >= 1 and warm["preread"]["parsed_mb"] > 0, warm
+    again = run_probe(
+        ["report", str(session), "--json", str(tmp_path / "cold.json")],
+        env=probe_env(PROBE_WARMUP="off"),
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "cold.json").read_text() == (session / "diagnosis.json").read_text()

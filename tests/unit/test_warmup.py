@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -243,3 +244,92 @@ def test_cgroup_cpu_usage_v1(tmp_path: Path) -> None:
     (tmp_path / "cpuacct").mkdir()
     (tmp_path / "cpuacct" / "cpuacct.usage").write_text("2500000000\n")
     assert Cgroup(root=tmp_path).cpu_usage_s() == 2.5
+
+
+def _session(path: Path) -> Path:
+    from tests.unit.synthetic_runs import Run
+
+    Run(duration=12.0).build(path)
+    return path
+
+
+def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert condition()
+
+
+def test_after_its_steps_it_reads_the_session_being_recorded(tmp_path: Path) -> None:
+    log: list[str] = []
+    session = _session(tmp_path / "s")
+    w = Warmup(
+        after_s=0.0,
+        check_room=False,
+        steps=_recording_steps(log),
+        session_dir=session,
+        preread_every_s=0.01,
+    )
+    w.start()
+    _until(lambda: w.preread is not None and w.preread.parsed > 0)
+    assert log == ["s0", "s1", "s2"]  # the steps first
+    w.stop()
+    assert w.join(10.0)
+    summary = w.summary()["preread"]
+    assert summary["advances"] >= 1 and summary["parsed_mb"] > 0 and summary["stopped"] is None
+    assert w.preread is not None
+    from probe.session.reader import Session
+    from tests.unit.test_preread import same_session
+
+    same_session(w.preread.session(), Session(session))
+
+
+def test_the_pre_read_is_let_go_when_memory_gets_short(tmp_path: Path) -> None:
+    """What the pre-read holds is the command's memory to have: below MEMORY_ROOM available,
+    it is let go and pre-reading ends (the analysis then reads the whole session)."""
+    session = _session(tmp_path / "s")
+    short = threading.Event()
+
+    def headroom() -> Room | None:
+        return Room(cores=2.0, memory=100 << 20) if short.is_set() else ROOMY
+
+    w = Warmup(
+        after_s=0.0,
+        headroom=headroom,
+        steps=[],
+        check_s=0.001,
+        session_dir=session,
+        preread_every_s=0.01,
+    )
+    w.start()
+    _until(lambda: w.preread is not None and w.preread.held > 0)
+    short.set()
+    _until(lambda: w.preread is not None and w.preread.held == 0)
+    w.stop()
+    assert w.join(10.0)
+    assert w.preread is not None and "memory got short" in w.preread.stopped
+
+
+def test_a_failing_pre_read_is_let_go_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from probe.session import preread
+
+    session = _session(tmp_path / "s")
+    calls: list[int] = []
+    advance = preread.Preread.advance
+
+    def breaks(self: preread.Preread, limit: int = preread.STEP_BYTES) -> int:
+        calls.append(limit)
+        if len(calls) > 1:
+            raise RuntimeError("broken")
+        return advance(self, limit)
+
+    monkeypatch.setattr(preread.Preread, "advance", breaks)
+    w = Warmup(after_s=0.0, check_room=False, steps=[], session_dir=session, preread_every_s=0.01)
+    w.start()
+    _until(lambda: bool(w.error))
+    w.stop()
+    assert w.join(10.0)
+    assert w.error == "pre-read: RuntimeError: broken"
+    assert w.preread is not None and w.preread.held == 0 and "failed" in w.preread.stopped
