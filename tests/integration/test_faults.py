@@ -219,9 +219,14 @@ def test_a_collector_that_raises_on_every_call(tmp_path: Path) -> None:
 COMMAND = [
     PYTHON,
     "-c",
-    # A loop of two seconds (a run that never reached a loop is not judged by the detectors).
-    "import time; print('out', flush=True); t = time.time()\n"
-    "while time.time() - t < 2: sum(range(1000))\n"
+    # A loop of 100 steps, 20 ms each (a run that never reached a loop is not judged by the
+    # detectors; its steps say it did, on any machine, where 2 s of bare computation was read as
+    # start-up on a loaded one).
+    "import time, probe; print('out', flush=True)\n"
+    "for _ in range(100):\n"
+    "    t = time.time()\n"
+    "    while time.time() - t < 0.02: sum(range(1000))\n"
+    "    probe.step()\n"
     "raise SystemExit(3)",
 ]
 

@@ -80,10 +80,9 @@ def main() -> int:
     moment = {"start": 0, "middle": STEPS // 2, "end": STEPS}[args.at]
     for step in range(STEPS + 1):
         if step == moment:
-            if args.fill and step == STEPS:
-                # the loop has ended: a pause (an evaluation, say) longer than the agent's flush
-                # period (0.2 s) lets the loop's records reach the disk before it fills, on a
-                # busy machine too
+            if args.fill and step > 0:
+                # a pause (an evaluation, say) longer than the agent's flush period (0.2 s) lets
+                # the steps so far reach the disk before it fills, on a busy machine too
                 time.sleep(1.0)
             if args.fill:
                 fill(args.fill)
