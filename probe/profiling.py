@@ -286,6 +286,7 @@ class Profile:
             "dir": str(recording.directory),
             "session": recording.directory.name,
             "stack_hz": settings.stack_hz,
+            "stack_budget": settings.stack_budget,
             "flush_ms": settings.flush_ms,
             "lag_ms": settings.lag_ms,
             "stop_file": str(recording.directory / STOP_FILE),

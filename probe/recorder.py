@@ -48,6 +48,8 @@ class Settings:
 
     sample_interval_ms: float = 100.0  # outside sampler (process tree, threads, system)
     stack_hz: float = 100.0  # Python stack sampling in each process; 0 turns it off
+    # the share of the time between samples that sampling may cost the program (the agent's pacer)
+    stack_budget: float = 0.01
     flush_ms: float = 200.0  # how often agents write what they buffered
     lag_ms: float = 20.0  # asyncio lag probe period
     inject: bool = True  # load the agent into Python processes
@@ -195,6 +197,7 @@ class Recording:
                 "dir": str(self.directory.resolve()),
                 "session": self.directory.name,
                 "stack_hz": self.settings.stack_hz,
+                "stack_budget": self.settings.stack_budget,
                 "flush_ms": self.settings.flush_ms,
                 "lag_ms": self.settings.lag_ms,
             }

@@ -82,6 +82,7 @@ def _settings_config(directory: Path, settings: Settings) -> dict[str, Any]:
         "dir": str(directory.resolve()),
         "session": directory.name,
         "stack_hz": settings.stack_hz,
+        "stack_budget": settings.stack_budget,
         "flush_ms": settings.flush_ms,
         "lag_ms": settings.lag_ms,
     }

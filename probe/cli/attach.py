@@ -35,6 +35,7 @@ def attach(
     force: bool,
     sample_interval: float,
     stack_rate: float,
+    stack_budget: float,
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
@@ -55,7 +56,10 @@ def attach(
       probe attach 12345 --no-inject        # outside data only
     """
     settings = Settings(
-        sample_interval_ms=sample_interval, stack_hz=stack_rate, inject=not no_inject
+        sample_interval_ms=sample_interval,
+        stack_hz=stack_rate,
+        stack_budget=stack_budget / 100,
+        inject=not no_inject,
     )
     run = AttachRun.prepare(
         pid,

@@ -77,6 +77,7 @@ def doctor(
     force: bool,
     sample_interval: float,
     stack_rate: float,
+    stack_budget: float,
     collect_only: bool,
     open_report: bool,
     json_path: Path | None,
@@ -114,7 +115,10 @@ def doctor(
     environ = dict(os.environ)
     resolve_command(argv, environ)  # a missing command fails before anything is created
     settings = Settings(
-        sample_interval_ms=sample_interval, stack_hz=stack_rate, inject=not no_inject
+        sample_interval_ms=sample_interval,
+        stack_hz=stack_rate,
+        stack_budget=stack_budget / 100,
+        inject=not no_inject,
     )
     serve = None if on_port is None else _Serve(on_port, port, startup_timeout)
     if repeat > 1:

@@ -62,6 +62,16 @@ def recording_options(func: F) -> F:
             "less often (down to 10 Hz) while sampling would cost the program time (0: none).",
         ),
         click.option(
+            "--stack-budget",
+            "stack_budget",
+            type=click.FloatRange(0.1, 50),
+            default=1.0,
+            show_default=True,
+            metavar="PCT",
+            help="The share of the time between stack samples that sampling may cost the "
+            "program, in percent: above it the agent samples less often.",
+        ),
+        click.option(
             "--collect-only",
             is_flag=True,
             help="Record the session only; analyse it later with `probe report`.",
