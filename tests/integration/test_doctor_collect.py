@@ -22,10 +22,16 @@ from tests.waiting import recorded, wait_until
 
 
 def collect(
-    tmp_path: Path, *command: str, name: str = "s", **kw: object
+    tmp_path: Path,
+    *command: str,
+    name: str = "s",
+    options: tuple[str, ...] = (),
+    **kw: object,
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``probe doctor --collect-only [options] -- command`` into ``tmp_path/name``."""
+    argv = ["doctor", "--collect-only", *options, "--dest", str(tmp_path), "--name", name]
     result = run_probe(
-        ["doctor", "--collect-only", "--dest", str(tmp_path), "--name", name, "--", *command],
+        [*argv, "--", *command],
         **kw,  # type: ignore[arg-type]
     )
     return result, tmp_path / name
@@ -583,24 +589,8 @@ def test_the_stack_rate_drops_while_sampling_costs_the_program(tmp_path: Path) -
     # and the timer's lateness on a VM), which the default 1 % turns into the slowest rate
     # already on a slow VM; spinning, the GIL handoff (up to the 5 ms switch interval) still
     # takes the rate down. What is tested is that mechanism, not the machine's cost.
-    result, path = (
-        run_probe(
-            [
-                "doctor",
-                "--collect-only",
-                "--stack-budget",
-                "10",
-                "--dest",
-                str(tmp_path),
-                "--name",
-                "s",
-                "--",
-                PYTHON,
-                str(PROGRAMS / "paced.py"),
-                "3.0",
-            ]
-        ),
-        tmp_path / "s",
+    result, path = collect(
+        tmp_path, PYTHON, str(PROGRAMS / "paced.py"), "3.0", options=("--stack-budget", "10")
     )
     assert result.returncode == 0, result.stderr
     session = Session(path)
@@ -635,24 +625,12 @@ def test_waiting_for_a_cpu_is_not_read_as_waiting_for_the_gil(tmp_path: Path) ->
     from probe.analysis.stacks import GIL_WAIT_S, classify_stacks
 
     # (10 % budget: enough samples on a VM whose rounds cost ~1 ms, as in the test above)
-    result, path = (
-        run_probe(
-            [
-                "doctor",
-                "--collect-only",
-                "--stack-budget",
-                "10",
-                "--dest",
-                str(tmp_path),
-                "--name",
-                "s",
-                "--",
-                PYTHON,
-                str(PROGRAMS / "asleep_on_busy_cores.py"),
-                "2.0",
-            ]
-        ),
-        tmp_path / "s",
+    result, path = collect(
+        tmp_path,
+        PYTHON,
+        str(PROGRAMS / "asleep_on_busy_cores.py"),
+        "2.0",
+        options=("--stack-budget", "10"),
     )
     assert result.returncode == 0, result.stderr
     session = Session(path)
