@@ -214,6 +214,14 @@ def size(n_bytes: float) -> str:
     return text(Bytes(n_bytes))
 
 
+def sizes(first: float, second: float) -> tuple[str, str]:
+    """Two sizes in words, in the unit of the larger, so that "6.3 GB to 42.8 GB" reads at a
+    glance where "6427 MB to 42.8 GB" does not."""
+    if max(abs(first), abs(second)) < 10 * GiB:
+        return size(first), size(second)
+    return f"{first / GiB:.1f} GB", f"{second / GiB:.1f} GB"
+
+
 def elapsed(seconds: float) -> str:
     """How long a run lasted, as a person reads a clock: "12.3 s", "4 min 05 s", "2 h 03 min"."""
     if seconds < 60:
@@ -419,5 +427,6 @@ __all__ = [
     "percent",
     "plain",
     "size",
+    "sizes",
     "text",
 ]

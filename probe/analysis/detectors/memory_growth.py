@@ -44,7 +44,7 @@ from probe.analysis.detectors.base import (
     not_detected,
 )
 from probe.analysis.stats import Trend, binned_medians, drift, trend
-from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share, duration, size
+from probe.units import Bytes, Count, Duration, Interval, Number, Rate, Share, duration, size, sizes
 
 ID = "memory-growth"
 MIN_TAU = Number(0.6)
@@ -100,7 +100,7 @@ def detect(ctx: Context) -> Finding:
         f"{'CUDA memory' if cuda else 'Memory'} grows steadily: "
         f"{size(worst['rate_bytes_per_s'] * 60)} per minute {where}"
     )
-    start, end = _same_unit(worst["start_bytes"], current)
+    start, end = sizes(worst["start_bytes"], current)
     summary = (
         f"{'CUDA memory allocated' if cuda else 'Resident memory'} {where} grew from {start} to "
         f"{end} over the steady state, {size(worst['rate_bytes_per_s'])}/s (95 % interval "
@@ -154,15 +154,6 @@ def _candidates(ctx: Context) -> list[dict[str, Any]]:
             )
             candidates.append(result)
     return candidates
-
-
-def _same_unit(first: float, second: float) -> tuple[str, str]:
-    """Two sizes in words, in the unit of the larger, so that "6.3 GB to 42.8 GB" reads at a
-    glance where "6427 MB to 42.8 GB" does not."""
-    big = max(abs(first), abs(second))
-    if big < 10 * 2**30:
-        return size(first), size(second)
-    return f"{first / 2**30:.1f} GB", f"{second / 2**30:.1f} GB"
 
 
 def _growth(t: np.ndarray[Any, Any], values: np.ndarray[Any, Any]) -> dict[str, Any] | None:
