@@ -7,7 +7,7 @@ nice-19 task keeps 1.5 % of a core against one at nice 0, 4 % against nice 5). T
 for the job, not load on its cores. Across groups weights do not apply: each cgroup with the cpu
 controller, and with autogroup (``/proc/sys/kernel/sched_autogroup_enabled``) each session, gets
 its share whatever its tasks' nice. So a process counts here when it is outside the job's tree,
-its nice is higher than the job's at the scan, and it is in the job's cgroup and autogroup
+its nice is higher than the job's at the scan, and it is in the job's CPU cgroup and autogroup
 (anything unread counts as another group: its CPU stays load). Its CPU and nice are read from
 ``/proc/<pid>/stat`` (user and system ticks) every ``SCAN_EVERY`` passes of the outside sampler;
 CPU a process used before it was first seen is not counted.
@@ -34,6 +34,22 @@ class _Seen:
     start: int  # the process's start time (ticks since boot): a reused pid is a new process
     ticks: int  # user + system ticks at the last scan
     same_group: bool | None = None  # in the job's cgroup and autogroup (read when first needed)
+
+
+def cpu_cgroup(blob: bytes) -> bytes:
+    """The cgroup that schedules a process's CPU, from its ``/proc/<pid>/cgroup``: with cgroup v1,
+    the hierarchy the ``cpu`` controller is mounted on (``2:cpu,cpuacct:/x``); with v2 only, the
+    unified one (``0::/x``). Other controllers (memory, pids...) do not share the CPU, so a
+    process moved between memory groups is still in the job's scheduling group."""
+    unified = b""
+    for line in blob.splitlines():
+        number, _, rest = line.partition(b":")
+        controllers, _, path = rest.partition(b":")
+        if b"cpu" in controllers.split(b","):
+            return b"cpu:" + path
+        if number == b"0" and not controllers:
+            unified = path
+    return b"0::" + unified
 
 
 def _stat(blob: bytes | None) -> tuple[int, int, int] | None:
@@ -65,14 +81,15 @@ class YieldingCpu:
         self._autogroup: bool | None = None
 
     def _group(self, pid: int) -> tuple[bytes, bytes] | None:
-        """The process's cgroup and autogroup (``b""`` with autogroup off); None when either
+        """The process's CPU cgroup and autogroup (``b""`` with autogroup off); None when either
         cannot be read."""
         if self._autogroup is None:
             flag = self.read(f"{self.proc}/sys/kernel/sched_autogroup_enabled") or b"0"
             self._autogroup = flag.strip() == b"1"
-        cgroup = self.read(f"{self.proc}/{pid}/cgroup")
-        if cgroup is None:
+        blob = self.read(f"{self.proc}/{pid}/cgroup")
+        if blob is None:
             return None
+        cgroup = cpu_cgroup(blob)
         if not self._autogroup:
             return cgroup, b""
         line = self.read(f"{self.proc}/{pid}/autogroup")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.collectors.priority import TICK_NS, YieldingCpu
+from probe.collectors.priority import TICK_NS, YieldingCpu, cpu_cgroup
 
 
 def _proc(
@@ -59,3 +59,28 @@ def test_with_autogroup_off_the_cgroup_alone_groups(tmp_path: Path) -> None:
 
 def test_without_the_job_s_root_nothing_is_said(tmp_path: Path) -> None:
     assert YieldingCpu(100, proc=str(tmp_path)).scan(set()) is None
+
+
+def test_with_cgroup_v1_only_the_cpu_controller_s_group_counts(tmp_path: Path) -> None:
+    def v1(pid: int, memory: str, cpu: str) -> None:
+        text = f"9:pids:/\n4:memory:{memory}\n2:cpu,cpuacct:{cpu}\n0::/\n"
+        (tmp_path / str(pid) / "cgroup").write_text(text)
+
+    def lay_out(ticks: int) -> None:
+        _host(tmp_path, ticks)
+        v1(100, "/api/job", "/")
+        v1(200, "/api/other", "/")  # another memory group, the job's CPU group: gives way
+        v1(300, "/api/job", "/batch")  # another CPU group (and session): competes
+        v1(400, "/api/job", "/")
+
+    lay_out(1000)
+    yielding = YieldingCpu(100, proc=str(tmp_path))
+    yielding.scan({100, 101})
+    lay_out(1040)
+    assert yielding.scan({100, 101}) == 40 * TICK_NS
+
+
+def test_the_cpu_cgroup_of_each_layout() -> None:
+    assert cpu_cgroup(b"12:memory:/m\n3:cpu,cpuacct:/c\n0::/u\n") == b"cpu:/c"
+    assert cpu_cgroup(b"0::/user.slice/session-1.scope\n") == b"0::/user.slice/session-1.scope"
+    assert cpu_cgroup(b"4:memory:/m\n") == b"0::"  # no cpu hierarchy: all in one group

@@ -147,6 +147,20 @@ def test_the_cgroup_memory_file_is_kept_open_and_followed(tmp_path: Path) -> Non
     assert got == [1000, 2500]
 
 
+def _facts(pid: int) -> str:
+    """A process's nice, cgroup and autogroup as /proc gives them (for a failure's message)."""
+    out = []
+    for name in ("stat", "cgroup", "autogroup"):
+        try:
+            text = Path(f"/proc/{pid}/{name}").read_text()
+        except OSError as exc:
+            text = f"<{exc}>"
+        if name == "stat":
+            text = "nice " + text.rsplit(")", 1)[1].split()[16]
+        out.append(" ".join(text.split()))
+    return "; ".join(out)
+
+
 def test_a_lower_priority_process_beside_the_job_is_recorded_as_giving_way(
     tmp_path: Path,
 ) -> None:
@@ -173,12 +187,29 @@ def test_a_lower_priority_process_beside_the_job_is_recorded_as_giving_way(
         fields = hog_cpu.read_text().rsplit(")", 1)[1].split()
         return int(fields[11]) + int(fields[12])
 
+    def scan() -> int:
+        for _ in range(SCAN_EVERY):
+            sampler.sample()  # every SCAN_EVERY-th pass scans the host's processes
+        return sampler.yielding.total_ns
+
     try:
-        sampler.sample()  # the first pass scans: the hog is seen, its CPU so far not counted
+        # `nice` has set its priority and exec'd once the hog's command line is Python's.
+        argv0 = os.fsencode(sys.executable)
+        cmdline = Path(f"/proc/{hog.pid}/cmdline")
+        wait_until(lambda: cmdline.read_bytes().split(b"\0")[0] == argv0, "nice to exec")
+        scan()  # the first scan sees the hog: its CPU so far is not counted
         first = ticks()
         wait_until(lambda: ticks() >= first + 10, "the hog to use 100 ms of CPU")
-        for _ in range(SCAN_EVERY):
-            sampler.sample()  # the next scan counts what it used since
+        # Each later scan counts what the hog used since the one before; scanning until the
+        # count shows (not a fixed number of scans) keeps a machine that is slow from failing.
+        wait_until(
+            lambda: scan() >= 0.1e9,
+            lambda: (
+                f"the hog's CPU to be counted (job: {_facts(job.pid)}; hog: {_facts(hog.pid)};"
+                f" failures: {sampler._part_failures})"
+            ),
+            timeout=20,
+        )
     finally:
         for child in (job, hog):
             child.kill()
