@@ -20,7 +20,9 @@ also times each stage of the analysis of every run's session afterwards in a war
 
 probe's stderr is read line by line as it comes: the latency is the time from the marker to the
 line ``probe: verdict: ...`` (what the user waits for), and to probe's exit (the page and the file
-lines as well). The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported and run only
+lines as well). ``--timings`` runs probe with ``PROBE_TIMINGS=1`` and keeps, for each run, each stage
+of what probe did after the command (probe/cli/timings.py) and the time from the marker to probe
+seeing the command end. The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported and run only
 after the command), ``auto`` (the default: the warm-up runs when the machine has room) and
 ``always`` (no room check: what the warm-up gives when it completes). Also per arm: the command's
 loop time (does the warm-up cost the command?), how many warm-up steps were done (meta.json), and
@@ -47,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import re
+
 import analysis_stages
 import mirrored
 import numpy as np
@@ -54,6 +58,10 @@ import numpy as np
 MARK = "VERDICT-LATENCY-EXIT"
 PACED = Path(__file__).parent / "workloads" / "paced_train.py"
 VERDICT = "probe: verdict:"
+TIMING = re.compile(
+    r"probe: timings: (?P<stage>.*): (?P<s>[\d.]+) s, cpu (?P<cpu>[\d.]+) s "
+    r"\(ends at (?P<at>[\d.]+) s\)(?:, gc (?P<gc>[\d.]+) s in \d+)?"
+)
 COMMAND = f"""
 import sys, time
 n = int(sys.argv[1])
@@ -95,10 +103,17 @@ def command(workload: str, command_s: float) -> list[str]:
 
 
 def run_once(
-    probe: str, argv: list[str], mode: str, cwd: Path, with_stages: bool = False
+    probe: str,
+    argv: list[str],
+    mode: str,
+    cwd: Path,
+    with_stages: bool = False,
+    with_timings: bool = False,
 ) -> dict[str, Any]:
     """One `probe doctor` run with PROBE_WARMUP=mode; the times as read from its stderr."""
     env = {**os.environ, "PROBE_WARMUP": mode, "PROBE_NO_OPEN": "1"}
+    if with_timings:
+        env["PROBE_TIMINGS"] = "1"
     env.pop("NO_COLOR", None)
     cmd = [probe, "doctor", "--", *argv]
     proc = subprocess.Popen(
@@ -115,6 +130,8 @@ def run_once(
     loop_s = None
     load = 0.0
     text: list[str] = []
+    timings: list[dict[str, Any]] = []
+    seen_end = None  # when probe saw the command end, from its first timings line
     open_streams = 2
     while open_streams:
         t, line = lines.get()
@@ -131,6 +148,17 @@ def run_once(
             loop_s = float(line.split()[1])
         elif line.startswith('{"loop_s"'):
             loop_s = float(json.loads(line)["loop_s"])
+        elif (m := TIMING.match(line)) is not None:
+            if seen_end is None:
+                seen_end = t - float(m["at"])
+            timings.append(
+                {
+                    "stage": m["stage"],
+                    "s": float(m["s"]),
+                    "cpu_s": float(m["cpu"]),
+                    "gc_s": float(m["gc"] or 0),
+                }
+            )
     proc.wait()
     ended = time.monotonic()
     if proc.returncode != 0 or marked is None or verdict is None or loop_s is None:
@@ -150,6 +178,9 @@ def run_once(
         "load": load,
         "session_mb": sum(f.stat().st_size for f in session.glob("*.rec")) / 1e6,
     }
+    if with_timings and seen_end is not None:
+        run["to_probe_seeing_end_s"] = seen_end - marked
+        run["timings"] = timings
     if with_stages:
         run.update({f"stage_{k}_s": v for k, v in _stages(session).items()})
     return run
@@ -198,6 +229,7 @@ def measure(
     workload: str = "spin",
     plain: bool = False,
     with_stages: bool = False,
+    with_timings: bool = False,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
     argv = command(workload, command_s)
@@ -206,10 +238,16 @@ def measure(
     for index in range(rounds):
         latencies: dict[str, list[float]] = {arm: [] for arm in arms}
         for arm in arms if plain else mirrored.order(arms, index):
-            run = run_once(probe, argv, arm, workdir, with_stages)
+            run = run_once(probe, argv, arm, workdir, with_stages, with_timings)
             runs[arm].append(run)
             latencies[arm].append(run["to_verdict_s"])
             print(f"round {index + 1} {arm:>6}: " + _line(run), file=sys.stderr, flush=True)
+            for t in run.get("timings", []):
+                print(
+                    f"    {t['stage']}: {t['s']:.3f} s, cpu {t['cpu_s']:.3f}, gc {t['gc_s']:.3f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         per_round.append(latencies)
     base = arms[0]
     result: dict[str, Any] = {
@@ -220,6 +258,7 @@ def measure(
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "arms": {},
+        "runs": runs,
     }
     for arm in arms:
         ratios = [mirrored.ratio(r, arm, base) for r in per_round]
@@ -227,7 +266,7 @@ def measure(
             **{
                 key: statistics.median(r[key] for r in runs[arm])
                 for key in runs[arm][0]
-                if key != "steps"
+                if key not in ("steps", "timings")
             },
             "steps": runs[arm][0]["steps"],
             "ratio_to_" + base: {
@@ -289,7 +328,31 @@ def markdown(result: dict[str, Any]) -> str:
         for arm in arms:
             a = result["arms"][arm]
             rows.append(f"| {arm} | " + " | ".join(f"{a[k]:.2f}" for k in stages) + " |")
+    rows.extend(_timings_table(result))
     return "\n".join([head, *rows])
+
+
+def _timings_table(result: dict[str, Any]) -> list[str]:
+    """Each run's stages after the command (PROBE_TIMINGS), when measured."""
+    rows = []
+    for arm, runs in result["runs"].items():
+        for k, run in enumerate(runs, 1):
+            if "timings" not in run:
+                continue
+            rows += [
+                "",
+                f"PROBE_TIMINGS, {arm} run {k}: the command's end seen by probe "
+                f"{run['to_probe_seeing_end_s']:.3f} s after the marker, then:",
+                "",
+                "| stage | seconds | CPU | GC |",
+                "|---|---|---|---|",
+            ]
+            rows += [
+                f"| {t['stage']} | {t['s']:.3f} | {t['cpu_s']:.3f} | {t['gc_s']:.3f} |"
+                for t in run["timings"]
+                if t["s"] >= 0.0005
+            ]
+    return rows
 
 
 def main() -> None:
@@ -300,6 +363,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=["spin", "paced"], default="spin")
     parser.add_argument("--plain", action="store_true", help="each arm once a round, in order")
     parser.add_argument("--stages", action="store_true", help="time the analysis' stages too")
+    parser.add_argument(
+        "--timings", action="store_true", help="PROBE_TIMINGS=1: probe's stages after the command"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="record the sessions here")
     parser.add_argument("--probe", default=str(Path(sys.executable).parent / "probe"))
     parser.add_argument("--json", type=Path, default=None)
@@ -317,6 +383,7 @@ def main() -> None:
             workload=args.workload,
             plain=args.plain,
             with_stages=args.stages,
+            with_timings=args.timings,
         )
     table = markdown(result)
     print(table)

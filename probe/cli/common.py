@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from probe.cli import timings
 from probe.errors import ProbeError
 from probe.recorder import report_path
 from probe.session.recordfile import describe_error
@@ -74,7 +75,12 @@ def analyse(
     from probe.report import terminal
     from probe.session.reader import Session
 
-    progress = terminal.Progress("analysing")
+    shown = terminal.Progress("analysing")
+
+    def progress(stage: str) -> None:
+        timings.enter(stage)
+        shown(stage)
+
     try:
         progress("loading the session")
         session = _from_preread(preread, meta) if preread is not None else None
@@ -84,7 +90,7 @@ def analyse(
             echo(f"probe: warning: {warning}")
         return diagnose(session, progress)
     finally:
-        progress.done()
+        shown.done()
 
 
 def _from_preread(preread: Preread, meta: dict[str, Any] | None) -> Session | None:
@@ -120,11 +126,14 @@ def finish(
     from probe.report import terminal
     from probe.report.renderer import Outputs, renderer
 
+    timings.enter("writing the verdict")
     for line in _analysis_losses(diagnosis):
         warn(line)
     json_written, json_path, asked_error = _write_verdict(session_dir, diagnosis, json_path)
     color = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    timings.enter("printing the verdict")
     terminal.print_summary(terminal.verdict_lines(diagnosis, color=color))
+    timings.enter("rendering the page")
     report = render_report(session_dir, diagnosis)
     outputs = Outputs(
         session_dir=session_dir,
@@ -148,6 +157,7 @@ def finish(
             json_written=json_written,
         )
     )
+    timings.stop()
     if report is not None and browser.should_open(open_report):
         browser.open_report(report)
     if asked_error is not None:

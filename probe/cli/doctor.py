@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from probe.cli import warmup
+from probe.cli import timings, warmup
 from probe.cli.common import conclude, contained, echo, warn
 from probe.cli.options import recording_options
 from probe.cli.status import LiveStatus
@@ -248,6 +248,7 @@ def run_once(
                 f"probe: the command was interrupted ({_describe(result.signal, result.exit_code)})"
             )
         if warm is not None:
+            timings.enter("waiting for the warm-up's step")
             warm.stop()  # a step under way may finish (1 s at most): the analysis would wait
             # for a half-done import anyway
         return _analyse(
@@ -263,6 +264,7 @@ def run_once(
     finally:
         if warm is not None:
             warm.stop()  # done already but for a failure above; the thread is a daemon anyway
+        timings.stop()
 
 
 def _record(
@@ -291,14 +293,19 @@ def _record(
     try:
         result = launcher.wait()
     finally:
+        busy = f" (in its step {warm.current!r})" if warm is not None and warm.current else ""
+        timings.start(f"stopping the warm-up{busy}")  # (PROBE_TIMINGS): the command has ended
         if warm is not None:  # no new step; the one under way ends while the sampler stops
             warm.stop(wait_s=0.0)
             recording.meta["warmup"] = warm.summary()
+        timings.enter("stopping the live status line")
         with contained("the live status line", "the terminal may need a reset"):
             live.stop()
         launcher.restore()
+        timings.enter("stopping the outside sampler")
         with contained("stopping the outside sampler", "its last records may be missing"):
             recording.stop_sampler()
+        timings.enter("recording how the run ended")
     status = "interrupted" if result.interrupted else "finished"
     preread = warm.preread if warm is not None else None
     with contained("recording how the run ended", "meta.json may not say it"):
@@ -390,6 +397,7 @@ def _analyse(
             "left to analyse"
         )
         return status
+    timings.enter("starting the analysis")
     with contained("the analysis", "no verdict for this run"):
         conclude(
             recording.directory,

@@ -127,6 +127,7 @@ class Warmup:
         self.error = ""  # the step that failed, and why (the warm-up then stops)
         self._t0 = 0.0
         self._in_step = False  # a step is under way (set before the stop is checked)
+        self.current = ""  # the step under way, "" between steps
 
     def start(self) -> None:
         self._t0 = time.monotonic()
@@ -196,6 +197,7 @@ class Warmup:
                 return False
             if self.started_s is None:
                 self.started_s = time.monotonic() - self._t0
+            self.current = step.name
             step.run()
             return True
         except Exception as exc:  # the analysis will meet it again, and say it
@@ -204,6 +206,7 @@ class Warmup:
                 self.preread.release(f"the warm-up failed: {self.error}")
             return False
         finally:
+            self.current = ""
             self._in_step = False
 
     def _preread(self) -> None:
