@@ -20,14 +20,14 @@ also times each stage of the analysis of every run's session afterwards in a war
 
 probe's stderr is read line by line as it comes: the latency is the time from the marker to the
 line ``probe: verdict: ...`` (what the user waits for), and to probe's exit (the page and the file
-lines as well). ``--timings`` runs probe with ``PROBE_TIMINGS=1`` and keeps, for each run, each stage
-of what probe did after the command (probe/cli/timings.py) and the time from the marker to probe
-seeing the command end. The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported and run only
-after the command), ``auto`` (the default: the warm-up runs when the machine has room) and
-``always`` (no room check: what the warm-up gives when it completes). Also per arm: the command's
-loop time (does the warm-up cost the command?), how many warm-up steps were done (meta.json), and
-the outside sampler's intervals (its 99th percentile and maximum: the warm-up shares probe's
-process, and so its interpreter lock, with the sampler).
+lines as well). ``--timings`` runs probe with ``PROBE_TIMINGS=1`` and keeps, for each run, each
+stage of what probe did after the command (probe/cli/timings.py) and the time from the marker to
+probe seeing the command end. The arms are ``PROBE_WARMUP`` values: ``off`` (the analysis imported
+and run only after the command), ``auto`` (the default: the warm-up runs when the machine has
+room) and ``always`` (no room check: what the warm-up gives when it completes). Also per arm: the
+command's loop time (does the warm-up cost the command?), how many warm-up steps were done
+(meta.json), and the outside sampler's intervals (its 99th percentile and maximum: the warm-up
+shares probe's process, and so its interpreter lock, with the sampler).
 
 Reported: each arm's medians over all its runs, and per arm the median (min-max) over the rounds
 of its round's latency over the first arm's (each round runs every arm twice, mirrored); the load
@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import statistics
 import subprocess
 import sys
@@ -48,8 +49,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import re
 
 import analysis_stages
 import mirrored

@@ -10,8 +10,8 @@ to stderr as it ends::
 
 with the CPU time of the thread that does them (less than the stage's time: it waited, for a lock,
 for the interpreter or for a core), the seconds since the command ended, and the garbage
-collections of probe's process within the stage (``gc.callbacks``: their time and number). Without it nothing is measured: each call
-below is one test of a module global.
+collections of probe's process within the stage (``gc.callbacks``: their time and number).
+Without it nothing is measured: each call below is one test of a module global.
 """
 
 from __future__ import annotations

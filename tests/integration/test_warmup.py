@@ -55,16 +55,32 @@ def test_probe_doctor_with_the_warm_up_keeps_the_exit_status_and_the_verdict(
 ) -> None:
     """A real run long enough for the warm-up to start (``always``: whatever the machine's load),
     ending with status 3: probe exits 3, and its verdict is what a cold `probe report` of the same
-    session says."""
+    session says. With PROBE_TIMINGS=1 it says what each stage after the command took, in order
+    (the verdict between writing it and rendering the page)."""
     program = SCENARIOS / "memory_growth_cache_no_torch.py"
     command = f'"{PYTHON}" "{program}"; exit 3'
     result = run_probe(
         ["doctor", "--dest", str(tmp_path), "--name", "s", "--", "sh", "-c", command],
-        env=probe_env(PROBE_WARMUP="always"),
+        env=probe_env(PROBE_WARMUP="always", PROBE_TIMINGS="1"),
         timeout=180,
     )
     assert result.returncode == 3, result.stderr[-3000:]
     assert "probe: verdict: memory-growth" in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.splitlines()
+    stages = [line.split(": ")[2] for line in lines if line.startswith("probe: timings: ")]
+    expected = [
+        "stopping the outside sampler",
+        "recording how the run ended",
+        "loading the session",
+        "building the timeline",
+        "checking memory-growth",
+        "writing the verdict",
+        "printing the verdict",
+        "rendering the page",
+    ]
+    assert [s for s in stages if s in expected] == expected, stages
+    verdict = next(k for k, line in enumerate(lines) if line.startswith("probe: verdict:"))
+    assert lines[verdict - 1].startswith("probe: timings: writing the verdict:")
     session = tmp_path / "s"
     warm = json.loads((session / "meta.json").read_text())["warmup"]
     assert warm["steps_done"] >= 1 and warm["error"] is None, warm
