@@ -58,7 +58,8 @@ MARK = "VERDICT-LATENCY-EXIT"
 PACED = Path(__file__).parent / "workloads" / "paced_train.py"
 VERDICT = "probe: verdict:"
 TIMING = re.compile(
-    r"probe: timings: (?P<stage>.*): (?P<s>[\d.]+) s, cpu (?P<cpu>[\d.]+) s "
+    r"probe: timings: (?P<stage>.*): (?P<s>[\d.]+) s, cpu (?P<cpu>[\d.]+) s"
+    r"(?:, waiting for a core (?P<wait>[\d.]+) s)? "
     r"\(ends at (?P<at>[\d.]+) s\)(?:, gc (?P<gc>[\d.]+) s in \d+)?"
 )
 COMMAND = f"""
@@ -155,6 +156,7 @@ def run_once(
                     "stage": m["stage"],
                     "s": float(m["s"]),
                     "cpu_s": float(m["cpu"]),
+                    "core_wait_s": float(m["wait"] or 0),
                     "gc_s": float(m["gc"] or 0),
                 }
             )
@@ -243,7 +245,8 @@ def measure(
             print(f"round {index + 1} {arm:>6}: " + _line(run), file=sys.stderr, flush=True)
             for t in run.get("timings", []):
                 print(
-                    f"    {t['stage']}: {t['s']:.3f} s, cpu {t['cpu_s']:.3f}, gc {t['gc_s']:.3f}",
+                    f"    {t['stage']}: {t['s']:.3f} s, cpu {t['cpu_s']:.3f}, waiting for a core "
+                    f"{t.get('core_wait_s', 0):.3f}, gc {t['gc_s']:.3f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -343,11 +346,12 @@ def _timings_table(result: dict[str, Any]) -> list[str]:
                 f"PROBE_TIMINGS, {arm} run {k}: the command's end seen by probe "
                 f"{run['to_probe_seeing_end_s']:.3f} s after the marker, then:",
                 "",
-                "| stage | seconds | CPU | GC |",
-                "|---|---|---|---|",
+                "| stage | seconds | CPU | waiting for a core | GC |",
+                "|---|---|---|---|---|",
             ]
             rows += [
-                f"| {t['stage']} | {t['s']:.3f} | {t['cpu_s']:.3f} | {t['gc_s']:.3f} |"
+                f"| {t['stage']} | {t['s']:.3f} | {t['cpu_s']:.3f} | "
+                f"{t.get('core_wait_s', 0):.3f} | {t['gc_s']:.3f} |"
                 for t in run["timings"]
                 if t["s"] >= 0.0005
             ]

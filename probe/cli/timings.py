@@ -5,12 +5,17 @@ the live status line and the outside sampler, recording how the run ended, loadi
 each stage of the analysis, writing and printing the verdict, rendering the page) prints one line
 to stderr as it ends::
 
-    probe: timings: stopping the outside sampler: 0.012 s, cpu 0.001 s (ends at 0.015 s)
-    probe: timings: building the timeline: 0.210 s, cpu 0.190 s (ends at 0.431 s), gc 0.050 s in 1
+    probe: timings: stopping the outside sampler: 0.012 s, cpu 0.001 s, waiting for a core 0.000 s
+      (ends at 0.015 s)
+    probe: timings: building the timeline: 0.610 s, cpu 0.190 s, waiting for a core 0.415 s
+      (ends at 0.831 s), gc 0.050 s in 1
 
-with the CPU time of the thread that does them (less than the stage's time: it waited, for a lock,
-for the interpreter or for a core), the seconds since the command ended, and the garbage
-collections of probe's process within the stage (``gc.callbacks``: their time and number).
+(one line each) with the CPU time of the thread that does them, the time that thread was ready
+to run but waited for a core (Linux's ``/proc/thread-self/schedstat``: the machine's other work;
+left out where it cannot be read), the seconds since the command ended, and the garbage
+collections of probe's process within the stage (``gc.callbacks``: their time and number). A
+stage's time less its CPU and its wait for a core is time it waited for something else (a lock,
+the interpreter, a file).
 Without it nothing is measured: each call below is one test of a module global.
 """
 
@@ -23,6 +28,17 @@ import time
 from typing import Any, TextIO
 
 VARIABLE = "PROBE_TIMINGS"
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+def runqueue_s(path: str = SCHEDSTAT) -> float | None:
+    """How long the calling thread has waited for a core (ready to run, not running) since it
+    started, in seconds; None where the kernel does not say."""
+    try:
+        with open(path) as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class Clock:
@@ -35,6 +51,7 @@ class Clock:
         self.stage: str | None = None
         self.stage_start = self.start
         self.stage_cpu = time.thread_time()
+        self.stage_wait = runqueue_s()
         self.lines: list[str] = []
         self._gc_s = 0.0
         self._gc_n = 0
@@ -50,18 +67,19 @@ class Clock:
             self._gc_began = None
 
     def enter(self, stage: str | None) -> None:
-        now, cpu = time.monotonic(), time.thread_time()
+        now, cpu, wait = time.monotonic(), time.thread_time(), runqueue_s()
         if self.stage is not None:
-            line = (
-                f"probe: timings: {self.stage}: {now - self.stage_start:.3f} s, "
-                f"cpu {cpu - self.stage_cpu:.3f} s (ends at {now - self.start:.3f} s)"
-            )
+            line = f"probe: timings: {self.stage}: {now - self.stage_start:.3f} s, "
+            line += f"cpu {cpu - self.stage_cpu:.3f} s"
+            if wait is not None and self.stage_wait is not None:
+                line += f", waiting for a core {wait - self.stage_wait:.3f} s"
+            line += f" (ends at {now - self.start:.3f} s)"
             if self._gc_n:
                 line += f", gc {self._gc_s:.3f} s in {self._gc_n}"
             self.lines.append(line)
             self.stream.write(line + "\n")
             self.stream.flush()
-        self.stage, self.stage_start, self.stage_cpu = stage, now, cpu
+        self.stage, self.stage_start, self.stage_cpu, self.stage_wait = stage, now, cpu, wait
         self._gc_s, self._gc_n = 0.0, 0
 
     def stop(self) -> None:
@@ -101,4 +119,4 @@ def stop() -> None:
         _clock = None
 
 
-__all__ = ["VARIABLE", "Clock", "enabled", "enter", "start", "stop"]
+__all__ = ["VARIABLE", "Clock", "enabled", "enter", "runqueue_s", "start", "stop"]

@@ -7,15 +7,18 @@ import gc
 import io
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from probe.cli import timings
 
 LINE = re.compile(
-    r"probe: timings: (?P<stage>.+): (?P<s>\d+\.\d{3}) s, cpu (?P<cpu>\d+\.\d{3}) s "
+    r"probe: timings: (?P<stage>.+): (?P<s>\d+\.\d{3}) s, cpu (?P<cpu>\d+\.\d{3}) s"
+    r"(?:, waiting for a core (?P<wait>\d+\.\d{3}) s)? "
     r"\(ends at (?P<at>\d+\.\d{3}) s\)(?:, gc (?P<gc>\d+\.\d{3}) s in (?P<n>\d+))?$"
 )
+LINUX_SCHEDSTAT = timings.runqueue_s() is not None
 
 
 def test_each_stage_is_one_line_with_its_time_its_cpu_and_where_it_ends() -> None:
@@ -36,6 +39,19 @@ def test_each_stage_is_one_line_with_its_time_its_cpu_and_where_it_ends() -> Non
     assert float(computing["cpu"]) >= 0.03
     assert float(computing["at"]) >= float(waiting["at"]) + float(computing["s"]) - 0.002
     assert clock._gc not in gc.callbacks  # stop() leaves the collector as it was
+    for m in lines:  # the wait for a core is said where the kernel says it, and within the stage
+        assert (m["wait"] is not None) is LINUX_SCHEDSTAT
+        assert m["wait"] is None or float(m["wait"]) <= float(m["s"]) + 0.001
+
+
+def test_the_wait_for_a_core_is_the_threads_runqueue_time(tmp_path: Path) -> None:
+    """/proc/thread-self/schedstat: time on a core, time waiting for one, slices (ns)."""
+    stat = tmp_path / "schedstat"
+    stat.write_text("8123456789 1500000000 4242\n")
+    assert timings.runqueue_s(str(stat)) == 1.5
+    assert timings.runqueue_s(str(tmp_path / "missing")) is None
+    stat.write_text("garbled\n")
+    assert timings.runqueue_s(str(stat)) is None
 
 
 def test_collections_within_a_stage_are_counted_in_it() -> None:
