@@ -16,6 +16,7 @@ left out where it cannot be read), the seconds since the command ended, and the 
 collections of probe's process within the stage (``gc.callbacks``: their time and number). A
 stage's time less its CPU and its wait for a core is time it waited for something else (a lock,
 the interpreter, a file).
+
 Without it nothing is measured: each call below is one test of a module global.
 """
 
