@@ -79,8 +79,12 @@ def test_probe_doctor_with_the_warm_up_keeps_the_exit_status_and_the_verdict(
         "rendering the page",
     ]
     assert [s for s in stages if s in expected] == expected, stages
-    verdict = next(k for k, line in enumerate(lines) if line.startswith("probe: verdict:"))
-    assert lines[verdict - 1].startswith("probe: timings: writing the verdict:")
+
+    def at(start: str) -> int:
+        return next(k for k, line in enumerate(lines) if line.startswith(start))
+
+    written, verdict = at("probe: timings: writing the verdict:"), at("probe: verdict:")
+    assert written < verdict < at("probe: timings: rendering the page:"), lines
     session = tmp_path / "s"
     warm = json.loads((session / "meta.json").read_text())["warmup"]
     assert warm["steps_done"] >= 1 and warm["error"] is None, warm

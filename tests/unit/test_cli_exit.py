@@ -58,12 +58,14 @@ def test_a_thread_still_running_is_waited_for(tmp_path: Path) -> None:
 
 
 GONE = """
-import sys, time
+import select, sys
 from probe.cli import exit_now
 
 sys.stdout.write("0123456789")
 sys.stdout.flush()  # what the reader takes before it goes away
-time.sleep(float(sys.argv[1]))
+gone = select.poll()
+gone.register(sys.stdout.fileno(), select.POLLERR)
+gone.poll(60_000)  # a pipe's writing end reports an error once no reader is left
 sys.stdout.write("more")  # still buffered when exit_now is called
 exit_now(0)
 """
@@ -74,12 +76,12 @@ def test_a_reader_that_went_away_is_the_broken_pipe_status() -> None:
     assert reader.stdin is not None
     with reader:
         writer = subprocess.Popen(
-            [sys.executable, "-c", GONE, "2"],
+            [sys.executable, "-c", GONE],
             stdout=reader.stdin,
             stderr=subprocess.PIPE,
             env=BUFFERED,
         )
         reader.stdin.close()
-        reader.wait(timeout=60)  # head has its 10 bytes and is gone before the writer wakes
+        reader.wait(timeout=60)
         _, stderr = writer.communicate(timeout=60)
     assert writer.returncode == 141, stderr
