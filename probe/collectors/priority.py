@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from probe.collectors.procfiles import read_once
+from probe.collectors.system import cgroup_paths
 
 SCAN_EVERY = 10  # outside sampler passes between scans (about a second at the default interval)
 TICK_NS = 1_000_000_000 // (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
@@ -41,15 +42,10 @@ def cpu_cgroup(blob: bytes) -> bytes:
     the hierarchy the ``cpu`` controller is mounted on (``2:cpu,cpuacct:/x``); with v2 only, the
     unified one (``0::/x``). Other controllers (memory, pids...) do not share the CPU, so a
     process moved between memory groups is still in the job's scheduling group."""
-    unified = b""
-    for line in blob.splitlines():
-        number, _, rest = line.partition(b":")
-        controllers, _, path = rest.partition(b":")
-        if b"cpu" in controllers.split(b","):
-            return b"cpu:" + path
-        if number == b"0" and not controllers:
-            unified = path
-    return b"0::" + unified
+    paths = cgroup_paths(blob.decode(errors="replace"))
+    if "cpu" in paths:
+        return b"cpu:" + paths["cpu"].encode()
+    return b"0::" + paths.get("", "").encode()
 
 
 def _stat(blob: bytes | None) -> tuple[int, int, int] | None:

@@ -44,7 +44,12 @@ def _read(path: Path) -> str | None:
 
 def _cgroup_paths(pid: int | str = "self") -> dict[str, str]:
     """Controller -> cgroup path from /proc/<pid>/cgroup ('' key for the v2 unified hierarchy)."""
-    text = _read(Path(f"/proc/{pid}/cgroup")) or ""
+    return cgroup_paths(_read(Path(f"/proc/{pid}/cgroup")) or "")
+
+
+def cgroup_paths(text: str) -> dict[str, str]:
+    """Controller -> cgroup path from the text of a /proc/<pid>/cgroup ('' key for the v2
+    unified hierarchy)."""
     out: dict[str, str] = {}
     for line in text.splitlines():
         parts = line.split(":", 2)
