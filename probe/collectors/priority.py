@@ -8,9 +8,10 @@ for the job, not load on its cores. Across groups weights do not apply: each cgr
 controller, and with autogroup (``/proc/sys/kernel/sched_autogroup_enabled``) each session, gets
 its share whatever its tasks' nice. So a process counts here when it is outside the job's tree,
 its nice is higher than the job's at the scan, and it is in the job's CPU cgroup and autogroup
-(anything unread counts as another group: its CPU stays load). Its CPU and nice are read from
-``/proc/<pid>/stat`` (user and system ticks) every ``SCAN_EVERY`` passes of the outside sampler;
-CPU a process used before it was first seen is not counted.
+(anything unread counts as another group: its CPU stays load; an empty autogroup file, which
+the kernel gives a task scheduled by a CPU cgroup rather than by its session, is no autogroup).
+Its CPU and nice are read from ``/proc/<pid>/stat`` (user and system ticks) every ``SCAN_EVERY``
+passes of the outside sampler; CPU a process used before it was first seen is not counted.
 
 What would fool it: a process whose threads have different nice values (set per thread) is
 judged by its main thread's; real-time tasks (which preempt every fair task) read as competing
@@ -89,8 +90,13 @@ class YieldingCpu:
         if not self._autogroup:
             return cgroup, b""
         line = self.read(f"{self.proc}/{pid}/autogroup")
-        words = line.split() if line else []
-        return (cgroup, words[0]) if words else None
+        if line is None:
+            return None
+        # An empty file is the kernel saying the process is in no autogroup: autogroup only
+        # applies to tasks in the root task group, so a process in a CPU cgroup of its own (a
+        # container's, whose /proc shows it as "/") is scheduled by that cgroup alone.
+        words = line.split()
+        return cgroup, words[0] if words else b""
 
     def _job_facts(self) -> tuple[int, tuple[bytes, bytes] | None] | None:
         """The job's nice and group, read from its root process once."""

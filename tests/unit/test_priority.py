@@ -84,3 +84,28 @@ def test_the_cpu_cgroup_of_each_layout() -> None:
     assert cpu_cgroup(b"12:memory:/m\n3:cpu,cpuacct:/c\n0::/u\n") == b"cpu:/c"
     assert cpu_cgroup(b"0::/user.slice/session-1.scope\n") == b"0::/user.slice/session-1.scope"
     assert cpu_cgroup(b"4:memory:/m\n") == b"0::"  # no cpu hierarchy: all in one group
+
+
+def test_an_empty_autogroup_file_is_no_autogroup(tmp_path: Path) -> None:
+    # Inside a container the job's tasks sit in a CPU cgroup (shown as "/" from within), where
+    # autogroup does not apply and the kernel leaves /proc/<pid>/autogroup empty, even with
+    # autogroup enabled: a nice-19 process there gives way by weight like any other.
+    def lay_out(ticks: int) -> None:
+        _host(tmp_path, ticks)
+        for pid in (100, 200, 400, 500):
+            (tmp_path / str(pid) / "autogroup").write_text("")
+        # 300 stays in a session's autogroup: another group, it competes
+
+    lay_out(1000)
+    yielding = YieldingCpu(100, proc=str(tmp_path))
+    yielding.scan({100, 101})
+    lay_out(1025)
+    assert yielding.scan({100, 101}) == 25 * TICK_NS
+    (tmp_path / "200" / "autogroup").unlink()  # unreadable: another group, whatever it is
+    lay_out(1025)
+    (tmp_path / "200" / "autogroup").unlink()
+    fresh = YieldingCpu(100, proc=str(tmp_path))
+    fresh.scan({100, 101})
+    lay_out(1050)
+    (tmp_path / "200" / "autogroup").unlink()
+    assert fresh.scan({100, 101}) == 0
