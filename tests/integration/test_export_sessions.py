@@ -17,7 +17,8 @@ from probe.session.reader import Session
 from tests.export_checks import check_speedscope, check_trace_events, parse_collapsed
 from tests.export_sessions import KINDS
 
-pytestmark = pytest.mark.slow
+# What each export holds is fixed by the recorded programs, not by the machine's speed.
+pytestmark = [pytest.mark.slow, pytest.mark.shareable]
 
 
 def export(session: Path, fmt: str, out: Path, *extra: str) -> Path:
