@@ -90,22 +90,21 @@ def test_an_empty_autogroup_file_is_no_autogroup(tmp_path: Path) -> None:
     # Inside a container the job's tasks sit in a CPU cgroup (shown as "/" from within), where
     # autogroup does not apply and the kernel leaves /proc/<pid>/autogroup empty, even with
     # autogroup enabled: a nice-19 process there gives way by weight like any other.
-    def lay_out(ticks: int) -> None:
+    def lay_out(ticks: int, *, readable: bool = True) -> None:
         _host(tmp_path, ticks)
         for pid in (100, 200, 400, 500):
             (tmp_path / str(pid) / "autogroup").write_text("")
         # 300 stays in a session's autogroup: another group, it competes
+        if not readable:  # 200's file unreadable: another group, whatever it is
+            (tmp_path / "200" / "autogroup").unlink()
 
     lay_out(1000)
     yielding = YieldingCpu(100, proc=str(tmp_path))
     yielding.scan({100, 101})
     lay_out(1025)
     assert yielding.scan({100, 101}) == 25 * TICK_NS
-    (tmp_path / "200" / "autogroup").unlink()  # unreadable: another group, whatever it is
-    lay_out(1025)
-    (tmp_path / "200" / "autogroup").unlink()
+    lay_out(1025, readable=False)
     fresh = YieldingCpu(100, proc=str(tmp_path))
     fresh.scan({100, 101})
-    lay_out(1050)
-    (tmp_path / "200" / "autogroup").unlink()
+    lay_out(1050, readable=False)
     assert fresh.scan({100, 101}) == 0
